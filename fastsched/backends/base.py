@@ -1,0 +1,217 @@
+"""The storage contract: explicit operations, not a generic execute.
+
+Every backend (MariaDB/MySQL through pymysql, SQLite through the stdlib) implements exactly these
+methods with the same meaning; ``tests/test_backend_contract.py`` runs one suite against all of
+them on real servers. Times in and out are naive UTC ``datetime`` objects with microseconds; the
+caller passes ``now`` so tests can inject time. Driver errors are raised as
+``fastsched.errors.DatabaseError`` (or a subclass) with the driver's error as ``__cause__``.
+
+Row states, from the columns (Friendica's meaning kept):
+    waiting   done=0, pid=0, next_try <= now
+    deferred  done=0, pid=0, next_try >  now
+    running   done=0, pid<>0 (host = the owning master's host id)
+    done      done=1         (purged after the retention period)
+    failed    done=2         (kept until a person retries, cancels or purges it)
+"""
+from __future__ import annotations
+
+import abc
+import dataclasses
+import datetime as dt
+from collections.abc import Sequence
+from typing import Any
+
+from fastsched.dsn import DSN
+from fastsched.jobs import ClaimedJob, Job, NewJob, Outcomes
+
+SCHEMA_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class PlanCounts:
+    """What the scheduler needs each cycle, read in one statement."""
+
+    waiting: list[int]  # per priority rank (0=CRITICAL..4=NEGLIGIBLE), each capped at the cap asked for
+    running: list[int]  # per rank: distinct (host, pid) workers holding a pending claim, cluster-wide
+    active: int  # the workers of all live masters (sum of their ``workers``), cluster-wide
+
+
+@dataclasses.dataclass(frozen=True)
+class PriorityStats:
+    priority: int
+    waiting: int
+    deferred: int
+    running: int
+    failed: int
+    done_last_hour: int
+    oldest_waiting_seconds: float | None  # age of the oldest waiting job (now - created), None if none waits
+
+
+@dataclasses.dataclass(frozen=True)
+class ProcessInfo:
+    host: str
+    pid: int
+    role: str  # "master" or "child"
+    master_pid: int
+    workers: int
+    started: dt.datetime
+    heartbeat: dt.datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """A claimed batch: all of one priority, for one child."""
+
+    pid: int
+    jobs: list[ClaimedJob]
+
+
+class Backend(abc.ABC):
+    dialect: str  # "mysql" or "sqlite"
+    dsn: DSN
+
+    # --- life cycle -------------------------------------------------------------------------
+    @abc.abstractmethod
+    def init_schema(self) -> None:
+        """Create the tables if missing and record SCHEMA_VERSION; raise SchemaError for a newer schema."""
+
+    @abc.abstractmethod
+    def close(self) -> None:
+        """Close the connection; the backend reconnects on next use."""
+
+    # --- producer ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def add_many(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[int]:
+        """Insert jobs in few round trips (multi-row inserts); return their ids in input order.
+
+        A job whose dedup_hash equals that of a pending (not done, not failed) job is not inserted:
+        its id is the pending job's id, and with force_priority the pending job's priority is set to
+        the new one if it is unclaimed. Dedup is atomic (a unique index), never check-then-insert.
+        Duplicates within ``jobs`` collapse to one id too. ``connection``: a caller's own open DB-API
+        connection (pymysql for MySQL, sqlite3 for SQLite) to enqueue inside its transaction: the
+        backend neither commits nor rolls it back. Without it, the backend commits.
+        """
+
+    @abc.abstractmethod
+    def get(self, job_id: int, now: dt.datetime) -> Job:
+        """The job, its state computed against ``now``. JobNotFound if no such id."""
+
+    @abc.abstractmethod
+    def cancel(self, job_id: int) -> Job:
+        """Delete a waiting, deferred or failed job and return it as it was.
+
+        JobNotFound if no such id; InvalidState (naming the state) if it is running or done.
+        """
+
+    @abc.abstractmethod
+    def retry(self, job_id: int, now: dt.datetime) -> Job:
+        """Put a failed job back to waiting (retrial and crashes reset to 0, next_try=now, dedup_hash restored).
+
+        InvalidState if it is not failed; if an identical job is pending already, the failed one is
+        deleted and the pending one returned (dedup holds). JobNotFound if no such id.
+        """
+
+    @abc.abstractmethod
+    def retry_all_failed(self, now: dt.datetime) -> int:
+        """``retry`` every failed job; return how many went back to the queue."""
+
+    @abc.abstractmethod
+    def failed(self, limit: int = 100) -> list[Job]:
+        """Failed jobs, newest first."""
+
+    @abc.abstractmethod
+    def purge(self, finished_before: dt.datetime, *, include_failed: bool = False, limit: int = 10_000) -> int:
+        """Delete up to ``limit`` done (and with include_failed, failed) jobs finished before then; return how many."""
+
+    @abc.abstractmethod
+    def stats(self, now: dt.datetime) -> list[PriorityStats]:
+        """One entry per priority, CRITICAL first, all five always present."""
+
+    @abc.abstractmethod
+    def finished_since(self, since: dt.datetime) -> int:
+        """Jobs done since then (for jobs-per-minute)."""
+
+    @abc.abstractmethod
+    def jobs_ahead(self, job_id: int) -> int:
+        """Waiting or deferred jobs of the same priority that a claim would take before this one."""
+
+    # --- the pool master --------------------------------------------------------------------
+    @abc.abstractmethod
+    def plan_counts(self, now: dt.datetime, cap: int, alive_after: dt.datetime) -> PlanCounts:
+        """Waiting counts per priority (each capped at ``cap``, so a million pending rows cost no more
+        than a thousand), running workers per priority and active workers cluster-wide, where a master
+        is alive if its heartbeat is at or after ``alive_after``."""
+
+    @abc.abstractmethod
+    def claim(
+        self,
+        wanted: Sequence[int],
+        children: Sequence[int],
+        host: str,
+        fetch_limit: int,
+        now: dt.datetime,
+        outcomes: Outcomes | None = None,
+    ) -> list[Batch]:
+        """Write ``outcomes`` and claim work, in ONE short transaction.
+
+        wanted[r]: how many runnable jobs of priority rank r to claim (oldest next_try first, then id),
+        with ``SELECT ... FOR UPDATE SKIP LOCKED`` where the server has it (no global lock). The claimed
+        ids are split with ``core.batch_ids(..., fetch_limit)`` and batch i is given to children[i]: its
+        rows get pid=children[i], host=host, executed=now. Fewer batches than children when less was
+        claimed; rows beyond len(children) batches are not claimed. Statements per call: a few per
+        priority and per batch, never per job.
+
+        Outcomes are written first, each guarded by ``host=host AND done=0`` so that a claim another
+        master has recovered is never overwritten: done -> done=1, finished=now, dedup_hash=NULL;
+        retry -> pid=0, host='', executed=NULL, next_try/priority/retrial/crashes/last_error as given;
+        failed -> done=2, finished=now, dedup_hash=NULL, pid kept, retrial/crashes/last_error as given;
+        released -> pid=0, host='', executed=NULL (nothing else changes).
+        """
+
+    @abc.abstractmethod
+    def write_outcomes(self, host: str, now: dt.datetime, outcomes: Outcomes) -> None:
+        """Write outcomes alone (the same rules as in claim), in one transaction."""
+
+    @abc.abstractmethod
+    def fail_jobs(self, job_ids: Sequence[int], error: str, now: dt.datetime) -> int:
+        """Fail pending jobs (claimed or not) with a reason, e.g. 'unknown command'; return how many."""
+
+    @abc.abstractmethod
+    def fail_malformed(self, now: dt.datetime) -> int:
+        """Fail pending rows a claim would never take: a priority not among the five. Return how many."""
+
+    @abc.abstractmethod
+    def register_master(self, host: str, pid: int, workers: int, now: dt.datetime) -> None:
+        """Insert or replace this master's process row."""
+
+    @abc.abstractmethod
+    def register_children(self, host: str, master_pid: int, pids: Sequence[int], now: dt.datetime) -> None:
+        """Insert or replace child rows, and delete this master's child rows not in ``pids``."""
+
+    @abc.abstractmethod
+    def heartbeat(self, host: str, master_pid: int, workers: int, now: dt.datetime) -> bool:
+        """Refresh the master's and its children's heartbeat; False if the master's row is gone
+        (another master declared it dead and took its claims: stop the children at once)."""
+
+    @abc.abstractmethod
+    def unregister(self, host: str, master_pid: int) -> None:
+        """Delete the master's row and its children's rows."""
+
+    @abc.abstractmethod
+    def processes(self) -> list[ProcessInfo]:
+        """Every registered process, masters first, by host."""
+
+    @abc.abstractmethod
+    def recover_host(self, host: str) -> int:
+        """Release every pending claim of ``host`` and delete its process rows (a master starting on
+        a host recovers what its dead predecessor held). Return how many jobs were released."""
+
+    @abc.abstractmethod
+    def recover_expired(self, alive_after: dt.datetime) -> list[tuple[str, int]]:
+        """For every master whose heartbeat is older than ``alive_after``: release its claims and
+        delete its (and its children's) process rows. Return [(host, jobs released)]."""
+
+    @abc.abstractmethod
+    def take_periodic(self, name: str, now: dt.datetime, period: dt.timedelta) -> bool:
+        """True for exactly one caller per period across the cluster: atomically moves the lease
+        ``name`` forward to now+period if it is due (or missing)."""

@@ -1,0 +1,103 @@
+"""What a job is, as stored, as shown to users and as it travels to a child process."""
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import enum
+from typing import NamedTuple
+
+
+class JobState(str, enum.Enum):
+    WAITING = "waiting"  # runnable now: unclaimed, next_try has passed
+    DEFERRED = "deferred"  # unclaimed, next_try in the future (a delay or a retry)
+    RUNNING = "running"  # claimed by a child process (pid and host set)
+    DONE = "done"
+    FAILED = "failed"  # kept for a person to see: retries exhausted, poison pill, unknown command...
+
+
+# Values of the ``done`` column. Friendica's column is a boolean; failed rows are kept with 2 so
+# that every ``NOT done`` query written for Friendica still means "pending".
+DONE_PENDING = 0
+DONE_OK = 1
+DONE_FAILED = 2
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """A job as ``Queue.get()`` returns it. Times are naive UTC datetimes."""
+
+    id: int
+    command: str
+    args: list[object] | None  # None when the stored parameter is not valid JSON
+    parameter: str  # the stored JSON text, verbatim
+    priority: int
+    state: JobState
+    created: dt.datetime
+    next_try: dt.datetime
+    executed: dt.datetime | None  # when the current or last claim started
+    finished: dt.datetime | None
+    retrial: int
+    crashes: int  # how many times a child died while running it
+    pid: int  # child process running it, 0 when unclaimed
+    host: str  # host id of the master that owns the claim ('' when unclaimed)
+    last_error: str | None
+
+
+class NewJob(NamedTuple):
+    """A validated job ready to store (built by the producer API, never by callers)."""
+
+    command: str
+    parameter: str  # canonical JSON of the args
+    priority: int
+    created: dt.datetime
+    next_try: dt.datetime
+    dedup_hash: bytes | None  # sha1 over command and parameter; None when dedup is off
+    force_priority: bool
+
+
+class ClaimedJob(NamedTuple):
+    """What the master claims and sends to a child: small and picklable."""
+
+    id: int
+    command: str
+    parameter: str
+    priority: int
+    retrial: int
+    crashes: int
+    created: dt.datetime
+
+
+class Retry(NamedTuple):
+    """Back to the queue for another attempt."""
+
+    id: int
+    next_try: dt.datetime
+    priority: int  # possibly demoted
+    retrial: int  # the new value
+    crashes: int  # the new value
+    error: str | None
+
+
+class Failure(NamedTuple):
+    """Kept as failed for a person to see and retry."""
+
+    id: int
+    retrial: int
+    crashes: int
+    error: str
+
+
+@dataclasses.dataclass
+class Outcomes:
+    """What the master learned from its children since the last write, written in one transaction."""
+
+    done: list[int] = dataclasses.field(default_factory=list)
+    retry: list[Retry] = dataclasses.field(default_factory=list)
+    failed: list[Failure] = dataclasses.field(default_factory=list)
+    released: list[int] = dataclasses.field(default_factory=list)  # claimed, never started: no penalty
+
+    def __bool__(self) -> bool:
+        return bool(self.done or self.retry or self.failed or self.released)
+
+    def __len__(self) -> int:
+        return len(self.done) + len(self.retry) + len(self.failed) + len(self.released)

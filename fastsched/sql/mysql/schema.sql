@@ -1,0 +1,49 @@
+-- fastsched schema, version 1, for MariaDB 10.6+ / MySQL 8.0+ (InnoDB).
+-- Statements are separated by lines holding only ';'.
+-- Every time is UTC with microseconds. Columns keep Friendica's names and meaning where it had them.
+
+CREATE TABLE IF NOT EXISTS workerqueue (
+    id          BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
+    command     VARCHAR(100) NOT NULL,                   -- a registered task name, e.g. 'RemoveContact'
+    parameter   MEDIUMTEXT NOT NULL,                     -- the args as a JSON array
+    priority    TINYINT UNSIGNED NOT NULL DEFAULT 30,    -- 10 CRITICAL .. 50 NEGLIGIBLE
+    created     DATETIME(6) NOT NULL,
+    pid         INT UNSIGNED NOT NULL DEFAULT 0,         -- the child process running it; 0 = unclaimed
+    host        VARCHAR(255) NOT NULL DEFAULT '',        -- host id of the master owning the claim (pids collide across hosts)
+    executed    DATETIME(6) NULL,                        -- when the current (or last) claim started
+    finished    DATETIME(6) NULL,                        -- when it was done or failed
+    next_try    DATETIME(6) NOT NULL,                    -- runnable from then on; claims take the oldest first
+    retrial     TINYINT NOT NULL DEFAULT 0,              -- attempts deferred so far
+    crashes     TINYINT UNSIGNED NOT NULL DEFAULT 0,     -- children that died running it (poison-pill counter)
+    done        TINYINT UNSIGNED NOT NULL DEFAULT 0,     -- 0 pending, 1 done, 2 failed (so NOT done = pending, as in Friendica)
+    last_error  TEXT NULL,
+    dedup_hash  BINARY(20) NULL,                         -- sha1(command, parameter) while pending; NULL once finished or without dedup
+    PRIMARY KEY (id),
+    -- The claim: WHERE done=0 AND pid=0 AND priority=? AND next_try<=? ORDER BY next_try, id LIMIT k
+    -- is one range scan in index order (InnoDB appends id). The same index counts waiting and
+    -- deferred jobs per priority, and the running workers (done=0 AND pid<>0) for the scheduler.
+    KEY claim (done, pid, priority, next_try),
+    -- Dedup is atomic: an identical pending job collides here and INSERT ... ON DUPLICATE KEY
+    -- returns the existing id (Friendica checked an unindexed text column, then inserted: racy).
+    UNIQUE KEY dedup (dedup_hash)
+    -- No index on host: recovery (WHERE done=0 AND pid<>0 AND host=?) scans the few claimed rows
+    -- through the claim index, and every index more costs a write on each claim.
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
+;
+CREATE TABLE IF NOT EXISTS process (
+    host        VARCHAR(255) NOT NULL,                   -- the master's host id (hostname or --host-id)
+    pid         INT UNSIGNED NOT NULL,
+    role        VARCHAR(16) NOT NULL,                    -- 'master' or 'child'
+    master_pid  INT UNSIGNED NOT NULL DEFAULT 0,         -- for a child: its master
+    workers     INT UNSIGNED NOT NULL DEFAULT 0,         -- for a master: its children (the cluster's active workers sum these)
+    started     DATETIME(6) NOT NULL,
+    heartbeat   DATETIME(6) NOT NULL,                    -- a master whose heartbeat is older than the lease is dead
+    PRIMARY KEY (host, pid)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
+;
+CREATE TABLE IF NOT EXISTS fastsched_meta (
+    name        VARCHAR(191) NOT NULL,                   -- 'schema_version', 'periodic:<command>'
+    value       VARCHAR(255) NOT NULL DEFAULT '',
+    due         DATETIME(6) NULL,                        -- periodic: enqueued by whichever master moves this forward first
+    PRIMARY KEY (name)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
