@@ -1,0 +1,72 @@
+"""fastsched: a durable, priority-fair background job queue on MySQL/MariaDB (SQLite embedded).
+
+    import fastsched
+    job_id = fastsched.add(fastsched.PRIORITY_HIGH, "Notifier", "like", 42)
+
+Importing does no I/O: the module-level functions open a default queue from ``$FASTSCHED_DSN``
+(else ``sqlite:///fastsched.sqlite3``) at their first call; ``fastsched.connect(dsn)`` opens one
+explicitly.
+"""
+from __future__ import annotations
+
+from fastsched.errors import (
+    ConfigError,
+    DatabaseError,
+    DatabaseUnavailable,
+    FastschedError,
+    InvalidInput,
+    InvalidState,
+    JobNotFound,
+    NotInJob,
+    PoolAlreadyRunning,
+    SchemaError,
+    TaskError,
+    UnsupportedServer,
+)
+from fastsched.jobs import Job, JobState
+from fastsched.priority import (
+    PRIORITY_CRITICAL,
+    PRIORITY_HIGH,
+    PRIORITY_LOW,
+    PRIORITY_MEDIUM,
+    PRIORITY_NEGLIGIBLE,
+    Priority,
+)
+from fastsched.queue import Queue, add, add_many, cancel, connect, get, purge, retry, stats
+
+# --- the pool's API (fastsched.tasks, fastsched.context) is wired in here by the lead ---------
+
+__version__ = "0.1.0"  # keep equal to pyproject.toml's version (tests/test_queue.py checks)
+
+__all__ = [
+    "PRIORITY_CRITICAL",
+    "PRIORITY_HIGH",
+    "PRIORITY_LOW",
+    "PRIORITY_MEDIUM",
+    "PRIORITY_NEGLIGIBLE",
+    "ConfigError",
+    "DatabaseError",
+    "DatabaseUnavailable",
+    "FastschedError",
+    "InvalidInput",
+    "InvalidState",
+    "Job",
+    "JobNotFound",
+    "JobState",
+    "NotInJob",
+    "PoolAlreadyRunning",
+    "Priority",
+    "Queue",
+    "SchemaError",
+    "TaskError",
+    "UnsupportedServer",
+    "__version__",
+    "add",
+    "add_many",
+    "cancel",
+    "connect",
+    "get",
+    "purge",
+    "retry",
+    "stats",
+]

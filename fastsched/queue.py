@@ -1,0 +1,578 @@
+"""The producer API: add jobs, look at them, retry, cancel and purge them.
+
+``add()`` is shaped like Friendica's ``Worker::add``::
+
+    q = fastsched.connect("mysql://user:password@db:3306/app")
+    job_id = q.add(fastsched.PRIORITY_HIGH, "Notifier", "like", 42)
+    job_id = q.add({"priority": fastsched.PRIORITY_LOW, "delay": 60}, "Cleanup")
+
+Validation happens before anything touches the database: invalid input raises
+``fastsched.errors.InvalidInput`` (also a ``ValueError``) whose message names what was wrong,
+and nothing is stored. ``add()`` is one statement on the backend (dedup is atomic there) and
+then a wake-up datagram to the masters on this host; keep it that way, it is benchmarked
+against a raw single-row INSERT.
+
+Commands may contain ASCII letters, digits and ``_ . : - /`` (1 to 100 characters): enough
+for ``Notifier``, ``app.tasks:send`` and ``addon/bluesky/bluesky_feed.php``.
+
+A ``Queue`` holds one database connection. Its methods serialize on a lock, so a queue may be
+shared by threads (they take turns); the module-level functions use a default queue per
+process, created at first use from ``$FASTSCHED_DSN``. Tests reset it with
+:func:`reset_default`.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import math
+import os
+import re
+import threading
+from collections.abc import Callable, Iterable
+from types import TracebackType
+from typing import Any
+
+from fastsched import wakeup
+from fastsched.dsn import DSN, parse_dsn
+from fastsched.errors import ConfigError, FastschedError, InvalidInput, JobNotFound
+from fastsched.jobs import Job, NewJob
+from fastsched.priority import Priority, validate_priority
+
+DEFAULT_MAX_PARAMETER_BYTES = 1024 * 1024  # bytes of UTF-8 JSON per job's args
+MAX_PARAMETER_BYTES_LIMIT = 16 * 1024 * 1024 - 1  # bytes: what a MEDIUMTEXT column holds
+MAX_COMMAND_LENGTH = 100  # characters: the width of workerqueue.command
+DEFAULT_PURGE_AGE = dt.timedelta(hours=1)  # done jobs are kept this long (Friendica: one hour)
+PURGE_BATCH = 10_000  # rows per purge statement, so a big purge never holds long locks
+MIN_DATETIME = dt.datetime(1000, 1, 1)  # the smallest DATETIME MySQL documents
+MAX_JOB_ID = 2**63 - 1  # SQLite's INTEGER range; MySQL's BIGINT UNSIGNED holds it too
+
+OPTION_KEYS = ("priority", "created", "delay", "force_priority", "dedup")
+_OPTION_HINTS = {"delayed": "delay", "prio": "priority", "force": "force_priority"}
+
+_PRIORITY_BY_VALUE: dict[int, Priority] = {int(p): p for p in Priority}
+_MEDIUM = Priority.MEDIUM
+_command_ok = re.compile(r"[A-Za-z0-9_.:/-]{1,%d}" % MAX_COMMAND_LENGTH).fullmatch
+# The canonical parameter: json.dumps(list(args), separators=(",", ":"), ensure_ascii=False,
+# sort_keys=True, allow_nan=False). One encoder, built once: json.dumps builds one per call.
+_encode_args = json.JSONEncoder(
+    separators=(",", ":"), ensure_ascii=False, sort_keys=True, allow_nan=False
+).encode
+_sha1 = hashlib.sha1
+_UTC = dt.timezone.utc
+
+
+def utcnow() -> dt.datetime:
+    """The default clock: now, as a naive UTC datetime."""
+    return dt.datetime.now(_UTC).replace(tzinfo=None)
+
+
+def canonical_parameter(args: Iterable[object]) -> str:
+    """The JSON text stored for ``args`` (the dedup key with the command)."""
+    return _encode_args(list(args))
+
+
+def dedup_hash(command: str, parameter: str) -> bytes:
+    """sha1(command + NUL + parameter): the unique key of a pending job."""
+    return _sha1(command.encode() + b"\0" + parameter.encode()).digest()
+
+
+# --- validation ------------------------------------------------------------------------------
+
+
+def _command_error(command: object) -> str:
+    if not isinstance(command, str):
+        return f"command must be a str, got {type(command).__name__}"
+    if not command:
+        return "command must not be empty"
+    if len(command) > MAX_COMMAND_LENGTH:
+        return f"command is {len(command)} characters long, the limit is {MAX_COMMAND_LENGTH}"
+    bad = next(c for c in command if not _command_ok(c))
+    return f"command {command[:40]!r} contains {bad!r}: use ASCII letters, digits and _ . : - /"
+
+
+def _priority(value: object) -> Priority:
+    if type(value) is int or type(value) is Priority:
+        found = _PRIORITY_BY_VALUE.get(value)  # type: ignore[call-overload]
+        if found is not None:
+            return found
+    return validate_priority(value)
+
+
+def _as_utc(value: object, what: str) -> dt.datetime:
+    """A datetime as naive UTC: naive means UTC already, aware is converted."""
+    if not isinstance(value, dt.datetime):
+        raise InvalidInput(f"{what} must be a datetime, got {type(value).__name__}")
+    if value.tzinfo is not None:
+        try:
+            offset = value.utcoffset()
+            value = (value - offset if offset is not None else value).replace(tzinfo=None)
+        except OverflowError:
+            raise InvalidInput(f"{what} is out of range: {value!r}") from None
+    if value < MIN_DATETIME:
+        raise InvalidInput(f"{what} must not be before {MIN_DATETIME:%Y-%m-%d}, got {value!r}")
+    return value
+
+
+def _next_try(delay: object, now: dt.datetime) -> dt.datetime | None:
+    """The next_try a delay asks for; None for no delay (0 seconds)."""
+    if isinstance(delay, dt.datetime):
+        return _as_utc(delay, "delay")
+    if isinstance(delay, dt.timedelta):
+        seconds = delay.total_seconds()
+    elif isinstance(delay, (int, float)) and not isinstance(delay, bool):
+        seconds = float(delay)
+        if not math.isfinite(seconds):
+            raise InvalidInput(f"delay must be a finite number of seconds, got {delay!r}")
+    else:
+        raise InvalidInput(
+            f"delay must be seconds (int or float), a timedelta or a datetime, got {type(delay).__name__}"
+        )
+    if seconds < 0:
+        raise InvalidInput(f"delay must not be negative, got {delay!r}")
+    if seconds == 0:
+        return None
+    try:
+        return now + (delay if isinstance(delay, dt.timedelta) else dt.timedelta(seconds=seconds))
+    except OverflowError:
+        raise InvalidInput(f"delay is too large: {delay!r}") from None
+
+
+def _bool_option(options: dict[Any, Any], key: str, default: bool) -> bool:
+    value = options.get(key, default)
+    if type(value) is not bool:
+        raise InvalidInput(f"option {key!r} must be True or False, got {value!r}")
+    return value
+
+
+def _parameter_error(exc: Exception) -> InvalidInput:
+    text = str(exc)
+    if isinstance(exc, RecursionError):
+        return InvalidInput("args are nested too deeply to store as JSON")
+    if isinstance(exc, ValueError) and "Out of range float" in text:
+        return InvalidInput(f"args must not contain NaN or infinity (JSON has neither): {text}")
+    if isinstance(exc, TypeError) and "not supported between" in text:
+        return InvalidInput(f"args contain a dict whose keys cannot be sorted (mixed key types): {text}")
+    return InvalidInput(f"args are not JSON-serializable: {text}")
+
+
+def _seconds(value: object, what: str) -> dt.timedelta:
+    if isinstance(value, dt.timedelta):
+        delta = value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        try:
+            delta = dt.timedelta(seconds=value)
+        except OverflowError:
+            raise InvalidInput(f"{what} is too large: {value!r}") from None
+    else:
+        raise InvalidInput(f"{what} must be a timedelta or a finite number of seconds, got {value!r}")
+    if delta < dt.timedelta(0):
+        raise InvalidInput(f"{what} must not be negative, got {value!r}")
+    return delta
+
+
+def _job_id(job_id: object) -> int:
+    if isinstance(job_id, bool) or not isinstance(job_id, int):
+        raise InvalidInput(f"job id must be an int, got {type(job_id).__name__}")
+    if not 1 <= job_id <= MAX_JOB_ID:
+        raise JobNotFound(f"no job has id {job_id}")
+    return int(job_id)
+
+
+class Queue:
+    """A connection to one fastsched database, for producers (and for looking at jobs).
+
+    ``dsn``: ``mysql://user:password@host:port/db`` (also ``mariadb://``) or ``sqlite:///path``;
+    None means ``$FASTSCHED_DSN``, else ``sqlite:///fastsched.sqlite3``. ``clock``: a callable
+    returning now as a naive UTC datetime (tests inject one). ``max_parameter_bytes``: the
+    largest JSON of a job's args, in bytes of UTF-8.
+
+    Opening connects and creates the tables if they are missing: a database that cannot be
+    reached raises ``DatabaseUnavailable`` here, not at the first ``add()``.
+    """
+
+    def __init__(
+        self,
+        dsn: str | DSN | None = None,
+        *,
+        clock: Callable[[], dt.datetime] | None = None,
+        max_parameter_bytes: int = DEFAULT_MAX_PARAMETER_BYTES,
+    ) -> None:
+        self._dsn = parse_dsn(dsn)
+        if clock is not None and not callable(clock):
+            raise ConfigError(f"clock must be a callable returning a naive UTC datetime, got {clock!r}")
+        if (
+            isinstance(max_parameter_bytes, bool)
+            or not isinstance(max_parameter_bytes, int)
+            or not 2 <= max_parameter_bytes <= MAX_PARAMETER_BYTES_LIMIT
+        ):
+            raise ConfigError(
+                f"max_parameter_bytes must be an int from 2 to {MAX_PARAMETER_BYTES_LIMIT}, "
+                f"got {max_parameter_bytes!r}"
+            )
+        self._clock: Callable[[], dt.datetime] = clock or utcnow
+        self.max_parameter_bytes = max_parameter_bytes
+        self._identity = self._dsn.identity
+        self._lock = threading.Lock()
+        self._backend = self._open()
+
+    def _open(self) -> Any:
+        from fastsched.backends import open_backend  # the drivers load on first connect, not on import
+
+        try:
+            backend = open_backend(self._dsn)
+            try:
+                backend.init_schema()
+            except BaseException:
+                backend.close()
+                raise
+        except FastschedError as exc:
+            # Backends mask the password already; make sure of it, since this is where it would show.
+            password = self._dsn.password
+            if password and password in str(exc):
+                raise type(exc)(str(exc).replace(password, "***")) from None
+            raise
+        return backend
+
+    # --- life cycle ----------------------------------------------------------------------------
+    @property
+    def dsn(self) -> DSN:
+        """The parsed DSN (its str and repr mask the password)."""
+        return self._dsn
+
+    @property
+    def backend(self) -> Any:
+        """The storage backend (``fastsched.backends.base.Backend``), for the pool and for tests."""
+        return self._backend
+
+    def close(self) -> None:
+        """Close the connection; the queue reconnects if it is used again."""
+        with self._lock:
+            self._backend.close()
+
+    def __enter__(self) -> Queue:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<fastsched.Queue {self._dsn.masked()}>"
+
+    # --- producing -----------------------------------------------------------------------------
+    def _new_job(self, first: object, command: object, args: tuple[object, ...], now: dt.datetime) -> NewJob:
+        """Validate one add() call and build the row to store. Raises InvalidInput."""
+        created = next_try = now
+        force = False
+        dedup = True
+        if type(first) is int or type(first) is Priority:
+            priority = _PRIORITY_BY_VALUE.get(first)  # type: ignore[call-overload]
+            if priority is None:
+                priority = validate_priority(first)
+        elif isinstance(first, dict):
+            for key in first:
+                if key not in OPTION_KEYS:
+                    hint = _OPTION_HINTS.get(key) if isinstance(key, str) else None
+                    raise InvalidInput(
+                        f"unknown option {key!r}"
+                        + (f" (did you mean {hint!r}?)" if hint else "")
+                        + f": the options are {', '.join(OPTION_KEYS)}"
+                    )
+            priority = _priority(first.get("priority", _MEDIUM))
+            if "created" in first:
+                created = next_try = _as_utc(first["created"], "created")
+            if "delay" in first:
+                delayed = _next_try(first["delay"], now)
+                if delayed is not None:
+                    next_try = delayed
+            force = _bool_option(first, "force_priority", False)
+            dedup = _bool_option(first, "dedup", True)
+        else:
+            priority = validate_priority(first, what="the first argument (a priority or a dict of options)")
+
+        if type(command) is not str or not _command_ok(command):
+            raise InvalidInput(_command_error(command))
+        try:
+            parameter = _encode_args(args)
+            encoded = parameter.encode()
+        except UnicodeEncodeError:
+            raise InvalidInput("args contain text that is not valid Unicode (a lone surrogate)") from None
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise _parameter_error(exc) from None
+        if len(encoded) > self.max_parameter_bytes:
+            raise InvalidInput(
+                f"args are {len(encoded)} bytes as JSON, the limit is {self.max_parameter_bytes} bytes"
+            )
+        return NewJob(
+            command,
+            parameter,
+            priority,
+            created,
+            next_try,
+            _sha1(command.encode() + b"\0" + encoded).digest() if dedup else None,
+            force,
+        )
+
+    def add(self, priority_or_options: object, command: str, *args: object, connection: Any = None) -> int:
+        """Queue ``command(*args)``; return the job's id.
+
+        ``priority_or_options``: a Priority (or its int), or a dict of options:
+
+        - ``priority``: default ``PRIORITY_MEDIUM``.
+        - ``created``: a datetime (naive = UTC, aware is converted); jobs run oldest first, so a
+          follow-up job can take its parent's place in line. Also its next_try unless delayed.
+        - ``delay``: seconds (int/float), a timedelta, or a datetime to run at (naive = UTC);
+          next_try becomes now + delay. 0 means no delay.
+        - ``force_priority``: with dedup, set the pending duplicate's priority to this one if no
+          worker has claimed it yet.
+        - ``dedup`` (default True): if an identical job (same command and args) is pending
+          (waiting, deferred or running), add nothing and return that job's id.
+
+        ``connection``: your own open pymysql (MySQL) or sqlite3 (SQLite) connection: the job
+        is inserted inside your transaction and commits or rolls back with it. Masters find it
+        at their next poll (no wake-up is sent for it).
+        """
+        now = self._clock()
+        job = self._new_job(priority_or_options, command, args, now)
+        if connection is not None:
+            self._check_connection(connection)
+        with self._lock:
+            job_id: int = self._backend.add_many((job,), connection=connection)[0]
+        if connection is None and job.next_try <= now:
+            wakeup.notify(self._identity)
+        return job_id
+
+    def add_many(self, jobs: Iterable[Any], *, connection: Any = None) -> list[int]:
+        """Queue many jobs in few statements; return their ids in input order.
+
+        Each job is a tuple or list shaped like ``add``'s positional arguments:
+        ``(priority_or_options, command, *args)``. Dedup applies as in ``add``, within the batch
+        too. Every job is validated first: if one is invalid, InvalidInput names its index and
+        nothing is stored.
+        """
+        now = self._clock()
+        new_job = self._new_job
+        batch: list[NewJob] = []
+        append = batch.append
+        if isinstance(jobs, (str, bytes, dict)):
+            raise InvalidInput(f"jobs must be an iterable of tuples, got {type(jobs).__name__}")
+        try:
+            iterator = iter(jobs)
+        except TypeError:
+            raise InvalidInput(f"jobs must be an iterable of tuples, got {type(jobs).__name__}") from None
+        for index, spec in enumerate(iterator):
+            if type(spec) is not tuple and not isinstance(spec, (tuple, list)):
+                raise InvalidInput(
+                    f"jobs[{index}]: must be a tuple (priority_or_options, command, *args), "
+                    f"got {type(spec).__name__}"
+                )
+            if len(spec) < 2:
+                raise InvalidInput(f"jobs[{index}]: needs at least a priority (or options) and a command")
+            try:
+                append(new_job(spec[0], spec[1], tuple(spec[2:]), now))
+            except InvalidInput as exc:
+                raise InvalidInput(f"jobs[{index}]: {exc}") from None
+        if not batch:
+            return []
+        if connection is not None:
+            self._check_connection(connection)
+        with self._lock:
+            ids: list[int] = self._backend.add_many(batch, connection=connection)
+        if connection is None and any(job.next_try <= now for job in batch):
+            wakeup.notify(self._identity)
+        return ids
+
+    def _check_connection(self, connection: Any) -> None:
+        """A caller's connection must be of the driver this queue's database uses."""
+        if self._dsn.dialect == "sqlite":
+            import sqlite3
+
+            expected: type = sqlite3.Connection
+            name = "a sqlite3.Connection"
+        else:
+            import pymysql.connections
+
+            expected = pymysql.connections.Connection
+            name = "a pymysql connection"
+        if not isinstance(connection, expected):
+            raise InvalidInput(
+                f"connection must be {name} to this queue's database, got {type(connection).__name__}"
+            )
+
+    # --- looking and managing ------------------------------------------------------------------
+    def get(self, job_id: int) -> Job:
+        """The job with this id (JobNotFound if there is none, e.g. purged or cancelled)."""
+        job_id = _job_id(job_id)
+        now = self._clock()
+        with self._lock:
+            job: Job = self._backend.get(job_id, now)
+        return job
+
+    def stats(self) -> list[Any]:
+        """One ``fastsched.backends.base.PriorityStats`` per priority, CRITICAL first, all five.
+
+        Each has ``priority``, ``waiting``, ``deferred``, ``running``, ``failed``,
+        ``done_last_hour`` and ``oldest_waiting_seconds`` (None when nothing waits).
+        """
+        now = self._clock()
+        with self._lock:
+            return list(self._backend.stats(now))
+
+    def cancel(self, job_id: int) -> Job:
+        """Delete a waiting, deferred or failed job; return it as it was.
+
+        InvalidState if it is running or done; JobNotFound if there is no such job.
+        """
+        job_id = _job_id(job_id)
+        with self._lock:
+            job: Job = self._backend.cancel(job_id)
+        return job
+
+    def retry(self, job_id: int) -> Job:
+        """Put a failed job back to waiting, with its retry counters reset; return it.
+
+        If an identical job is pending meanwhile, the failed one is dropped and the pending one
+        is returned. InvalidState if the job is not failed.
+        """
+        job_id = _job_id(job_id)
+        now = self._clock()
+        with self._lock:
+            job: Job = self._backend.retry(job_id, now)
+        if job.next_try <= now:
+            wakeup.notify(self._identity)
+        return job
+
+    def retry_all(self) -> int:
+        """Retry every failed job; return how many went back to the queue."""
+        now = self._clock()
+        with self._lock:
+            count: int = self._backend.retry_all_failed(now)
+        if count:
+            wakeup.notify(self._identity)
+        return count
+
+    def failed(self, limit: int = 100) -> list[Job]:
+        """Failed jobs, newest first, at most ``limit``."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise InvalidInput(f"limit must be an int >= 0, got {limit!r}")
+        if limit == 0:
+            return []
+        with self._lock:
+            return list(self._backend.failed(limit))
+
+    def purge(self, older_than: dt.timedelta | float = DEFAULT_PURGE_AGE, include_failed: bool = False) -> int:
+        """Delete done jobs (and with ``include_failed``, failed ones) that finished more than
+        ``older_than`` (a timedelta or seconds) ago; return how many. Runs in bounded batches."""
+        age = _seconds(older_than, "older_than")
+        if type(include_failed) is not bool:
+            raise InvalidInput(f"include_failed must be True or False, got {include_failed!r}")
+        now = self._clock()
+        try:
+            cutoff = now - age
+        except OverflowError:
+            cutoff = dt.datetime.min
+        total = 0
+        while True:
+            with self._lock:
+                count: int = self._backend.purge(cutoff, include_failed=include_failed, limit=PURGE_BATCH)
+            total += count
+            if count < PURGE_BATCH:
+                return total
+
+
+def connect(
+    dsn: str | DSN | None = None,
+    *,
+    clock: Callable[[], dt.datetime] | None = None,
+    max_parameter_bytes: int = DEFAULT_MAX_PARAMETER_BYTES,
+) -> Queue:
+    """Open a queue: see :class:`Queue`."""
+    return Queue(dsn, clock=clock, max_parameter_bytes=max_parameter_bytes)
+
+
+# --- the default queue of the module-level functions -----------------------------------------
+
+_default: Queue | None = None
+_default_pid = 0
+_default_lock = threading.Lock()
+
+
+def default_queue() -> Queue:
+    """The queue the module-level functions use: opened from ``$FASTSCHED_DSN`` at first use.
+
+    A forked child gets a queue of its own (a connection must never be shared across processes).
+    """
+    queue = _default
+    if queue is not None and _default_pid == os.getpid():
+        return queue
+    return _open_default()
+
+
+def _open_default() -> Queue:
+    global _default, _default_pid
+    with _default_lock:
+        pid = os.getpid()
+        if _default is None or _default_pid != pid:
+            # After a fork the parent's queue is dropped without closing: closing would talk on
+            # the parent's socket.
+            _default = Queue()
+            _default_pid = pid
+        return _default
+
+
+def reset_default() -> None:
+    """Close and forget the default queue; the next module-level call opens a new one from
+    ``$FASTSCHED_DSN`` (tests call this after changing the environment)."""
+    global _default, _default_pid
+    with _default_lock:
+        queue, _default = _default, None
+        if queue is not None and _default_pid == os.getpid():
+            queue.close()
+        _default_pid = 0
+
+
+def add(priority_or_options: object, command: str, *args: object, connection: Any = None) -> int:
+    """``Queue.add`` on the default queue."""
+    return default_queue().add(priority_or_options, command, *args, connection=connection)
+
+
+def add_many(jobs: Iterable[Any], *, connection: Any = None) -> list[int]:
+    """``Queue.add_many`` on the default queue."""
+    return default_queue().add_many(jobs, connection=connection)
+
+
+def get(job_id: int) -> Job:
+    """``Queue.get`` on the default queue."""
+    return default_queue().get(job_id)
+
+
+def stats() -> list[Any]:
+    """``Queue.stats`` on the default queue."""
+    return default_queue().stats()
+
+
+def cancel(job_id: int) -> Job:
+    """``Queue.cancel`` on the default queue."""
+    return default_queue().cancel(job_id)
+
+
+def retry(job_id: int) -> Job:
+    """``Queue.retry`` on the default queue."""
+    return default_queue().retry(job_id)
+
+
+def retry_all() -> int:
+    """``Queue.retry_all`` on the default queue."""
+    return default_queue().retry_all()
+
+
+def failed(limit: int = 100) -> list[Job]:
+    """``Queue.failed`` on the default queue."""
+    return default_queue().failed(limit)
+
+
+def purge(older_than: dt.timedelta | float = DEFAULT_PURGE_AGE, include_failed: bool = False) -> int:
+    """``Queue.purge`` on the default queue."""
+    return default_queue().purge(older_than, include_failed)
