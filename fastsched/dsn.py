@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import urllib.parse
 
 from fastsched.errors import ConfigError
@@ -11,6 +12,8 @@ DEFAULT_DSN = "sqlite:///fastsched.sqlite3"
 DSN_ENV = "FASTSCHED_DSN"
 DEFAULT_MYSQL_PORT = 3306
 MYSQL_SCHEMES = ("mysql", "mariadb")
+SECRET_OPTIONS = frozenset({"password", "passwd", "pass"})  # option names whose values are masked
+_SCHEME = re.compile(r"[a-z][a-z0-9+.-]{0,20}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -32,14 +35,19 @@ class DSN:
         return f"DSN({self.masked()!r})"
 
     def masked(self) -> str:
-        """The DSN as text, with the password replaced by ``***``."""
+        """The DSN as text, with the password replaced by ``***`` (and parseable again)."""
         if self.dialect == "sqlite":
-            return f"sqlite:///{self.database}"
+            return "sqlite:///" + urllib.parse.quote(self.database, safe="/")
         auth = urllib.parse.quote(self.user, safe="")
         if self.password:
             auth += ":***"
-        query = ("?" + urllib.parse.urlencode(self.options)) if self.options else ""
-        return f"mysql://{auth}@{self.host}:{self.port}/{self.database}{query}"
+        if auth:
+            auth += "@"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address
+        options = [(k, "***" if k.lower() in SECRET_OPTIONS else v) for k, v in self.options]
+        query = ("?" + urllib.parse.urlencode(options, safe="*")) if options else ""
+        database = urllib.parse.quote(self.database, safe="")
+        return f"mysql://{auth}{host}:{self.port}/{database}{query}"
 
     @property
     def identity(self) -> str:
@@ -66,25 +74,55 @@ def parse_dsn(dsn: str | DSN | None = None) -> DSN:
     if not sep or not scheme:
         raise ConfigError("malformed DSN: expected mysql://user:password@host:port/db or sqlite:///path")
     if scheme == "sqlite":
-        path = rest[1:] if rest.startswith("/") else rest
-        if rest.startswith("/") is False and rest:
-            raise ConfigError("malformed sqlite DSN: write sqlite:///relative/path or sqlite:////absolute/path")
-        if not path:
-            raise ConfigError("malformed sqlite DSN: the file path is missing (sqlite:///fastsched.sqlite3)")
-        return DSN(dialect="sqlite", database=urllib.parse.unquote(path))
+        return _parse_sqlite(rest)
     if scheme not in MYSQL_SCHEMES:
-        raise ConfigError(f"unsupported DSN scheme {scheme!r}: use mysql://, mariadb:// or sqlite:///")
+        # Name the scheme only if it looks like one: text before "://" may hold a password.
+        shown = repr(scheme) if _SCHEME.fullmatch(scheme) else "in this DSN"
+        raise ConfigError(f"unsupported DSN scheme {shown}: use mysql://, mariadb:// or sqlite:///")
+    return _parse_mysql(rest)
+
+
+def _parse_sqlite(rest: str) -> DSN:
+    if rest and not rest.startswith("/"):
+        raise ConfigError("malformed sqlite DSN: write sqlite:///relative/path or sqlite:////absolute/path")
+    if "?" in rest or "#" in rest:
+        raise ConfigError("malformed sqlite DSN: it takes no options; percent-encode ? and # in the file name")
+    path = urllib.parse.unquote(rest[1:])
+    if not path:
+        raise ConfigError("malformed sqlite DSN: the file path is missing (sqlite:///fastsched.sqlite3)")
+    if path == ":memory:" or path.startswith("file:"):
+        raise ConfigError(
+            "unsupported sqlite DSN: jobs must outlive the process and be shared with the pool, "
+            "so use a file path (sqlite:///fastsched.sqlite3)"
+        )
+    return DSN(dialect="sqlite", database=path)
+
+
+def _parse_mysql(rest: str) -> DSN:
     try:
         parts = urllib.parse.urlsplit("mysql://" + rest)
-        port = parts.port or DEFAULT_MYSQL_PORT
+        port = parts.port
+        hostname = parts.hostname
     except ValueError:
-        raise ConfigError("malformed DSN: the port must be a number from 1 to 65535") from None
-    host = parts.hostname or ""
+        raise ConfigError(
+            "malformed DSN: the host or port is invalid (the port must be a number from 1 to 65535; "
+            "percent-encode / ? # @ in the user name or password)"
+        ) from None
+    if port is None:
+        port = DEFAULT_MYSQL_PORT
+    elif not 1 <= port <= 65535:
+        raise ConfigError("malformed DSN: the port must be a number from 1 to 65535")
+    host = hostname or ""
     database = urllib.parse.unquote(parts.path.lstrip("/"))
     if not host:
         raise ConfigError("malformed DSN: the host is missing (mysql://user:password@host:3306/db)")
     if not database or "/" in database:
         raise ConfigError("malformed DSN: the database name is missing or contains '/' (mysql://user@host:3306/db)")
+    if "@" in database:
+        # mysql://u:12/secret@host parses as host "u", port 12, database "secret@host": never show it.
+        raise ConfigError("malformed DSN: '@' after the host (percent-encode / in a password as %2F)")
+    if parts.fragment:
+        raise ConfigError("malformed DSN: unexpected '#...' (percent-encode # in a password as %23)")
     options = tuple(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
     return DSN(
         dialect="mysql",
