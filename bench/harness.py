@@ -1,0 +1,428 @@
+"""What every benchmark shares: sizes, private databases, recorded figures, the pool subprocess.
+
+Figures go into ``benchmark.extra_info`` in one shape that ``bench/report.py`` renders:
+
+    extra_info = {
+        "title": "...",                      # one line saying what was measured
+        "figures": {"jobs_per_s": 123.0, ...},  # scalars, shown as a table
+        "tables": {"name": {"columns": [...], "rows": [[...], ...]}},
+        "targets": [{"name", "value", "op", "goal", "unit", "met", "margin"}],
+        "notes": ["..."],
+    }
+
+Timings are never asserted: a target missed is recorded (``met: false``) and the report says by
+how much. Only correctness is asserted (every job ran, a plan uses its index).
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pymysql
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+QUICK = os.environ.get("FASTSCHED_BENCH_QUICK", "") not in ("", "0")
+MYSQL_SERVER = os.environ.get(
+    "FASTSCHED_BENCH_MYSQL", os.environ.get("FASTSCHED_TEST_MYSQL", "mysql://root@127.0.0.1:3306")
+)
+BENCH_DB_PREFIX = "fastsched_bench_"
+POOL_START_TIMEOUT = 60.0  # seconds a pool may take to start and finish its first job
+POOL_STOP_TIMEOUT = 30.0  # seconds between SIGTERM and SIGKILL when a benchmark stops a pool
+
+
+def pick(full: Any, quick: Any) -> Any:
+    """The full-mode size, or the quick-mode one under FASTSCHED_BENCH_QUICK=1."""
+    return quick if QUICK else full
+
+
+# --------------------------------------------------------------------------------- recording
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """A product target: ``value op goal`` (op is '>=' or '<=')."""
+
+    name: str
+    value: float
+    op: str
+    goal: float
+    unit: str = ""
+
+    @property
+    def met(self) -> bool:
+        if self.value is None or (isinstance(self.value, float) and math.isnan(self.value)):
+            return False
+        return self.value >= self.goal if self.op == ">=" else self.value <= self.goal
+
+    @property
+    def margin(self) -> float | None:
+        """How far from the goal, as a factor: >1 means met with room, <1 missed (value/goal for
+        '>=', goal/value for '<=')."""
+        if self.value is None or self.goal == 0:
+            return None
+        if self.op == ">=":
+            return self.value / self.goal
+        return self.goal / self.value if self.value else math.inf
+
+    def as_dict(self) -> dict[str, Any]:
+        margin = self.margin
+        return {
+            "name": self.name,
+            "value": self.value,
+            "op": self.op,
+            "goal": self.goal,
+            "unit": self.unit,
+            "met": self.met,
+            "margin": None if margin is None or math.isinf(margin) else margin,
+        }
+
+
+def record(
+    benchmark: Any,
+    *,
+    title: str,
+    figures: dict[str, Any] | None = None,
+    targets: Iterable[Target] = (),
+    tables: dict[str, dict[str, Any]] | None = None,
+    notes: Iterable[str] = (),
+) -> None:
+    """Store figures, tables and targets in the benchmark's extra_info (merged with earlier calls)."""
+    info = benchmark.extra_info
+    info["title"] = title
+    info["quick"] = QUICK
+    info.setdefault("figures", {}).update(_jsonable(figures or {}))
+    info.setdefault("tables", {}).update(_jsonable(tables or {}))
+    info.setdefault("targets", []).extend(t.as_dict() for t in targets)
+    info.setdefault("notes", []).extend(notes)
+
+
+def table(columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> dict[str, Any]:
+    return {"columns": list(columns), "rows": [list(r) for r in rows]}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return None
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def run_once(benchmark: Any, fn: Callable[[], Any]) -> Any:
+    """Let pytest-benchmark time one call of ``fn`` (end-to-end runs are too long to repeat)."""
+    result: list[Any] = []
+    benchmark.pedantic(lambda: result.append(fn()), rounds=1, iterations=1, warmup_rounds=0)
+    return result[0]
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0..100) by linear interpolation; NaN for no values."""
+    if not values:
+        return math.nan
+    data = sorted(values)
+    if len(data) == 1:
+        return float(data[0])
+    pos = (len(data) - 1) * q / 100.0
+    low = math.floor(pos)
+    high = min(low + 1, len(data) - 1)
+    return float(data[low] + (data[high] - data[low]) * (pos - low))
+
+
+def median(values: Sequence[float]) -> float:
+    return percentile(values, 50)
+
+
+# --------------------------------------------------------------------------------- MariaDB
+
+
+def server_kwargs() -> dict[str, Any]:
+    parts = urllib.parse.urlsplit(MYSQL_SERVER)
+    return {
+        "host": parts.hostname or "127.0.0.1",
+        "port": parts.port or 3306,
+        "user": urllib.parse.unquote(parts.username or "root"),
+        "password": urllib.parse.unquote(parts.password or ""),
+    }
+
+
+def admin_connection() -> pymysql.connections.Connection:
+    try:
+        return pymysql.connect(**server_kwargs(), autocommit=True)
+    except pymysql.MySQLError as exc:
+        raise RuntimeError(f"MariaDB is not reachable at {MYSQL_SERVER}: {exc}. Start it (see .ci/run).") from exc
+
+
+@contextlib.contextmanager
+def private_mysql_database() -> Iterator[str]:
+    """A database of the benchmark's own, created now and dropped after: its DSN."""
+    admin = admin_connection()
+    name = BENCH_DB_PREFIX + secrets.token_hex(4)
+    with admin.cursor() as cur:
+        cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+    kw = server_kwargs()
+    auth = urllib.parse.quote(str(kw["user"]), safe="")
+    if kw["password"]:
+        auth += ":" + urllib.parse.quote(str(kw["password"]), safe="")
+    try:
+        yield f"mysql://{auth}@{kw['host']}:{kw['port']}/{name}"
+    finally:
+        try:
+            admin.ping(reconnect=True)
+            with admin.cursor() as cur:
+                cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
+        finally:
+            admin.close()
+
+
+def mysql_connect(dsn: str, **extra: Any) -> pymysql.connections.Connection:
+    """A raw pymysql connection to the database of ``dsn`` (autocommit unless told)."""
+    parts = urllib.parse.urlsplit(dsn)
+    kwargs = server_kwargs()
+    kwargs.update(database=parts.path.lstrip("/"), autocommit=True)
+    kwargs.update(extra)
+    return pymysql.connect(**kwargs)
+
+
+def mysql_server_info() -> dict[str, Any]:
+    """Version and durability settings of the benchmark server."""
+    conn = admin_connection()
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SELECT VERSION()")
+            info: dict[str, Any] = {"version": cur.fetchone()[0]}
+            for name in (
+                "innodb_flush_log_at_trx_commit",
+                "sync_binlog",
+                "log_bin",
+                "innodb_buffer_pool_size",
+                "innodb_log_file_size",
+                "innodb_flush_method",
+                "innodb_doublewrite",
+            ):
+                cur.execute("SHOW GLOBAL VARIABLES LIKE %s", (name,))
+                row = cur.fetchone()
+                info[name] = row[1] if row else None
+        return info
+    finally:
+        conn.close()
+
+
+def sqlite_dsn(directory: Path, name: str = "fastsched.sqlite3") -> str:
+    return f"sqlite:///{directory / name}"
+
+
+def dialect_of(dsn: str) -> str:
+    return "sqlite" if dsn.startswith("sqlite:") else "mysql"
+
+
+def sqlite_path(dsn: str) -> str:
+    return dsn[len("sqlite:///"):]
+
+
+# ----------------------------------------------------------------------- pool subprocess
+
+
+def pool_argv(dsn: str, workers: int, fetch_limit: int, *, until_empty: bool, extra: Sequence[str] = ()) -> list[str]:
+    """``fastsched-pool start ...``: the installed console script next to this Python, else the
+    same entry point through ``python -c`` (an uninstalled checkout)."""
+    script = Path(sys.executable).with_name("fastsched-pool")
+    if script.exists():
+        head = [str(script)]
+    else:
+        head = [sys.executable, "-c", "import sys; from fastsched.cli import main; sys.exit(main(sys.argv[1:]))"]
+    argv = head + [
+        "start",
+        "--dsn",
+        dsn,
+        "--workers",
+        str(workers),
+        "--fetch-limit",
+        str(fetch_limit),
+        "--import",
+        "bench.jobs",
+    ]
+    if until_empty:
+        argv.append("--until-empty")
+    argv.extend(extra)
+    return argv
+
+
+def pool_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ)
+    path = env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + path if path else "")
+    env.update(extra)
+    return env
+
+
+class PoolProcess:
+    """A ``fastsched-pool start`` subprocess, its output kept in files; always stopped on exit."""
+
+    def __init__(self, argv: list[str], log_dir: Path, name: str = "pool", env: dict[str, str] | None = None):
+        self.argv = argv
+        self.log_dir = log_dir
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.stdout_path = log_dir / f"{name}.out"
+        self.stderr_path = log_dir / f"{name}.err"
+        self._stdout = open(self.stdout_path, "wb")  # noqa: SIM115
+        self._stderr = open(self.stderr_path, "wb")  # noqa: SIM115
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(
+            argv, stdout=self._stdout, stderr=self._stderr, cwd=str(REPO_ROOT), env=env or pool_env(),
+            stdin=subprocess.DEVNULL,
+        )
+        self.ended: float | None = None
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait(self, timeout: float | None = None) -> int:
+        code = self.proc.wait(timeout)
+        if self.ended is None:
+            self.ended = time.perf_counter()
+        return code
+
+    def poll(self) -> int | None:
+        code = self.proc.poll()
+        if code is not None and self.ended is None:
+            self.ended = time.perf_counter()
+        return code
+
+    def stop(self, timeout: float = POOL_STOP_TIMEOUT) -> int:
+        """First signal (graceful stop), then SIGKILL if it does not exit in time."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.wait()
+
+    def kill(self) -> None:
+        """SIGKILL the master and the children it left (only processes this pool started)."""
+        children = []
+        with contextlib.suppress(Exception):
+            import psutil
+
+            children = psutil.Process(self.proc.pid).children(recursive=True)
+        with contextlib.suppress(ProcessLookupError):
+            self.proc.kill()
+        for child in children:
+            with contextlib.suppress(Exception):
+                child.kill()
+        self.proc.wait()
+
+    def output_tail(self, chars: int = 3000) -> str:
+        self._stdout.flush()
+        self._stderr.flush()
+        out = self.stdout_path.read_text(errors="replace")[-chars:]
+        err = self.stderr_path.read_text(errors="replace")[-chars:]
+        return f"--- pool stdout (tail) ---\n{out}\n--- pool stderr (tail) ---\n{err}"
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.stop()
+        self._stdout.close()
+        self._stderr.close()
+
+    def __enter__(self) -> PoolProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def run_pool_until_empty(
+    dsn: str, workers: int, fetch_limit: int, log_dir: Path, *, timeout: float, name: str = "pool",
+    extra: Sequence[str] = (),
+) -> float:
+    """Run ``fastsched-pool start --until-empty``; return its wall time in seconds (start to exit)."""
+    argv = pool_argv(dsn, workers, fetch_limit, until_empty=True, extra=extra)
+    with PoolProcess(argv, log_dir, name) as pool:
+        try:
+            code = pool.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pool.kill()
+            raise AssertionError(f"the pool did not drain within {timeout:.0f} s\n{pool.output_tail()}") from None
+        assert code == 0, f"fastsched-pool exited with {code}\n{pool.output_tail()}"
+        assert pool.ended is not None
+        return pool.ended - pool.started
+
+
+# ------------------------------------------------------------------------ job start reports
+
+
+class PingCollector:
+    """A UDP socket on 127.0.0.1 that bench.jobs tasks report to; a thread keeps the datagrams
+    with their arrival time (time.monotonic(), comparable across processes on Linux)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        with contextlib.suppress(OSError):
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 * 1024 * 1024)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port: int = self.sock.getsockname()[1]
+        self.sock.settimeout(0.2)
+        self.messages: list[tuple[float, bytes]] = []
+        self._cond = threading.Condition()
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, name="ping-collector", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop:
+            try:
+                data = self.sock.recv(512)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            now = time.monotonic()
+            with self._cond:
+                self.messages.append((now, data))
+                self._cond.notify_all()
+
+    def wait_for(self, count: int, timeout: float) -> bool:
+        """Wait until at least ``count`` datagrams have arrived."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while len(self.messages) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(left)
+            return True
+
+    def parsed(self) -> list[list[str]]:
+        with self._cond:
+            return [data.decode().split() for _, data in self.messages]
+
+    def close(self) -> None:
+        self._stop = True
+        self._thread.join(2)
+        self.sock.close()
+
+    def __enter__(self) -> PingCollector:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
