@@ -1,0 +1,249 @@
+"""What runs inside a pool child: module-level functions only.
+
+A child is forked by the master (``multiprocessing.get_context("fork")``) and never touches the
+database. The protocol, one pipe per child:
+
+    master -> child   (seq, jobs)      jobs: a list of (id, command, parameter, priority, retrial)
+                      None             exit
+    child -> master   (seq, processed, report, seconds)   ONE reply per batch
+
+``processed`` is how many jobs of the batch were started (fewer than ``len(jobs)`` only when the
+master asked the pool to stop: the rest were never started and are released). ``report`` lists
+only the jobs that did not simply succeed, as ``(index, kind, payload)``:
+
+    ERROR  payload = the traceback text         an attempt that failed: retried later
+    DEFER  payload = seconds or None            the job called fastsched.defer(delay)
+    FATAL  payload = a message                  cannot ever run (args not a JSON list, signature
+                                                mismatch, unknown command): failed at once
+
+Every other job in ``jobs[:processed]`` succeeded. ``seconds`` is the batch's run time.
+
+Progress, for when the child dies mid-batch: a shared ``RawArray('d', 3)`` per child holds
+``[seq, index, start]``: the batch being run, the index of the job being run and when it started
+(``time.monotonic()``). The master reads it after the child's death (jobs before ``index``
+succeeded, the job at ``index`` crashed, the rest are released) and while it lives (run-time
+limits). A shared ``RawArray('i', 1)`` for all children is the stop flag: when set, a child
+finishes its current job and reports the rest as unstarted.
+"""
+from __future__ import annotations
+
+import ctypes
+import inspect
+import json
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from time import monotonic
+from typing import Any
+
+from fastsched import context
+
+__all__ = [
+    "DEFER",
+    "ERROR",
+    "EXIT_CHILD_ERROR",
+    "EXIT_ORPHANED",
+    "EXIT_TERMINATED",
+    "FATAL",
+    "PROGRESS_INDEX",
+    "PROGRESS_SEQ",
+    "PROGRESS_START",
+    "child_main",
+    "run_batch",
+]
+
+# Kinds of report entries.
+ERROR = 1
+DEFER = 2
+FATAL = 3
+
+# Slots of the progress array.
+PROGRESS_SEQ = 0
+PROGRESS_INDEX = 1
+PROGRESS_START = 2
+
+# Exit codes of a child (the master only needs "it died"; these make logs readable).
+EXIT_TERMINATED = 75  # SIGTERM from the master (a run-time limit): the job was interrupted
+EXIT_ORPHANED = 76  # the master was gone before the child got going
+EXIT_CHILD_ERROR = 77  # an error outside any job (a broken pipe, a bad message)
+
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+class _Terminated(BaseException):
+    """Raised in the child by SIGTERM: the master stopped the job (run-time limit)."""
+
+
+_terminating = False
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    global _terminating
+    _terminating = True
+    raise _Terminated()
+
+
+def _setup_signals() -> None:
+    """Drop the master's handlers: SIGINT is ignored (the master handles shutdown), SIGTERM ends the
+    job at once (the master sends it only for a run-time limit), everything else is the default."""
+    try:
+        signal.set_wakeup_fd(-1)
+    except (ValueError, OSError):
+        pass
+    for signum in signal.valid_signals():
+        try:
+            handler = signal.getsignal(signum)
+        except (ValueError, OSError):
+            continue
+        if callable(handler):
+            signal.signal(signum, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+def _die_with_parent(master_pid: int) -> None:
+    """Ask Linux to SIGKILL this child when the master dies, then make sure it has not died already.
+
+    A child that outlived its master would go on running a job that another master recovers and
+    runs again, at the same time.
+    """
+    if sys.platform.startswith("linux"):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != master_pid:
+        os._exit(EXIT_ORPHANED)
+
+
+def _signature_mismatch(function: Callable[..., Any], args: list[Any]) -> str | None:
+    """Why ``function(*args)`` cannot be called, or None when it can (the TypeError came from inside)."""
+    try:
+        signature = inspect.signature(function)
+    except (TypeError, ValueError):
+        return None
+    try:
+        signature.bind(*args)
+    except TypeError as exc:
+        return f"arguments {json.dumps(args)[:200]} do not match the task's signature {signature}: {exc}"
+    return None
+
+
+def run_batch(
+    seq: int,
+    jobs: Sequence[tuple[Any, ...]],
+    tasks: Mapping[str, Callable[..., Any]],
+    progress: Any,
+    stop: Any,
+) -> tuple[int, list[tuple[int, int, Any]]]:
+    """Run ``jobs`` in order; return (how many were started, the non-success report)."""
+    report: list[tuple[int, int, Any]] = []
+    append = report.append
+    loads = json.loads
+    get = tasks.get
+    ctx = context
+    progress[PROGRESS_INDEX] = -1.0
+    progress[PROGRESS_SEQ] = seq
+    index = 0
+    for job in jobs:
+        if stop[0]:
+            return index, report
+        progress[PROGRESS_START] = monotonic()
+        progress[PROGRESS_INDEX] = index
+        ctx._job = job
+        parameter = job[2]
+        if parameter == "[]":
+            args: Any = []
+        else:
+            try:
+                args = loads(parameter)
+            except ValueError as exc:
+                append((index, FATAL, f"parameter is not valid JSON: {exc}"))
+                index += 1
+                continue
+            if type(args) is not list:
+                append((index, FATAL, f"parameter must be a JSON array of args, got {type(args).__name__}"))
+                index += 1
+                continue
+        function = get(job[1])
+        if function is None:
+            append((index, FATAL, f"unknown command: {job[1]}"))
+            index += 1
+            continue
+        ctx._args = args
+        try:
+            function(*args)
+        except BaseException as exc:
+            if _terminating or isinstance(exc, _Terminated):
+                _exit(EXIT_TERMINATED)
+            mismatch = _signature_mismatch(function, args) if isinstance(exc, TypeError) else None
+            if mismatch is not None:
+                append((index, FATAL, mismatch))
+            else:
+                append((index, ERROR, traceback.format_exc()))
+            ctx._deferred = False
+        else:
+            if ctx._deferred:
+                append((index, DEFER, ctx._defer_delay))
+                ctx._deferred = False
+        index += 1
+    ctx._job = None
+    ctx._args = None
+    return index, report
+
+
+def _flush() -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            if stream is not None:
+                stream.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def _exit(code: int) -> None:
+    """End the child without running any inherited finalizer (it would talk on the master's sockets)."""
+    _flush()
+    os._exit(code)
+
+
+def child_main(
+    conn: Any,
+    progress: Any,
+    stop: Any,
+    master_pid: int,
+    retry_limit: int,
+    tasks: Mapping[str, Callable[..., Any]],
+) -> None:
+    """The child's whole life: receive batches, run them, reply; exit on None, EOF or SIGTERM."""
+    code = 0
+    try:
+        _setup_signals()
+        _die_with_parent(master_pid)
+        context._retry_limit = retry_limit
+        recv = conn.recv
+        send = conn.send
+        while True:
+            try:
+                message = recv()
+            except (EOFError, OSError):
+                break  # the master is gone or closed our pipe
+            if message is None:
+                break
+            seq, jobs = message
+            started = monotonic()
+            processed, report = run_batch(seq, jobs, tasks, progress, stop)
+            _flush()
+            send((seq, processed, report, monotonic() - started))
+    except _Terminated:
+        code = EXIT_TERMINATED
+    except BaseException:  # noqa: BLE001 - whatever it is, the child must end with os._exit
+        code = EXIT_CHILD_ERROR
+        try:
+            traceback.print_exc()
+        except BaseException:  # noqa: BLE001
+            pass
+    _exit(code)

@@ -1,0 +1,75 @@
+"""What a running job can ask about itself: ``fastsched.current_job()`` and ``fastsched.defer()``.
+
+    @fastsched.task("Delivery")
+    def delivery(target):
+        if not reachable(target):
+            fastsched.defer()        # run again later, like Friendica's Worker::defer()
+            return
+        ...
+
+Both only work inside a job run by a pool child; elsewhere they raise ``fastsched.errors.NotInJob``.
+A child runs one job at a time, so the state is a pair of module globals the child sets per job
+(cheaper than a context variable on the hot path); ``JobContext`` is built only when asked for.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from fastsched.errors import InvalidInput, NotInJob
+
+__all__ = ["JobContext", "current_job", "defer"]
+
+
+@dataclasses.dataclass(frozen=True)
+class JobContext:
+    """The running job, as ``current_job()`` returns it."""
+
+    id: int
+    command: str
+    priority: int
+    retrial: int  # how many times it was retried (deferred or failed) before this attempt
+    args: tuple[Any, ...]
+
+
+# Set by fastsched.child around each job (the child's hot loop writes these globals directly).
+_job: tuple[Any, ...] | None = None  # (id, command, parameter, priority, retrial)
+_args: Any = None  # the decoded args of _job
+_deferred = False  # defer() was called during this job
+_defer_delay: float | None = None  # seconds asked for; None = the pool's retry delay
+_retry_limit = -1  # the pool's retry limit (set once per child); < 0: unknown
+
+
+def current_job() -> JobContext:
+    """The job this code is running in. NotInJob outside a job."""
+    job = _job
+    if job is None:
+        raise NotInJob("fastsched.current_job() is only valid inside a job run by a fastsched pool")
+    args = _args
+    return JobContext(job[0], job[1], job[3], job[4], tuple(args) if isinstance(args, list) else ())
+
+
+def defer(delay: float | None = None) -> bool:
+    """Ask for this job to run again later instead of being marked done (Friendica's Worker::defer).
+
+    ``delay``: seconds until the next attempt; None means the pool's retry delay (by default
+    Friendica's ``(retrial+2)^4 + rand(1,30)*retrial`` seconds). The job counts one more retrial and
+    may be demoted one priority step, as in Friendica. Return after calling it: the job then ends
+    as "deferred". Returns True if another attempt will be made, False if the retry limit is
+    reached (the job will then be kept as failed for a person to look at).
+    Raises NotInJob outside a job.
+    """
+    global _deferred, _defer_delay
+    job = _job
+    if job is None:
+        raise NotInJob("fastsched.defer() is only valid inside a job run by a fastsched pool")
+    if delay is not None:
+        if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not math.isfinite(delay):
+            raise InvalidInput(f"defer: delay must be None or a finite number of seconds, got {delay!r}")
+        if delay < 0:
+            raise InvalidInput(f"defer: delay must not be negative, got {delay!r}")
+        delay = float(delay)
+    _deferred = True
+    _defer_delay = delay
+    return _retry_limit < 0 or job[4] + 1 <= _retry_limit
