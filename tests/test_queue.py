@@ -421,7 +421,7 @@ BAD_ADDS: list[tuple[tuple[object, ...], str]] = [
     ((30, "Cmd", [1, {"x": -math.inf}]), "NaN or infinity"),
     ((30, "Cmd", {1: "a", "b": 2}), "keys cannot be sorted"),
     ((30, "Cmd", {(1, 2): "a"}), "keys must be str, int, float, bool or None"),
-    ((30, "Cmd", _circular), "Circular reference"),
+    ((30, "Cmd", _circular), "contain themselves"),
     ((30, "Cmd", "lone \ud800 surrogate"), "not valid Unicode"),
     ((30, "Cmd", "x" * (1024 * 1024)), "args are 1048580 bytes as JSON, the limit is 1048576 bytes"),
     ((30, "Cmd", "é" * (600 * 1024)), "args are 1228804 bytes as JSON, the limit is 1048576 bytes"),
