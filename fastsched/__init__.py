@@ -34,7 +34,9 @@ from fastsched.priority import (
 )
 from fastsched.queue import Queue, add, add_many, cancel, connect, get, purge, retry, stats
 
-# --- the pool's API (fastsched.tasks, fastsched.context) is wired in here by the lead ---------
+# The pool's API: registering tasks, and what a running job may ask about itself.
+from fastsched.context import current_job, defer
+from fastsched.tasks import periodic, task
 
 __version__ = "0.1.0"  # keep equal to pyproject.toml's version (tests/test_queue.py checks)
 
@@ -65,8 +67,12 @@ __all__ = [
     "add_many",
     "cancel",
     "connect",
+    "current_job",
+    "defer",
     "get",
+    "periodic",
     "purge",
     "retry",
     "stats",
+    "task",
 ]

@@ -813,7 +813,7 @@ def test_public_names() -> None:
         "Priority", "PRIORITY_CRITICAL", "PRIORITY_HIGH", "PRIORITY_MEDIUM", "PRIORITY_LOW", "PRIORITY_NEGLIGIBLE",
         "connect", "Queue", "add", "add_many", "get", "stats", "cancel", "retry", "purge", "Job", "JobState",
         "FastschedError", "InvalidInput", "ConfigError", "DatabaseError", "DatabaseUnavailable", "JobNotFound",
-        "InvalidState", "__version__",
+        "InvalidState", "__version__", "task", "periodic", "defer", "current_job",
     ):
         assert hasattr(fastsched, name), name
     assert fastsched.PRIORITY_CRITICAL == 10 and fastsched.PRIORITY_NEGLIGIBLE == 50
