@@ -3,6 +3,7 @@
     fastsched-pool init  [--dsn DSN]
     fastsched-pool start [--dsn DSN] [--workers N] [--import MODULE ...] [--until-empty] ...
     fastsched-pool stop  [--dsn DSN] [--host-id ID] [--pidfile PATH] [--wait SECONDS] [--force]
+    fastsched-pool failed [--limit N] | retry ID|--all | cancel ID | purge [--older-than S] [--include-failed]
 
 Every option of ``start`` has a FASTSCHED_* environment twin (``--fetch-limit`` and
 FASTSCHED_FETCH_LIMIT); a flag wins over the environment, which wins over the default. Settings
@@ -17,7 +18,9 @@ Exit codes:
     4  EXIT_KILLED           the pool was force-stopped (second signal): running jobs were killed
     5  EXIT_ALREADY_RUNNING  a pool with this host id already runs against this database
 
-Subcommands live in ``COMMANDS``; add one with :func:`register` (see ``cmd_init`` for the shape).
+Subcommands live in ``COMMANDS``; add one with :func:`register` (see ``cmd_init`` for the shape),
+in this module or in a module named in ``COMMAND_MODULES`` (``fastsched/cli_jobs.py``: failed,
+retry, cancel, purge).
 """
 from __future__ import annotations
 
@@ -114,6 +117,8 @@ class Command:
 
 
 COMMANDS: dict[str, Command] = {}
+# Modules whose import registers more subcommands (they import this module for ``register``).
+COMMAND_MODULES: tuple[str, ...] = ("fastsched.cli_jobs",)
 
 
 def register(name: str, help: str, configure: Callable[[argparse.ArgumentParser], None]) -> Callable[[Runner], Runner]:
@@ -153,7 +158,14 @@ def _option(field: str) -> Option:
     return next(option for option in START_OPTIONS if option.field == field)
 
 
+def load_commands() -> None:
+    """Import the COMMAND_MODULES, so that their subcommands are in COMMANDS."""
+    for name in COMMAND_MODULES:
+        importlib.import_module(name)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    load_commands()
     environment = "environment (a flag wins over its variable, which wins over the default):\n" + "".join(
         f"  {option.env:<28} {option.flag}\n" for option in START_OPTIONS
     )
@@ -243,11 +255,12 @@ def _pidfile_path(settings_pidfile: str | None, dsn: DSN, host_id: str) -> str:
 # --- init ---------------------------------------------------------------------------------------
 
 
-def _add_dsn(parser: argparse.ArgumentParser) -> None:
+def add_dsn_option(parser: argparse.ArgumentParser) -> None:
+    """``--dsn`` with its FASTSCHED_DSN twin, as every subcommand that opens the database has it."""
     _add_option(parser, _option("dsn"))
 
 
-@register("init", "create the schema (idempotent: existing tables and jobs are kept)", _add_dsn)
+@register("init", "create the schema (idempotent: existing tables and jobs are kept)", add_dsn_option)
 def cmd_init(args: argparse.Namespace, console: Console) -> int:
     dsn = resolve_dsn(args, os.environ)
     console.secrets.append(dsn.password)
@@ -433,4 +446,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run the imported module's main, not this __main__ copy: command modules register there.
+    from fastsched.cli import main as _main
+
+    sys.exit(_main())
