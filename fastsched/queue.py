@@ -113,6 +113,15 @@ def dedup_hash(command: str, parameter: str) -> bytes:
 # --- validation ------------------------------------------------------------------------------
 
 
+def _short(value: object, limit: int = 60) -> str:
+    """repr() for an error message, cut to ``limit`` characters."""
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001 - a broken __repr__ must not hide the real problem
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _command_error(command: object) -> str:
     if not isinstance(command, str):
         return f"command must be a str, got {type(command).__name__}"
@@ -154,7 +163,10 @@ def _next_try(delay: object, now: dt.datetime) -> dt.datetime | None:
     if isinstance(delay, dt.timedelta):
         seconds = delay.total_seconds()
     elif isinstance(delay, (int, float)) and not isinstance(delay, bool):
-        seconds = float(delay)
+        try:
+            seconds = float(delay)
+        except OverflowError:  # an int beyond any float
+            raise InvalidInput(f"delay is too large: {_short(delay)}") from None
         if not math.isfinite(seconds):
             raise InvalidInput(f"delay must be a finite number of seconds, got {delay!r}")
     else:
@@ -162,19 +174,19 @@ def _next_try(delay: object, now: dt.datetime) -> dt.datetime | None:
             f"delay must be seconds (int or float), a timedelta or a datetime, got {type(delay).__name__}"
         )
     if seconds < 0:
-        raise InvalidInput(f"delay must not be negative, got {delay!r}")
+        raise InvalidInput(f"delay must not be negative, got {_short(delay)}")
     if seconds == 0:
         return None
     try:
         return now + (delay if isinstance(delay, dt.timedelta) else dt.timedelta(seconds=seconds))
     except OverflowError:
-        raise InvalidInput(f"delay is too large: {delay!r}") from None
+        raise InvalidInput(f"delay is too large: {_short(delay)}") from None
 
 
 def _bool_option(options: dict[Any, Any], key: str, default: bool) -> bool:
     value = options.get(key, default)
     if type(value) is not bool:
-        raise InvalidInput(f"option {key!r} must be True or False, got {value!r}")
+        raise InvalidInput(f"option {key!r} must be True or False, got {_short(value)}")
     return value
 
 
@@ -192,15 +204,17 @@ def _parameter_error(exc: Exception) -> InvalidInput:
 def _seconds(value: object, what: str) -> dt.timedelta:
     if isinstance(value, dt.timedelta):
         delta = value
-    elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+    elif isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
+        if value < 0:
+            raise InvalidInput(f"{what} must not be negative, got {_short(value)}")
         try:
             delta = dt.timedelta(seconds=value)
         except OverflowError:
-            raise InvalidInput(f"{what} is too large: {value!r}") from None
+            raise InvalidInput(f"{what} is too large: {_short(value)}") from None
     else:
-        raise InvalidInput(f"{what} must be a timedelta or a finite number of seconds, got {value!r}")
+        raise InvalidInput(f"{what} must be a timedelta or a finite number of seconds, got {_short(value)}")
     if delta < dt.timedelta(0):
-        raise InvalidInput(f"{what} must not be negative, got {value!r}")
+        raise InvalidInput(f"{what} must not be negative, got {_short(value)}")
     return delta
 
 
@@ -241,7 +255,7 @@ class Queue:
         ):
             raise ConfigError(
                 f"max_parameter_bytes must be an int from 2 to {MAX_PARAMETER_BYTES_LIMIT}, "
-                f"got {max_parameter_bytes!r}"
+                f"got {_short(max_parameter_bytes)}"
             )
         self._clock: Callable[[], dt.datetime] = clock or utcnow
         self.max_parameter_bytes = max_parameter_bytes
@@ -309,7 +323,7 @@ class Queue:
                 if key not in OPTION_KEYS:
                     hint = _OPTION_HINTS.get(key) if isinstance(key, str) else None
                     raise InvalidInput(
-                        f"unknown option {key!r}"
+                        f"unknown option {_short(key)}"
                         + (f" (did you mean {hint!r}?)" if hint else "")
                         + f": the options are {', '.join(OPTION_KEYS)}"
                     )
@@ -493,7 +507,7 @@ class Queue:
     def failed(self, limit: int = 100) -> list[Job]:
         """Failed jobs, newest first, at most ``limit``."""
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            raise InvalidInput(f"limit must be an int >= 0, got {limit!r}")
+            raise InvalidInput(f"limit must be an int >= 0, got {_short(limit)}")
         if limit == 0:
             return []
         with self._lock:
@@ -504,7 +518,7 @@ class Queue:
         ``older_than`` (a timedelta or seconds) ago; return how many. Runs in bounded batches."""
         age = _seconds(older_than, "older_than")
         if type(include_failed) is not bool:
-            raise InvalidInput(f"include_failed must be True or False, got {include_failed!r}")
+            raise InvalidInput(f"include_failed must be True or False, got {_short(include_failed)}")
         now = self._clock()
         try:
             cutoff = now - age
