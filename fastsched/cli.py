@@ -37,6 +37,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from fastsched import logsetup, pidfile
+from fastsched.cli_options import START_OPTIONS, Option, parse_host_id, parse_nonneg_float, resolve
 from fastsched.config import DEFAULT_MAX_DURATION_MINUTES, PoolSettings
 from fastsched.dsn import DEFAULT_DSN, DSN, parse_dsn
 from fastsched.errors import (
@@ -46,7 +47,6 @@ from fastsched.errors import (
     PoolAlreadyRunning,
     SchemaError,
 )
-from fastsched.cli_options import START_OPTIONS, Option, parse_host_id, parse_nonneg_float, resolve
 
 log = logging.getLogger(__name__)
 
@@ -324,7 +324,9 @@ def cmd_start(args: argparse.Namespace, console: Console) -> int:
     from fastsched.pool import Pool
 
     pool = Pool(settings)
-    with pidfile.PidFile(settings.pidfile):
+    held = pidfile.PidFile(settings.pidfile)
+    held.acquire()
+    try:
         log.info(
             "starting pool: dsn=%s host_id=%s workers=%d pid=%d pidfile=%s",
             settings.dsn, settings.host_id, settings.workers, os.getpid(), settings.pidfile,
@@ -338,6 +340,8 @@ def cmd_start(args: argparse.Namespace, console: Console) -> int:
         finally:
             for sig, old in previous.items():
                 signal.signal(sig, old)
+    finally:
+        held.release()
     log.info("pool stopped (exit code %d)", code, extra={"fields": {"exit_code": code}})
     return code
 

@@ -125,10 +125,3 @@ class PidFile:
                 os.unlink(self.path)
         os.close(self._fd)
         self._fd = None
-
-    def __enter__(self) -> PidFile:
-        self.acquire()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.release()
