@@ -18,6 +18,7 @@ CREATE TABLE IF NOT EXISTS workerqueue (
     done        TINYINT UNSIGNED NOT NULL DEFAULT 0,     -- 0 pending, 1 done, 2 failed (so NOT done = pending, as in Friendica)
     last_error  TEXT NULL,
     dedup_hash  BINARY(20) NULL,                         -- sha1(command, parameter) while pending; NULL once finished or without dedup
+    failed_hash BINARY(20) NULL,                         -- a failed job's dedup_hash, kept out of the unique index; retry restores it
     PRIMARY KEY (id),
     -- The claim: WHERE done=0 AND pid=0 AND priority=? AND next_try<=? ORDER BY next_try, id LIMIT k
     -- is one range scan in index order (InnoDB appends id). The same index counts waiting and

@@ -1,0 +1,23 @@
+"""Storage backends: one contract (``base.Backend``), one SQL implementation, two dialects."""
+from __future__ import annotations
+
+from fastsched.backends.base import Backend
+from fastsched.dsn import DSN, parse_dsn
+from fastsched.errors import ConfigError
+
+__all__ = ["Backend", "open_backend"]
+
+
+def open_backend(dsn: str | DSN | None = None) -> Backend:
+    """The backend for ``dsn`` (see ``fastsched.dsn.parse_dsn``; None means $FASTSCHED_DSN or the
+    SQLite default). Nothing connects yet: the first operation does, and creates the schema."""
+    parsed = parse_dsn(dsn)
+    if parsed.dialect == "mysql":
+        from fastsched.backends.mysql import MySQLBackend  # drivers load on first use, not on import
+
+        return MySQLBackend(parsed)
+    if parsed.dialect == "sqlite":
+        from fastsched.backends.sqlite import SQLiteBackend
+
+        return SQLiteBackend(parsed)
+    raise ConfigError(f"no backend for the {parsed.dialect!r} dialect")

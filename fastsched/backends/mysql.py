@@ -1,0 +1,136 @@
+"""MariaDB 10.6+ / MySQL 8.0+ through pymysql: the dialect hooks of ``SQLBackend``.
+
+The connection runs with autocommit off, READ COMMITTED (claims with SKIP LOCKED then take no gap
+locks), utf8mb4 and time_zone '+00:00'. Older servers are refused: claiming needs SKIP LOCKED.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pymysql
+import pymysql.cursors
+
+from fastsched.backends.sql import DISCONNECTED, FAILED, RETRY, SQLBackend
+from fastsched.backends.sqlfiles import split_statements
+from fastsched.errors import ConfigError, UnsupportedServer
+
+DEFAULT_CONNECT_TIMEOUT = 10  # seconds
+MIN_MARIADB = (10, 6)
+MIN_MYSQL = (8, 0)
+# Consecutive ids for the rows of one multi-row INSERT: "traditional" (0) and "consecutive" (1).
+CONSECUTIVE_AUTOINC_MODES = (0, 1)
+
+RETRY_CODES = frozenset({1205, 1213})  # lock wait timeout, deadlock: the transaction is rolled back
+DISCONNECT_CODES = frozenset(
+    {
+        1053,  # server shutdown in progress
+        1927,  # connection was killed (MariaDB)
+        2002,  # can't connect through the socket
+        2003,  # can't connect to the server
+        2005,  # unknown server host
+        2006,  # server has gone away
+        2013,  # lost connection during query
+        2055,  # lost connection at an initial handshake
+        4031,  # disconnected for inactivity (MySQL 8)
+    }
+)
+MISSING_TABLE = 1146
+# DSN query options passed to pymysql.connect, with their types.
+OPTIONS = {
+    "connect_timeout": float,
+    "read_timeout": float,
+    "write_timeout": float,
+    "unix_socket": str,
+}
+_VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
+
+
+def check_server_version(version: str) -> None:
+    """Raise UnsupportedServer unless ``version`` (SELECT VERSION()) is MariaDB 10.6+ or MySQL 8.0+."""
+    text = version.removeprefix("5.5.5-")  # old MariaDB replication prefix
+    match = _VERSION.match(text)
+    mariadb = "mariadb" in text.lower()
+    minimum = MIN_MARIADB if mariadb else MIN_MYSQL
+    if match is None or (int(match.group(1)), int(match.group(2))) < minimum:
+        name = "MariaDB" if mariadb else "MySQL"
+        raise UnsupportedServer(
+            f"the database server is {name} {version}: fastsched needs MariaDB "
+            f"{MIN_MARIADB[0]}.{MIN_MARIADB[1]}+ or MySQL {MIN_MYSQL[0]}.{MIN_MYSQL[1]}+ "
+            f"(claiming uses SELECT ... FOR UPDATE SKIP LOCKED)"
+        )
+
+
+def _error_code(exc: BaseException) -> int | None:
+    args = getattr(exc, "args", ())
+    return args[0] if args and isinstance(args[0], int) else None
+
+
+class MySQLBackend(SQLBackend):
+    dialect = "mysql"
+    driver_error = pymysql.MySQLError
+
+    def _connect_kwargs(self) -> dict[str, Any]:
+        dsn = self.dsn
+        kwargs: dict[str, Any] = {
+            "host": dsn.host,
+            "port": dsn.port,
+            "user": dsn.user,
+            "password": dsn.password,
+            "database": dsn.database,
+            "charset": "utf8mb4",
+            "autocommit": False,
+            "connect_timeout": DEFAULT_CONNECT_TIMEOUT,
+            "cursorclass": pymysql.cursors.Cursor,
+        }
+        for key, value in dsn.options:
+            kind = OPTIONS.get(key)
+            if kind is None:
+                raise ConfigError(f"unknown MySQL DSN option {key!r}: use one of {', '.join(sorted(OPTIONS))}")
+            try:
+                kwargs[key] = kind(value)
+            except ValueError:
+                raise ConfigError(f"MySQL DSN option {key!r} must be a {kind.__name__}, got {value!r}") from None
+        return kwargs
+
+    def _connect(self) -> tuple[Any, bool]:
+        try:
+            conn = pymysql.connect(**self._connect_kwargs())
+        except pymysql.MySQLError as exc:
+            raise self._wrap(exc, "connecting") from exc
+        try:
+            with conn.cursor() as cursor:
+                cursor.execute(self._q["server_info"])
+                version, autoinc_mode = cursor.fetchone()
+                check_server_version(str(version))
+                for statement in split_statements(self._q["session_setup"]):
+                    cursor.execute(statement)
+            conn.commit()
+        except pymysql.MySQLError as exc:
+            conn.close()
+            raise self._wrap(exc, "setting up the connection") from exc
+        except BaseException:
+            conn.close()
+            raise
+        return conn, int(autoinc_mode) in CONSECUTIVE_AUTOINC_MODES
+
+    def _classify(self, exc: BaseException) -> str:
+        if isinstance(exc, pymysql.InterfaceError):  # used after the socket closed
+            return DISCONNECTED
+        code = _error_code(exc)
+        if code in RETRY_CODES:
+            return RETRY
+        if code in DISCONNECT_CODES:
+            return DISCONNECTED
+        return FAILED
+
+    def _is_missing_table(self, exc: BaseException) -> bool:
+        return _error_code(exc) == MISSING_TABLE
+
+    def _first_insert_id(self, cursor: Any, rows: int) -> int:
+        return int(cursor.lastrowid)  # a multi-row INSERT reports the id of its first row
+
+    def _caller_cursor(self, connection: Any) -> tuple[Any, bool]:
+        if not isinstance(connection, pymysql.connections.Connection):
+            raise TypeError(f"connection must be a pymysql connection for {self.dsn}, got {type(connection).__name__}")
+        return connection.cursor(pymysql.cursors.Cursor), True

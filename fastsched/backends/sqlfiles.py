@@ -1,0 +1,106 @@
+"""The SQL of each dialect, read from ``fastsched/sql/<dialect>/``; and the one helper that writes SQL.
+
+``queries.sql`` holds named blocks, each starting with a line ``-- name: <query_name>``; other lines
+starting with ``--`` are comments and are dropped. ``schema.sql`` (and a query holding several
+statements) separates its statements with lines holding only ``;``. Every dialect defines the same
+query names (``tests/test_sql_dialects.py`` checks it).
+
+No SQL is built with string formatting anywhere in fastsched except by :func:`expand_in`, which
+inlines a validated list of ids (or of 20-byte dedup hashes) in place of ``{ids}``.
+"""
+from __future__ import annotations
+
+import functools
+import importlib.resources
+import re
+from collections.abc import Sequence
+
+IN_MARKER = "{ids}"  # where expand_in puts the list, as in ``WHERE id IN ({ids})``
+HASH_BYTES = 20  # sha1 digests, as stored in workerqueue.dedup_hash
+_NAME = re.compile(r"^--\s*name:\s*([A-Za-z_][A-Za-z0-9_]*)\s*$")
+
+
+def _read(dialect: str, filename: str) -> str:
+    return (importlib.resources.files("fastsched") / "sql" / dialect / filename).read_text(encoding="utf-8")
+
+
+def split_statements(text: str) -> list[str]:
+    """The statements of ``text``, separated by lines holding only ``;``; comment lines dropped."""
+    statements: list[str] = []
+    lines: list[str] = []
+    for line in text.splitlines() + [";"]:
+        if line.strip() == ";":
+            body = "\n".join(lines).strip()
+            if body:
+                statements.append(body)
+            lines = []
+        elif not line.lstrip().startswith("--"):
+            lines.append(line.rstrip())
+    return statements
+
+
+def parse_queries(text: str) -> dict[str, str]:
+    """``{name: sql}`` from the named blocks of a queries file. A repeated name is an error."""
+    queries: dict[str, str] = {}
+    name: str | None = None
+    lines: list[str] = []
+
+    def flush() -> None:
+        if name is None:
+            return
+        body = "\n".join(lines).strip()
+        if not body:
+            raise ValueError(f"query {name!r} is empty")
+        queries[name] = body
+
+    for line in text.splitlines():
+        match = _NAME.match(line.strip())
+        if match:
+            flush()
+            name = match.group(1)
+            if name in queries:
+                raise ValueError(f"query {name!r} is defined twice")
+            lines = []
+        elif name is not None and not line.lstrip().startswith("--"):
+            lines.append(line.rstrip())
+    flush()
+    return queries
+
+
+@functools.lru_cache(maxsize=None)
+def load_queries(dialect: str) -> dict[str, str]:
+    """The named queries of ``dialect`` ("mysql" or "sqlite")."""
+    return parse_queries(_read(dialect, "queries.sql"))
+
+
+@functools.lru_cache(maxsize=None)
+def load_schema(dialect: str) -> tuple[str, ...]:
+    """The schema statements of ``dialect``, in order."""
+    return tuple(split_statements(_read(dialect, "schema.sql")))
+
+
+def expand_in(sql: str, values: Sequence[int] | Sequence[bytes]) -> str:
+    """``sql`` with its ``{ids}`` marker replaced by the inlined, validated ``values``.
+
+    Each value must be an int (not a bool), inlined as a decimal literal, or a 20-byte digest,
+    inlined as a hex literal ``X'...'`` that both dialects read as a blob. Inlining is much
+    faster than one placeholder per id in pymysql, and safe because nothing else can pass
+    the checks. An empty list raises ValueError: ``IN ()`` is a syntax error, so callers skip
+    the statement instead.
+    """
+    if not values:
+        raise ValueError("expand_in needs at least one value: callers must skip an empty IN list")
+    parts: list[str] = []
+    append = parts.append
+    for value in values:
+        if type(value) is int:  # the common case, and excludes bool
+            append(str(value))
+        elif isinstance(value, bytes) and len(value) == HASH_BYTES:
+            append("X'" + value.hex() + "'")
+        elif isinstance(value, int) and not isinstance(value, bool):
+            append(str(int(value)))
+        else:
+            raise ValueError(f"an IN list holds ints or {HASH_BYTES}-byte hashes, got {value!r}")
+    if sql.count(IN_MARKER) != 1:
+        raise ValueError(f"the query must hold exactly one {IN_MARKER} marker")
+    return sql.replace(IN_MARKER, ",".join(parts))

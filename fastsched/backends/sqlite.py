@@ -1,0 +1,91 @@
+"""SQLite through the stdlib ``sqlite3``: the embedded default, and the dialect hooks of ``SQLBackend``.
+
+The file runs in WAL mode (readers never block the writer) with synchronous=FULL (a committed job
+survives a power loss). Write transactions start with BEGIN IMMEDIATE: SQLite has one writer at a
+time and no SKIP LOCKED, so a claim simply waits (up to BUSY_TIMEOUT) for the writer before it.
+Times are stored as fixed-width UTC text, ``YYYY-MM-DD HH:MM:SS.ffffff``, so that they sort.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sqlite3
+from typing import Any
+
+from fastsched.backends.sql import DISCONNECTED, FAILED, RETRY, SQLBackend
+from fastsched.backends.sqlfiles import split_statements
+from fastsched.errors import UnsupportedServer
+from fastsched.jobs import NewJob
+
+BUSY_TIMEOUT = 10.0  # seconds a statement waits for another connection's write lock
+MIN_SQLITE = (3, 24)  # UPSERT (INSERT ... ON CONFLICT DO UPDATE)
+SQLITE_LOCKED = 6
+SQLITE_CANTOPEN = 14
+
+
+def _db_time(value: dt.datetime) -> str:
+    return value.isoformat(" ", "microseconds")
+
+
+class SQLiteBackend(SQLBackend):
+    dialect = "sqlite"
+    driver_error = sqlite3.Error
+    _from_db_time = staticmethod(dt.datetime.fromisoformat)
+
+    def _connect(self) -> tuple[Any, bool]:
+        path = self.dsn.database
+        try:
+            conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise self._wrap(exc, f"opening {os.path.abspath(path)}") from exc
+        try:
+            found = tuple(int(part) for part in sqlite3.sqlite_version.split(".")[:2])
+            if found < MIN_SQLITE:
+                raise UnsupportedServer(
+                    f"the SQLite library is version {sqlite3.sqlite_version}: fastsched needs "
+                    f"{MIN_SQLITE[0]}.{MIN_SQLITE[1]}+"
+                )
+            for statement in split_statements(self._q["session_setup"]):
+                conn.execute(statement).fetchall()
+        except sqlite3.Error as exc:
+            conn.close()
+            raise self._wrap(exc, f"setting up {os.path.abspath(path)}") from exc
+        except BaseException:
+            conn.close()
+            raise
+        return conn, True  # BEGIN IMMEDIATE: nobody else inserts while we do
+
+    def _begin(self, cursor: Any) -> None:
+        cursor.execute("BEGIN IMMEDIATE")
+
+    def _classify(self, exc: BaseException) -> str:
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is not None:
+            code &= 0xFF  # the primary result code of an extended one
+        if code == SQLITE_CANTOPEN or isinstance(exc, sqlite3.ProgrammingError) and "closed" in str(exc):
+            return DISCONNECTED
+        if code == SQLITE_LOCKED:
+            return RETRY  # a shared-cache table lock: brief, unlike BUSY (already waited BUSY_TIMEOUT)
+        return FAILED
+
+    def _is_missing_table(self, exc: BaseException) -> bool:
+        return isinstance(exc, sqlite3.OperationalError) and "no such table" in str(exc)
+
+    def _to_db_time(self, value: dt.datetime) -> str:
+        return _db_time(value)
+
+    def _job_row(self, job: NewJob) -> tuple[Any, ...]:
+        return (job[0], job[1], job[2], _db_time(job[3]), _db_time(job[4]), job[5])
+
+    def _first_insert_id(self, cursor: Any, rows: int) -> int:
+        cursor.execute(self._q["last_insert_id"])
+        return int(cursor.fetchone()[0]) - rows + 1
+
+    def _caller_cursor(self, connection: Any) -> tuple[Any, bool]:
+        if not isinstance(connection, sqlite3.Connection):
+            raise TypeError(f"connection must be a sqlite3 connection for {self.dsn}, got {type(connection).__name__}")
+        cursor = connection.cursor()
+        cursor.row_factory = None
+        # In a transaction (explicit, or the implicit one of the legacy isolation levels) nobody
+        # else inserts meanwhile; in autocommit mode each row commits on its own.
+        return cursor, connection.in_transaction or connection.isolation_level is not None

@@ -1,0 +1,235 @@
+-- fastsched queries for MariaDB 10.6+ / MySQL 8.0+ through pymysql (paramstyle %s / %(name)s).
+-- Every block starts with "-- name: <query_name>"; sqlite/queries.sql defines the same names.
+-- {ids} is replaced by a validated list of ids or hashes (fastsched.backends.sqlfiles.expand_in).
+-- Times are naive UTC DATETIME(6) passed in by the caller: no NOW() here, so tests inject time.
+
+-- ---------------------------------------------------------------------------------- connection
+
+-- name: server_info
+SELECT VERSION(), @@innodb_autoinc_lock_mode
+
+-- name: session_setup
+-- READ COMMITTED: SKIP LOCKED claims then take no gap locks.
+SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED
+;
+SET time_zone = '+00:00'
+
+-- name: schema_version
+SELECT value FROM fastsched_meta WHERE name = 'schema_version'
+
+-- name: set_schema_version
+INSERT INTO fastsched_meta (name, value) VALUES ('schema_version', %(version)s)
+ON DUPLICATE KEY UPDATE name = name
+
+-- name: last_insert_id
+-- Unused here: pymysql reads the first id of a multi-row INSERT from the OK packet (cursor.lastrowid).
+SELECT LAST_INSERT_ID()
+
+-- ------------------------------------------------------------------------------------ producer
+
+-- name: add_jobs
+-- One row here; pymysql's executemany sends a chunk as ONE multi-row INSERT. A duplicate of a
+-- pending job is a no-op (0 affected rows), so "affected == rows sent" means none collided.
+INSERT INTO workerqueue (command, parameter, priority, created, next_try, dedup_hash)
+VALUES (%s, %s, %s, %s, %s, %s)
+ON DUPLICATE KEY UPDATE id = id
+
+-- name: add_jobs_force_priority
+INSERT INTO workerqueue (command, parameter, priority, created, next_try, dedup_hash)
+VALUES (%s, %s, %s, %s, %s, %s)
+ON DUPLICATE KEY UPDATE priority = IF(pid = 0, VALUES(priority), priority)
+
+-- name: ids_by_hash
+SELECT id, dedup_hash FROM workerqueue WHERE dedup_hash IN ({ids})
+
+-- name: clear_hashes
+UPDATE workerqueue SET dedup_hash = NULL WHERE id IN ({ids})
+
+-- name: get_job
+SELECT id, command, parameter, priority, created, next_try, executed, finished, retrial, crashes,
+       pid, host, last_error, done, failed_hash
+FROM workerqueue WHERE id = %(id)s
+
+-- name: lock_job
+SELECT id, command, parameter, priority, created, next_try, executed, finished, retrial, crashes,
+       pid, host, last_error, done, failed_hash
+FROM workerqueue WHERE id = %(id)s FOR UPDATE
+
+-- name: lock_pending_by_hash
+SELECT id FROM workerqueue WHERE dedup_hash = %(hash)s FOR UPDATE
+
+-- name: delete_job
+DELETE FROM workerqueue WHERE id = %(id)s
+
+-- name: requeue_failed
+UPDATE workerqueue
+SET done = 0, pid = 0, host = '', executed = NULL, finished = NULL, next_try = %(now)s,
+    retrial = 0, crashes = 0, dedup_hash = failed_hash, failed_hash = NULL
+WHERE id = %(id)s AND done = 2
+
+-- name: failed_ids
+SELECT id FROM workerqueue WHERE done = 2 AND id > %(after)s ORDER BY id LIMIT %(limit)s
+
+-- name: failed_jobs
+SELECT id, command, parameter, priority, created, next_try, executed, finished, retrial, crashes,
+       pid, host, last_error, done, failed_hash
+FROM workerqueue WHERE done = 2 ORDER BY finished DESC, id DESC LIMIT %(limit)s
+
+-- name: purge
+DELETE FROM workerqueue
+WHERE done >= 1 AND done <= %(max_done)s AND finished < %(before)s
+LIMIT %(limit)s
+
+-- name: stats
+SELECT priority,
+       SUM(CASE WHEN done = 0 AND pid = 0 AND next_try <= %(now)s THEN 1 ELSE 0 END),
+       SUM(CASE WHEN done = 0 AND pid = 0 AND next_try > %(now)s THEN 1 ELSE 0 END),
+       SUM(CASE WHEN done = 0 AND pid > 0 THEN 1 ELSE 0 END),
+       SUM(CASE WHEN done = 2 THEN 1 ELSE 0 END),
+       SUM(CASE WHEN done = 1 AND finished >= %(hour_ago)s THEN 1 ELSE 0 END),
+       MIN(CASE WHEN done = 0 AND pid = 0 AND next_try <= %(now)s THEN created END)
+FROM workerqueue
+GROUP BY priority
+
+-- name: finished_since
+SELECT COUNT(*) FROM workerqueue WHERE done = 1 AND finished >= %(since)s
+
+-- name: jobs_ahead
+-- The claim order is (next_try, id): one range of the claim index.
+SELECT COUNT(*) FROM workerqueue
+WHERE done = 0 AND pid = 0 AND priority = %(priority)s
+  AND next_try <= %(next_try)s AND (next_try < %(next_try)s OR id < %(id)s)
+
+-- ------------------------------------------------------------------------------------ the pool
+
+-- name: plan_counts
+-- One row, one statement. Each waiting count is a LIMITed range scan of the claim index, so a
+-- million waiting rows cost no more than ``cap``; running workers scan only the claimed rows.
+SELECT
+  (SELECT COUNT(*) FROM (SELECT 1 FROM workerqueue WHERE done = 0 AND pid = 0 AND priority = 10
+                         AND next_try <= %(now)s LIMIT %(cap)s) AS w10),
+  (SELECT COUNT(*) FROM (SELECT 1 FROM workerqueue WHERE done = 0 AND pid = 0 AND priority = 20
+                         AND next_try <= %(now)s LIMIT %(cap)s) AS w20),
+  (SELECT COUNT(*) FROM (SELECT 1 FROM workerqueue WHERE done = 0 AND pid = 0 AND priority = 30
+                         AND next_try <= %(now)s LIMIT %(cap)s) AS w30),
+  (SELECT COUNT(*) FROM (SELECT 1 FROM workerqueue WHERE done = 0 AND pid = 0 AND priority = 40
+                         AND next_try <= %(now)s LIMIT %(cap)s) AS w40),
+  (SELECT COUNT(*) FROM (SELECT 1 FROM workerqueue WHERE done = 0 AND pid = 0 AND priority = 50
+                         AND next_try <= %(now)s LIMIT %(cap)s) AS w50),
+  (SELECT COUNT(*) FROM (SELECT DISTINCT host, pid FROM workerqueue
+                         WHERE done = 0 AND pid > 0 AND priority = 10) AS r10),
+  (SELECT COUNT(*) FROM (SELECT DISTINCT host, pid FROM workerqueue
+                         WHERE done = 0 AND pid > 0 AND priority = 20) AS r20),
+  (SELECT COUNT(*) FROM (SELECT DISTINCT host, pid FROM workerqueue
+                         WHERE done = 0 AND pid > 0 AND priority = 30) AS r30),
+  (SELECT COUNT(*) FROM (SELECT DISTINCT host, pid FROM workerqueue
+                         WHERE done = 0 AND pid > 0 AND priority = 40) AS r40),
+  (SELECT COUNT(*) FROM (SELECT DISTINCT host, pid FROM workerqueue
+                         WHERE done = 0 AND pid > 0 AND priority = 50) AS r50),
+  (SELECT COALESCE(SUM(workers), 0) FROM process
+   WHERE role = 'master' AND heartbeat >= %(alive_after)s)
+
+-- name: claim_priority
+-- Oldest next_try first, in claim-index order; rows other masters hold are skipped, not waited for.
+SELECT id, command, parameter, priority, retrial, crashes, created
+FROM workerqueue
+WHERE done = 0 AND pid = 0 AND priority = %(priority)s AND next_try <= %(now)s
+ORDER BY next_try, id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+
+-- name: claim_batch
+UPDATE workerqueue SET pid = %(pid)s, host = %(host)s, executed = %(now)s WHERE id IN ({ids})
+
+-- name: complete_jobs
+UPDATE workerqueue SET done = 1, finished = %(now)s, dedup_hash = NULL
+WHERE id IN ({ids}) AND host = %(host)s AND done = 0
+
+-- name: release_jobs
+UPDATE workerqueue SET pid = 0, host = '', executed = NULL
+WHERE id IN ({ids}) AND host = %(host)s AND done = 0
+
+-- name: retry_job
+UPDATE workerqueue
+SET pid = 0, host = '', executed = NULL, next_try = %(next_try)s, priority = %(priority)s,
+    retrial = %(retrial)s, crashes = %(crashes)s, last_error = %(error)s
+WHERE id = %(id)s AND host = %(host)s AND done = 0
+
+-- name: fail_job
+-- MySQL assigns left to right: failed_hash takes dedup_hash before it is cleared.
+UPDATE workerqueue
+SET done = 2, finished = %(now)s, failed_hash = dedup_hash, dedup_hash = NULL,
+    retrial = %(retrial)s, crashes = %(crashes)s, last_error = %(error)s
+WHERE id = %(id)s AND host = %(host)s AND done = 0
+
+-- name: fail_pending
+UPDATE workerqueue
+SET done = 2, finished = %(now)s, failed_hash = dedup_hash, dedup_hash = NULL, last_error = %(error)s
+WHERE id IN ({ids}) AND done = 0
+
+-- name: fail_malformed
+-- Ranges on (done, pid, priority) of the claim index: the unclaimed rows no claim would take.
+UPDATE workerqueue
+SET done = 2, finished = %(now)s, failed_hash = dedup_hash, dedup_hash = NULL, last_error = %(error)s
+WHERE done = 0 AND pid = 0
+  AND (priority < 10 OR (priority > 10 AND priority < 20) OR (priority > 20 AND priority < 30)
+       OR (priority > 30 AND priority < 40) OR (priority > 40 AND priority < 50) OR priority > 50)
+
+-- ---------------------------------------------------------------------------- process registry
+
+-- name: register_process
+INSERT INTO process (host, pid, role, master_pid, workers, started, heartbeat)
+VALUES (%s, %s, %s, %s, %s, %s, %s)
+ON DUPLICATE KEY UPDATE role = VALUES(role), master_pid = VALUES(master_pid), workers = VALUES(workers),
+                        started = VALUES(started), heartbeat = VALUES(heartbeat)
+
+-- name: delete_other_children
+DELETE FROM process
+WHERE host = %(host)s AND master_pid = %(master_pid)s AND role = 'child' AND pid NOT IN ({ids})
+
+-- name: delete_children
+DELETE FROM process WHERE host = %(host)s AND master_pid = %(master_pid)s AND role = 'child'
+
+-- name: heartbeat_master
+UPDATE process SET heartbeat = %(now)s, workers = %(workers)s
+WHERE host = %(host)s AND pid = %(master_pid)s AND role = 'master'
+
+-- name: master_exists
+SELECT 1 FROM process WHERE host = %(host)s AND pid = %(master_pid)s AND role = 'master'
+
+-- name: heartbeat_children
+UPDATE process SET heartbeat = %(now)s
+WHERE host = %(host)s AND master_pid = %(master_pid)s AND role = 'child'
+
+-- name: unregister
+DELETE FROM process
+WHERE host = %(host)s AND ((role = 'master' AND pid = %(master_pid)s)
+                           OR (role = 'child' AND master_pid = %(master_pid)s))
+
+-- name: processes
+SELECT host, pid, role, master_pid, workers, started, heartbeat FROM process
+ORDER BY CASE WHEN role = 'master' THEN 0 ELSE 1 END, host, pid
+
+-- name: release_host
+UPDATE workerqueue SET pid = 0, host = '', executed = NULL WHERE done = 0 AND pid > 0 AND host = %(host)s
+
+-- name: delete_host_processes
+DELETE FROM process WHERE host = %(host)s
+
+-- name: expired_masters
+SELECT host, pid FROM process WHERE role = 'master' AND heartbeat < %(alive_after)s ORDER BY host, pid
+
+-- name: lock_expired_master
+-- Re-checked under the row lock: a heartbeat that arrived meanwhile keeps the master alive.
+SELECT pid FROM process
+WHERE host = %(host)s AND pid = %(master_pid)s AND role = 'master' AND heartbeat < %(alive_after)s
+FOR UPDATE
+
+-- ------------------------------------------------------------------------------- periodic leases
+
+-- name: advance_lease
+UPDATE fastsched_meta SET due = %(due)s WHERE name = %(name)s AND due <= %(now)s
+
+-- name: create_lease
+INSERT INTO fastsched_meta (name, value, due) VALUES (%(name)s, '', %(due)s)
+ON DUPLICATE KEY UPDATE name = name

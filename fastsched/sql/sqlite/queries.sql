@@ -1,0 +1,237 @@
+-- fastsched queries for SQLite 3.24+ through the stdlib sqlite3 (paramstyle ? / :name).
+-- Every block starts with "-- name: <query_name>"; mysql/queries.sql defines the same names.
+-- Write transactions run under BEGIN IMMEDIATE (one writer at a time): no FOR UPDATE, no SKIP LOCKED.
+-- {ids} is replaced by a validated list of ids or hashes (fastsched.backends.sqlfiles.expand_in).
+-- Times are fixed-width UTC text passed in by the caller: no NOW() here, so tests inject time.
+
+-- ---------------------------------------------------------------------------------- connection
+
+-- name: server_info
+-- The second column: whether ids of one multi-row insert are consecutive (always, under BEGIN IMMEDIATE).
+SELECT sqlite_version(), 1
+
+-- name: session_setup
+-- WAL: readers never block the writer; FULL: a committed job survives a power loss.
+PRAGMA journal_mode = WAL
+;
+PRAGMA synchronous = FULL
+
+-- name: schema_version
+SELECT value FROM fastsched_meta WHERE name = 'schema_version'
+
+-- name: set_schema_version
+INSERT INTO fastsched_meta (name, value) VALUES ('schema_version', :version)
+ON CONFLICT (name) DO NOTHING
+
+-- name: last_insert_id
+-- The LAST id of the rows just inserted (executemany leaves cursor.lastrowid unset).
+SELECT last_insert_rowid()
+
+-- ------------------------------------------------------------------------------------ producer
+
+-- name: add_jobs
+-- Run with executemany inside the write transaction. A duplicate of a pending job is a no-op (no
+-- change counted), so "changes == rows sent" means none collided.
+INSERT INTO workerqueue (command, parameter, priority, created, next_try, dedup_hash)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (dedup_hash) WHERE dedup_hash IS NOT NULL DO NOTHING
+
+-- name: add_jobs_force_priority
+INSERT INTO workerqueue (command, parameter, priority, created, next_try, dedup_hash)
+VALUES (?, ?, ?, ?, ?, ?)
+ON CONFLICT (dedup_hash) WHERE dedup_hash IS NOT NULL
+DO UPDATE SET priority = excluded.priority WHERE pid = 0
+
+-- name: ids_by_hash
+SELECT id, dedup_hash FROM workerqueue WHERE dedup_hash IN ({ids})
+
+-- name: clear_hashes
+UPDATE workerqueue SET dedup_hash = NULL WHERE id IN ({ids})
+
+-- name: get_job
+SELECT id, command, parameter, priority, created, next_try, executed, finished, retrial, crashes,
+       pid, host, last_error, done, failed_hash
+FROM workerqueue WHERE id = :id
+
+-- name: lock_job
+SELECT id, command, parameter, priority, created, next_try, executed, finished, retrial, crashes,
+       pid, host, last_error, done, failed_hash
+FROM workerqueue WHERE id = :id
+
+-- name: lock_pending_by_hash
+SELECT id FROM workerqueue WHERE dedup_hash = :hash
+
+-- name: delete_job
+DELETE FROM workerqueue WHERE id = :id
+
+-- name: requeue_failed
+UPDATE workerqueue
+SET done = 0, pid = 0, host = '', executed = NULL, finished = NULL, next_try = :now,
+    retrial = 0, crashes = 0, dedup_hash = failed_hash, failed_hash = NULL
+WHERE id = :id AND done = 2
+
+-- name: failed_ids
+SELECT id FROM workerqueue WHERE done = 2 AND id > :after ORDER BY id LIMIT :limit
+
+-- name: failed_jobs
+SELECT id, command, parameter, priority, created, next_try, executed, finished, retrial, crashes,
+       pid, host, last_error, done, failed_hash
+FROM workerqueue WHERE done = 2 ORDER BY finished DESC, id DESC LIMIT :limit
+
+-- name: purge
+DELETE FROM workerqueue WHERE id IN (
+    SELECT id FROM workerqueue
+    WHERE done >= 1 AND done <= :max_done AND finished < :before
+    LIMIT :limit)
+
+-- name: stats
+SELECT priority,
+       SUM(CASE WHEN done = 0 AND pid = 0 AND next_try <= :now THEN 1 ELSE 0 END),
+       SUM(CASE WHEN done = 0 AND pid = 0 AND next_try > :now THEN 1 ELSE 0 END),
+       SUM(CASE WHEN done = 0 AND pid > 0 THEN 1 ELSE 0 END),
+       SUM(CASE WHEN done = 2 THEN 1 ELSE 0 END),
+       SUM(CASE WHEN done = 1 AND finished >= :hour_ago THEN 1 ELSE 0 END),
+       MIN(CASE WHEN done = 0 AND pid = 0 AND next_try <= :now THEN created END)
+FROM workerqueue
+GROUP BY priority
+
+-- name: finished_since
+SELECT COUNT(*) FROM workerqueue WHERE done = 1 AND finished >= :since
+
+-- name: jobs_ahead
+-- The claim order is (next_try, id): one range of the claim index.
+SELECT COUNT(*) FROM workerqueue
+WHERE done = 0 AND pid = 0 AND priority = :priority
+  AND next_try <= :next_try AND (next_try < :next_try OR id < :id)
+
+-- ------------------------------------------------------------------------------------ the pool
+
+-- name: plan_counts
+-- One row, one statement. Each waiting count is a LIMITed range scan of the claim index, so a
+-- million waiting rows cost no more than ``cap``; running workers scan only the claimed rows.
+SELECT
+  (SELECT COUNT(*) FROM (SELECT 1 FROM workerqueue WHERE done = 0 AND pid = 0 AND priority = 10
+                         AND next_try <= :now LIMIT :cap) AS w10),
+  (SELECT COUNT(*) FROM (SELECT 1 FROM workerqueue WHERE done = 0 AND pid = 0 AND priority = 20
+                         AND next_try <= :now LIMIT :cap) AS w20),
+  (SELECT COUNT(*) FROM (SELECT 1 FROM workerqueue WHERE done = 0 AND pid = 0 AND priority = 30
+                         AND next_try <= :now LIMIT :cap) AS w30),
+  (SELECT COUNT(*) FROM (SELECT 1 FROM workerqueue WHERE done = 0 AND pid = 0 AND priority = 40
+                         AND next_try <= :now LIMIT :cap) AS w40),
+  (SELECT COUNT(*) FROM (SELECT 1 FROM workerqueue WHERE done = 0 AND pid = 0 AND priority = 50
+                         AND next_try <= :now LIMIT :cap) AS w50),
+  (SELECT COUNT(*) FROM (SELECT DISTINCT host, pid FROM workerqueue
+                         WHERE done = 0 AND pid > 0 AND priority = 10) AS r10),
+  (SELECT COUNT(*) FROM (SELECT DISTINCT host, pid FROM workerqueue
+                         WHERE done = 0 AND pid > 0 AND priority = 20) AS r20),
+  (SELECT COUNT(*) FROM (SELECT DISTINCT host, pid FROM workerqueue
+                         WHERE done = 0 AND pid > 0 AND priority = 30) AS r30),
+  (SELECT COUNT(*) FROM (SELECT DISTINCT host, pid FROM workerqueue
+                         WHERE done = 0 AND pid > 0 AND priority = 40) AS r40),
+  (SELECT COUNT(*) FROM (SELECT DISTINCT host, pid FROM workerqueue
+                         WHERE done = 0 AND pid > 0 AND priority = 50) AS r50),
+  (SELECT COALESCE(SUM(workers), 0) FROM process
+   WHERE role = 'master' AND heartbeat >= :alive_after)
+
+-- name: claim_priority
+-- Oldest next_try first, in claim-index order. BEGIN IMMEDIATE makes the claimer the only writer.
+SELECT id, command, parameter, priority, retrial, crashes, created
+FROM workerqueue
+WHERE done = 0 AND pid = 0 AND priority = :priority AND next_try <= :now
+ORDER BY next_try, id
+LIMIT :limit
+
+-- name: claim_batch
+UPDATE workerqueue SET pid = :pid, host = :host, executed = :now WHERE id IN ({ids})
+
+-- name: complete_jobs
+UPDATE workerqueue SET done = 1, finished = :now, dedup_hash = NULL
+WHERE id IN ({ids}) AND host = :host AND done = 0
+
+-- name: release_jobs
+UPDATE workerqueue SET pid = 0, host = '', executed = NULL
+WHERE id IN ({ids}) AND host = :host AND done = 0
+
+-- name: retry_job
+UPDATE workerqueue
+SET pid = 0, host = '', executed = NULL, next_try = :next_try, priority = :priority,
+    retrial = :retrial, crashes = :crashes, last_error = :error
+WHERE id = :id AND host = :host AND done = 0
+
+-- name: fail_job
+-- SQLite reads every right-hand side before assigning: failed_hash takes the old dedup_hash.
+UPDATE workerqueue
+SET done = 2, finished = :now, failed_hash = dedup_hash, dedup_hash = NULL,
+    retrial = :retrial, crashes = :crashes, last_error = :error
+WHERE id = :id AND host = :host AND done = 0
+
+-- name: fail_pending
+UPDATE workerqueue
+SET done = 2, finished = :now, failed_hash = dedup_hash, dedup_hash = NULL, last_error = :error
+WHERE id IN ({ids}) AND done = 0
+
+-- name: fail_malformed
+-- Ranges on (done, pid, priority) of the claim index: the unclaimed rows no claim would take.
+UPDATE workerqueue
+SET done = 2, finished = :now, failed_hash = dedup_hash, dedup_hash = NULL, last_error = :error
+WHERE done = 0 AND pid = 0
+  AND (priority < 10 OR (priority > 10 AND priority < 20) OR (priority > 20 AND priority < 30)
+       OR (priority > 30 AND priority < 40) OR (priority > 40 AND priority < 50) OR priority > 50)
+
+-- ---------------------------------------------------------------------------- process registry
+
+-- name: register_process
+INSERT INTO process (host, pid, role, master_pid, workers, started, heartbeat)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (host, pid) DO UPDATE SET role = excluded.role, master_pid = excluded.master_pid,
+    workers = excluded.workers, started = excluded.started, heartbeat = excluded.heartbeat
+
+-- name: delete_other_children
+DELETE FROM process
+WHERE host = :host AND master_pid = :master_pid AND role = 'child' AND pid NOT IN ({ids})
+
+-- name: delete_children
+DELETE FROM process WHERE host = :host AND master_pid = :master_pid AND role = 'child'
+
+-- name: heartbeat_master
+UPDATE process SET heartbeat = :now, workers = :workers
+WHERE host = :host AND pid = :master_pid AND role = 'master'
+
+-- name: master_exists
+SELECT 1 FROM process WHERE host = :host AND pid = :master_pid AND role = 'master'
+
+-- name: heartbeat_children
+UPDATE process SET heartbeat = :now
+WHERE host = :host AND master_pid = :master_pid AND role = 'child'
+
+-- name: unregister
+DELETE FROM process
+WHERE host = :host AND ((role = 'master' AND pid = :master_pid)
+                           OR (role = 'child' AND master_pid = :master_pid))
+
+-- name: processes
+SELECT host, pid, role, master_pid, workers, started, heartbeat FROM process
+ORDER BY CASE WHEN role = 'master' THEN 0 ELSE 1 END, host, pid
+
+-- name: release_host
+UPDATE workerqueue SET pid = 0, host = '', executed = NULL WHERE done = 0 AND pid > 0 AND host = :host
+
+-- name: delete_host_processes
+DELETE FROM process WHERE host = :host
+
+-- name: expired_masters
+SELECT host, pid FROM process WHERE role = 'master' AND heartbeat < :alive_after ORDER BY host, pid
+
+-- name: lock_expired_master
+-- Re-checked inside the write transaction: a heartbeat that arrived meanwhile keeps the master alive.
+SELECT pid FROM process
+WHERE host = :host AND pid = :master_pid AND role = 'master' AND heartbeat < :alive_after
+
+-- ------------------------------------------------------------------------------- periodic leases
+
+-- name: advance_lease
+UPDATE fastsched_meta SET due = :due WHERE name = :name AND due <= :now
+
+-- name: create_lease
+INSERT INTO fastsched_meta (name, value, due) VALUES (:name, '', :due)
+ON CONFLICT (name) DO NOTHING

@@ -1,0 +1,48 @@
+-- fastsched schema, version 1, for SQLite 3.24+ (the embedded default). The same tables and
+-- columns as mysql/schema.sql. Statements are separated by lines holding only ';'.
+-- Times are UTC text of fixed width, 'YYYY-MM-DD HH:MM:SS.ffffff', so that they sort as text.
+
+CREATE TABLE IF NOT EXISTS workerqueue (
+    -- AUTOINCREMENT: an id is never reused after the newest job is purged or cancelled.
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    command     TEXT NOT NULL,
+    parameter   TEXT NOT NULL,
+    priority    INTEGER NOT NULL DEFAULT 30,
+    created     TEXT NOT NULL,
+    pid         INTEGER NOT NULL DEFAULT 0,
+    host        TEXT NOT NULL DEFAULT '',
+    executed    TEXT NULL,
+    finished    TEXT NULL,
+    next_try    TEXT NOT NULL,
+    retrial     INTEGER NOT NULL DEFAULT 0,
+    crashes     INTEGER NOT NULL DEFAULT 0,
+    done        INTEGER NOT NULL DEFAULT 0,
+    last_error  TEXT NULL,
+    dedup_hash  BLOB NULL,
+    failed_hash BLOB NULL
+)
+;
+-- The claim: WHERE done=0 AND pid=0 AND priority=? AND next_try<=? ORDER BY next_try, id LIMIT k
+-- (the rowid is the last column of every index, so the order is the index order).
+CREATE INDEX IF NOT EXISTS workerqueue_claim ON workerqueue (done, pid, priority, next_try)
+;
+-- Dedup is atomic: INSERT ... ON CONFLICT(dedup_hash) WHERE dedup_hash IS NOT NULL. Partial, so
+-- finished rows (dedup_hash NULL) cost no index entry.
+CREATE UNIQUE INDEX IF NOT EXISTS workerqueue_dedup ON workerqueue (dedup_hash) WHERE dedup_hash IS NOT NULL
+;
+CREATE TABLE IF NOT EXISTS process (
+    host        TEXT NOT NULL,
+    pid         INTEGER NOT NULL,
+    role        TEXT NOT NULL,
+    master_pid  INTEGER NOT NULL DEFAULT 0,
+    workers     INTEGER NOT NULL DEFAULT 0,
+    started     TEXT NOT NULL,
+    heartbeat   TEXT NOT NULL,
+    PRIMARY KEY (host, pid)
+)
+;
+CREATE TABLE IF NOT EXISTS fastsched_meta (
+    name        TEXT NOT NULL PRIMARY KEY,
+    value       TEXT NOT NULL DEFAULT '',
+    due         TEXT NULL
+)
