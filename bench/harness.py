@@ -180,11 +180,12 @@ def private_mysql_database() -> Iterator[str]:
     auth = urllib.parse.quote(str(kw["user"]), safe="")
     if kw["password"]:
         auth += ":" + urllib.parse.quote(str(kw["password"]), safe="")
+    admin.close()
     try:
         yield f"mysql://{auth}@{kw['host']}:{kw['port']}/{name}"
     finally:
+        admin = admin_connection()
         try:
-            admin.ping(reconnect=True)
             with admin.cursor() as cur:
                 cur.execute(f"DROP DATABASE IF EXISTS `{name}`")
         finally:
@@ -426,3 +427,67 @@ class PingCollector:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# ------------------------------------------------------------------------------ queue state
+
+
+def fill_jobs(dsn: str, count: int, *, priority: int = 30, command: str = "BenchNoop", tag: str = "job",
+              chunk: int = 10_000) -> float:
+    """Add ``count`` distinct runnable jobs through ``add_many``; return the seconds it took."""
+    import fastsched
+
+    start = time.perf_counter()
+    with fastsched.connect(dsn) as queue:
+        for first in range(0, count, chunk):
+            queue.add_many([(priority, command, tag, i) for i in range(first, min(first + chunk, count))])
+    return time.perf_counter() - start
+
+
+def query(dsn: str, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+    """Rows of one read-only statement, on a connection of its own (%s placeholders on both)."""
+    if dialect_of(dsn) == "mysql":
+        conn = mysql_connect(dsn)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql, params)
+                return list(cur.fetchall())
+        finally:
+            conn.close()
+    import sqlite3
+
+    conn2 = sqlite3.connect(sqlite_path(dsn), timeout=30)
+    try:
+        return list(conn2.execute(sql.replace("%s", "?"), params).fetchall())
+    finally:
+        conn2.close()
+
+
+def state_counts(dsn: str) -> dict[str, int]:
+    """How many rows are pending, claimed, done and failed."""
+    rows = query(
+        dsn,
+        "SELECT SUM(CASE WHEN done = 0 AND pid = 0 THEN 1 ELSE 0 END),"
+        " SUM(CASE WHEN done = 0 AND pid <> 0 THEN 1 ELSE 0 END),"
+        " SUM(CASE WHEN done = 1 THEN 1 ELSE 0 END), SUM(CASE WHEN done = 2 THEN 1 ELSE 0 END),"
+        " COUNT(*) FROM workerqueue",
+    )
+    pending, claimed, done, failed, total = (int(v or 0) for v in rows[0])
+    return {"pending": pending, "claimed": claimed, "done": done, "failed": failed, "total": total}
+
+
+def _as_datetime(value: Any) -> Any:
+    import datetime as dt
+
+    if value is None or isinstance(value, dt.datetime):
+        return value
+    return dt.datetime.fromisoformat(str(value))
+
+
+def drain_span(dsn: str) -> float:
+    """Seconds from the first claim to the last completion written, from the rows themselves."""
+    (first, last), = query(dsn, "SELECT MIN(executed), MAX(finished) FROM workerqueue WHERE done = 1")
+    first, last = _as_datetime(first), _as_datetime(last)
+    if first is None or last is None:
+        return math.nan
+    return (last - first).total_seconds()

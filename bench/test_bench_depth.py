@@ -1,0 +1,380 @@
+"""Depth: the cost of one claim cycle with 1,000 against 1,000,000 pending jobs (priorities 20
+to 50 runnable, CRITICAL rows only deferred, a fifth of every priority deferred), and the query
+plans of that cycle.
+
+A cycle is what the master does each turn: ``plan_counts`` (one statement), ``core.plan``, then
+``claim`` of every free slot's batch with the previous cycle's outcomes (all done) written in
+the same transaction. 8 children, fetch limit 100. After each cycle the benchmark puts back as
+many runnable jobs of the same priorities as were claimed (untimed), so the depth stays put.
+Target: the cycle at a million <= 1.5x the cycle at a thousand.
+
+Every statement of a cycle is captured as the server receives it (pymysql's
+``Connection.query``; SQLite's trace callback) and EXPLAINed. Asserted, not timed: no statement
+reads workerqueue by a full table scan, the claim SELECT and the waiting counts use the claim
+index, and the claim needs no sort (the index gives its order).
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import re
+import sqlite3
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pymysql
+import fastsched
+from bench import harness
+from bench.harness import Target, median, percentile, pick, record, table
+from fastsched import core
+from fastsched.dsn import parse_dsn
+from fastsched.jobs import Outcomes
+
+TARGET_RATIO = 1.5
+DEPTHS = pick([1_000, 1_000_000], [1_000, 20_000])
+CYCLES = pick(200, 30)
+WARMUP_CYCLES = 5
+CHILDREN = 8
+FETCH_LIMIT = 100
+PLAN_CAP = 1000  # the waiting-count cap passed to plan_counts
+HOST = "bench-depth"
+MASTER_PID = 990000
+# Runnable priorities and their shares of the rows (CRITICAL rows exist only deferred: a waiting
+# CRITICAL job would take every slot of every cycle).
+MIX = ((20, 10), (30, 30), (40, 30), (50, 30))  # (priority, percent)
+DEFERRED_PERCENT = 20
+INDEX_WORD = "claim"  # the claim index is "claim" (MySQL) / "workerqueue_claim" (SQLite)
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+# ----------------------------------------------------------------------------- filling
+
+
+def _fill(dsn: str, count: int) -> None:
+    """``count`` pending rows in one INSERT ... SELECT: 20% deferred by a day, the rest runnable
+    with next_try spread over the last hour; priorities by MIX; deferred CRITICAL rows too."""
+    now = _utcnow()
+    if harness.dialect_of(dsn) == "mysql":
+        prio_case = _priority_case("MOD(seq DIV 100, 100)")
+        sql = (
+            "INSERT INTO workerqueue (command, parameter, priority, created, next_try) "
+            f"SELECT 'BenchNoop', CONCAT('[', seq, ']'), "
+            f"IF(MOD(seq, 100) < {DEFERRED_PERCENT} AND MOD(seq, 7) = 0, 10, {prio_case}), %s, "
+            f"IF(MOD(seq, 100) < {DEFERRED_PERCENT}, %s, %s - INTERVAL (MOD(seq, 3600000) * 1000) MICROSECOND) "
+            f"FROM seq_1_to_{int(count)}"
+        )
+        conn = harness.mysql_connect(dsn)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(sql, (now - dt.timedelta(hours=2), now + dt.timedelta(days=1), now))
+        finally:
+            conn.close()
+    else:
+        prio_case = _priority_case("((x / 100) % 100)")
+        created = (now - dt.timedelta(hours=2)).strftime("%Y-%m-%d %H:%M:%S.%f")
+        deferred = (now + dt.timedelta(days=1)).strftime("%Y-%m-%d %H:%M:%S.%f")
+        base = (now - dt.timedelta(hours=1)).timestamp()
+        conn2 = sqlite3.connect(harness.sqlite_path(dsn), timeout=60)
+        try:
+            conn2.execute(
+                "INSERT INTO workerqueue (command, parameter, priority, created, next_try) "
+                "WITH RECURSIVE seq(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM seq WHERE x < ?) "
+                f"SELECT 'BenchNoop', '[' || x || ']', CASE WHEN x % 100 < {DEFERRED_PERCENT} AND x % 7 = 0 "
+                f"THEN 10 ELSE {prio_case} END, ?, CASE WHEN x % 100 < {DEFERRED_PERCENT} THEN ? ELSE "
+                "strftime('%Y-%m-%d %H:%M:%S', ? + (x % 3600), 'unixepoch') || '.' || printf('%06d', x % 1000000) END "
+                "FROM seq",
+                (count, created, deferred, base),
+            )
+            conn2.commit()
+        finally:
+            conn2.close()
+
+
+def _priority_case(percentile_expr: str) -> str:
+    """SQL CASE giving each row a priority by MIX, from an expression worth 0..99."""
+    parts, edge = [], 0
+    for priority, percent in MIX:
+        edge += percent
+        parts.append(f"WHEN {percentile_expr} < {edge} THEN {priority}")
+    return "CASE " + " ".join(parts) + " END"
+
+
+def _replenish(dsn_conn: Any, dialect: str, priorities: list[int], now: dt.datetime) -> None:
+    """Put back one runnable job per claimed one, same priority (keeps the depth constant)."""
+    if not priorities:
+        return
+    if dialect == "mysql":
+        with dsn_conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO workerqueue (command, parameter, priority, created, next_try) VALUES (%s,%s,%s,%s,%s)",
+                [("BenchNoop", "[0]", p, now, now) for p in priorities],
+            )
+    else:
+        stamp = now.strftime("%Y-%m-%d %H:%M:%S.%f")
+        dsn_conn.execute("BEGIN IMMEDIATE")
+        dsn_conn.executemany(
+            "INSERT INTO workerqueue (command, parameter, priority, created, next_try) VALUES (?,?,?,?,?)",
+            [("BenchNoop", "[0]", p, stamp, stamp) for p in priorities],
+        )
+        dsn_conn.execute("COMMIT")
+
+
+# ----------------------------------------------------------------------------- capture
+
+
+@contextlib.contextmanager
+def capture_sql(backend: Any, dialect: str) -> Iterator[list[str]]:
+    """Every SQL statement the backend sends while the block runs, as the server gets it."""
+    statements: list[str] = []
+    if dialect == "mysql":
+        original = pymysql.connections.Connection.query
+
+        def query(self: Any, sql: Any, unbuffered: bool = False) -> Any:
+            statements.append(sql.decode() if isinstance(sql, bytes) else str(sql))
+            return original(self, sql, unbuffered)
+
+        pymysql.connections.Connection.query = query  # type: ignore[method-assign]
+        try:
+            yield statements
+        finally:
+            pymysql.connections.Connection.query = original  # type: ignore[method-assign]
+    else:
+        conns = _sqlite_connections(backend)
+        assert conns, "no sqlite3.Connection found on the SQLite backend to trace"
+        for conn in conns:
+            conn.set_trace_callback(statements.append)
+        try:
+            yield statements
+        finally:
+            for conn in conns:
+                conn.set_trace_callback(None)
+
+
+def _sqlite_connections(obj: Any, depth: int = 0) -> list[sqlite3.Connection]:
+    found: list[sqlite3.Connection] = []
+    if isinstance(obj, sqlite3.Connection):
+        return [obj]
+    if depth > 2:
+        return found
+    values = list(vars(obj).values()) if hasattr(obj, "__dict__") else []
+    for value in values:
+        if isinstance(value, sqlite3.Connection):
+            found.append(value)
+        elif hasattr(value, "__dict__") and not isinstance(value, type) and type(value).__module__.startswith("fastsched"):
+            found.extend(_sqlite_connections(value, depth + 1))
+    return found
+
+
+_EXPLAINABLE = re.compile(r"^\s*(SELECT|UPDATE|DELETE)\b", re.IGNORECASE)
+
+
+def explain(dsn: str, statements: list[str]) -> list[dict[str, Any]]:
+    """EXPLAIN each SELECT/UPDATE/DELETE statement that touches workerqueue."""
+    plans = []
+    dialect = harness.dialect_of(dsn)
+    if dialect == "mysql":
+        conn = harness.mysql_connect(dsn)
+    else:
+        conn = sqlite3.connect(harness.sqlite_path(dsn), timeout=60)
+    try:
+        for sql in statements:
+            if not _EXPLAINABLE.match(sql) or "workerqueue" not in sql:
+                continue
+            if dialect == "mysql":
+                with conn.cursor(pymysql.cursors.DictCursor) as cur:
+                    cur.execute("EXPLAIN " + sql)
+                    rows = [
+                        {k: row.get(k) for k in ("id", "select_type", "table", "type", "key", "rows", "Extra")}
+                        for row in cur.fetchall()
+                    ]
+            else:
+                rows = [{"detail": r[3]} for r in conn.execute("EXPLAIN QUERY PLAN " + sql).fetchall()]
+            plans.append({"sql": " ".join(sql.split()), "plan": rows})
+    finally:
+        conn.close()
+    return plans
+
+
+def _is_claim_select(sql: str) -> bool:
+    s = sql.upper()
+    return s.startswith("SELECT") and "PID = 0" in s and "ORDER BY" in s and " LIMIT " in s and "COUNT(" not in s
+
+
+def _is_waiting_count(sql: str) -> bool:
+    s = sql.upper()
+    return s.startswith("SELECT") and "COUNT(" in s and "PID = 0" in s
+
+
+def plan_problems(dialect: str, plans: list[dict[str, Any]]) -> list[str]:
+    """What is wrong with the plans: full scans of workerqueue, a claim or a waiting count not on
+    the claim index, a claim that sorts."""
+    problems = []
+    for entry in plans:
+        sql, rows = entry["sql"], entry["plan"]
+        short = sql[:120]
+        if dialect == "mysql":
+            wq_rows = [r for r in rows if r["table"] == "workerqueue"]
+            for r in wq_rows:
+                if r["type"] == "ALL" or r["key"] is None:
+                    problems.append(f"full scan of workerqueue (type={r['type']}, key={r['key']}): {short}")
+            keys = {str(r["key"]) for r in wq_rows}
+            uses_claim = any(INDEX_WORD in k for k in keys)
+            sorts = any("filesort" in str(r["Extra"] or "") for r in wq_rows)
+        else:
+            details = [r["detail"] for r in rows]
+            for d in details:
+                if re.match(r"SCAN workerqueue(\s|$)", d) and "INDEX" not in d:
+                    problems.append(f"full scan of workerqueue ({d}): {short}")
+            uses_claim = any(f"INDEX workerqueue_{INDEX_WORD}" in d or f"INDEX {INDEX_WORD}" in d for d in details)
+            sorts = any("TEMP B-TREE FOR ORDER BY" in d for d in details)
+        if _is_claim_select(sql):
+            if not uses_claim:
+                problems.append(f"the claim SELECT does not use the claim index: {short}")
+            if sorts:
+                problems.append(f"the claim SELECT sorts its rows instead of reading them in index order: {short}")
+        if _is_waiting_count(sql) and not uses_claim:
+            problems.append(f"the waiting counts do not use the claim index: {short}")
+    return problems
+
+
+def _plan_table(dialect: str, plans: list[dict[str, Any]]) -> dict[str, Any]:
+    rows = []
+    for entry in plans:
+        sql = entry["sql"]
+        label = sql if len(sql) <= 90 else sql[:87] + "..."
+        for r in entry["plan"]:
+            if dialect == "mysql":
+                rows.append([label, r["table"], r["type"], r["key"], r["rows"], r["Extra"]])
+            else:
+                rows.append([label, r["detail"]])
+            label = ""
+    if dialect == "mysql":
+        return table(["statement", "table", "type", "key", "rows (estimate)", "Extra"], rows)
+    return table(["statement", "EXPLAIN QUERY PLAN"], rows)
+
+
+# ----------------------------------------------------------------------------- the cycle
+
+
+class Cycler:
+    """One master's claim cycle, against the backend directly."""
+
+    def __init__(self, dsn: str) -> None:
+        from fastsched.backends import open_backend
+
+        self.dialect = harness.dialect_of(dsn)
+        self.backend = open_backend(parse_dsn(dsn))
+        self.backend.init_schema()
+        now = _utcnow()
+        self.children = [MASTER_PID + 1 + i for i in range(CHILDREN)]
+        self.backend.register_master(HOST, MASTER_PID, CHILDREN, now)
+        self.backend.register_children(HOST, MASTER_PID, self.children, now)
+        self.outcomes = Outcomes()
+        if self.dialect == "mysql":
+            self.side: Any = harness.mysql_connect(dsn)
+        else:
+            self.side = sqlite3.connect(harness.sqlite_path(dsn), timeout=60, isolation_level=None)
+
+    def cycle(self) -> tuple[float, float, list[int]]:
+        """One cycle; returns (plan_counts seconds, whole cycle seconds, claimed priorities)."""
+        start = time.perf_counter()
+        now = _utcnow()
+        counts = self.backend.plan_counts(now, PLAN_CAP, now - dt.timedelta(seconds=60))
+        counted = time.perf_counter()
+        wanted = core.plan(counts.waiting, [0] * 5, CHILDREN, CHILDREN, FETCH_LIMIT)
+        batches = self.backend.claim(wanted, self.children, HOST, FETCH_LIMIT, now, self.outcomes)
+        end = time.perf_counter()
+        jobs = [job for batch in batches for job in batch.jobs]
+        self.outcomes = Outcomes(done=[job.id for job in jobs])
+        return counted - start, end - start, [job.priority for job in jobs]
+
+    def run(self, cycles: int) -> dict[str, Any]:
+        plan_s, cycle_s, claimed = [], [], []
+        for i in range(WARMUP_CYCLES + cycles):
+            p, c, priorities = self.cycle()
+            _replenish(self.side, self.dialect, priorities, _utcnow())
+            if i >= WARMUP_CYCLES:
+                plan_s.append(p)
+                cycle_s.append(c)
+                claimed.append(len(priorities))
+        return {
+            "cycle_ms_median": median(cycle_s) * 1000,
+            "cycle_ms_p90": percentile(cycle_s, 90) * 1000,
+            "plan_counts_ms_median": median(plan_s) * 1000,
+            "jobs_per_cycle": sum(claimed) / len(claimed),
+        }
+
+    def close(self) -> None:
+        self.backend.close()
+        self.side.close()
+
+
+def test_depth(benchmark: Any, bench_dsn: str) -> None:
+    dialect = harness.dialect_of(bench_dsn)
+    fastsched.connect(bench_dsn).close()  # the schema
+    results: dict[int, dict[str, Any]] = {}
+    plans: dict[int, list[dict[str, Any]]] = {}
+    filled = 0
+
+    def run_all() -> None:
+        nonlocal filled
+        for depth in DEPTHS:
+            started = time.perf_counter()
+            _fill(bench_dsn, depth - filled)
+            filled = depth
+            fill_s = time.perf_counter() - started
+            cycler = Cycler(bench_dsn)
+            try:
+                results[depth] = cycler.run(CYCLES)
+                results[depth]["fill_seconds"] = fill_s
+                with capture_sql(cycler.backend, dialect) as statements:
+                    cycler.cycle()
+                plans[depth] = explain(bench_dsn, statements)
+                results[depth]["statements_per_cycle"] = len(statements)
+            finally:
+                cycler.close()
+
+    harness.run_once(benchmark, run_all)
+
+    small, big = DEPTHS
+    ratio = results[big]["cycle_ms_median"] / results[small]["cycle_ms_median"]
+    pending = harness.state_counts(bench_dsn)["pending"]
+    figures = {f"{k}_at_{d}": v for d, r in results.items() for k, v in r.items()}
+    figures.update(ratio=ratio, pending_at_end=pending, children=CHILDREN, fetch_limit=FETCH_LIMIT)
+    problems = plan_problems(dialect, plans[big])
+    record(
+        benchmark,
+        title=f"Claim cycle at {small:,} vs {big:,} pending jobs ({dialect})",
+        figures=figures,
+        tables={
+            "cycle": table(
+                ["pending", "cycle ms (median)", "cycle ms (p90)", "plan_counts ms", "jobs claimed/cycle"],
+                [
+                    [d, r["cycle_ms_median"], r["cycle_ms_p90"], r["plan_counts_ms_median"], r["jobs_per_cycle"]]
+                    for d, r in results.items()
+                ],
+            ),
+            f"plans at {big:,} pending": _plan_table(dialect, plans[big]),
+        },
+        targets=[Target(f"claim cycle at {big:,} / at {small:,} ({dialect})", ratio, "<=", TARGET_RATIO, "x")],
+        notes=[f"Plan problems: {p}" for p in problems] or ["Plans checked: every statement on workerqueue uses an index."],
+    )
+    assert plans[big], "no statement of the claim cycle was captured"
+    assert any(_is_claim_select(p["sql"]) for p in plans[big]), "no claim SELECT was captured"
+    assert not problems, "query plans:\n" + "\n".join(problems)
+
+
+def test_plan_checker_catches_a_full_scan() -> None:
+    """The checker itself: a plan without the index is reported (so a pass means something)."""
+    mysql_plan = [{"sql": "SELECT id FROM workerqueue WHERE done = 0 AND pid = 0 ORDER BY next_try LIMIT 5",
+                   "plan": [{"table": "workerqueue", "type": "ALL", "key": None, "rows": 10**6,
+                             "Extra": "Using where; Using filesort"}]}]
+    assert len(plan_problems("mysql", mysql_plan)) == 3
+    sqlite_plan = [{"sql": mysql_plan[0]["sql"], "plan": [{"detail": "SCAN workerqueue"},
+                                                          {"detail": "USE TEMP B-TREE FOR ORDER BY"}]}]
+    assert len(plan_problems("sqlite", sqlite_plan)) == 3
+

@@ -1,0 +1,154 @@
+"""Drain, end to end: pending no-op jobs drained by the real ``fastsched-pool start --until-empty
+--workers 2 --fetch-limit F`` in a subprocess, against a raw claim-100-then-complete loop on a
+Friendica-shaped table (8 indexes) in the same database, in the same run.
+
+The figure judged against the target is the end-to-end one: jobs / (pool start to exit), so
+interpreter start-up, forking the children and noticing the queue is empty all count. The
+steady drain rate read from the rows (first claim to last completion) is shown beside it.
+Targets: >= 40,000 jobs/s on MariaDB, >= 50,000 jobs/s on SQLite.
+
+The curve: the same drain at batch sizes 1, 10, 100, 500 and 1,000 (fewer jobs at the small
+sizes, which are slow by design: a cycle's commits are paid per batch).
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from bench import baseline, harness
+from bench.harness import Target, pick, record, table
+
+TARGETS = {"mysql": 40_000.0, "sqlite": 50_000.0}  # jobs/s, end to end
+WORKERS = 2
+MAIN_FETCH_LIMIT = 500
+JOBS = pick(100_000, 5_000)
+CURVE = pick([1, 10, 100, 500, 1000], [10, 500])
+DRAIN_TIMEOUT = 600.0  # seconds
+
+
+def curve_jobs(fetch_limit: int) -> int:
+    """Jobs drained at one point of the curve: at least 2,000 batches' worth, capped at JOBS."""
+    return min(JOBS, max(pick(5_000, 1_000), fetch_limit * 2_000))
+
+
+def raw_baseline(dsn: str, jobs: int) -> float:
+    """jobs/s of the raw claim-100-then-complete loop on a Friendica-shaped table."""
+    if harness.dialect_of(dsn) == "mysql":
+        conn = harness.mysql_connect(dsn)
+        try:
+            baseline.mysql_create_friendica(conn)
+            baseline.mysql_fill_friendica(conn, jobs)
+            done, seconds = baseline.timed(baseline.mysql_claim_complete_loop, conn)
+            with conn.cursor() as cur:
+                cur.execute(f"DROP TABLE {baseline.FRIENDICA_TABLE}")
+        finally:
+            conn.close()
+    else:
+        sconn = baseline.sqlite_connect(harness.sqlite_path(dsn))
+        try:
+            baseline.sqlite_create_friendica(sconn)
+            baseline.sqlite_fill_friendica(sconn, jobs)
+            done, seconds = baseline.timed(baseline.sqlite_claim_complete_loop, sconn)
+            sconn.execute(f"DROP TABLE {baseline.FRIENDICA_TABLE}")
+        finally:
+            sconn.close()
+    assert done == jobs, f"the raw loop completed {done} of {jobs} jobs"
+    return jobs / seconds
+
+
+def drain_once(dsn: str, jobs: int, fetch_limit: int, log_dir: Path) -> dict[str, float]:
+    """Fill ``jobs`` no-op jobs, drain them with the real pool, check every one is done."""
+    fill_seconds = harness.fill_jobs(dsn, jobs, tag=f"drain{fetch_limit}")
+    before = harness.state_counts(dsn)
+    wall = harness.run_pool_until_empty(
+        dsn, WORKERS, fetch_limit, log_dir, timeout=DRAIN_TIMEOUT, name=f"pool-f{fetch_limit}"
+    )
+    after = harness.state_counts(dsn)
+    assert after["pending"] == 0 and after["claimed"] == 0 and after["failed"] == 0, (
+        f"jobs left after --until-empty: {after}"
+    )
+    drained = after["done"] - before["done"]
+    assert drained == jobs, f"{drained} of {jobs} jobs done"
+    span = harness.drain_span(dsn)
+    return {
+        "jobs": jobs,
+        "fill_seconds": fill_seconds,
+        "wall_seconds": wall,
+        "jobs_per_s": jobs / wall,
+        "span_seconds": span,
+        "steady_jobs_per_s": jobs / span if span and span > 0 else math.nan,
+    }
+
+
+def _reset(dsn: str) -> None:
+    """Empty fastsched's table between points of the curve (rows of earlier runs are done)."""
+    if harness.dialect_of(dsn) == "mysql":
+        conn = harness.mysql_connect(dsn)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("DELETE FROM workerqueue")
+        finally:
+            conn.close()
+    else:
+        import sqlite3
+
+        sconn = sqlite3.connect(harness.sqlite_path(dsn), timeout=30)
+        try:
+            sconn.execute("DELETE FROM workerqueue")
+            sconn.commit()
+        finally:
+            sconn.close()
+
+
+def test_drain(benchmark: Any, bench_dsn: str, tmp_path: Path) -> None:
+    dialect = harness.dialect_of(bench_dsn)
+    raw_rate = raw_baseline(bench_dsn, JOBS)
+    result = harness.run_once(benchmark, lambda: drain_once(bench_dsn, JOBS, MAIN_FETCH_LIMIT, tmp_path))
+    rate = result["jobs_per_s"]
+    record(
+        benchmark,
+        title=f"Drain {JOBS:,} no-op jobs: fastsched-pool --workers {WORKERS} --fetch-limit "
+        f"{MAIN_FETCH_LIMIT} --until-empty ({dialect})",
+        figures={
+            **result,
+            "raw_claim100_complete_jobs_per_s": raw_rate,
+            "ratio_vs_raw": rate / raw_rate,
+            "workers": WORKERS,
+            "fetch_limit": MAIN_FETCH_LIMIT,
+        },
+        targets=[Target(f"drain jobs/s, end to end ({dialect})", rate, ">=", TARGETS[dialect], "jobs/s")],
+        notes=[
+            "Raw baseline: one process, SELECT ... LIMIT 100 FOR UPDATE SKIP LOCKED + UPDATE pid "
+            "(one transaction), then UPDATE done=1 (a second), on Friendica's table with its 8 indexes."
+        ],
+    )
+
+
+def test_drain_curve(benchmark: Any, bench_dsn: str, tmp_path: Path) -> None:
+    dialect = harness.dialect_of(bench_dsn)
+    points: list[dict[str, float]] = []
+
+    def run_curve() -> None:
+        for fetch_limit in CURVE:
+            _reset(bench_dsn)
+            point = drain_once(bench_dsn, curve_jobs(fetch_limit), fetch_limit, tmp_path)
+            point["fetch_limit"] = fetch_limit
+            points.append(point)
+
+    harness.run_once(benchmark, run_curve)
+    best = max(points, key=lambda p: p["jobs_per_s"])
+    record(
+        benchmark,
+        title=f"Drain throughput against batch size (--fetch-limit), {WORKERS} workers ({dialect})",
+        figures={"best_fetch_limit": best["fetch_limit"], "best_jobs_per_s": best["jobs_per_s"]},
+        tables={
+            "curve": table(
+                ["fetch limit", "jobs", "end-to-end jobs/s", "steady jobs/s (rows)", "wall s"],
+                [
+                    [p["fetch_limit"], p["jobs"], p["jobs_per_s"], p["steady_jobs_per_s"], p["wall_seconds"]]
+                    for p in points
+                ],
+            )
+        },
+    )
