@@ -5,18 +5,19 @@ database. The protocol, one pipe per child:
 
     master -> child   (seq, jobs)      jobs: a list of (id, command, parameter, priority, retrial)
                       None             exit
-    child -> master   (seq, processed, report, seconds)   ONE reply per batch
+    child -> master   (DONE, seq, processed, seconds)           ONE reply per batch
+                      (NOTE, seq, index, kind, payload)         per job that did not simply succeed
 
 ``processed`` is how many jobs of the batch were started (fewer than ``len(jobs)`` only when the
-master asked the pool to stop: the rest were never started and are released). ``report`` lists
-only the jobs that did not simply succeed, as ``(index, kind, payload)``:
+master asked the pool to stop: the rest were never started and are released); ``seconds`` is the
+batch's run time. Every job in ``jobs[:processed]`` without a note succeeded: success costs nothing
+per job. A note is sent as soon as its job ends, so that a crash later in the same batch cannot
+lose it (the master would otherwise count the failed job as done). Its ``kind``:
 
     ERROR  payload = the traceback text         an attempt that failed: retried later
     DEFER  payload = seconds or None            the job called fastsched.defer(delay)
     FATAL  payload = a message                  cannot ever run (args not a JSON list, signature
                                                 mismatch, unknown command): failed at once
-
-Every other job in ``jobs[:processed]`` succeeded. ``seconds`` is the batch's run time.
 
 Progress, for when the child dies mid-batch: a shared ``RawArray('d', 3)`` per child holds
 ``[seq, index, start]``: the batch being run, the index of the job being run and when it started
@@ -42,11 +43,13 @@ from fastsched import context
 
 __all__ = [
     "DEFER",
+    "DONE",
     "ERROR",
     "EXIT_CHILD_ERROR",
     "EXIT_ORPHANED",
     "EXIT_TERMINATED",
     "FATAL",
+    "NOTE",
     "PROGRESS_INDEX",
     "PROGRESS_SEQ",
     "PROGRESS_START",
@@ -54,7 +57,11 @@ __all__ = [
     "run_batch",
 ]
 
-# Kinds of report entries.
+# Message tags, child -> master.
+DONE = 0
+NOTE = 1
+
+# Kinds of notes.
 ERROR = 1
 DEFER = 2
 FATAL = 3
@@ -138,10 +145,13 @@ def run_batch(
     tasks: Mapping[str, Callable[..., Any]],
     progress: Any,
     stop: Any,
-) -> tuple[int, list[tuple[int, int, Any]]]:
-    """Run ``jobs`` in order; return (how many were started, the non-success report)."""
-    report: list[tuple[int, int, Any]] = []
-    append = report.append
+    send: Callable[[Any], None],
+) -> int:
+    """Run ``jobs`` in order, sending a note for each job that did not succeed; return how many started."""
+
+    def append(entry: tuple[int, int, Any]) -> None:
+        send((NOTE, seq, entry[0], entry[1], entry[2]))
+
     loads = json.loads
     get = tasks.get
     ctx = context
@@ -150,7 +160,7 @@ def run_batch(
     index = 0
     for job in jobs:
         if stop[0]:
-            return index, report
+            return index
         progress[PROGRESS_START] = monotonic()
         progress[PROGRESS_INDEX] = index
         ctx._job = job
@@ -192,7 +202,7 @@ def run_batch(
         index += 1
     ctx._job = None
     ctx._args = None
-    return index, report
+    return index
 
 
 def _flush() -> None:
@@ -235,9 +245,9 @@ def child_main(
                 break
             seq, jobs = message
             started = monotonic()
-            processed, report = run_batch(seq, jobs, tasks, progress, stop)
+            processed = run_batch(seq, jobs, tasks, progress, stop, send)
             _flush()
-            send((seq, processed, report, monotonic() - started))
+            send((DONE, seq, processed, monotonic() - started))
     except _Terminated:
         code = EXIT_TERMINATED
     except BaseException:  # noqa: BLE001 - whatever it is, the child must end with os._exit
