@@ -24,6 +24,18 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"fastsched benchmarks: {mode}; MariaDB at {harness.MYSQL_SERVER}"
 
 
+FULL_MODE_TIMEOUT = 3600  # seconds per benchmark in full mode (a million-job drain is long)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Full-size runs outlast the project's 300 s per-test timeout: lift it for bench/ only."""
+    if harness.QUICK or not config.pluginmanager.hasplugin("timeout"):
+        return
+    for item in items:
+        if item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(FULL_MODE_TIMEOUT))
+
+
 @pytest.fixture
 def quick() -> bool:
     return harness.QUICK
