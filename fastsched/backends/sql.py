@@ -316,7 +316,8 @@ class SQLBackend(Backend):
         """Insert ``jobs``; their ids in input order.
 
         Within-call duplicates collapse first (a later force_priority duplicate sets the priority).
-        Rows then go by kind, in chunks of one multi-row INSERT each: without dedup (they always
+        Rows then go in input order (ids ascend with it, so FIFO holds within a call), in chunks of
+        one multi-row INSERT each; a chunk holds rows of one kind: without dedup (they always
         insert), with dedup, with dedup and force_priority. A chunk whose rows all inserted has
         consecutive ids when the server says so (SQLite under BEGIN IMMEDIATE; InnoDB with
         autoinc lock mode 0 or 1): no further round trip. Otherwise one SELECT by dedup hash maps
@@ -340,37 +341,33 @@ class SQLBackend(Backend):
                 rows[index] = rows[index]._replace(priority=job.priority, force_priority=True)
             slot.append(index)
 
-        plain: list[int] = []
-        dedup: list[int] = []
-        forced: list[int] = []
-        for index, job in enumerate(rows):
-            if job.dedup_hash is None:
-                plain.append(index)
-            else:
-                (forced if job.force_priority else dedup).append(index)
-
         ids = [0] * len(rows)
-        for kind, indexes in (("plain", plain), ("dedup", dedup), ("forced", forced)):
-            for chunk in self._insert_chunks(rows, indexes):
-                self._insert_chunk(cursor, rows, chunk, kind, consecutive, ids)
+        for kind, chunk in self._insert_chunks(rows):
+            self._insert_chunk(cursor, rows, chunk, kind, consecutive, ids)
         return [ids[i] for i in slot]
 
-    def _insert_chunks(self, rows: list[NewJob], indexes: list[int]) -> list[list[int]]:
-        """Split row indexes into chunks of at most INSERT_CHUNK_ROWS rows and about
+    def _insert_chunks(self, rows: list[NewJob]) -> list[tuple[str, list[int]]]:
+        """Split rows, in order, into chunks of one kind, at most INSERT_CHUNK_ROWS rows and about
         max_statement_bytes bytes (a worst-case estimate: 4 bytes per character, escaped)."""
-        chunks: list[list[int]] = []
+        chunks: list[tuple[str, list[int]]] = []
         chunk: list[int] = []
+        chunk_kind = ""
         size = 0
-        for index in indexes:
-            job = rows[index]
+        for index, job in enumerate(rows):
+            kind = "plain" if job.dedup_hash is None else "forced" if job.force_priority else "dedup"
             row_bytes = 4 * (len(job.parameter) + len(job.command)) + 200
-            if chunk and (len(chunk) >= INSERT_CHUNK_ROWS or size + row_bytes > self.max_statement_bytes):
-                chunks.append(chunk)
+            if chunk and (
+                kind != chunk_kind
+                or len(chunk) >= INSERT_CHUNK_ROWS
+                or size + row_bytes > self.max_statement_bytes
+            ):
+                chunks.append((chunk_kind, chunk))
                 chunk, size = [], 0
             chunk.append(index)
+            chunk_kind = kind
             size += row_bytes
         if chunk:
-            chunks.append(chunk)
+            chunks.append((chunk_kind, chunk))
         return chunks
 
     def _insert_chunk(

@@ -1,0 +1,71 @@
+"""Every dialect defines the same named queries; the loader and the one SQL-building helper."""
+from __future__ import annotations
+
+import pytest
+
+from fastsched.backends.sqlfiles import expand_in, load_queries, load_schema, parse_queries, split_statements
+
+DIALECTS = ("mysql", "sqlite")
+
+
+def test_dialects_define_the_same_query_names() -> None:
+    names = {dialect: set(load_queries(dialect)) for dialect in DIALECTS}
+    assert names["mysql"] == names["sqlite"], {
+        "only in mysql": sorted(names["mysql"] - names["sqlite"]),
+        "only in sqlite": sorted(names["sqlite"] - names["mysql"]),
+    }
+    assert len(names["mysql"]) > 30
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_queries_use_the_in_marker_only_in_in_lists(dialect: str) -> None:
+    for name, sql in load_queries(dialect).items():
+        if "{ids}" in sql:
+            assert sql.count("{ids}") == 1, name
+            assert "IN ({ids})" in sql, name
+        assert "{" not in sql.replace("{ids}", ""), name
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_queries_use_one_paramstyle(dialect: str) -> None:
+    for name, sql in load_queries(dialect).items():
+        if dialect == "sqlite":
+            assert "%s" not in sql and "%(" not in sql, name
+        else:
+            assert "?" not in sql and " :" not in sql, name
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_schemas_create_the_same_tables_and_columns(dialect: str) -> None:
+    text = "\n".join(load_schema(dialect))
+    for table in ("workerqueue", "process", "fastsched_meta"):
+        assert f"CREATE TABLE IF NOT EXISTS {table}" in text
+    for column in ("dedup_hash", "failed_hash", "next_try", "crashes", "last_error", "heartbeat", "due"):
+        assert column in text
+
+
+def test_parse_queries_drops_comments_and_rejects_repeats() -> None:
+    text = "-- header\n-- name: a\n-- a comment\nSELECT 1\n\n-- name: b\nSELECT 2\n;\nSELECT 3\n"
+    assert parse_queries(text) == {"a": "SELECT 1", "b": "SELECT 2\n;\nSELECT 3"}
+    assert split_statements(parse_queries(text)["b"]) == ["SELECT 2", "SELECT 3"]
+    with pytest.raises(ValueError, match="twice"):
+        parse_queries("-- name: a\nSELECT 1\n-- name: a\nSELECT 2\n")
+    with pytest.raises(ValueError, match="empty"):
+        parse_queries("-- name: a\n-- only a comment\n")
+
+
+def test_expand_in_inlines_validated_ints_and_hashes() -> None:
+    assert expand_in("DELETE FROM t WHERE id IN ({ids})", [3, 1, 2]) == "DELETE FROM t WHERE id IN (3,1,2)"
+    digest = bytes(range(20))
+    assert expand_in("x IN ({ids})", [digest]) == "x IN (X'" + digest.hex() + "')"
+
+
+@pytest.mark.parametrize("bad", [[], ["1"], [True], [1.5], [b"short"], [None], ["1); DROP TABLE t; --"]])
+def test_expand_in_refuses_anything_else(bad: list[object]) -> None:
+    with pytest.raises(ValueError):
+        expand_in("x IN ({ids})", bad)  # type: ignore[arg-type]
+
+
+def test_expand_in_needs_exactly_one_marker() -> None:
+    with pytest.raises(ValueError, match="marker"):
+        expand_in("SELECT 1", [1])
