@@ -80,6 +80,20 @@ PERIODIC_CHECKS = 4  # a periodic task's lease is tried this many times per peri
 HEARTBEAT_WARN_FRACTION = 1 / 3  # warn when heartbeat_interval exceeds this share of the lease
 
 _RANK = {int(p): rank for rank, p in enumerate(core.PRIORITIES)}
+# Database time by kind, after Friendica's "Performance" line (fastsched has no lock: the claim
+# transaction takes the place of Friendica's lock wait). Backend methods not named here are "other".
+DB_TIME_KINDS = ("count", "stat", "claim", "write", "other")
+_DB_KIND = {
+    "plan_counts": "count",
+    "stats": "stat",
+    "claim": "claim",
+    **dict.fromkeys(
+        ("write_outcomes", "heartbeat", "register_master", "register_children", "unregister", "recover_host",
+         "recover_expired", "fail_malformed", "fail_jobs", "purge", "take_periodic", "add_many"),
+        "write",
+    ),
+}
+_DB_KEY = {name: f"db_{kind}_seconds" for name, kind in _DB_KIND.items()}  # metrics key per backend method
 _UTC = dt.timezone.utc
 
 # Why the master killed a child (None: it died on its own).
@@ -142,7 +156,13 @@ class Pool:
     ``metrics`` is a dict of counters and gauges, updated as the pool runs: jobs_done, jobs_failed,
     jobs_retried, jobs_deferred, jobs_released, jobs_crashed, jobs_timed_out, jobs_claimed, batches,
     cycles, claims, db_seconds, db_errors, job_seconds, last_cycle_seconds, children_started,
-    children_died, workers, busy_workers, db_up, started (epoch seconds).
+    children_died, workers, busy_workers, db_up, started (epoch seconds); db_<kind>_seconds per
+    kind of DB_TIME_KINDS (they sum to db_seconds), cycle_seconds (the cycles' total, waits excluded),
+    and jobs_done_by_priority ({priority: jobs done}).
+
+    ``on_cycle``: None, or a callable ``(cycle_seconds, db_seconds)`` called after every cycle of
+    the loop with its duration and the database time spent in it (the HTTP server's histograms). It
+    runs in the loop: it must be quick and must not raise.
     """
 
     def __init__(
@@ -225,7 +245,11 @@ class Pool:
             "busy_workers": 0,
             "db_up": False,
             "started": 0.0,
+            "cycle_seconds": 0.0,
+            **{f"db_{kind}_seconds": 0.0 for kind in DB_TIME_KINDS},
+            "jobs_done_by_priority": {int(p): 0 for p in Priority},
         }
+        self.on_cycle: Callable[[float, float], None] | None = None
 
     # ----------------------------------------------------------------------------- public API
     def request_stop(self) -> None:
@@ -425,6 +449,7 @@ class Pool:
         perf = time.perf_counter
         while True:
             started = perf()
+            db_before = metrics["db_seconds"]
             metrics["cycles"] += 1
             if self._forced:
                 return self._force_stop()
@@ -445,7 +470,10 @@ class Pool:
                 self._write_outcomes()
             if self._stopping and not self._busy():
                 return self._finish(EXIT_OK)
-            metrics["last_cycle_seconds"] = perf() - started
+            metrics["last_cycle_seconds"] = cycle = perf() - started
+            metrics["cycle_seconds"] += cycle
+            if self.on_cycle is not None:
+                self.on_cycle(cycle, metrics["db_seconds"] - db_before)
 
             # Wait for a reply, a death, a wake-up, a stop request or the next duty.
             timeout = self._next_deadline(time.monotonic())
@@ -704,6 +732,7 @@ class Pool:
         if not notes and processed == len(jobs):
             self._outcomes.done.extend([job[0] for job in jobs])
             self.metrics["jobs_done"] += processed
+            self.metrics["jobs_done_by_priority"][jobs[0].priority] += processed
         else:
             child.notes = []
             self._settle(jobs, processed, notes)
@@ -743,6 +772,8 @@ class Pool:
         done = [jobs[i][0] for i in range(ended) if i not in noted]
         self._outcomes.done.extend(done)
         metrics["jobs_done"] += len(done)
+        if done:
+            metrics["jobs_done_by_priority"][jobs[0].priority] += len(done)
         if ended < len(jobs):
             self._outcomes.released.extend([job[0] for job in jobs[ended:]])
             metrics["jobs_released"] += len(jobs) - ended
@@ -1004,6 +1035,8 @@ class Pool:
             self._periodic_due[name] = mono + min(entry.seconds / PERIODIC_CHECKS, self.settings.maintenance_interval)
 
     def _log_lines(self, mono: float) -> None:
+        """Friendica's "Load" and "Performance" lines, with the same numbers as structured fields
+        (``extra={"fields": ...}``: keys of their own in ``--log-format json``)."""
         metrics = self.metrics
         busy = len(self._busy())
         metrics["workers"] = len(self._children)
@@ -1014,10 +1047,14 @@ class Pool:
             load = 0.0
         deferred_total = 0
         parts = [f"0:{len(self._children) - busy}"]
+        per_priority: dict[str, dict[str, int]] = {}
         if not self._db_down and self._backend is not None:
             try:
                 for entry in self._timed(self._backend.stats, self._clock()):
                     deferred_total += entry.deferred
+                    per_priority[Priority(entry.priority).name] = {
+                        "running": entry.running, "waiting": entry.waiting, "deferred": entry.deferred,
+                    }
                     if entry.waiting or entry.running or entry.deferred:
                         parts.append(f"{entry.priority}:{entry.running}/{entry.waiting}/{entry.deferred}")
             except DatabaseError as exc:
@@ -1027,24 +1064,42 @@ class Pool:
             load, f"{self.settings.max_load:g}" if self.settings.max_load > 0 else "off",
             deferred_total, self._last_active, sum(self._last_waiting), ", ".join(parts),
             self._allowed, self.settings.workers,
+            extra={"fields": {
+                "event": "load", "load": round(load, 2), "max_load": self.settings.max_load,
+                "deferred": deferred_total, "active": self._last_active, "waiting": sum(self._last_waiting),
+                "idle": len(self._children) - busy, "busy": busy, "priorities": per_priority,
+                "allowed_workers": self._allowed, "max_workers": self.settings.workers,
+            }},
         )
         mark = self._log_mark
         elapsed = max(mono - mark.get("mono", mono - LOG_INTERVAL), 1e-9)
         done = metrics["jobs_done"] - mark.get("jobs_done", 0)
         if mark or done:
+
+            def delta(key: str) -> float:
+                return float(metrics[key] - mark.get(key, 0))
+
+            db = {kind: round(delta(f"db_{kind}_seconds"), 6) for kind in DB_TIME_KINDS}
+            db_total = delta("db_seconds")
+            rest = max(delta("cycle_seconds") - db_total, 0.0)
             log.info(
                 "Performance: %d jobs done (%.1f/s), %d failed, %d retried, %d deferred, %d crashed - "
-                "db %.3fs, jobs %.3fs, %d claims, %d cycles (last %.2f ms)",
+                "db %.3fs (count %.3f, stat %.3f, claim %.3f, write %.3f, other %.3f), rest %.3fs, jobs %.3fs, "
+                "%d claims, %d cycles (last %.2f ms)",
                 done, done / elapsed,
-                metrics["jobs_failed"] - mark.get("jobs_failed", 0),
-                metrics["jobs_retried"] - mark.get("jobs_retried", 0),
-                metrics["jobs_deferred"] - mark.get("jobs_deferred", 0),
-                metrics["jobs_crashed"] - mark.get("jobs_crashed", 0),
-                metrics["db_seconds"] - mark.get("db_seconds", 0.0),
-                metrics["job_seconds"] - mark.get("job_seconds", 0.0),
-                metrics["claims"] - mark.get("claims", 0),
-                metrics["cycles"] - mark.get("cycles", 0),
-                metrics["last_cycle_seconds"] * 1000,
+                delta("jobs_failed"), delta("jobs_retried"), delta("jobs_deferred"), delta("jobs_crashed"),
+                db_total, db["count"], db["stat"], db["claim"], db["write"], db["other"], rest,
+                delta("job_seconds"), delta("claims"), delta("cycles"), metrics["last_cycle_seconds"] * 1000,
+                extra={"fields": {
+                    "event": "performance", "interval_seconds": round(elapsed, 3), "jobs_done": done,
+                    "jobs_per_second": round(done / elapsed, 3), "jobs_failed": int(delta("jobs_failed")),
+                    "jobs_retried": int(delta("jobs_retried")), "jobs_deferred": int(delta("jobs_deferred")),
+                    "jobs_crashed": int(delta("jobs_crashed")), "db_seconds": round(db_total, 6),
+                    **{f"db_{kind}_seconds": value for kind, value in db.items()},
+                    "rest_seconds": round(rest, 6), "job_seconds": round(delta("job_seconds"), 6),
+                    "claims": int(delta("claims")), "cycles": int(delta("cycles")),
+                    "last_cycle_seconds": round(metrics["last_cycle_seconds"], 6),
+                }},
             )
         self._log_mark = {key: value for key, value in metrics.items() if isinstance(value, (int, float))}
         self._log_mark["mono"] = mono
@@ -1055,7 +1110,9 @@ class Pool:
         try:
             return function(*args, **kwargs)
         finally:
-            self.metrics["db_seconds"] += time.perf_counter() - started
+            elapsed = time.perf_counter() - started
+            self.metrics["db_seconds"] += elapsed
+            self.metrics[_DB_KEY.get(getattr(function, "__name__", ""), "db_other_seconds")] += elapsed
 
     def _db_failed(self, exc: DatabaseError) -> None:
         mono = time.monotonic()
