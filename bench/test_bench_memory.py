@@ -84,10 +84,10 @@ def test_memory_flat(benchmark: Any, bench_mysql_dsn: str, tmp_path: Path) -> No
         measured = growth(samples, warm_at)
         first, last = samples[0][1], samples[-1][1]
         if measured is None:
-            rows.append([role, pid, len(samples), first / MB, None, None, None, last / MB])
+            rows.append([role, str(pid), len(samples), first / MB, None, None, None, last / MB])
             continue
         base, peak, grown = measured
-        rows.append([role, pid, len(samples), first / MB, base / MB, peak / MB, grown / MB, last / MB])
+        rows.append([role, str(pid), len(samples), first / MB, base / MB, peak / MB, grown / MB, last / MB])
         if role == "child":
             children += 1
             name = f"child {children} RSS growth"
