@@ -502,15 +502,16 @@ def test_add_inside_the_callers_transaction(q: fastsched.Queue, dsn: str, outcom
 # --- cancel, retry, failed, purge, stats -----------------------------------------------------------
 
 
-def test_cancel_deletes_a_waiting_job_and_returns_it(q: fastsched.Queue) -> None:
-    job_id = q.add(30, "Cancel", 1)
-    job = q.cancel(job_id)
-    assert job.id == job_id and job.state is JobState.WAITING
-    with pytest.raises(JobNotFound):
-        q.get(job_id)
-    with pytest.raises(JobNotFound):
-        q.cancel(job_id)
-    assert q.add(30, "Cancel", 1) != job_id  # the key went with it
+def test_cancel_deletes_a_waiting_job_and_returns_it(dsn: str) -> None:
+    with fastsched.connect(dsn) as q:  # the real clock: cancel() computes the state it returns against it
+        job_id = q.add(30, "Cancel", 1)
+        job = q.cancel(job_id)
+        assert job.id == job_id and job.state is JobState.WAITING
+        with pytest.raises(JobNotFound):
+            q.get(job_id)
+        with pytest.raises(JobNotFound):
+            q.cancel(job_id)
+        assert q.add(30, "Cancel", 1) != job_id  # the key went with it
 
 
 def test_cancel_deferred_and_failed_but_not_running_or_done(q: fastsched.Queue, dsn: str, clock: Clock) -> None:
