@@ -55,7 +55,8 @@ def test_parse_queries_drops_comments_and_rejects_repeats() -> None:
 
 
 def test_expand_in_inlines_validated_ints_and_hashes() -> None:
-    assert expand_in("DELETE FROM t WHERE id IN ({ids})", [3, 1, 2]) == "DELETE FROM t WHERE id IN (3,1,2)"
+    assert expand_in("DELETE FROM t WHERE id IN ({ids})", [3, 1, 2]) == "DELETE FROM t WHERE id IN (3, 1, 2)"
+    assert expand_in("x IN ({ids})", (7,)) == "x IN (7)"
     digest = bytes(range(20))
     assert expand_in("x IN ({ids})", [digest]) == "x IN (X'" + digest.hex() + "')"
 

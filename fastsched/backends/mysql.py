@@ -5,11 +5,14 @@ locks), utf8mb4 and time_zone '+00:00'. Older servers are refused: claiming need
 """
 from __future__ import annotations
 
+import datetime as dt
 import re
 from typing import Any
 
 import pymysql
+import pymysql.converters
 import pymysql.cursors
+from pymysql.constants import FIELD_TYPE
 
 from fastsched.backends.sql import DISCONNECTED, FAILED, RETRY, SQLBackend
 from fastsched.backends.sqlfiles import split_statements
@@ -61,6 +64,18 @@ def check_server_version(version: str) -> None:
         )
 
 
+def _datetime(text: str) -> Any:
+    """DATETIME(6) text to a datetime, in C (pymysql's own converter runs a regex per value)."""
+    try:
+        return dt.datetime.fromisoformat(text)
+    except ValueError:
+        return pymysql.converters.convert_datetime(text)  # zero dates and other oddities, as pymysql does
+
+
+# pymysql's conversions with the fast DATETIME decoder: claims read one per job.
+CONVERSIONS = {**pymysql.converters.conversions, FIELD_TYPE.DATETIME: _datetime}
+
+
 def _error_code(exc: BaseException) -> int | None:
     args = getattr(exc, "args", ())
     return args[0] if args and isinstance(args[0], int) else None
@@ -82,6 +97,7 @@ class MySQLBackend(SQLBackend):
             "autocommit": False,
             "connect_timeout": DEFAULT_CONNECT_TIMEOUT,
             "cursorclass": pymysql.cursors.Cursor,
+            "conv": CONVERSIONS,
         }
         for key, value in dsn.options:
             kind = OPTIONS.get(key)
