@@ -160,7 +160,7 @@ def run_batch(
     index = 0
     for job in jobs:
         if stop[0]:
-            return index
+            break
         progress[PROGRESS_START] = monotonic()
         progress[PROGRESS_INDEX] = index
         ctx._job = job
