@@ -213,6 +213,12 @@ def build_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> tupl
     if "max_duration_minutes" in values:
         values["max_duration_minutes"] = {**DEFAULT_MAX_DURATION_MINUTES, **values["max_duration_minutes"]}
     settings = PoolSettings(**values)
+    if settings.lease <= settings.heartbeat_interval:
+        raise ConfigError(
+            f"{sources.get('lease', '--lease')}: invalid value {settings.lease:g}: must be more than the "
+            f"heartbeat interval ({settings.heartbeat_interval:g} s), or the master is declared dead "
+            f"between two heartbeats"
+        )
     if settings.http and not settings.http_token and not _is_loopback(settings.http):
         where = sources.get("http", "--http")
         raise ConfigError(

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import unittest.mock
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -87,6 +88,12 @@ def run(
         [*LAUNCHERS[launcher], *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=PROCESS_TIMEOUT,
         check=False,
     )
+
+
+def default_pidfile(dsn: str, host_id: str, env: dict[str, str]) -> str:
+    """Where a pool run with ``env`` puts its pidfile by default."""
+    with unittest.mock.patch.dict(os.environ, {"XDG_RUNTIME_DIR": env["XDG_RUNTIME_DIR"]}):
+        return pidfile.default_path(parse_dsn(dsn).identity, host_id)
 
 
 def tables(dsn: str) -> set[str]:
@@ -478,7 +485,7 @@ def test_stop_ends_a_running_pool_cleanly(
 ) -> None:
     pool = Pool(["--dsn", dsn, "--workers", "1", "--host-id", host_id], env, tmp_path, launcher)
     pools.append(pool)
-    default_path = pidfile.default_path(parse_dsn(dsn).identity, host_id)
+    default_path = default_pidfile(dsn, host_id, env)
     assert default_path.startswith(env["XDG_RUNTIME_DIR"])
     pool.wait_for_pidfile(default_path)
     assert os.stat(default_path).st_mode & 0o777 == 0o600
@@ -566,7 +573,7 @@ def test_second_start_with_the_same_host_id_exits_5(
 ) -> None:
     first = Pool(["--dsn", dsn, "--workers", "1", "--host-id", host_id], env, tmp_path)
     pools.append(first)
-    path = pidfile.default_path(parse_dsn(dsn).identity, host_id)
+    path = default_pidfile(dsn, host_id, env)
     first.wait_for_pidfile(path)
     second = run("start", "--dsn", dsn, "--workers", "1", "--host-id", host_id, env=env, cwd=tmp_path)
     assert second.returncode == cli.EXIT_ALREADY_RUNNING, second.stderr
