@@ -191,25 +191,43 @@ class StatementTimer:
                 return name
         return text.split(" ", 1)[0].upper()  # COMMIT, BEGIN, SET...
 
+    def _add(self, name: str, seconds: float) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds
+        self.calls[name] = self.calls.get(name, 0) + 1
+
     @contextlib.contextmanager
     def active(self) -> Iterator[None]:
-        original = pymysql.connections.Connection.query
+        """Time Connection.query (every statement) and Connection.commit/begin (sent without query())."""
+        conn_class = pymysql.connections.Connection
+        originals = {name: getattr(conn_class, name) for name in ("query", "commit", "begin")}
         timer = self
 
         def query(self: Any, sql: Any, unbuffered: bool = False) -> Any:
             started = time.perf_counter()
             try:
-                return original(self, sql, unbuffered)
+                return originals["query"](self, sql, unbuffered)
             finally:
                 name = timer.name_of(sql.decode() if isinstance(sql, bytes) else str(sql))
-                timer.seconds[name] = timer.seconds.get(name, 0.0) + time.perf_counter() - started
-                timer.calls[name] = timer.calls.get(name, 0) + 1
+                timer._add(name, time.perf_counter() - started)
 
-        pymysql.connections.Connection.query = query  # type: ignore[method-assign]
+        def command(name: str) -> Any:
+            def call(self: Any) -> Any:
+                started = time.perf_counter()
+                try:
+                    return originals[name](self)
+                finally:
+                    timer._add(name.upper(), time.perf_counter() - started)
+
+            return call
+
+        conn_class.query = query  # type: ignore[method-assign]
+        conn_class.commit = command("commit")  # type: ignore[method-assign]
+        conn_class.begin = command("begin")  # type: ignore[method-assign]
         try:
             yield
         finally:
-            pymysql.connections.Connection.query = original  # type: ignore[method-assign]
+            for name, original in originals.items():
+                setattr(conn_class, name, original)
 
 
 def _normalize(sql: str) -> str:

@@ -23,14 +23,14 @@ from bench.harness import Target, pick, record, table
 TARGETS = {"mysql": 40_000.0, "sqlite": 50_000.0}  # jobs/s, end to end
 WORKERS = 2
 MAIN_FETCH_LIMIT = 500
-JOBS = pick(100_000, 5_000)
+JOBS = pick(100_000, 2_000)
 CURVE = pick([1, 10, 100, 500, 1000], [10, 500])
 DRAIN_TIMEOUT = 600.0  # seconds
 
 
 def curve_jobs(fetch_limit: int) -> int:
     """Jobs drained at one point of the curve: at least 2,000 batches' worth, capped at JOBS."""
-    return min(JOBS, max(pick(5_000, 1_000), fetch_limit * 2_000))
+    return min(JOBS, max(pick(5_000, 500), fetch_limit * pick(2_000, 50)))
 
 
 def raw_baseline(dsn: str, jobs: int) -> float:

@@ -18,7 +18,7 @@ import psutil
 from bench import harness
 from bench.harness import PoolProcess, Target, pick, record, table
 
-JOBS = pick(1_000_000, 20_000)
+JOBS = pick(1_000_000, 10_000)
 WORKERS = 2
 FETCH_LIMIT = 500
 SAMPLE_S = 0.25
