@@ -219,3 +219,39 @@ def test_fairness(benchmark: Any, bench_mysql_dsn: str, tmp_path: Path) -> None:
             "nothing waiting (its fallback then claims a single job of the best waiting priority).",
         ],
     )
+
+
+# --------------------------------------------------------------------------- the harness itself
+
+
+def test_seed_policy_keeps_the_positional_quirk() -> None:
+    """friendica-worker.md §2.5 quirk 1: running {30:2, 40:1, 50:1}, waiting {40, 50}, 6 workers:
+    n = 3, limits [4, 2, 1] go to the running rows by position, so MEDIUM (nothing waiting) is
+    checked against the largest limit and returned; the fallback then claims one LOW job."""
+    waiting, running = [0, 0, 0, 1, 1], [0, 0, 2, 1, 1]
+    assert fairness.seed_next_priority(waiting, running, 6) == 30
+    assert fairness.seed_policy(waiting, running, 6, 1, 10) == [(3, 1)]
+    assert core.choose_priority(waiting, running, 6) == 3  # fastsched: LOW, by rank among those in play
+
+
+def test_policies_on_a_saturated_pool() -> None:
+    """Three priorities with more work than 8 workers: quadratic gives 5/2/1, strict 8/0/0."""
+    waiting = [0, 100, 100, 0, 100]
+    quadratic = fairness.quadratic_policy(waiting, [0] * 5, 8, 8, 1)
+    strict = fairness.strict_policy(waiting, [0] * 5, 8, 8, 1)
+    seed = fairness.seed_policy(waiting, [0] * 5, 8, 8, 1)
+    def slots(decisions: list[tuple[int, int]]) -> list[int]:
+        return [sum(1 for r, _ in decisions if r == rank) for rank in (1, 2, 4)]
+    assert slots(quadratic) == [5, 2, 1]
+    assert slots(strict) == [8, 0, 0]
+    assert slots(seed) == [5, 2, 1]
+
+
+def test_simulation_and_metrics_agree_on_a_simple_trace() -> None:
+    """Two workers, four 10 ms jobs at t=0: two start at once, two 10 ms later; nobody starves long."""
+    trace = [Job(i, 30, 0.0, 0.010) for i in range(4)]
+    jobs = fairness.simulate(trace, fairness.quadratic_policy, 2, 1, 1.0)
+    assert sorted(j.start for j in jobs) == [0.0, 0.0, 0.010, 0.010]
+    metrics = fairness.measure(jobs, [("all", 0.0, 0.020)], 1.0, 0.010, (30,))
+    assert abs(metrics["phases"]["all"][30]["share_workers"] - 2.0) < 1e-9
+    assert metrics["starved_s"][30] == 0.0
