@@ -4,6 +4,8 @@
     fastsched-pool start [--dsn DSN] [--workers N] [--import MODULE ...] [--until-empty] ...
     fastsched-pool stop  [--dsn DSN] [--host-id ID] [--pidfile PATH] [--wait SECONDS] [--force]
     fastsched-pool failed [--limit N] | retry ID|--all | cancel ID | purge [--older-than S] [--include-failed]
+    fastsched-pool status [--json] [--watch [--interval S]] | explain ID [--json]
+    fastsched-pool demo   [--jobs N] [--workers N] [--dsn DSN]
 
 Every option of ``start`` has a FASTSCHED_* environment twin (``--fetch-limit`` and
 FASTSCHED_FETCH_LIMIT); a flag wins over the environment, which wins over the default. Settings
@@ -332,7 +334,12 @@ def cmd_start(args: argparse.Namespace, console: Console) -> int:
     pool = Pool(settings)
     held = pidfile.PidFile(settings.pidfile)
     held.acquire()
+    server = None
     try:
+        if settings.http:
+            from fastsched import http
+
+            server = http.serve(settings, pool)  # binds now: a busy port is a ConfigError before any claim
         log.info(
             "starting pool: dsn=%s host_id=%s workers=%d pid=%d pidfile=%s",
             settings.dsn, settings.host_id, settings.workers, os.getpid(), settings.pidfile,
@@ -347,6 +354,8 @@ def cmd_start(args: argparse.Namespace, console: Console) -> int:
             for sig, old in previous.items():
                 signal.signal(sig, old)
     finally:
+        if server is not None:
+            server.stop()
         held.release()
     log.info("pool stopped (exit code %d)", code, extra={"fields": {"exit_code": code}})
     return code
@@ -417,6 +426,120 @@ def cmd_stop(args: argparse.Namespace, console: Console) -> int:
         time.sleep(STOP_POLL_INTERVAL)
     console.say(f"the pool (pid {pid}) has stopped")
     return EXIT_OK
+
+
+# --- status, explain, demo ----------------------------------------------------------------------
+
+DEFAULT_WATCH_INTERVAL = 2.0  # seconds between ``status --watch`` readings
+CLEAR_SCREEN = "\x1b[H\x1b[2J"
+
+
+def _configure_status(parser: argparse.ArgumentParser) -> None:
+    for field in ("dsn", "lease"):
+        _add_option(parser, _option(field))
+    parser.add_argument("--json", action="store_true", help="print the status as JSON (docs/monitoring.md)")
+    parser.add_argument("--watch", action="store_true",
+                        help="print it again every --interval seconds until interrupted (with --json: one "
+                             "document per line)")
+    parser.add_argument("--interval", default=None, metavar="SECONDS",
+                        help=f"seconds between readings with --watch [default: {DEFAULT_WATCH_INTERVAL:g}]")
+
+
+def _status_backend(args: argparse.Namespace, console: Console) -> tuple[Any, float]:
+    from fastsched.backends import open_backend
+    from fastsched.config import DEFAULT_LEASE
+
+    dsn = resolve_dsn(args, os.environ)
+    console.secrets.append(dsn.password)
+    lease = resolve(_option("lease"), args.lease, os.environ) or DEFAULT_LEASE
+    return open_backend(dsn), lease
+
+
+@register("status", "show the queue per priority, the masters and children, and jobs per minute",
+          _configure_status)
+def cmd_status(args: argparse.Namespace, console: Console) -> int:
+    import json
+
+    from fastsched import status
+
+    interval = DEFAULT_WATCH_INTERVAL
+    if args.interval is not None:
+        try:
+            interval = parse_nonneg_float(args.interval)
+        except ValueError as exc:
+            raise ConfigError(f"--interval: invalid value {args.interval!r}: {exc}") from None
+    backend, lease = _status_backend(args, console)
+    clear = args.watch and not args.json and sys.stdout.isatty()
+    try:
+        while True:
+            current = status.collect(backend, lease=lease)
+            text = json.dumps(current, indent=None if args.watch else 2) if args.json else status.render_text(current)
+            console.say((CLEAR_SCREEN if clear else "") + text + ("" if args.json or clear or not args.watch else "\n"))
+            if not args.watch:
+                return EXIT_OK
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        return EXIT_OK
+    finally:
+        backend.close()
+
+
+def _configure_explain(parser: argparse.ArgumentParser) -> None:
+    for field in ("dsn", "lease"):
+        _add_option(parser, _option(field))
+    parser.add_argument("job_id", metavar="ID", help="the job")
+    parser.add_argument("--json", action="store_true", help="print the facts and sentences as JSON")
+
+
+@register("explain", "say why a job has not run yet: its state, its priority's share, the jobs ahead of it",
+          _configure_explain)
+def cmd_explain(args: argparse.Namespace, console: Console) -> int:
+    import json
+
+    from fastsched import explain
+    from fastsched.cli_options import parse_positive_int
+
+    try:
+        job_id = parse_positive_int(args.job_id)
+    except ValueError as exc:
+        raise ConfigError(f"job id: invalid value {args.job_id!r}: {exc}") from None
+    backend, lease = _status_backend(args, console)
+    try:
+        result = explain.explain(backend, job_id, lease=lease)
+    finally:
+        backend.close()
+    console.say(json.dumps(result, indent=2) if args.json else explain.render_text(result))
+    return EXIT_OK if result["found"] else EXIT_FAILURE
+
+
+def _configure_demo(parser: argparse.ArgumentParser) -> None:
+    from fastsched import demo
+
+    parser.add_argument("--jobs", default=str(demo.DEFAULT_JOBS), metavar="N",
+                        help=f"jobs to enqueue over the five priorities [default: {demo.DEFAULT_JOBS}]")
+    parser.add_argument("--workers", default=str(demo.DEFAULT_WORKERS), metavar="N",
+                        help=f"child processes of the demo's pool [default: {demo.DEFAULT_WORKERS}]")
+    parser.add_argument("--dsn", default=None, metavar="DSN",
+                        help="run on this database, whose queue must be empty [default: a temporary SQLite "
+                             "file, removed afterwards]")
+
+
+@register("demo", "enqueue a mixed workload, run a pool on it with a live display, print a summary",
+          _configure_demo)
+def cmd_demo(args: argparse.Namespace, console: Console) -> int:
+    from fastsched import demo
+    from fastsched.cli_options import parse_positive_int
+
+    values = {}
+    for name in ("jobs", "workers"):
+        try:
+            values[name] = parse_positive_int(getattr(args, name))
+        except ValueError as exc:
+            raise ConfigError(f"--{name}: invalid value {getattr(args, name)!r}: {exc}") from None
+    dsn = parse_dsn(args.dsn) if args.dsn else None
+    if dsn is not None:
+        console.secrets.append(dsn.password)
+    return demo.run(dsn, jobs=values["jobs"], workers=values["workers"], say=console.say)
 
 
 # --- main ---------------------------------------------------------------------------------------

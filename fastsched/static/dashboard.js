@@ -1,0 +1,260 @@
+// The fastsched dashboard: polls /status.json and /history.json on its own server and draws
+// plain SVG charts. No library, no other origin (the server's Content-Security-Policy forbids it).
+"use strict";
+
+const PRIORITIES = ["CRITICAL", "HIGH", "MEDIUM", "LOW", "NEGLIGIBLE"];
+const COLORS = { CRITICAL: "#d62728", HIGH: "#ff7f0e", MEDIUM: "#1f77b4", LOW: "#2ca02c", NEGLIGIBLE: "#7f7f7f" };
+const STATUS_EVERY = 2000; // ms between /status.json polls
+const HISTORY_EVERY = 4000; // ms between /history.json polls
+const SVG_NS = "http://www.w3.org/2000/svg";
+
+function el(tag, attrs, text) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attrs || {})) node.setAttribute(key, value);
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function svgEl(tag, attrs, text) {
+  const node = document.createElementNS(SVG_NS, tag);
+  for (const [key, value] of Object.entries(attrs || {})) node.setAttribute(key, String(value));
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function seconds(value) {
+  if (value === null || value === undefined) return "-";
+  if (value < 1) return Math.round(value * 1000) + " ms";
+  if (value < 60) return value.toFixed(1) + " s";
+  if (value < 3600) return Math.floor(value / 60) + " min " + Math.floor(value % 60) + " s";
+  return Math.floor(value / 3600) + " h " + Math.floor((value % 3600) / 60) + " min";
+}
+
+function niceMax(value) {
+  if (value <= 0) return 1;
+  const power = Math.pow(10, Math.floor(Math.log10(value)));
+  for (const step of [1, 2, 2.5, 5, 10]) if (value <= step * power) return step * power;
+  return 10 * power;
+}
+
+function viewBox(svg) {
+  const box = svg.getAttribute("viewBox").split(" ").map(Number);
+  return { width: box[2], height: box[3] };
+}
+
+// A line chart of series [{name, points: [[t, value], ...]}] over time t (epoch seconds).
+function lineChart(svg, series, unit) {
+  const { width, height } = viewBox(svg);
+  const left = 48, right = 12, top = 10, bottom = 24;
+  svg.replaceChildren();
+  const all = series.flatMap((s) => s.points);
+  svg.setAttribute("data-samples", String(all.length ? Math.max(...series.map((s) => s.points.length)) : 0));
+  if (all.length === 0 || Math.max(...series.map((s) => s.points.length)) < 2) {
+    svg.appendChild(svgEl("text", { x: width / 2, y: height / 2, "text-anchor": "middle", class: "empty" },
+      "collecting samples…"));
+    return;
+  }
+  const t0 = Math.min(...all.map((p) => p[0])), t1 = Math.max(...all.map((p) => p[0]));
+  const yMax = niceMax(Math.max(...all.map((p) => p[1])));
+  const x = (t) => left + ((t - t0) / Math.max(t1 - t0, 1e-9)) * (width - left - right);
+  const y = (v) => top + (1 - v / yMax) * (height - top - bottom);
+  for (const fraction of [0, 0.5, 1]) {
+    const value = yMax * fraction;
+    svg.appendChild(svgEl("line", { class: "axis", x1: left, x2: width - right, y1: y(value), y2: y(value) }));
+    const label = Number.isInteger(value) ? String(value) : value.toFixed(1);
+    svg.appendChild(svgEl("text", { x: left - 6, y: y(value) + 4, "text-anchor": "end" }, label + unit));
+  }
+  const span = t1 - t0;
+  svg.appendChild(svgEl("text", { x: left, y: height - 6 }, "-" + seconds(span)));
+  svg.appendChild(svgEl("text", { x: width - right, y: height - 6, "text-anchor": "end" }, "now"));
+  for (const s of series) {
+    if (s.points.length < 2) continue;
+    const d = s.points.map((p, i) => (i ? "L" : "M") + x(p[0]).toFixed(1) + " " + y(p[1]).toFixed(1)).join(" ");
+    const last = s.points[s.points.length - 1][1];
+    svg.appendChild(svgEl("path", {
+      class: "series", d: d, stroke: COLORS[s.name] || "#333", "data-priority": s.name,
+      "data-points": s.points.length, "data-last": last, "data-max": Math.max(...s.points.map((p) => p[1])),
+    }));
+  }
+}
+
+// Horizontal bars: workers running per priority, with the quadratic limit as a marker.
+function shareChart(svg, status) {
+  const { width } = viewBox(svg);
+  const left = 96, right = 150, rowHeight = 36, top = 8;
+  svg.replaceChildren();
+  const rows = status.priorities;
+  const scale = Math.max(1, status.scheduler.active_workers,
+    ...rows.map((p) => Math.max(p.workers, p.limit || 0)));
+  const x = (v) => left + (v / scale) * (width - left - right);
+  rows.forEach((p, i) => {
+    const y = top + i * rowHeight;
+    svg.appendChild(svgEl("text", { x: left - 8, y: y + 18, "text-anchor": "end" }, p.name));
+    svg.appendChild(svgEl("rect", { class: "axis", x: left, y: y + 6, width: width - left - right, height: 16,
+      fill: "none" }));
+    svg.appendChild(svgEl("rect", {
+      class: "bar", x: left, y: y + 6, width: Math.max(0, x(p.workers) - left), height: 16,
+      fill: COLORS[p.name], "data-priority": p.name, "data-workers": p.workers,
+    }));
+    if (p.limit !== null) {
+      svg.appendChild(svgEl("line", {
+        class: "limit", x1: x(p.limit), x2: x(p.limit), y1: y + 2, y2: y + 26, stroke: "#1d2430",
+        "stroke-width": 2, "stroke-dasharray": "3 2", "data-priority": p.name, "data-limit": p.limit,
+      }));
+    }
+    const share = p.share === null ? "not in play" : p.workers + " of limit " + p.limit + " (share " +
+      Math.round(p.share * 100) + "%)";
+    svg.appendChild(svgEl("text", { x: width - right + 8, y: y + 18 }, share));
+  });
+}
+
+function cards(status) {
+  const t = status.totals, jpm = status.jobs_per_minute;
+  const items = [
+    ["waiting", t.waiting], ["deferred", t.deferred], ["running", t.running], ["failed", t.failed],
+    ["done in the last hour", t.done_last_hour], ["jobs/min (1 min)", jpm["1"]], ["jobs/min (3 min)", jpm["3"]],
+    ["jobs/min (5 min)", jpm["5"]], ["active workers", status.scheduler.active_workers],
+  ];
+  const box = document.getElementById("totals");
+  box.replaceChildren(...items.map(([label, value]) => {
+    const card = el("div", { class: "card", "data-key": label });
+    card.append(el("div", { class: "value" }, String(value)), el("div", { class: "label" }, label));
+    return card;
+  }));
+}
+
+function priorityTable(status) {
+  const body = document.querySelector("#priorities tbody");
+  body.replaceChildren(...status.priorities.map((p) => {
+    const row = el("tr", { "data-priority": p.name });
+    const cells = [p.priority + " " + p.name, p.waiting, p.deferred, p.running, p.failed, p.done_last_hour,
+      seconds(p.oldest_wait_seconds), p.workers, p.limit === null ? "-" : p.limit];
+    for (const cell of cells) row.appendChild(el("td", {}, String(cell)));
+    return row;
+  }));
+}
+
+function hosts(status) {
+  const box = document.getElementById("hosts");
+  if (!status.hosts.length) {
+    box.replaceChildren(el("p", { class: "muted" }, "No pool master is registered."));
+    return;
+  }
+  box.replaceChildren(...status.hosts.map((host) => {
+    const div = el("div", { class: "host" });
+    div.appendChild(el("strong", {}, host.host));
+    const list = el("ul");
+    for (const m of host.masters) {
+      const item = el("li", { class: "master", "data-pid": m.pid });
+      item.append(
+        "master " + m.pid + ": " + m.workers + " workers, heartbeat " + seconds(m.heartbeat_age_seconds) + " ago ",
+        el("span", { class: m.alive ? "muted" : "dead" }, m.alive ? "alive" : "DEAD"),
+        "; children " + (m.children.map((c) => c.pid + " (" + seconds(c.heartbeat_age_seconds) + ")").join(", ") || "none"));
+      list.appendChild(item);
+    }
+    div.appendChild(list);
+    return div;
+  }));
+}
+
+function failedTable(status) {
+  const body = document.querySelector("#failed tbody");
+  if (!status.failed_recent.length) {
+    const row = el("tr");
+    row.appendChild(el("td", { colspan: "6", class: "muted" }, "No failed jobs."));
+    body.replaceChildren(row);
+    return;
+  }
+  body.replaceChildren(...status.failed_recent.map((job) => {
+    const row = el("tr", { class: "failed-job", "data-id": job.id });
+    for (const cell of ["#" + job.id, job.command, job.name, job.finished || "-",
+      job.retrial + " retries, " + job.crashes + " crashes"]) {
+      row.appendChild(el("td", {}, String(cell)));
+    }
+    const error = el("td", { class: "error" });
+    const details = el("details");
+    details.append(el("summary", {}, job.error_summary || "(no error recorded)"), el("pre", {}, job.error));
+    error.appendChild(details);
+    row.appendChild(error);
+    return row;
+  }));
+}
+
+function legend(id) {
+  const box = document.querySelector('.legend[data-for="' + id + '"]');
+  if (box.childElementCount) return;
+  for (const name of PRIORITIES) {
+    const item = el("span");
+    item.append(el("span", { class: "swatch p-" + name }), name);
+    box.appendChild(item);
+  }
+}
+
+function renderStatus(status) {
+  document.getElementById("database").textContent = status.database;
+  document.getElementById("updated").textContent = "as of " + status.generated_at;
+  cards(status);
+  priorityTable(status);
+  hosts(status);
+  failedTable(status);
+  shareChart(document.getElementById("chart-share"), status);
+  const s = status.scheduler;
+  document.getElementById("scheduler").textContent = s.running_workers + " of " + s.active_workers +
+    " active workers busy; " + s.priorities_in_play + " priorities in play; the next free worker goes to " +
+    (s.next_priority || "nobody (nothing waits)") + ".";
+}
+
+function renderHistory(history) {
+  const samples = history.samples;
+  const depth = PRIORITIES.map((name, rank) => ({ name, points: samples.map((s) => [s.t, s.waiting[rank]]) }));
+  lineChart(document.getElementById("chart-depth"), depth, "");
+  const throughput = PRIORITIES.map((name, rank) => {
+    const points = [];
+    for (let i = 1; i < samples.length; i++) {
+      const a = samples[i - 1], b = samples[i];
+      if (!a.done || !b.done || b.t <= a.t) continue;
+      points.push([b.t, Math.max(0, (b.done[rank] - a.done[rank]) / (b.t - a.t))]);
+    }
+    return { name, points };
+  });
+  lineChart(document.getElementById("chart-throughput"), throughput, "/s");
+  legend("chart-depth");
+  legend("chart-throughput");
+}
+
+function setConnection(state, text) {
+  const badge = document.getElementById("connection");
+  badge.setAttribute("data-state", state);
+  badge.textContent = text;
+}
+
+async function getJSON(url) {
+  const response = await fetch(url, { cache: "no-store", credentials: "same-origin" });
+  const body = await response.json().catch(() => ({}));
+  if (!response.ok) throw new Error(body.error || url + ": HTTP " + response.status);
+  return body;
+}
+
+async function pollStatus() {
+  try {
+    renderStatus(await getJSON("/status.json"));
+    setConnection("live", "live");
+  } catch (error) {
+    setConnection("error", String(error.message || error));
+  }
+  setTimeout(pollStatus, STATUS_EVERY);
+}
+
+async function pollHistory() {
+  try {
+    renderHistory(await getJSON("/history.json"));
+  } catch (error) {
+    setConnection("error", String(error.message || error));
+  }
+  setTimeout(pollHistory, HISTORY_EVERY);
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  pollStatus();
+  pollHistory();
+});
