@@ -352,21 +352,69 @@ class PoolProcess:
         self.close()
 
 
+def db_server_process() -> Any:
+    """The local MariaDB server process (psutil), or None when it is not on this host."""
+    import psutil
+
+    for proc in psutil.process_iter(["name"]):
+        if proc.info["name"] in ("mariadbd", "mysqld"):
+            return proc
+    return None
+
+
+def _cpu(proc: Any) -> float:
+    try:
+        times = proc.cpu_times()
+        return float(times.user + times.system)
+    except Exception:  # noqa: BLE001 - gone, or not ours to read
+        return math.nan
+
+
 def run_pool_until_empty(
     dsn: str, workers: int, fetch_limit: int, log_dir: Path, *, timeout: float, name: str = "pool",
     extra: Sequence[str] = (),
-) -> float:
-    """Run ``fastsched-pool start --until-empty``; return its wall time in seconds (start to exit)."""
+) -> dict[str, float]:
+    """Run ``fastsched-pool start --until-empty``; return its wall time in seconds (start to exit)
+    and the CPU seconds it cost: the master, its children (reaped by the master, so they reach us
+    through RUSAGE_CHILDREN), and the local MariaDB server (shared with anything else using it)."""
+    import resource
+
+    import psutil
+
     argv = pool_argv(dsn, workers, fetch_limit, until_empty=True, extra=extra)
+    server = db_server_process() if dialect_of(dsn) == "mysql" else None
+    server_before = _cpu(server) if server is not None else math.nan
+    usage_before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    master_cpu = 0.0
     with PoolProcess(argv, log_dir, name) as pool:
-        try:
-            code = pool.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pool.kill()
-            raise AssertionError(f"the pool did not drain within {timeout:.0f} s\n{pool.output_tail()}") from None
+        master = psutil.Process(pool.pid)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                times = master.cpu_times()
+                master_cpu = times.user + times.system
+            except psutil.Error:
+                pass
+            try:
+                code = pool.wait(0.05)
+                break
+            except subprocess.TimeoutExpired:
+                if time.monotonic() > deadline:
+                    pool.kill()
+                    raise AssertionError(
+                        f"the pool did not drain within {timeout:.0f} s\n{pool.output_tail()}"
+                    ) from None
         assert code == 0, f"fastsched-pool exited with {code}\n{pool.output_tail()}"
         assert pool.ended is not None
-        return pool.ended - pool.started
+        wall = pool.ended - pool.started
+    usage_after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    reaped = (usage_after.ru_utime - usage_before.ru_utime) + (usage_after.ru_stime - usage_before.ru_stime)
+    return {
+        "wall": wall,
+        "cpu_master": master_cpu,
+        "cpu_children": max(0.0, reaped - master_cpu),
+        "cpu_db_server": (_cpu(server) - server_before) if server is not None else math.nan,
+    }
 
 
 # ------------------------------------------------------------------------ job start reports

@@ -13,6 +13,7 @@ sizes, which are slow by design: a cycle's commits are paid per batch).
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +63,10 @@ def drain_once(dsn: str, jobs: int, fetch_limit: int, log_dir: Path) -> dict[str
     """Fill ``jobs`` no-op jobs, drain them with the real pool, check every one is done."""
     fill_seconds = harness.fill_jobs(dsn, jobs, tag=f"drain{fetch_limit}")
     before = harness.state_counts(dsn)
-    wall = harness.run_pool_until_empty(
+    run = harness.run_pool_until_empty(
         dsn, WORKERS, fetch_limit, log_dir, timeout=DRAIN_TIMEOUT, name=f"pool-f{fetch_limit}"
     )
+    wall = run["wall"]
     after = harness.state_counts(dsn)
     assert after["pending"] == 0 and after["claimed"] == 0 and after["failed"] == 0, (
         f"jobs left after --until-empty: {after}"
@@ -72,6 +74,10 @@ def drain_once(dsn: str, jobs: int, fetch_limit: int, log_dir: Path) -> dict[str
     drained = after["done"] - before["done"]
     assert drained == jobs, f"{drained} of {jobs} jobs done"
     span = harness.drain_span(dsn)
+    per_job = {
+        f"cpu_us_per_job_{part}": run[f"cpu_{part}"] / jobs * 1e6 for part in ("master", "children", "db_server")
+    }
+    known = [v for v in per_job.values() if not math.isnan(v)]
     return {
         "jobs": jobs,
         "fill_seconds": fill_seconds,
@@ -79,6 +85,9 @@ def drain_once(dsn: str, jobs: int, fetch_limit: int, log_dir: Path) -> dict[str
         "jobs_per_s": jobs / wall,
         "span_seconds": span,
         "steady_jobs_per_s": jobs / span if span and span > 0 else math.nan,
+        **per_job,
+        # If the machine did nothing else: its cores divided by the CPU one job costs in all processes.
+        "cpu_bound_jobs_per_s": (os.cpu_count() or 1) / (sum(known) / 1e6) if known else math.nan,
     }
 
 
@@ -120,6 +129,10 @@ def test_drain(benchmark: Any, bench_dsn: str, tmp_path: Path) -> None:
         },
         targets=[Target(f"drain jobs/s, end to end ({dialect})", rate, ">=", TARGETS[dialect], "jobs/s")],
         notes=[
+            "CPU per job: the master and its children from the kernel's accounting of the pool's "
+            "processes; the MariaDB server's from its process, which other clients of the server "
+            "also use. cpu_bound_jobs_per_s = cores / (CPU seconds per job, all processes): the rate "
+            "an otherwise idle machine could at most sustain.",
             "Raw baseline: one process, SELECT ... LIMIT 100 FOR UPDATE SKIP LOCKED + UPDATE pid "
             "(one transaction), then UPDATE done=1 (a second), on Friendica's table with its 8 indexes."
         ],
@@ -146,9 +159,11 @@ def test_drain_curve(benchmark: Any, bench_dsn: str, tmp_path: Path) -> None:
         figures={"best_fetch_limit": best["fetch_limit"], "best_jobs_per_s": best["jobs_per_s"]},
         tables={
             "curve": table(
-                ["fetch limit", "jobs", "end-to-end jobs/s", "steady jobs/s (rows)", "wall s"],
+                ["fetch limit", "jobs", "end-to-end jobs/s", "steady jobs/s (rows)", "wall s",
+                 "CPU µs/job master", "CPU µs/job children", "CPU µs/job DB server"],
                 [
-                    [p["fetch_limit"], p["jobs"], p["jobs_per_s"], p["steady_jobs_per_s"], p["wall_seconds"]]
+                    [p["fetch_limit"], p["jobs"], p["jobs_per_s"], p["steady_jobs_per_s"], p["wall_seconds"],
+                     p["cpu_us_per_job_master"], p["cpu_us_per_job_children"], p["cpu_us_per_job_db_server"]]
                     for p in points
                 ],
             )
