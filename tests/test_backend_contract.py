@@ -1,5 +1,6 @@
 """The storage contract (fastsched.backends.base.Backend), one suite run against every backend on
 real servers: a SQLite file and the MariaDB of the test run, through the ``dsn`` fixture."""
+
 from __future__ import annotations
 
 import contextlib
@@ -19,6 +20,7 @@ import pytest
 from fastsched.backends import open_backend
 from fastsched.backends.base import SCHEMA_VERSION, Backend, PlanCounts
 from fastsched.backends.mysql import check_server_version
+from fastsched.backends.sqlfiles import load_queries
 from fastsched.dsn import parse_dsn
 from fastsched.errors import (
     ConfigError,
@@ -34,6 +36,7 @@ from fastsched.jobs import Failure, JobState, NewJob, Outcomes, Retry
 NOW = dt.datetime(2030, 1, 2, 3, 4, 5, 678901)
 SECOND = dt.timedelta(seconds=1)
 HOST = "host-a"
+MYSQL_QUERIES = load_queries("mysql")
 OTHER = "host-b"
 
 
@@ -67,8 +70,12 @@ def raw(dsn: str) -> Iterator[tuple[Any, str]]:
         placeholder = "?"
     else:
         conn = pymysql.connect(
-            host=parsed.host, port=parsed.port, user=parsed.user, password=parsed.password,
-            database=parsed.database, autocommit=True,
+            host=parsed.host,
+            port=parsed.port,
+            user=parsed.user,
+            password=parsed.password,
+            database=parsed.database,
+            autocommit=True,
         )
         placeholder = "%s"
     try:
@@ -85,7 +92,9 @@ def raw_query(dsn: str, sql: str, *params: object) -> list[tuple[Any, ...]]:
         return list(cur.fetchall()) if cur.description else []
 
 
-def claim_all(backend: Backend, host: str = HOST, pid: int = 101, now: dt.datetime = NOW, limit: int = 1000) -> list[int]:
+def claim_all(
+    backend: Backend, host: str = HOST, pid: int = 101, now: dt.datetime = NOW, limit: int = 1000
+) -> list[int]:
     """Claim every runnable job of every priority for one child; their ids."""
     ids: list[int] = []
     for rank in range(5):
@@ -118,7 +127,9 @@ def test_schema_is_created_on_first_use_and_init_is_idempotent(dsn: str) -> None
 
 def test_a_newer_schema_is_refused_naming_both_versions(dsn: str, backend: Backend) -> None:
     backend.init_schema()
-    raw_query(dsn, "UPDATE fastsched_meta SET value = ? WHERE name = 'schema_version'", str(SCHEMA_VERSION + 41))
+    raw_query(
+        dsn, "UPDATE fastsched_meta SET value = ? WHERE name = 'schema_version'", str(SCHEMA_VERSION + 41)
+    )
     fresh = open_backend(dsn)
     try:
         with pytest.raises(SchemaError) as info:
@@ -222,8 +233,12 @@ def test_add_inside_the_callers_transaction(dsn: str, backend: Backend) -> None:
             conn: Any = sqlite3.connect(parsed.database, timeout=10)  # legacy mode: implicit BEGIN
         else:
             conn = pymysql.connect(
-                host=parsed.host, port=parsed.port, user=parsed.user, password=parsed.password,
-                database=parsed.database, autocommit=False,
+                host=parsed.host,
+                port=parsed.port,
+                user=parsed.user,
+                password=parsed.password,
+                database=parsed.database,
+                autocommit=False,
             )
         try:
             ids = backend.add_many([new_job(outcome, i) for i in range(3)], connection=conn)
@@ -257,7 +272,13 @@ def test_add_on_a_callers_autocommit_sqlite_connection(sqlite_dsn: str) -> None:
 
 def test_get_computes_the_state(backend: Backend) -> None:
     done, waiting, deferred, running, failed = backend.add_many(
-        [new_job("o"), new_job("w"), new_job("d", next_try=NOW + 60 * SECOND), new_job("r", priority=10), new_job("f")]
+        [
+            new_job("o"),
+            new_job("w"),
+            new_job("d", next_try=NOW + 60 * SECOND),
+            new_job("r", priority=10),
+            new_job("f"),
+        ]
     )
     backend.claim([1, 0, 0, 0, 0], [7], HOST, 10, NOW)
     (batch,) = backend.claim([0, 0, 5, 0, 0], [8], OTHER, 1, NOW)
@@ -266,8 +287,11 @@ def test_get_computes_the_state(backend: Backend) -> None:
     backend.fail_jobs([failed], "broken", NOW)
     states = {i: backend.get(i, NOW).state for i in (waiting, deferred, running, done, failed)}
     assert states == {
-        waiting: JobState.WAITING, deferred: JobState.DEFERRED, running: JobState.RUNNING,
-        done: JobState.DONE, failed: JobState.FAILED,
+        waiting: JobState.WAITING,
+        deferred: JobState.DEFERRED,
+        running: JobState.RUNNING,
+        done: JobState.DONE,
+        failed: JobState.FAILED,
     }
     assert backend.get(deferred, NOW + 60 * SECOND).state is JobState.WAITING
     job = backend.get(running, NOW)
@@ -283,7 +307,12 @@ def test_get_keeps_times_exact_and_unparsable_parameters(backend: Backend) -> No
     bad = NewJob("Cmd", "{not json", 20, created, created + SECOND, None, False)
     (job_id,) = backend.add_many([bad])
     job = backend.get(job_id, NOW)
-    assert (job.created, job.next_try, job.args, job.parameter) == (created, created + SECOND, None, "{not json")
+    assert (job.created, job.next_try, job.args, job.parameter) == (
+        created,
+        created + SECOND,
+        None,
+        "{not json",
+    )
     assert (job.retrial, job.crashes, job.pid, job.host, job.last_error) == (0, 0, 0, "", None)
 
 
@@ -311,11 +340,24 @@ def test_retry_puts_a_failed_job_back_and_restores_dedup(backend: Backend) -> No
     claim_all(backend)
     backend.write_outcomes(HOST, NOW, Outcomes(failed=[Failure(job_id, 3, 2, "gave up")]))
     job = backend.get(job_id, NOW)
-    assert (job.state, job.retrial, job.crashes, job.last_error, job.pid) == (JobState.FAILED, 3, 2, "gave up", 101)
+    assert (job.state, job.retrial, job.crashes, job.last_error, job.pid) == (
+        JobState.FAILED,
+        3,
+        2,
+        "gave up",
+        101,
+    )
     later = NOW + 10 * SECOND
     job = backend.retry(job_id, later)
     assert (job.id, job.state, job.retrial, job.crashes, job.next_try, job.pid, job.host) == (
-        job_id, JobState.WAITING, 0, 0, later, 0, "")
+        job_id,
+        JobState.WAITING,
+        0,
+        0,
+        later,
+        0,
+        "",
+    )
     assert backend.add_many([new_job("again")]) == [job_id]  # dedup restored
     with pytest.raises(InvalidState, match="waiting"):
         backend.retry(job_id, later)
@@ -368,8 +410,13 @@ def test_stats_has_all_five_priorities(backend: Backend) -> None:
     assert [s.priority for s in backend.stats(NOW)] == [10, 20, 30, 40, 50]
     assert all(s.waiting == s.running == 0 and s.oldest_waiting_seconds is None for s in backend.stats(NOW))
     ids = backend.add_many(
-        [new_job(1, priority=20, created=NOW - 30 * SECOND), new_job(2, priority=20),
-         new_job(3, priority=20, next_try=NOW + SECOND), new_job(4, priority=50), new_job(5, priority=50)]
+        [
+            new_job(1, priority=20, created=NOW - 30 * SECOND),
+            new_job(2, priority=20),
+            new_job(3, priority=20, next_try=NOW + SECOND),
+            new_job(4, priority=50),
+            new_job(5, priority=50),
+        ]
     )
     backend.claim([0, 0, 0, 0, 1], [5], HOST, 1, NOW)
     backend.fail_jobs([ids[4]], "x", NOW)
@@ -394,8 +441,13 @@ def test_finished_since(backend: Backend) -> None:
 
 def test_jobs_ahead_follows_the_claim_order(backend: Backend) -> None:
     a, b, c, d, other = backend.add_many(
-        [new_job("a"), new_job("b"), new_job("c", next_try=NOW - SECOND),
-         new_job("d", next_try=NOW + SECOND), new_job("o", priority=10)]
+        [
+            new_job("a"),
+            new_job("b"),
+            new_job("c", next_try=NOW - SECOND),
+            new_job("d", next_try=NOW + SECOND),
+            new_job("o", priority=10),
+        ]
     )
     assert [backend.jobs_ahead(i) for i in (c, a, b, d, other)] == [0, 1, 2, 3, 0]
     backend.claim([0, 0, 1, 0, 0], [3], HOST, 1, NOW)  # takes c
@@ -422,13 +474,19 @@ def test_plan_counts(backend: Backend) -> None:
     assert counts.waiting == [3, 0, 10, 2, 0]  # 30 is capped; 50 is deferred
     assert counts.running == [0, 0, 3, 2, 0]
     assert counts.active == 4  # OTHER's master missed its heartbeat
-    assert backend.plan_counts(NOW + SECOND, 100, NOW - 90 * SECOND) == PlanCounts([3, 0, 19, 2, 4], [0, 0, 3, 2, 0], 7)
+    assert backend.plan_counts(NOW + SECOND, 100, NOW - 90 * SECOND) == PlanCounts(
+        [3, 0, 19, 2, 4], [0, 0, 3, 2, 0], 7
+    )
 
 
 def test_claim_takes_the_oldest_next_try_first_and_not_deferred_jobs(backend: Backend) -> None:
     later, soon, first, second = backend.add_many(
-        [new_job("later", next_try=NOW + 5 * SECOND), new_job("soon", next_try=NOW - SECOND),
-         new_job("first", next_try=NOW - 2 * SECOND), new_job("second", next_try=NOW - 2 * SECOND)]
+        [
+            new_job("later", next_try=NOW + 5 * SECOND),
+            new_job("soon", next_try=NOW - SECOND),
+            new_job("first", next_try=NOW - 2 * SECOND),
+            new_job("second", next_try=NOW - 2 * SECOND),
+        ]
     )
     batches = backend.claim([0, 0, 10, 0, 0], [1], HOST, 10, NOW)
     assert [[job.id for job in b.jobs] for b in batches] == [[first, second, soon]]
@@ -437,7 +495,13 @@ def test_claim_takes_the_oldest_next_try_first_and_not_deferred_jobs(backend: Ba
     assert [job.id for job in batch.jobs] == [later]
     job = batch.jobs[0]
     assert (job.command, job.parameter, job.priority, job.retrial, job.crashes, job.created) == (
-        "Cmd", '["later"]', 30, 0, 0, NOW)
+        "Cmd",
+        '["later"]',
+        30,
+        0,
+        0,
+        NOW,
+    )
 
 
 def test_claim_batches_by_priority_fetch_limit_and_children(backend: Backend) -> None:
@@ -445,7 +509,12 @@ def test_claim_batches_by_priority_fetch_limit_and_children(backend: Backend) ->
     low = backend.add_many([new_job("low", i, priority=40) for i in range(3)])
     batches = backend.claim([5, 0, 0, 3, 0], [11, 12, 13, 14, 15], HOST, 2, NOW)
     assert [(b.pid, [j.id for j in b.jobs]) for b in batches] == [
-        (11, crit[0:2]), (12, crit[2:4]), (13, crit[4:5]), (14, low[0:1]), (15, low[1:2])]
+        (11, crit[0:2]),
+        (12, crit[2:4]),
+        (13, crit[4:5]),
+        (14, low[0:1]),
+        (15, low[1:2]),
+    ]
     # the third LOW job found no child: it was not claimed
     assert backend.get(low[2], NOW).state is JobState.WAITING
     for b in batches:
@@ -470,12 +539,34 @@ def test_claim_writes_outcomes_first_guarded_by_host(backend: Backend) -> None:
     assert got[done].state is JobState.DONE and got[done].finished == NOW + SECOND
     r = got[retry]
     assert (r.state, r.priority, r.retrial, r.crashes, r.last_error, r.pid, r.host, r.executed) == (
-        JobState.DEFERRED, 40, 1, 1, "try later", 0, "", None)
+        JobState.DEFERRED,
+        40,
+        1,
+        1,
+        "try later",
+        0,
+        "",
+        None,
+    )
     f = got[failed]
-    assert (f.state, f.retrial, f.crashes, f.last_error, f.finished) == (JobState.FAILED, 2, 3, "poison", NOW + SECOND)
+    assert (f.state, f.retrial, f.crashes, f.last_error, f.finished) == (
+        JobState.FAILED,
+        2,
+        3,
+        "poison",
+        NOW + SECOND,
+    )
     # another master's outcomes do not touch our claims
-    backend.write_outcomes(OTHER, NOW, Outcomes(done=[other], released=[other], failed=[Failure(other, 0, 0, "x")],
-                                                  retry=[Retry(other, NOW, 10, 0, 0, None)]))
+    backend.write_outcomes(
+        OTHER,
+        NOW,
+        Outcomes(
+            done=[other],
+            released=[other],
+            failed=[Failure(other, 0, 0, "x")],
+            retry=[Retry(other, NOW, 10, 0, 0, None)],
+        ),
+    )
     assert backend.get(other, NOW).state is JobState.RUNNING
 
 
@@ -495,7 +586,13 @@ def test_a_recovered_claim_is_not_overwritten_by_its_old_master(backend: Backend
 
 def test_fail_jobs_and_fail_malformed(backend: Backend) -> None:
     ok, bad_low, bad_high, bad_mid, unclaimed = backend.add_many(
-        [new_job("ok"), new_job("b", priority=0), new_job("c", priority=99), new_job("d", priority=35), new_job("e")]
+        [
+            new_job("ok"),
+            new_job("b", priority=0),
+            new_job("c", priority=99),
+            new_job("d", priority=35),
+            new_job("e"),
+        ]
     )
     assert [j.id for b in backend.claim([10, 10, 10, 10, 10], [1], HOST, 1, NOW) for j in b.jobs] == [ok]
     assert backend.fail_malformed(NOW) == 3
@@ -519,8 +616,13 @@ def test_process_registry(backend: Backend) -> None:
     backend.register_children(OTHER, 100, [7], NOW)
     procs = backend.processes()
     assert [(p.role, p.host, p.pid) for p in procs] == [
-        ("master", HOST, 100), ("master", OTHER, 100),
-        ("child", HOST, 101), ("child", HOST, 102), ("child", HOST, 103), ("child", OTHER, 7)]
+        ("master", HOST, 100),
+        ("master", OTHER, 100),
+        ("child", HOST, 101),
+        ("child", HOST, 102),
+        ("child", HOST, 103),
+        ("child", OTHER, 7),
+    ]
     assert (procs[0].workers, procs[0].started, procs[0].heartbeat, procs[2].master_pid) == (3, NOW, NOW, 100)
     backend.register_children(HOST, 100, [102, 104], NOW)  # 101 and 103 exited, 104 started
     assert sorted(p.pid for p in backend.processes() if p.host == HOST and p.role == "child") == [102, 104]
@@ -560,7 +662,11 @@ def test_recover_expired(backend: Backend) -> None:
     assert backend.recover_expired(NOW - 60 * SECOND) == [(HOST, 2)]
     assert [(p.host, p.pid) for p in backend.processes()] == [(OTHER, 20)]
     assert backend.heartbeat(HOST, 10, 1, NOW) is False
-    assert sorted(job.state.value for job in (backend.get(i, NOW) for i in ids)) == ["running", "waiting", "waiting"]
+    assert sorted(job.state.value for job in (backend.get(i, NOW) for i in ids)) == [
+        "running",
+        "waiting",
+        "waiting",
+    ]
     assert backend.recover_expired(NOW - 60 * SECOND) == []
 
 
@@ -640,7 +746,7 @@ def test_mysql_claims_skip_rows_another_transaction_holds(mysql_dsn: str) -> Non
             cur = conn.cursor()
             cur.execute("SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED")
             # another master, in the middle of its claim transaction, holds the three oldest jobs
-            cur.execute(b._q["claim_priority"], {"priority": 30, "now": NOW, "limit": 3})  # type: ignore[attr-defined]
+            cur.execute(MYSQL_QUERIES["claim_priority"], {"priority": 30, "now": NOW, "limit": 3})
             assert [row[0] for row in cur.fetchall()] == ids[:3]
             started = time.monotonic()
             batches = b.claim([0, 0, 10, 0, 0], [1], HOST, 10, NOW)
@@ -704,9 +810,18 @@ def test_unopenable_sqlite_file_is_unavailable(tmp_path: Any) -> None:
 
 @pytest.mark.parametrize(
     ("version", "ok"),
-    [("10.11.19-MariaDB-0+deb12u1", True), ("10.6.0-MariaDB", True), ("5.5.5-10.6.12-MariaDB", True),
-     ("11.4.2-MariaDB", True), ("8.0.36", True), ("8.4.0", True), ("10.5.9-MariaDB", False),
-     ("5.7.44-log", False), ("10.3.39-MariaDB-0+deb10u1", False), ("garbage", False)],
+    [
+        ("10.11.19-MariaDB-0+deb12u1", True),
+        ("10.6.0-MariaDB", True),
+        ("5.5.5-10.6.12-MariaDB", True),
+        ("11.4.2-MariaDB", True),
+        ("8.0.36", True),
+        ("8.4.0", True),
+        ("10.5.9-MariaDB", False),
+        ("5.7.44-log", False),
+        ("10.3.39-MariaDB-0+deb10u1", False),
+        ("garbage", False),
+    ],
 )
 def test_old_servers_are_refused_naming_the_version(version: str, ok: bool) -> None:
     if ok:
@@ -737,7 +852,9 @@ def test_deadlocks_are_retried_transparently(mysql_dsn: str) -> None:
         def work(cursor: Any) -> str:
             attempts.append(1)
             if len(attempts) < 3:
-                cursor.execute("SIGNAL SQLSTATE '40001' SET MYSQL_ERRNO = 1213, MESSAGE_TEXT = 'Deadlock found'")
+                cursor.execute(
+                    "SIGNAL SQLSTATE '40001' SET MYSQL_ERRNO = 1213, MESSAGE_TEXT = 'Deadlock found'"
+                )
             return "ok"
 
         assert b._transaction(work, "test") == "ok"  # type: ignore[attr-defined]
@@ -762,11 +879,15 @@ def test_explain_claim_and_plan_counts_use_the_claim_index(mysql_dsn: str) -> No
         b.claim([0, 0, 20, 0, 0], [1, 2], HOST, 10, NOW)
         with raw(mysql_dsn) as (conn, _):
             cur = conn.cursor(pymysql.cursors.DictCursor)
-            cur.execute("EXPLAIN " + b._q["claim_priority"], {"priority": 30, "now": NOW, "limit": 50})  # type: ignore[attr-defined]
+            cur.execute(
+                "EXPLAIN " + MYSQL_QUERIES["claim_priority"], {"priority": 30, "now": NOW, "limit": 50}
+            )
             (row,) = cur.fetchall()
             assert row["key"] == "claim" and row["type"] in ("ref", "range"), row
             assert "filesort" not in (row["Extra"] or "") and "temporary" not in (row["Extra"] or ""), row
-            cur.execute("EXPLAIN " + b._q["plan_counts"], {"now": NOW, "cap": 100, "alive_after": NOW})  # type: ignore[attr-defined]
+            cur.execute(
+                "EXPLAIN " + MYSQL_QUERIES["plan_counts"], {"now": NOW, "cap": 100, "alive_after": NOW}
+            )
             rows = [r for r in cur.fetchall() if r["table"] == "workerqueue"]
             assert len(rows) == 10 and {r["key"] for r in rows} == {"claim"}
     finally:

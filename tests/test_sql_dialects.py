@@ -1,4 +1,5 @@
 """Every dialect defines the same named queries; the loader and the one SQL-building helper."""
+
 from __future__ import annotations
 
 import pytest

@@ -1,4 +1,5 @@
 """Storage backends: one contract (``base.Backend``), one SQL implementation, two dialects."""
+
 from __future__ import annotations
 
 from fastsched.backends.base import Backend

@@ -3,6 +3,7 @@
 The connection runs with autocommit off, READ COMMITTED (claims with SKIP LOCKED then take no gap
 locks), utf8mb4 and time_zone '+00:00'. Older servers are refused: claiming needs SKIP LOCKED.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -14,7 +15,8 @@ import pymysql.converters
 import pymysql.cursors
 from pymysql.constants import FIELD_TYPE
 
-from fastsched.backends.sql import DISCONNECTED, FAILED, RETRY, SQLBackend
+from fastsched.backends.connection import DISCONNECTED, FAILED, RETRY
+from fastsched.backends.sql import SQLBackend
 from fastsched.backends.sqlfiles import split_statements
 from fastsched.errors import ConfigError, UnsupportedServer
 
@@ -102,11 +104,15 @@ class MySQLBackend(SQLBackend):
         for key, value in dsn.options:
             kind = OPTIONS.get(key)
             if kind is None:
-                raise ConfigError(f"unknown MySQL DSN option {key!r}: use one of {', '.join(sorted(OPTIONS))}")
+                raise ConfigError(
+                    f"unknown MySQL DSN option {key!r}: use one of {', '.join(sorted(OPTIONS))}"
+                )
             try:
                 kwargs[key] = kind(value)
             except ValueError:
-                raise ConfigError(f"MySQL DSN option {key!r} must be a {kind.__name__}, got {value!r}") from None
+                raise ConfigError(
+                    f"MySQL DSN option {key!r} must be a {kind.__name__}, got {value!r}"
+                ) from None
         return kwargs
 
     def _connect(self) -> tuple[Any, bool]:
@@ -148,5 +154,7 @@ class MySQLBackend(SQLBackend):
 
     def _caller_cursor(self, connection: Any) -> tuple[Any, bool]:
         if not isinstance(connection, pymysql.connections.Connection):
-            raise TypeError(f"connection must be a pymysql connection for {self.dsn}, got {type(connection).__name__}")
+            raise TypeError(
+                f"connection must be a pymysql connection for {self.dsn}, got {type(connection).__name__}"
+            )
         return connection.cursor(pymysql.cursors.Cursor), True

@@ -8,6 +8,7 @@ query names (``tests/test_sql_dialects.py`` checks it).
 No SQL is built with string formatting anywhere in fastsched except by :func:`expand_in`, which
 inlines a validated list of ids (or of 20-byte dedup hashes) in place of ``{ids}``.
 """
+
 from __future__ import annotations
 
 import functools
@@ -68,13 +69,13 @@ def parse_queries(text: str) -> dict[str, str]:
     return queries
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_queries(dialect: str) -> dict[str, str]:
     """The named queries of ``dialect`` ("mysql" or "sqlite")."""
     return parse_queries(_read(dialect, "queries.sql"))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load_schema(dialect: str) -> tuple[str, ...]:
     """The schema statements of ``dialect``, in order."""
     return tuple(split_statements(_read(dialect, "schema.sql")))

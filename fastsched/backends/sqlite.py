@@ -5,6 +5,7 @@ survives a power loss). Write transactions start with BEGIN IMMEDIATE: SQLite ha
 time and no SKIP LOCKED, so a claim simply waits (up to BUSY_TIMEOUT) for the writer before it.
 Times are stored as fixed-width UTC text, ``YYYY-MM-DD HH:MM:SS.ffffff``, so that they sort.
 """
+
 from __future__ import annotations
 
 import datetime as dt
@@ -12,7 +13,8 @@ import os
 import sqlite3
 from typing import Any
 
-from fastsched.backends.sql import DISCONNECTED, FAILED, RETRY, SQLBackend
+from fastsched.backends.connection import DISCONNECTED, FAILED, RETRY
+from fastsched.backends.sql import SQLBackend
 from fastsched.backends.sqlfiles import split_statements
 from fastsched.errors import UnsupportedServer
 from fastsched.jobs import NewJob
@@ -83,7 +85,9 @@ class SQLiteBackend(SQLBackend):
 
     def _caller_cursor(self, connection: Any) -> tuple[Any, bool]:
         if not isinstance(connection, sqlite3.Connection):
-            raise TypeError(f"connection must be a sqlite3 connection for {self.dsn}, got {type(connection).__name__}")
+            raise TypeError(
+                f"connection must be a sqlite3 connection for {self.dsn}, got {type(connection).__name__}"
+            )
         cursor = connection.cursor()
         cursor.row_factory = None
         # In a transaction (explicit, or the implicit one of the legacy isolation levels) nobody

@@ -65,7 +65,9 @@ SELECT id FROM workerqueue WHERE dedup_hash = :hash
 DELETE FROM workerqueue WHERE id = :id
 
 -- name: requeue_failed
-UPDATE workerqueue
+-- IGNORE: when the restored dedup_hash collides (an identical job was added meanwhile), skip the
+-- row (0 affected) instead of failing; the caller then finds that job and merges into it.
+UPDATE OR IGNORE workerqueue
 SET done = 0, pid = 0, host = '', executed = NULL, finished = NULL, next_try = :now,
     retrial = 0, crashes = 0, dedup_hash = failed_hash, failed_hash = NULL
 WHERE id = :id AND done = 2

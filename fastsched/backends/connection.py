@@ -1,0 +1,215 @@
+"""One database connection, its transactions and its errors: what the dialects plug into.
+
+``SQLConnection`` opens the connection lazily (and again after a fork or a drop), checks the schema
+once per connection, and runs each operation as one short transaction (:meth:`_transaction`): it
+re-runs the whole transaction after a deadlock or lock wait timeout, reconnects after a dropped
+connection, and turns every driver error into a ``DatabaseError`` with the driver's error as
+``__cause__`` and the password scrubbed from the message. The dialects (``mysql.py``, ``sqlite.py``)
+implement the small hooks at the top of the class; ``sql.SQLBackend`` adds the operations.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import random
+import time
+from collections.abc import Callable
+from typing import Any, ClassVar, TypeVar
+
+from fastsched.backends.base import SCHEMA_VERSION
+from fastsched.backends.sqlfiles import load_queries, load_schema
+from fastsched.dsn import DSN
+from fastsched.errors import DatabaseError, DatabaseUnavailable, SchemaError
+from fastsched.jobs import NewJob
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+DEADLOCK_RETRIES = 5  # re-runs of a transaction after a deadlock or lock wait timeout
+DEADLOCK_BACKOFF = 0.005  # seconds before the first re-run, doubled for each next one, with jitter
+
+# What a driver error means for the transaction that raised it.
+RETRY = "retry"  # deadlock or lock wait timeout: roll back, re-run
+DISCONNECTED = "disconnected"  # the connection is gone: reconnect, re-run unless it was committing
+FAILED = "failed"  # anything else: roll back, raise DatabaseError
+
+
+class SQLConnection:
+    """A lazily opened connection and the transaction runner; the dialect hooks come first."""
+
+    dialect: str
+    driver_error: ClassVar[type[Exception]]  # the root of the driver's exceptions
+    # ``None``: the driver returns datetimes already; else converts a stored time (never NULL).
+    _from_db_time: Callable[[Any], dt.datetime] | None = None
+
+    def _connect(self) -> tuple[Any, bool]:
+        """A new connection, set up (isolation, pragmas, server checks), and whether the ids of one
+        multi-row INSERT are consecutive on it. Raise DatabaseError (or a subclass) on failure."""
+        raise NotImplementedError
+
+    def _classify(self, exc: BaseException) -> str:
+        """RETRY, DISCONNECTED or FAILED, for a driver error."""
+        raise NotImplementedError
+
+    def _is_missing_table(self, exc: BaseException) -> bool:
+        """Whether a driver error says that a table does not exist (no schema yet)."""
+        raise NotImplementedError
+
+    def _begin(self, cursor: Any) -> None:
+        """Start a write transaction. Nothing for MySQL, where autocommit is off."""
+
+    def _to_db_time(self, value: dt.datetime) -> Any:
+        """A datetime as the driver should receive it."""
+        return value
+
+    def _job_row(self, job: NewJob) -> tuple[Any, ...]:
+        """The add_jobs parameters: command, parameter, priority, created, next_try, dedup_hash."""
+        return job[:6]
+
+    def _first_insert_id(self, cursor: Any, rows: int) -> int:
+        """The id of the first of the ``rows`` rows that the last add_jobs inserted, all of them."""
+        raise NotImplementedError
+
+    def _caller_cursor(self, connection: Any) -> tuple[Any, bool]:
+        """A plain tuple cursor on a caller's own connection, and whether the rows of one
+        executemany INSERT get consecutive ids there."""
+        raise NotImplementedError
+
+    # --- the connection -----------------------------------------------------------------------
+    def __init__(self, dsn: DSN, *, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.dsn = dsn
+        self._q = load_queries(self.dialect)
+        self._sleep = sleep  # injected, for the backoff between re-runs
+        self._conn: Any = None
+        self._cursor: Any = None
+        self._conn_pid = 0  # the process that opened _conn
+        self._schema_ok = False  # checked on this connection
+        self._consecutive_ids = False  # on this connection
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.dsn)!r})"
+
+    def close(self) -> None:
+        """Close the connection; the next operation opens a new one."""
+        conn, self._conn, self._cursor = self._conn, None, None
+        if conn is not None and self._conn_pid == os.getpid():
+            try:
+                conn.close()
+            except Exception as exc:  # noqa: BLE001 - a broken connection is closed all the same
+                log.debug("closing a broken connection: %s", exc)
+
+    def _cursor_ready(self, *, check_schema: bool = True) -> Any:
+        """The cursor of an open connection (connecting first if needed), its schema checked."""
+        if self._conn is None or self._conn_pid != os.getpid():
+            self._conn = self._cursor = None  # after a fork: never use (or close) the parent's socket
+            self._schema_ok = False
+            conn, self._consecutive_ids = self._connect()
+            self._conn, self._cursor, self._conn_pid = conn, conn.cursor(), os.getpid()
+        if check_schema and not self._schema_ok:
+            if not self._transaction(
+                self._check_version, "checking the schema version", write=False, check_schema=False
+            ):
+                self._transaction(self._create_schema, "creating the schema", check_schema=False)
+            self._schema_ok = True
+        return self._cursor
+
+    # --- the schema -----------------------------------------------------------------------------
+    def init_schema(self) -> None:
+        """Create the tables if missing and record SCHEMA_VERSION; SchemaError for another version."""
+        self._transaction(self._create_schema, "init_schema", check_schema=False)
+        self._schema_ok = True
+
+    def _create_schema(self, cursor: Any) -> None:
+        for statement in load_schema(self.dialect):
+            cursor.execute(statement)
+        cursor.execute(self._q["set_schema_version"], {"version": str(SCHEMA_VERSION)})
+        self._check_version(cursor)
+
+    def _check_version(self, cursor: Any) -> bool:
+        """False when there is no schema yet; SchemaError when it is of another version."""
+        try:
+            cursor.execute(self._q["schema_version"])
+        except self.driver_error as exc:
+            if not self._is_missing_table(exc):
+                raise
+            return False
+        row = cursor.fetchone()
+        if row is None:
+            return False
+        found = int(row[0])
+        if found > SCHEMA_VERSION:
+            raise SchemaError(
+                f"the database {self.dsn} has fastsched schema version {found}, newer than version "
+                f"{SCHEMA_VERSION} of this release: upgrade fastsched"
+            )
+        if found < SCHEMA_VERSION:
+            raise SchemaError(
+                f"the database {self.dsn} has fastsched schema version {found}, older than version "
+                f"{SCHEMA_VERSION} of this release, and no migration exists for it"
+            )
+        return True
+
+    # --- transactions ---------------------------------------------------------------------------
+    def _transaction(
+        self, work: Callable[[Any], T], what: str, *, write: bool = True, check_schema: bool = True
+    ) -> T:
+        """Run ``work(cursor)`` in one transaction and commit it.
+
+        A deadlock or lock wait timeout re-runs the whole transaction (DEADLOCK_RETRIES times, with
+        backoff). A dropped connection reconnects and re-runs it once, unless it dropped while
+        committing: the outcome is unknown then, so DatabaseUnavailable, and the next operation
+        reconnects. Other driver errors roll back and raise DatabaseError. ``what`` names the
+        operation in messages; ``write`` starts a write transaction (SQLite: BEGIN IMMEDIATE).
+        """
+        attempt = 0
+        reconnected = False
+        while True:
+            cursor = self._cursor_ready(check_schema=check_schema)
+            committing = False
+            try:
+                if write:
+                    self._begin(cursor)
+                result = work(cursor)
+                committing = True
+                self._conn.commit()
+                return result
+            except self.driver_error as exc:
+                kind = self._classify(exc)
+                if kind == DISCONNECTED:
+                    self.close()
+                    if not committing and not reconnected:
+                        reconnected = True
+                        log.info("the database connection dropped during %s; reconnecting: %s", what, exc)
+                        continue
+                    raise self._wrap(exc, what) from exc
+                self._rollback()
+                if kind == RETRY and attempt < DEADLOCK_RETRIES:
+                    delay = DEADLOCK_BACKOFF * (2**attempt) * (1 + random.random())  # jitter, not crypto
+                    attempt += 1
+                    log.info("%s: %s; re-running the transaction in %.3f s", what, exc, delay)
+                    self._sleep(delay)
+                    continue
+                raise self._wrap(exc, what) from exc
+            except BaseException:
+                self._rollback()
+                raise
+
+    def _rollback(self) -> None:
+        if self._conn is None:
+            return
+        try:
+            self._conn.rollback()
+        except Exception as exc:  # noqa: BLE001 - the connection is gone: the server rolls back
+            log.debug("rollback failed, dropping the connection: %s", exc)
+            self.close()
+
+    def _wrap(self, exc: BaseException, what: str) -> DatabaseError:
+        """The fastsched error for a driver error; the password never appears in its message."""
+        error = DatabaseUnavailable if self._classify(exc) == DISCONNECTED else DatabaseError
+        message = f"{what} failed on {self.dsn}: {exc}"
+        if self.dsn.password:
+            message = message.replace(self.dsn.password, "***")
+        return error(message)

@@ -1,0 +1,140 @@
+"""add_many: multi-row INSERTs with atomic dedup, and the ids read back in input order.
+
+The cheap path is the common one: a chunk of rows goes out as ONE multi-row INSERT; when every row
+inserted (the affected-row count says so) and the server hands one statement consecutive ids
+(SQLite under BEGIN IMMEDIATE; InnoDB with innodb_autoinc_lock_mode 0 or 1), the ids follow from
+the first one without another round trip. Otherwise one ``SELECT id, dedup_hash ... IN (...)`` maps
+each row to its id: a duplicate of a pending job resolves to that job (the unique index on
+dedup_hash decides, atomically), and rows without dedup carry a random placeholder hash for the
+insert, cleared right after.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from fastsched.backends.connection import SQLConnection
+from fastsched.backends.sqlfiles import HASH_BYTES, expand_in
+from fastsched.errors import DatabaseError
+from fastsched.jobs import NewJob
+
+INSERT_CHUNK_ROWS = 1_000  # rows per multi-row INSERT
+INSERT_CHUNK_BYTES = (
+    900_000  # bytes per INSERT, worst case: under pymysql's 1,024,000, so it never splits one
+)
+IN_CHUNK = 5_000  # ids (or hashes) per IN list
+
+# Kinds of rows; one INSERT holds one kind.
+PLAIN = "plain"  # dedup off (dedup_hash NULL): always inserts
+DEDUP = "dedup"  # a duplicate of a pending job is a no-op: affected rows count the inserted ones
+FORCED = "forced"  # a duplicate sets the pending job's priority if unclaimed: always read back
+
+
+def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+class Inserts(SQLConnection):
+    """The producer's write path: ``add_many``."""
+
+    def add_many(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[int]:
+        """Insert jobs in few round trips (multi-row inserts); return their ids in input order.
+
+        See ``base.Backend.add_many``. With ``connection``, the rows go through the caller's own
+        connection, inside its transaction, and nothing is committed or rolled back here.
+        """
+        if not jobs:
+            return []
+        if connection is None:
+            return self._transaction(
+                lambda cursor: self._insert(cursor, jobs, self._consecutive_ids), "add_many"
+            )
+        self._cursor_ready()  # the schema exists: checked (or created) on our connection, never the caller's
+        cursor, consecutive = self._caller_cursor(connection)
+        try:
+            return self._insert(cursor, jobs, consecutive and self._consecutive_ids)
+        except self.driver_error as exc:
+            raise self._wrap(exc, "add_many on the caller's connection") from exc
+
+    def _insert(self, cursor: Any, jobs: Sequence[NewJob], consecutive: bool) -> list[int]:
+        """Insert ``jobs``; their ids in input order.
+
+        Duplicates within the call collapse first, to the first one (a later force_priority
+        duplicate sets its priority). The rows then go in input order, so that ids ascend with it
+        and FIFO holds within a call.
+        """
+        rows: list[NewJob] = []
+        slot: list[int] = []  # input position -> index in rows
+        by_hash: dict[bytes, int] = {}
+        for job in jobs:
+            key = job.dedup_hash
+            if key is None:
+                slot.append(len(rows))
+                rows.append(job)
+                continue
+            index = by_hash.get(key)
+            if index is None:
+                by_hash[key] = index = len(rows)
+                rows.append(job)
+            elif job.force_priority:
+                rows[index] = rows[index]._replace(priority=job.priority, force_priority=True)
+            slot.append(index)
+        ids = [0] * len(rows)
+        for kind, chunk in self._chunks(rows):
+            self._insert_chunk(cursor, rows, chunk, kind, consecutive, ids)
+        return [ids[i] for i in slot]
+
+    def _chunks(self, rows: list[NewJob]) -> list[tuple[str, list[int]]]:
+        """Row indexes, in order, cut into chunks of one kind, at most INSERT_CHUNK_ROWS rows and
+        INSERT_CHUNK_BYTES bytes (a worst-case estimate: 4 bytes a character, escaped)."""
+        result: list[tuple[str, list[int]]] = []
+        chunk: list[int] = []
+        chunk_kind = ""
+        size = 0
+        for index, job in enumerate(rows):
+            kind = PLAIN if job.dedup_hash is None else FORCED if job.force_priority else DEDUP
+            row_bytes = 4 * (len(job.parameter) + len(job.command)) + 200
+            if chunk and (
+                kind != chunk_kind or len(chunk) >= INSERT_CHUNK_ROWS or size + row_bytes > INSERT_CHUNK_BYTES
+            ):
+                result.append((chunk_kind, chunk))
+                chunk, size = [], 0
+            chunk.append(index)
+            chunk_kind = kind
+            size += row_bytes
+        if chunk:
+            result.append((chunk_kind, chunk))
+        return result
+
+    def _insert_chunk(
+        self, cursor: Any, rows: list[NewJob], chunk: list[int], kind: str, consecutive: bool, ids: list[int]
+    ) -> None:
+        """One multi-row INSERT; write the ids of its rows into ``ids``."""
+        params = [self._job_row(rows[i]) for i in chunk]
+        keys: list[bytes] = []
+        placeholders = kind == PLAIN and not consecutive
+        if placeholders:
+            keys = [os.urandom(HASH_BYTES) for _ in chunk]
+            params = [row[:5] + (key,) for row, key in zip(params, keys)]
+        cursor.executemany(self._q["add_jobs_force_priority" if kind == FORCED else "add_jobs"], params)
+        if consecutive and kind != FORCED and cursor.rowcount == len(chunk):
+            first = self._first_insert_id(cursor, len(chunk))
+            for offset, index in enumerate(chunk):
+                ids[index] = first + offset
+            return
+        if not placeholders:
+            keys = [rows[i].dedup_hash or b"" for i in chunk]  # every row of a DEDUP or FORCED chunk has one
+        found: dict[bytes, int] = {}
+        for part in chunks(keys, IN_CHUNK):
+            cursor.execute(expand_in(self._q["ids_by_hash"], part))
+            found.update((bytes(key), int(job_id)) for job_id, key in cursor.fetchall())
+        for index, key in zip(chunk, keys):
+            job_id = found.get(key)
+            if job_id is None:  # only on a caller's autocommit connection, racing a claim and completion
+                raise DatabaseError("a job was finished before add_many could read its id back")
+            ids[index] = job_id
+        if placeholders:
+            for part in chunks([ids[i] for i in chunk], IN_CHUNK):
+                cursor.execute(expand_in(self._q["clear_hashes"], part))
