@@ -40,6 +40,7 @@ import multiprocessing.connection
 import os
 import random
 import signal
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -76,6 +77,9 @@ DB_RETRY_MAX = 5.0  # seconds: longest back-off between database attempts
 DB_ERROR_LOG_INTERVAL = 30.0  # seconds between "still unreachable" warnings
 PURGE_LIMIT = 10_000  # done rows deleted per maintenance run, so a purge never holds long locks
 CHILD_EXIT_WAIT = 5.0  # seconds a child asked to exit may take before it is killed
+COALESCE_SHARE = 0.5  # wait at most this share of a claim's duration for a batch about to end
+COALESCE_MAX = 0.02  # seconds: the longest such wait
+EWMA_WEIGHT = 0.2  # weight of the newest sample in the running averages of claim and batch times
 PERIODIC_CHECKS = 4  # a periodic task's lease is tried this many times per period (at most every maintenance)
 HEARTBEAT_WARN_FRACTION = 1 / 3  # warn when heartbeat_interval exceeds this share of the lease
 
@@ -112,7 +116,8 @@ class _Child:
     """A child process, its pipe, its progress slot and the batches sent to it, oldest first."""
 
     __slots__ = (
-        "process", "pid", "conn", "progress", "inflight", "notes", "kill_reason", "term_job", "kill_at", "exiting"
+        "process", "pid", "conn", "progress", "inflight", "notes", "kill_reason", "term_job", "kill_at", "exiting",
+        "dispatched",
     )
 
     def __init__(self, process: Any, conn: Any, progress: Any) -> None:
@@ -127,6 +132,7 @@ class _Child:
         self.term_job: tuple[int, int] | None = None  # (seq, index) of the job over its time limit
         self.kill_at = 0.0  # monotonic time of the SIGKILL that follows the SIGTERM
         self.exiting = False  # asked to exit (None sent)
+        self.dispatched = 0.0  # monotonic time the newest batch was sent
 
 
 def _describe_exit(code: int | None) -> str:
@@ -211,6 +217,8 @@ class Pool:
         self._db_warned_at = 0.0
         self._hb_ok_at = 0.0  # monotonic time of the last successful heartbeat
         self._db_killed = False  # children were killed for this outage already
+        self._watchdog: _Watchdog | None = None
+        self._watchdog_killed: set[int] = set()  # children the watchdog thread killed
         # schedules (monotonic)
         self._next_heartbeat = 0.0
         self._next_maintenance = 0.0
@@ -222,6 +230,8 @@ class Pool:
         self._last_running: list[int] = [0] * len(core.PRIORITIES)
         self._last_active = 0
         self._allowed = settings.workers
+        self._claim_ewma = 0.0  # seconds a claim transaction takes, on average
+        self._batch_ewma = 0.0  # seconds a child takes to run a batch, on average
         self._log_mark: dict[str, float] = {}
         self.metrics: dict[str, Any] = {
             "jobs_done": 0,
@@ -235,6 +245,7 @@ class Pool:
             "batches": 0,
             "cycles": 0,
             "claims": 0,
+            "coalesce_waits": 0,
             "db_seconds": 0.0,
             "db_errors": 0,
             "job_seconds": 0.0,
@@ -348,6 +359,8 @@ class Pool:
             "pool started: master pid %d, children %s, %d commands registered",
             self._pid, sorted(self._children), len(self._tasks),
         )
+        self._watchdog = _Watchdog(self)
+        self._watchdog.start()
         return self._loop()
 
     def _startup(self) -> None:
@@ -461,6 +474,14 @@ class Pool:
                 continue
 
             idle_left = False
+            if self._busy():
+                self._wait(wait, 0.0)  # collect replies that arrived while we were busy
+            hold = 0.0 if self._stopping or self._db_down else self._coalesce_hold(time.monotonic())
+            if hold > 0:
+                # A busy child is about to finish: claim for it and the idle ones in one transaction.
+                metrics["coalesce_waits"] += 1
+                self._wait(wait, hold)
+                continue
             if not self._stopping and not self._db_down:
                 idle_left = self._claim_and_dispatch()
                 if settings.until_empty and self._is_empty():
@@ -482,6 +503,41 @@ class Pool:
             elif idle_left or self._db_down or self._stopping:
                 timeout = min(timeout, poll)
             self._wait(wait, max(timeout, 0.0))
+
+    def _coalesce_hold(self, mono: float) -> float:
+        """How long to wait for a nearly finished batch before claiming (0: claim now).
+
+        Every claim transaction costs a commit and a plan_counts whatever its size, so when a busy
+        child's batch should end well within the time a claim takes (fast jobs in big batches),
+        the master waits for it and claims for both children at once. It never waits past a
+        batch's expected end (an average batch time) nor longer than COALESCE_MAX.
+        """
+        claim_time = self._claim_ewma
+        if claim_time <= 0 or self._batch_ewma <= 0:
+            return 0.0
+        free = busy_soon = 0
+        hold = 0.0
+        limit = min(claim_time * COALESCE_SHARE, COALESCE_MAX)
+        for child in self._children.values():
+            if not child.inflight:
+                if not child.exiting and child.kill_reason is None:
+                    free += 1
+                continue
+            if len(child.inflight) == 1:
+                remaining = child.dispatched + self._batch_ewma - mono
+                if 0 < remaining <= limit:
+                    busy_soon += 1
+                    hold = max(hold, remaining)
+        return hold if free and busy_soon else 0.0
+
+    def _death_reason(self, child: _Child) -> str | None:
+        if child.kill_reason is not None:
+            return child.kill_reason
+        if self._forced:
+            return _KILL_OPERATOR
+        if child.pid in self._watchdog_killed:
+            return _KILL_DB
+        return None
 
     def _next_deadline(self, mono: float) -> float:
         deadlines = [self._next_heartbeat, self._next_maintenance, self._next_log]
@@ -529,7 +585,7 @@ class Pool:
                 died.append(by_sentinel[obj])
         for child in died:
             if child.pid in self._children:
-                self._on_death(child, child.kill_reason or (_KILL_OPERATOR if self._forced else None))
+                self._on_death(child, self._death_reason(child))
         if died and not self._stopping and not self._forced:
             self._replace(self.settings.workers - len(self._children))
 
@@ -553,6 +609,7 @@ class Pool:
             self._do_resync()
             return bool(free)
         wanted: list[int] | None = None
+        started = time.perf_counter()
         now = self._clock()
         # until_empty trusts only counts taken with nothing left to write (a crash retry is runnable at once).
         clean = not self._outcomes
@@ -602,6 +659,8 @@ class Pool:
             return True
         self._finished_ranks.clear()
         self.metrics["claims"] += 1
+        took = time.perf_counter() - started
+        self._claim_ewma = took if self._claim_ewma <= 0 else self._claim_ewma * (1 - EWMA_WEIGHT) + took * EWMA_WEIGHT
         for batch in batches:
             self._dispatch(children[batch.pid], batch.jobs)
         return len(batches) < n_free
@@ -626,6 +685,7 @@ class Pool:
                 return
         self._seq += 1
         seq = self._seq
+        child.dispatched = time.monotonic()
         child.inflight.append((seq, jobs, _RANK.get(jobs[0].priority, 2)))
         metrics["batches"] += 1
         self._send(child, (seq, [job[:5] for job in jobs]))
@@ -728,6 +788,9 @@ class Pool:
         """The child finished its oldest batch: ``processed`` jobs started, the notes say which did not succeed."""
         _, jobs, rank = child.inflight.popleft()
         self.metrics["job_seconds"] += seconds
+        # The child's own timing: the master may read the reply late (it was busy in the database).
+        ewma = self._batch_ewma
+        self._batch_ewma = seconds if ewma <= 0 else ewma * (1 - EWMA_WEIGHT) + seconds * EWMA_WEIGHT
         notes = child.notes
         if not notes and processed == len(jobs):
             self._outcomes.done.extend([job[0] for job in jobs])
@@ -794,6 +857,7 @@ class Pool:
         flights = list(child.inflight)
         child.inflight.clear()
         notes, child.notes = child.notes, []
+        self._watchdog_killed.discard(child.pid)
         if not flights:
             if not child.exiting and reason is None:
                 log.warning("child %d died while idle (%s)", child.pid, how)
@@ -1207,6 +1271,9 @@ class Pool:
 
     def _cleanup(self) -> None:
         """Whatever happened, leave no child behind (a live child would hold claims nobody tracks)."""
+        if self._watchdog is not None:
+            self._watchdog.stop()
+            self._watchdog = None
         for child in list(self._children.values()):
             _signal(child.pid, signal.SIGKILL)
             child.process.join(CHILD_EXIT_WAIT)
@@ -1233,6 +1300,48 @@ class Pool:
 
 
 # --------------------------------------------------------------------------------- helpers
+
+
+class _Watchdog(threading.Thread):
+    """Kills the children when the master has gone half a lease without a successful heartbeat.
+
+    The main loop does the same when it notices a database outage, but it may be stuck inside a
+    database call (a server that stopped answering, a socket without a read timeout). After one
+    lease another master recovers our claims and runs the jobs again: our children must be dead by
+    then. This thread only reads a timestamp and sends SIGKILL; the main loop settles the deaths
+    (the jobs are released, no crash is counted) when it gets going again.
+    """
+
+    def __init__(self, pool: Pool) -> None:
+        super().__init__(name="fastsched-watchdog", daemon=True)
+        self._pool = pool
+        self._stopped = threading.Event()
+        self._fired_for = -1.0  # the heartbeat time it fired for: once per outage
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self.join(1.0)
+
+    def run(self) -> None:
+        pool = self._pool
+        limit = pool._lease / 2
+        interval = max(min(pool.settings.heartbeat_interval, limit / 4), 0.01)
+        while not self._stopped.wait(interval):
+            last_ok = pool._hb_ok_at
+            silent = time.monotonic() - last_ok
+            if silent <= limit or last_ok == self._fired_for or not pool._children:
+                continue
+            self._fired_for = last_ok
+            pids = list(pool._children)
+            pool._watchdog_killed.update(pids)
+            for pid in pids:
+                _signal(pid, signal.SIGKILL)
+            log.error(
+                "watchdog: no successful heartbeat for %.1fs (half the lease is %gs) and the master is stuck: "
+                "killed the children %s so that no job runs twice once another master recovers the claims",
+                silent, limit, pids,
+            )
+
 
 
 def _signal(pid: int, signum: int) -> None:

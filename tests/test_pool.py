@@ -7,12 +7,17 @@ read back here to check exactly-once, who ran what, and that no job ever ran twi
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
+import select
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
+import urllib.parse
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -397,13 +402,16 @@ def test_a_periodic_task_is_enqueued_once_per_period_across_two_masters(dsn, q, 
     imports = ["tests.pooljobs", "tests.poolperiodic"]
     a = pools(dsn, host_id="p1", imports=imports, env=env)
     b = pools(dsn, host_id="p2", imports=imports, env=env)
-    time.sleep(4.3)
+    wait_for(lambda: records(ticks), what="the first tick")
+    time.sleep(3.4)
     assert a.stop() == 0 and b.stop() == 0
 
-    times = sorted(r["t"] for r in records(ticks))
-    assert 3 <= len(times) <= 5, times  # one per second
-    gaps = [later - earlier for earlier, later in zip(times, times[1:])]
-    assert min(gaps) >= 0.9, gaps  # never twice in one period
+    ids = sorted({r["id"] for r in records(ticks)})
+    enqueued = sorted(q.get(i).created for i in ids)
+    assert 3 <= len(enqueued) <= 5, enqueued  # one per second
+    gaps = [(later - earlier).total_seconds() for earlier, later in zip(enqueued, enqueued[1:])]
+    assert min(gaps) >= 0.9, gaps  # never twice in one period, whichever master took it
+    assert len(records(ticks)) == len(ids)  # and each ran once
 
 
 def test_a_second_master_with_the_same_host_id_refuses_to_start(dsn, q, pools):
@@ -429,3 +437,107 @@ def test_a_master_declared_dead_kills_its_children_before_the_job_runs_again(dsn
     assert pid_gone(first["pid"])
     assert len(events(rec, "end")) == 1
     assert_no_overlap(rec)
+
+
+# --- database outages (MariaDB through a proxy the test can cut) ---------------------------------
+
+
+class Proxy:
+    """A TCP proxy in front of MariaDB. ``hang()`` stops forwarding while keeping every connection
+    open (a server that stopped answering: queries block), ``resume()`` lets the traffic through."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.flowing = threading.Event()
+        self.flowing.set()
+        self.closed = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while not self.closed:
+                self.flowing.wait()
+                ready, _, _ = select.select([source], [], [], 0.05)
+                if not ready or not self.flowing.is_set():
+                    continue
+                data = source.recv(65536)
+                if not data:
+                    break
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for sock in (source, sink):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def hang(self) -> None:
+        self.flowing.clear()
+
+    def resume(self) -> None:
+        self.flowing.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self.flowing.set()
+        self.listener.close()
+
+
+@pytest.fixture
+def proxied(mysql_dsn: str) -> Iterator[tuple[str, Proxy]]:
+    parts = urllib.parse.urlsplit(mysql_dsn)
+    proxy = Proxy(parts.hostname or "127.0.0.1", parts.port or 3306)
+    yield mysql_dsn.replace(f"@{parts.hostname}:{parts.port}/", f"@127.0.0.1:{proxy.port}/"), proxy
+    proxy.close()
+
+
+@pytest.mark.parametrize("taken_over", [False, True], ids=["db-back", "recovered-by-another-master"])
+def test_a_hung_database_gets_the_children_killed_before_the_lease_runs_out(mysql_dsn, proxied, rec, pools, taken_over):
+    dsn, proxy = proxied
+    q = fastsched.connect(mysql_dsn)  # the test's own connection does not go through the proxy
+    try:
+        job_id = q.add(Priority.MEDIUM, "record", rec, "slow", 2.5)
+        pool = pools(dsn, host_id="cut-off", workers=1, lease=2.0, heartbeat_interval=0.25)
+        first = wait_for(lambda: events(rec, "start"), what="the job to start")[0]
+        proxy.hang()  # the master blocks in its next statement, with no read timeout
+        hung_at = time.monotonic()
+        wait_for(lambda: pid_gone(first["pid"]), timeout=3, what="the watchdog to kill the child")
+        assert time.monotonic() - hung_at < 2.0  # before a lease has passed
+        if taken_over:
+            time.sleep(1.0)  # the lease runs out: another master recovers the claims
+            released = q.backend.recover_expired(q.backend.processes()[0].heartbeat + dt.timedelta(seconds=0.1))
+            assert released == [("cut-off", 1)]
+        proxy.resume()
+        wait_for(lambda: q.get(job_id).state is JobState.DONE, timeout=15, what="the job to run again and finish")
+        assert pool.stop() == 0
+        assert "watchdog" in pool.log()
+        if taken_over:
+            assert "declared dead" in pool.log()
+        starts = events(rec, "start")
+        assert len(starts) == 2 and starts[1]["t"] > first["t"] + 1.0
+        assert len(events(rec, "end")) == 1
+        assert q.get(job_id).crashes == 0  # not the job's fault
+        assert_no_overlap(rec)
+    finally:
+        q.close()
