@@ -9,6 +9,7 @@ explicitly.
 """
 from __future__ import annotations
 
+from fastsched.context import current_job, defer  # the pool's API: what a running job may ask
 from fastsched.errors import (
     ConfigError,
     DatabaseError,
@@ -33,10 +34,7 @@ from fastsched.priority import (
     Priority,
 )
 from fastsched.queue import Queue, add, add_many, cancel, connect, get, purge, retry, stats
-
-# The pool's API: registering tasks, and what a running job may ask about itself.
-from fastsched.context import current_job, defer
-from fastsched.tasks import periodic, task
+from fastsched.tasks import periodic, task  # the pool's API: registering tasks
 
 __version__ = "0.1.0"  # keep equal to pyproject.toml's version (tests/test_queue.py checks)
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import json.encoder
 import math
 import os
 import re
@@ -52,24 +53,23 @@ _OPTION_HINTS = {"delayed": "delay", "prio": "priority", "force": "force_priorit
 
 _PRIORITY_BY_VALUE: dict[int, Priority] = {int(p): p for p in Priority}
 _MEDIUM = Priority.MEDIUM
-_command_ok = re.compile(r"[A-Za-z0-9_.:/-]{1,%d}" % MAX_COMMAND_LENGTH).fullmatch
+_command_ok = re.compile(rf"[A-Za-z0-9_.:/-]{{1,{MAX_COMMAND_LENGTH}}}").fullmatch
 # The canonical parameter: json.dumps(list(args), separators=(",", ":"), ensure_ascii=False,
 # sort_keys=True, allow_nan=False). json.dumps builds an encoder per call (3 us); the C encoder is
 # built once here, without a circular-reference memo (a cycle ends in RecursionError instead).
-_PROBE = ("é\x00", 1, 2.5, True, None, {"b": [1], "a": {}}, [])
+_PROBE: tuple[object, ...] = ("é\x00", 1, 2.5, True, None, {"b": [1], "a": {}}, [])
 
 
 def _make_encoder() -> Callable[[object], str]:
     python_encode = json.JSONEncoder(
         separators=(",", ":"), ensure_ascii=False, sort_keys=True, allow_nan=False
     ).encode
+    c_make_encoder = getattr(json.encoder, "c_make_encoder", None)  # private: checked below
+    if c_make_encoder is None:
+        return python_encode
     try:
-        from json.encoder import c_make_encoder, encode_basestring
-
-        if c_make_encoder is None:
-            return python_encode
         c_encode = c_make_encoder(
-            None, json.JSONEncoder().default, encode_basestring, None, ":", ",", True, False, False
+            None, json.JSONEncoder().default, json.encoder.encode_basestring, None, ":", ",", True, False, False
         )
 
         def encode(value: object) -> str:
@@ -84,7 +84,7 @@ def _make_encoder() -> Callable[[object], str]:
             except (TypeError, ValueError):
                 continue
             return python_encode
-    except Exception:  # another Python's private API: use the public one
+    except Exception:  # noqa: BLE001 - another Python's private API: use the public one
         return python_encode
     return encode
 
@@ -135,7 +135,7 @@ def _command_error(command: object) -> str:
 
 def _priority(value: object) -> Priority:
     if type(value) is int or type(value) is Priority:
-        found = _PRIORITY_BY_VALUE.get(value)  # type: ignore[call-overload]
+        found = _PRIORITY_BY_VALUE.get(value)
         if found is not None:
             return found
     return validate_priority(value)
@@ -204,7 +204,7 @@ def _parameter_error(exc: Exception) -> InvalidInput:
 def _seconds(value: object, what: str) -> dt.timedelta:
     if isinstance(value, dt.timedelta):
         delta = value
-    elif isinstance(value, (int, float)) and not isinstance(value, bool) and value == value:
+    elif isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value):
         if value < 0:
             raise InvalidInput(f"{what} must not be negative, got {_short(value)}")
         try:
@@ -297,7 +297,7 @@ class Queue:
         with self._lock:
             self._backend.close()
 
-    def __enter__(self) -> Queue:
+    def __enter__(self) -> Queue:  # noqa: PYI034 - Self needs Python 3.11 or typing_extensions
         return self
 
     def __exit__(
@@ -315,7 +315,7 @@ class Queue:
         force = False
         dedup = True
         if type(first) is int or type(first) is Priority:
-            priority = _PRIORITY_BY_VALUE.get(first)  # type: ignore[call-overload]
+            priority = _PRIORITY_BY_VALUE.get(first)
             if priority is None:
                 priority = validate_priority(first)
         elif isinstance(first, dict):
@@ -438,16 +438,11 @@ class Queue:
     def _check_connection(self, connection: Any) -> None:
         """A caller's connection must be of the driver this queue's database uses."""
         if self._dsn.dialect == "sqlite":
-            import sqlite3
-
-            expected: type = sqlite3.Connection
-            name = "a sqlite3.Connection"
+            name, module = "a sqlite3.Connection", "sqlite3"
         else:
-            import pymysql.connections
-
-            expected = pymysql.connections.Connection
-            name = "a pymysql connection"
-        if not isinstance(connection, expected):
+            name, module = "a pymysql connection", "pymysql"
+        # By the class's module: importing a driver here only to compare types is not worth it.
+        if not any(cls.__module__.split(".")[0] == module for cls in type(connection).__mro__[:-1]):
             raise InvalidInput(
                 f"connection must be {name} to this queue's database, got {type(connection).__name__}"
             )
