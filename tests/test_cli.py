@@ -225,6 +225,7 @@ BAD_FLAGS = [
     (["--max-load", "-1"], "--max-load", "'-1'"),
     (["--max-load", "nan"], "--max-load", "'nan'"),
     (["--lease", "0"], "--lease", "'0'"),
+    (["--lease", "1"], "--lease", "heartbeat"),  # must outlast the heartbeat interval
     (["--shutdown-grace", "soon"], "--shutdown-grace", "'soon'"),
     (["--retry-limit", "-1"], "--retry-limit", "'-1'"),
     (["--crash-limit", "0"], "--crash-limit", "'0'"),
@@ -463,14 +464,19 @@ def test_json_log_lines_parse_and_carry_the_pid(
 def test_unreachable_database_exits_3_and_never_shows_the_password(
     log_format: str, env: dict[str, str], host_id: str, tmp_path: Path
 ) -> None:
+    # The pool retries for one lease before it gives up: a short lease keeps the test short.
     pid_path = tmp_path / "pool.pid"
-    result = run("start", "--dsn", UNREACHABLE_DSN, "--host-id", host_id, "--pidfile", str(pid_path),
-                 "--log-format", log_format, "--log-level", "DEBUG", env=env, cwd=tmp_path)
+    result = run("start", "--dsn", UNREACHABLE_DSN, "--host-id", host_id, "--pidfile", str(pid_path), "--lease",
+                 "2", "--log-format", log_format, "--log-level", "DEBUG", env=env, cwd=tmp_path)
     assert result.returncode == cli.EXIT_DB_UNREACHABLE, result.stderr
     assert "topsecret" not in result.stdout + result.stderr
-    assert "root:***@127.0.0.1:1" in result.stderr or "127.0.0.1" in result.stderr
+    assert "root:***@127.0.0.1:1/x" in result.stderr
+    assert "database unreachable" in result.stderr.strip().splitlines()[-1]
     assert not pid_path.exists()
-    env["FASTSCHED_DSN"] = UNREACHABLE_DSN
+    if log_format == "json":
+        for line in result.stderr.splitlines():
+            json.loads(line)
+    env.update({"FASTSCHED_DSN": UNREACHABLE_DSN, "FASTSCHED_LEASE": "2"})
     again = run("start", "--host-id", host_id, "--pidfile", str(pid_path), env=env, cwd=tmp_path)
     assert again.returncode == cli.EXIT_DB_UNREACHABLE
     assert "topsecret" not in again.stdout + again.stderr
