@@ -248,8 +248,38 @@ def shares_chart(columns: list[str], rows: list[list[Any]]) -> list[str]:
     return lines
 
 
+CORE_TARGET_SPEEDUP = 10.0  # compiled vs reference "at large sizes"
+CORE_TARGET_MIN_SIZE = 100_000  # the size the target is judged at (quick runs stop at 10: not judged)
+
+
+def core_rows(benchmarks: list[dict[str, Any]]) -> tuple[list[list[Any]], list[dict[str, Any]]]:
+    """bench/test_bench_core.py's results as (function, size, c median, python median, speedup)
+    rows, and the target 'compiled >= 10x the reference at the largest size' per function."""
+    medians: dict[tuple[str, int], dict[str, float]] = {}
+    for bench in benchmarks:
+        info = bench.get("extra_info") or {}
+        if "function" in info and "implementation" in info:
+            key = (info["function"], int(info["size"]))
+            medians.setdefault(key, {})[info["implementation"]] = (bench.get("stats") or {}).get("median")
+    rows, targets = [], []
+    largest: dict[str, int] = {}
+    for (function, size) in medians:
+        largest[function] = max(size, largest.get(function, 0))
+    for (function, size), pair in sorted(medians.items()):
+        c, py = pair.get("c"), pair.get("python")
+        speedup = py / c if c and py else None
+        rows.append([function, size, c * 1e6 if c else None, py * 1e6 if py else None, speedup])
+        if size == largest[function] and size >= CORE_TARGET_MIN_SIZE and speedup is not None:
+            targets.append({
+                "name": f"{function}: compiled / reference at {size:,}", "value": speedup, "op": ">=",
+                "goal": CORE_TARGET_SPEEDUP, "unit": "x", "met": speedup >= CORE_TARGET_SPEEDUP,
+            })
+    return rows, targets
+
+
 def render(data: dict[str, Any], machine: dict[str, Any], meta: dict[str, Any], failed: list[tuple[str, str]]) -> str:
     benchmarks = data.get("benchmarks", [])
+    core_table, core_targets = core_rows(benchmarks)
     lines = [
         "# fastsched benchmark results",
         "",
@@ -266,6 +296,10 @@ def render(data: dict[str, Any], machine: dict[str, Any], meta: dict[str, Any], 
 
     lines += ["## Targets", ""]
     target_rows = []
+    for target in core_targets:
+        target_rows.append([
+            "Core", target["name"], f">= {fmt(target['goal'])} x", f"{fmt(target['value'])} x", verdict(target)
+        ])
     for bench in benchmarks:
         for target in (bench.get("extra_info") or {}).get("targets", []):
             target_rows.append([
@@ -274,7 +308,9 @@ def render(data: dict[str, Any], machine: dict[str, Any], meta: dict[str, Any], 
                 f"{fmt(target['value'])} {target['unit']}", verdict(target),
             ])
     if target_rows:
-        met = sum(1 for b in benchmarks for t in (b.get("extra_info") or {}).get("targets", []) if t["met"])
+        met = sum(1 for t in core_targets if t["met"]) + sum(
+            1 for b in benchmarks for t in (b.get("extra_info") or {}).get("targets", []) if t["met"]
+        )
         lines.append(f"{met} of {len(target_rows)} targets met.")
         lines.append("")
         lines += md_table(["benchmark", "target", "goal", "measured", "verdict"], target_rows) + [""]
@@ -292,6 +328,14 @@ def render(data: dict[str, Any], machine: dict[str, Any], meta: dict[str, Any], 
         if title not in by_section:
             continue
         lines += [f"## {title}", ""]
+        if title == SECTIONS[0][1] and core_table:
+            lines += ["Median time per call batch (µs) of each core function, compiled (c) and reference "
+                      "(python), from bench/test_bench_core.py; target: compiled >= "
+                      f"{CORE_TARGET_SPEEDUP:g}x at the largest size.", ""]
+            lines += md_table(["function", "size", "c median µs", "python median µs", "speedup"], core_table)
+            lines += [""] + [f"- Target: {t['name']} >= {fmt(t['goal'])}x: measured {fmt(t['value'])}x → "
+                             f"{verdict(t)}" for t in core_targets] + [""]
+            continue
         for bench in sorted(by_section[title], key=lambda b: b["fullname"]):
             lines += render_benchmark(bench)
     return "\n".join(lines).rstrip() + "\n"
