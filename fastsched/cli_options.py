@@ -116,14 +116,13 @@ def parse_module(text: str) -> str:
 
 
 def parse_retry_delay(text: str) -> str:
-    value = text.strip().lower()
-    if value == "friendica":
-        return value
+    from fastsched.scheduler import MAX_DELAY, parse_retry_delay  # the pool's own rule, checked early
+
     try:
-        parse_nonneg_float(value)
-    except ValueError:
-        raise ValueError("must be 'friendica' or a number of seconds of 0 or more") from None
-    return value
+        parse_retry_delay(text)
+    except ConfigError:
+        raise ValueError(f"must be 'friendica' or a number of seconds from 0 to {MAX_DELAY:.0f}") from None
+    return text.strip().lower()
 
 
 def parse_priority(text: str) -> int:
