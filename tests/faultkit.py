@@ -13,6 +13,9 @@ things on purpose, on real servers, and check what the queue promised.
   :class:`FaultProxy` sits between a pool and MariaDB and drops its connection on cue.
 - :func:`record_figures` prints what a test did (kills, restarts, jobs) and keeps it in
   ``<pytest basetemp>/fault-figures.json``; the README's "Guarantees" section quotes these figures.
+
+Pools import this module (``--import faultkit``, tests/ on PYTHONPATH): it must stay importable
+without pytest.
 """
 from __future__ import annotations
 
@@ -34,7 +37,6 @@ from pathlib import Path
 from typing import Any
 
 import pymysql
-import pytest
 
 import fastsched
 
@@ -284,6 +286,12 @@ class ChildWatcher:
     def close(self) -> None:
         self._stop.set()
         self._thread.join(5)
+
+    def __enter__(self) -> ChildWatcher:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 # ---------------------------------------------------------------------------------- pools
@@ -670,22 +678,10 @@ class FaultProxy:
 # ------------------------------------------------------------------------------- figures
 
 
-def record_figures(basetemp: Path, test: str, figures: dict[str, Any]) -> None:
-    """Print what a fault test did and measured, and keep it in ``basetemp/fault-figures.json``."""
+def record_figures(tmp_path: Path, figures: dict[str, Any]) -> None:
+    """Print what the running fault test did and measured, and keep it in fault-figures.json in
+    pytest's base temporary directory (``tmp_path`` is the test's, just under it)."""
+    test = os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0].rpartition("::")[2]
     print(f"\nFAULT FIGURES {test}: {json.dumps(figures, sort_keys=True)}")
-    path = basetemp / "fault-figures.json"
-    with open(path, "a") as handle:
+    with open(tmp_path.parent / "fault-figures.json", "a") as handle:
         handle.write(json.dumps({"test": test, **figures}, sort_keys=True) + "\n")
-
-
-@pytest.fixture
-def figures(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Callable[[dict[str, Any]], None]:
-    """``figures({...})`` records what the test did and measured (see record_figures)."""
-    return lambda values: record_figures(tmp_path_factory.getbasetemp(), request.node.name, values)
-
-
-@pytest.fixture
-def watcher() -> Iterator[ChildWatcher]:
-    found = ChildWatcher()
-    yield found
-    found.close()

@@ -10,11 +10,24 @@ from __future__ import annotations
 import random
 import resource
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+from faultkit import (
+    ChildWatcher,
+    PoolProc,
+    check_runs,
+    connect_raw,
+    job_states,
+    load_runs,
+    record_figures,
+    running_job,
+    sql,
+)
+
 import fastsched
-from faultkit import ChildWatcher, PoolProc, check_runs, connect_raw, figures, job_states, load_runs, running_job, sql, watcher  # noqa: F401
 
 KILL_JOBS = 20_000
 KILLS = 60  # SIGKILLs, each at a random point of the run (a random share of the jobs done)
@@ -32,6 +45,12 @@ def _add(dsn: str, jobs: list[tuple[Any, ...]]) -> list[int]:
         return queue.add_many(jobs)
 
 
+@pytest.fixture
+def watcher() -> Iterator[ChildWatcher]:
+    with ChildWatcher() as found:
+        yield found
+
+
 def _busy_children(pool: PoolProc, runs_dir: Path) -> list[int]:
     """The children in the middle of a job (an idle child's death proves little), else all of them."""
     deadline = time.monotonic() + BUSY_WAIT
@@ -44,7 +63,7 @@ def _busy_children(pool: PoolProc, runs_dir: Path) -> list[int]:
 
 
 def test_20000_jobs_while_children_are_killed_at_random(
-    mysql_dsn: str, tmp_path: Path, watcher: ChildWatcher, figures: Any
+    mysql_dsn: str, tmp_path: Path, watcher: ChildWatcher
 ) -> None:
     runs_dir = tmp_path / "runs"
     runs_dir.mkdir()
@@ -88,7 +107,7 @@ def test_20000_jobs_while_children_are_killed_at_random(
     assert counts["jobs_run_more_than_once"] <= kills
     assert counts["runs_interrupted"] > 0, "no kill hit a running job: the test proved nothing"
     crashed = sql(mysql_dsn, "SELECT COUNT(*) FROM workerqueue WHERE crashes > 0")[0][0]
-    figures({"jobs": KILL_JOBS, "child_kills": kills, "seconds": round(elapsed, 1), "jobs_with_a_crash": crashed,
+    record_figures(tmp_path, {"jobs": KILL_JOBS, "child_kills": kills, "seconds": round(elapsed, 1), "jobs_with_a_crash": crashed,
              **counts})
 
 
@@ -97,7 +116,7 @@ def _limit_address_space() -> None:
 
 
 def test_jobs_that_crash_their_child_are_failed_with_a_reason_and_others_complete(
-    mysql_dsn: str, tmp_path: Path, watcher: ChildWatcher, figures: Any
+    mysql_dsn: str, tmp_path: Path, watcher: ChildWatcher
 ) -> None:
     runs_dir = tmp_path / "runs"
     runs_dir.mkdir()
@@ -133,12 +152,12 @@ def test_jobs_that_crash_their_child_are_failed_with_a_reason_and_others_complet
     assert all("SIGSEGV" in e for e in reasons["segfault"]), reasons["segfault"]
     assert all("SIGKILL" in e for e in reasons["kill9"]), reasons["kill9"]
     assert "pool stopped: " in log  # the master lived through all of it
-    figures({"normal_jobs": len(normal), "crashing_jobs": len(crashers),
+    record_figures(tmp_path, {"normal_jobs": len(normal), "crashing_jobs": len(crashers),
              "child_deaths": log.count("died ("), **counts, "reasons": {k: v[0][:90] for k, v in reasons.items()}})
 
 
 def test_jobs_over_their_priority_time_limit_are_terminated_then_killed(
-    mysql_dsn: str, tmp_path: Path, watcher: ChildWatcher, figures: Any
+    mysql_dsn: str, tmp_path: Path, watcher: ChildWatcher
 ) -> None:
     runs_dir = tmp_path / "runs"
     runs_dir.mkdir()
@@ -175,5 +194,5 @@ def test_jobs_over_their_priority_time_limit_are_terminated_then_killed(
         assert f"exceeded the {LIMIT_MINUTES:g}-minute run-time limit for priority 20 (HIGH)" in error, error
     assert job_states(mysql_dsn)["done"] == len(jobs) - 2
     assert "SIGTERM to child" in log and "ignored SIGTERM" in log
-    figures({"limit_seconds": limit, "terminated_after_seconds": round(slow_ran, 2),
+    record_figures(tmp_path, {"limit_seconds": limit, "terminated_after_seconds": round(slow_ran, 2),
              "killed_after_seconds": round(stubborn_ran, 2), "kill_grace_seconds": KILL_GRACE})
