@@ -736,6 +736,40 @@ def test_concurrent_claimers_never_share_a_job(dsn: str, backend: Backend) -> No
     assert backend.finished_since(NOW) == 3_000
 
 
+def _producer(dsn: str, name: str, results: Any) -> None:
+    b = open_backend(dsn)
+    added: dict[int, str] = {}
+    shared: list[int] = []
+    for round_ in range(6):
+        jobs = [new_job(name, round_, i, dedup=i % 2 == 0) for i in range(400)]
+        jobs += [new_job("shared", round_, i) for i in range(100)]  # every producer adds these
+        ids = b.add_many(jobs)
+        added.update(zip(ids[:400], (job.parameter for job in jobs[:400])))
+        shared.extend(ids[400:])
+    b.close()
+    results.put((added, shared))
+
+
+def test_concurrent_producers_get_the_right_ids(dsn: str, backend: Backend) -> None:
+    """The consecutive-id fast path and the dedup read-back hold while others insert at once."""
+    backend.init_schema()
+    ctx = multiprocessing.get_context("fork")
+    results = ctx.Queue()
+    producers = [ctx.Process(target=_producer, args=(dsn, f"p{n}", results)) for n in range(4)]
+    for p in producers:
+        p.start()
+    outcomes = [results.get(timeout=120) for _ in producers]
+    for p in producers:
+        p.join(timeout=30)
+    stored = dict(raw_query(dsn, "SELECT id, parameter FROM workerqueue"))
+    for added, _ in outcomes:
+        assert len(added) == 2_400
+        assert all(stored[job_id] == parameter for job_id, parameter in added.items())
+    shared = [ids for _, ids in outcomes]
+    assert all(ids == shared[0] for ids in shared)  # one job per identical pending job, same id for all
+    assert len(set(shared[0])) == 600 and len(stored) == 4 * 2_400 + 600
+
+
 def test_mysql_claims_skip_rows_another_transaction_holds(mysql_dsn: str) -> None:
     """SKIP LOCKED: a claim never waits for another master's open claim transaction."""
     b = open_backend(mysql_dsn)
