@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -166,8 +167,6 @@ def parse_token(text: str) -> str:
 
 
 def parse_path(text: str) -> str:
-    import os
-
     if not text.strip():
         raise ValueError("must not be empty")
     return os.path.abspath(os.path.expanduser(text.strip()))
@@ -224,7 +223,7 @@ START_OPTIONS: tuple[Option, ...] = (
     Option("--dsn", "dsn", parse_dsn_text, "the database: mysql://user:password@host:3306/db, "
            "mariadb://..., or sqlite:///path", DEFAULT_DSN, "DSN"),
     Option("--workers", "workers", parse_positive_int, "child processes running jobs",
-           "the number of CPUs", "N"),
+           f"the number of CPUs ({os.cpu_count() or 1})", "N"),
     Option("--import", "imports", parse_module, "modules to import that register commands with "
            "@fastsched.task (the working directory is searched first); repeatable; the variable is "
            "comma-separated", "none", "MODULE", kind="list", env_name="FASTSCHED_IMPORT"),
