@@ -333,7 +333,12 @@ def cmd_start(args: argparse.Namespace, console: Console) -> int:
 
     pool = Pool(settings)
     held = pidfile.PidFile(settings.pidfile)
-    held.acquire()
+    try:
+        held.acquire()
+    except PoolAlreadyRunning:
+        raise
+    except FastschedError as exc:
+        raise ConfigError(f"{sources.get('pidfile', 'the default pidfile')}: {exc}") from exc
     server = None
     try:
         if settings.http:

@@ -94,8 +94,8 @@ class PidFile:
         Raise PoolAlreadyRunning if another live master holds it, FastschedError if the file
         cannot be written.
         """
-        _make_dirs(self.path)
         try:
+            _make_dirs(self.path)
             fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
         except OSError as exc:
             raise FastschedError(f"cannot create the pidfile {self.path}: {exc.strerror}") from exc

@@ -599,6 +599,14 @@ def test_a_stale_pidfile_is_taken_over(sqlite_dsn: str, env: dict[str, str], hos
     assert not pid_path.exists()
 
 
+def test_an_unusable_pidfile_path_is_a_config_error(sqlite_dsn: str, env: dict[str, str], tmp_path: Path) -> None:
+    (tmp_path / "plain-file").write_text("")
+    result = run("start", "--dsn", sqlite_dsn, "--until-empty", "--pidfile", str(tmp_path / "plain-file" / "x.pid"),
+                 env=env, cwd=tmp_path)
+    assert result.returncode == cli.EXIT_CONFIG, result.stderr
+    assert "--pidfile" in result.stderr and "plain-file" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_stop_without_a_pool_exits_1(env: dict[str, str], tmp_path: Path, host_id: str) -> None:
     result = run("stop", "--pidfile", str(tmp_path / "none.pid"), env=env)
     assert result.returncode == cli.EXIT_FAILURE
