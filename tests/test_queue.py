@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
 import math
 import multiprocessing
@@ -12,7 +13,7 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +99,26 @@ def sql(dsn: str, statement: str, params: tuple[object, ...] = ()) -> list[tuple
         rows = list(cur.fetchall())
         conn.commit()
         return rows
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def rowcount(dsn: str) -> Iterator[Callable[[], int]]:
+    """Counts workerqueue rows through one autocommit connection (cheap enough for hypothesis)."""
+    conn = raw_connect(dsn)
+    if parse_dsn(dsn).dialect == "mysql":
+        conn.autocommit(True)
+    else:
+        conn.isolation_level = None
+
+    def count() -> int:
+        cur = conn.cursor()
+        cur.execute("SELECT COUNT(*) FROM workerqueue")
+        return int(cur.fetchone()[0])
+
+    try:
+        yield count
     finally:
         conn.close()
 
@@ -876,13 +897,15 @@ def _normalized(args: tuple[object, ...]) -> object:
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(first=_firsts, command=_commands, args=st.lists(_json_like, max_size=4))
-def test_add_returns_an_id_or_raises_invalid_input(q: fastsched.Queue, dsn: str, first: Any, command: Any, args: list[Any]) -> None:
-    count = sql(dsn, "SELECT COUNT(*) FROM workerqueue")[0][0]
+def test_add_returns_an_id_or_raises_invalid_input(
+    q: fastsched.Queue, rowcount: Callable[[], int], first: Any, command: Any, args: list[Any]
+) -> None:
+    count = rowcount()
     try:
         job_id = q.add(first, command, *args)
     except InvalidInput as exc:
         assert str(exc)
-        assert sql(dsn, "SELECT COUNT(*) FROM workerqueue")[0][0] == count
+        assert rowcount() == count
         return
     job = q.get(job_id)
     assert job.command == command
@@ -892,15 +915,32 @@ def test_add_returns_an_id_or_raises_invalid_input(q: fastsched.Queue, dsn: str,
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(jobs=st.lists(st.tuples(_firsts, _commands, _json_like), max_size=6))
-def test_add_many_stores_all_or_nothing(q: fastsched.Queue, dsn: str, jobs: list[tuple[Any, Any, Any]]) -> None:
-    count = sql(dsn, "SELECT COUNT(*) FROM workerqueue")[0][0]
+def test_add_many_stores_all_or_nothing(
+    q: fastsched.Queue, rowcount: Callable[[], int], jobs: list[tuple[Any, Any, Any]]
+) -> None:
+    count = rowcount()
     try:
         ids = q.add_many(jobs)
     except InvalidInput as exc:
         assert str(exc).startswith("jobs[")
-        assert sql(dsn, "SELECT COUNT(*) FROM workerqueue")[0][0] == count
+        assert rowcount() == count
         return
     assert len(ids) == len(jobs)
     for job_id, (_, command, arg) in zip(ids, jobs):
         job = q.get(job_id)
         assert job.command == command and job.args == _normalized((arg,))
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(args=st.lists(_json_values, max_size=5))
+def test_canonical_parameter_is_json_dumps_sorted_and_compact(args: list[Any]) -> None:
+    expected = json.dumps(list(args), separators=(",", ":"), ensure_ascii=False, sort_keys=True, allow_nan=False)
+    assert fastsched.queue.canonical_parameter(args) == expected
+    digest = fastsched.queue.dedup_hash("Cmd", expected)
+    assert digest == hashlib.sha1(b"Cmd\0" + expected.encode()).digest() and len(digest) == 20
