@@ -7,6 +7,7 @@ fails the add: a lost wake-up only means the master finds the job at its next po
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import socket
@@ -15,6 +16,7 @@ import tempfile
 WAKEUP_BYTE = b"!"
 
 
+@functools.lru_cache(maxsize=64)
 def socket_dir(identity: str) -> str:
     """The directory of the wake-up sockets of masters serving the database ``identity``."""
     digest = hashlib.sha1(identity.encode()).hexdigest()[:16]
@@ -22,19 +24,37 @@ def socket_dir(identity: str) -> str:
     return os.path.join(base, f"fastsched-{os.getuid()}", digest)
 
 
+# add() is benchmarked against a bare INSERT, so the directory is listed again only when its
+# mtime says a master came or went, and one sending socket serves every call.
+_listings: dict[str, tuple[int, tuple[str, ...]]] = {}
+_sender: socket.socket | None = None
+
+
+def _sockets(directory: str) -> tuple[str, ...]:
+    mtime = os.stat(directory).st_mtime_ns
+    cached = _listings.get(directory)
+    if cached is not None and cached[0] == mtime:
+        return cached[1]
+    paths = tuple(os.path.join(directory, name) for name in os.listdir(directory) if name.endswith(".sock"))
+    _listings[directory] = (mtime, paths)
+    return paths
+
+
 def notify(identity: str) -> None:
     """Wake every master on this host that serves ``identity``. Never raises."""
-    directory = socket_dir(identity)
+    global _sender
     try:
-        names = os.listdir(directory)
+        paths = _sockets(socket_dir(identity))
+        if not paths:
+            return
+        if _sender is None:
+            _sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            _sender.setblocking(False)
     except OSError:
         return
-    with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sender:
-        sender.setblocking(False)
-        for name in names:
-            if name.endswith(".sock"):
-                with contextlib.suppress(OSError):  # a full buffer already means "wake up"
-                    sender.sendto(WAKEUP_BYTE, os.path.join(directory, name))
+    for path in paths:
+        with contextlib.suppress(OSError):  # a full buffer already means "wake up"; a gone master, nothing
+            _sender.sendto(WAKEUP_BYTE, path)
 
 
 class Listener:
