@@ -518,14 +518,14 @@ def test_a_hung_database_gets_the_children_killed_before_the_lease_runs_out(mysq
     q = fastsched.connect(mysql_dsn)  # the test's own connection does not go through the proxy
     try:
         job_id = q.add(Priority.MEDIUM, "record", rec, "slow", 2.5)
-        pool = pools(dsn, host_id="cut-off", workers=1, lease=2.0, heartbeat_interval=0.25)
+        pool = pools(dsn, host_id="cut-off", workers=1, lease=3.0, heartbeat_interval=0.25)
         first = wait_for(lambda: events(rec, "start"), what="the job to start")[0]
         proxy.hang()  # the master blocks in its next statement, with no read timeout
         hung_at = time.monotonic()
-        wait_for(lambda: pid_gone(first["pid"]), timeout=3, what="the watchdog to kill the child")
-        assert time.monotonic() - hung_at < 2.0  # before a lease has passed
+        wait_for(lambda: pid_gone(first["pid"]), timeout=4, what="the watchdog to kill the child")
+        assert time.monotonic() - hung_at < 3.0  # before a lease has passed
         if taken_over:
-            time.sleep(1.0)  # the lease runs out: another master recovers the claims
+            time.sleep(1.5)  # the lease runs out: another master recovers the claims
             released = q.backend.recover_expired(q.backend.processes()[0].heartbeat + dt.timedelta(seconds=0.1))
             assert released == [("cut-off", 1)]
         proxy.resume()
