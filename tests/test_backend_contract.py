@@ -906,7 +906,7 @@ def test_deadlocks_are_retried_transparently(mysql_dsn: str) -> None:
         b.close()
 
 
-def test_explain_claim_and_plan_counts_use_the_claim_index(mysql_dsn: str) -> None:
+def test_explain_claim_plan_counts_and_stats_use_the_claim_index(mysql_dsn: str) -> None:
     b = open_backend(mysql_dsn)
     try:
         b.add_many([new_job(i, priority=(10, 30, 50)[i % 3]) for i in range(3_000)])
@@ -924,5 +924,12 @@ def test_explain_claim_and_plan_counts_use_the_claim_index(mysql_dsn: str) -> No
             )
             rows = [r for r in cur.fetchall() if r["table"] == "workerqueue"]
             assert len(rows) == 10 and {r["key"] for r in rows} == {"claim"}
+            # stats never scans the table: every part is a range of the claim index
+            cur.execute("EXPLAIN " + MYSQL_QUERIES["stats"], {"now": NOW, "hour_ago": NOW})
+            rows = [r for r in cur.fetchall() if r["table"] == "workerqueue"]
+            assert len(rows) == 10 and {r["key"] for r in rows} == {"claim"}, rows
+            cur.execute("EXPLAIN " + MYSQL_QUERIES["fail_malformed"], {"now": NOW, "error": "x"})
+            (row,) = cur.fetchall()
+            assert row["key"] == "claim" and row["type"] == "range", row
     finally:
         b.close()

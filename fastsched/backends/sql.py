@@ -204,28 +204,28 @@ class SQLBackend(Inserts, Backend):
         return self._transaction(work, "purge")
 
     def stats(self, now: dt.datetime) -> list[PriorityStats]:
+        """Exact counts per priority from index ranges. ``oldest_waiting_seconds`` is the age
+        (now - created) of the job a claim would take next: the head of that priority's queue."""
         params = {"now": self._to_db_time(now), "hour_ago": self._to_db_time(now - STATS_WINDOW)}
 
         def work(cursor: Any) -> list[Any]:
             cursor.execute(self._q["stats"], params)
             return list(cursor.fetchall())
 
-        found = {int(row[0]): row for row in self._transaction(work, "stats", write=False)}
+        found: dict[tuple[str, int], Any] = {}
+        for kind, priority, jobs, oldest in self._transaction(work, "stats", write=False):
+            found[kind, int(priority)] = self._opt_time(oldest) if kind == "oldest" else int(jobs)
         result = []
         for priority in PRIORITIES:
-            row = found.get(priority)
-            if row is None:
-                result.append(PriorityStats(priority, 0, 0, 0, 0, 0, None))
-                continue
-            oldest = self._opt_time(row[6])
+            oldest = found.get(("oldest", priority))
             result.append(
                 PriorityStats(
                     priority=priority,
-                    waiting=int(row[1] or 0),
-                    deferred=int(row[2] or 0),
-                    running=int(row[3] or 0),
-                    failed=int(row[4] or 0),
-                    done_last_hour=int(row[5] or 0),
+                    waiting=found.get(("waiting", priority), 0),
+                    deferred=found.get(("deferred", priority), 0),
+                    running=found.get(("running", priority), 0),
+                    failed=found.get(("failed", priority), 0),
+                    done_last_hour=found.get(("done", priority), 0),
                     oldest_waiting_seconds=None
                     if oldest is None
                     else max(0.0, (now - oldest).total_seconds()),

@@ -87,15 +87,34 @@ DELETE FROM workerqueue WHERE id IN (
     LIMIT :limit)
 
 -- name: stats
-SELECT priority,
-       SUM(CASE WHEN done = 0 AND pid = 0 AND next_try <= :now THEN 1 ELSE 0 END),
-       SUM(CASE WHEN done = 0 AND pid = 0 AND next_try > :now THEN 1 ELSE 0 END),
-       SUM(CASE WHEN done = 0 AND pid > 0 THEN 1 ELSE 0 END),
-       SUM(CASE WHEN done = 2 THEN 1 ELSE 0 END),
-       SUM(CASE WHEN done = 1 AND finished >= :hour_ago THEN 1 ELSE 0 END),
-       MIN(CASE WHEN done = 0 AND pid = 0 AND next_try <= :now THEN created END)
-FROM workerqueue
-GROUP BY priority
+-- (kind, priority, jobs, oldest) rows, each part an index range (never a full scan): the counts of
+-- pending and failed jobs read only the claim index; done jobs of the last hour read the done rows;
+-- "oldest" is the created time of the job a claim would take next (the head of the queue).
+SELECT 'waiting' AS kind, priority, COUNT(*) AS jobs, NULL AS oldest FROM workerqueue
+WHERE done = 0 AND pid = 0 AND next_try <= :now GROUP BY priority
+UNION ALL SELECT 'deferred', priority, COUNT(*), NULL FROM workerqueue
+WHERE done = 0 AND pid = 0 AND next_try > :now GROUP BY priority
+UNION ALL SELECT 'running', priority, COUNT(*), NULL FROM workerqueue
+WHERE done = 0 AND pid > 0 GROUP BY priority
+UNION ALL SELECT 'failed', priority, COUNT(*), NULL FROM workerqueue
+WHERE done = 2 GROUP BY priority
+UNION ALL SELECT 'done', priority, COUNT(*), NULL FROM workerqueue
+WHERE done = 1 AND finished >= :hour_ago GROUP BY priority
+UNION ALL SELECT * FROM (SELECT 'oldest', priority, 0, created FROM workerqueue
+                         WHERE done = 0 AND pid = 0 AND priority = 10 AND next_try <= :now
+                         ORDER BY next_try, id LIMIT 1) AS o10
+UNION ALL SELECT * FROM (SELECT 'oldest', priority, 0, created FROM workerqueue
+                         WHERE done = 0 AND pid = 0 AND priority = 20 AND next_try <= :now
+                         ORDER BY next_try, id LIMIT 1) AS o20
+UNION ALL SELECT * FROM (SELECT 'oldest', priority, 0, created FROM workerqueue
+                         WHERE done = 0 AND pid = 0 AND priority = 30 AND next_try <= :now
+                         ORDER BY next_try, id LIMIT 1) AS o30
+UNION ALL SELECT * FROM (SELECT 'oldest', priority, 0, created FROM workerqueue
+                         WHERE done = 0 AND pid = 0 AND priority = 40 AND next_try <= :now
+                         ORDER BY next_try, id LIMIT 1) AS o40
+UNION ALL SELECT * FROM (SELECT 'oldest', priority, 0, created FROM workerqueue
+                         WHERE done = 0 AND pid = 0 AND priority = 50 AND next_try <= :now
+                         ORDER BY next_try, id LIMIT 1) AS o50
 
 -- name: finished_since
 SELECT COUNT(*) FROM workerqueue WHERE done = 1 AND finished >= :since
