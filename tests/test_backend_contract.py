@@ -154,6 +154,14 @@ def test_add_many_returns_ids_in_input_order(backend: Backend) -> None:
         assert (job.args, job.priority, job.state) == ([i], jobs[i].priority, JobState.WAITING)
 
 
+def test_add_many_with_big_parameters_spans_several_statements(backend: Backend) -> None:
+    text = "é" * 10_000  # 20 kB of UTF-8 per job, 3 MB in all: more than one INSERT can carry
+    jobs = [new_job(i, text, dedup=i % 2 == 0) for i in range(150)] + [new_job(0, text)]
+    ids = backend.add_many(jobs)
+    assert ids[-1] == ids[0] and len(set(ids)) == 150 and ids[:150] == sorted(ids[:150])
+    assert [backend.get(ids[i], NOW).args for i in (0, 1, 77, 149)] == [[i, text] for i in (0, 1, 77, 149)]
+
+
 def test_single_add_and_empty_add(backend: Backend) -> None:
     assert backend.add_many([]) == []
     (first,) = backend.add_many([new_job("a")])

@@ -21,9 +21,8 @@ from fastsched.errors import DatabaseError
 from fastsched.jobs import NewJob
 
 INSERT_CHUNK_ROWS = 1_000  # rows per multi-row INSERT
-INSERT_CHUNK_BYTES = (
-    900_000  # bytes per INSERT, worst case: under pymysql's 1,024,000, so it never splits one
-)
+# Bytes per INSERT, worst case: far under any max_allowed_packet (MariaDB's default is 16 MiB).
+INSERT_CHUNK_BYTES = 900_000
 IN_CHUNK = 5_000  # ids (or hashes) per IN list
 
 # Kinds of rows; one INSERT holds one kind.

@@ -21,6 +21,7 @@ from fastsched.backends.sqlfiles import split_statements
 from fastsched.errors import ConfigError, UnsupportedServer
 
 DEFAULT_CONNECT_TIMEOUT = 10  # seconds
+MAX_TIMEOUT = 31_536_000  # seconds (a year): the largest timeout pymysql accepts
 MIN_MARIADB = (10, 6)
 MIN_MYSQL = (8, 0)
 # Consecutive ids for the rows of one multi-row INSERT: "traditional" (0) and "consecutive" (1).
@@ -78,6 +79,14 @@ def _datetime(text: str) -> Any:
 CONVERSIONS = {**pymysql.converters.conversions, FIELD_TYPE.DATETIME: _datetime}
 
 
+class Cursor(pymysql.cursors.Cursor):  # type: ignore[misc]
+    """pymysql's tuple cursor that never splits an executemany INSERT into several statements:
+    add_many sizes its chunks itself (well under any max_allowed_packet), and reads the affected
+    rows and the first id of exactly one statement."""
+
+    max_stmt_length = 1 << 30
+
+
 def _error_code(exc: BaseException) -> int | None:
     args = getattr(exc, "args", ())
     return args[0] if args and isinstance(args[0], int) else None
@@ -98,7 +107,7 @@ class MySQLBackend(SQLBackend):
             "charset": "utf8mb4",
             "autocommit": False,
             "connect_timeout": DEFAULT_CONNECT_TIMEOUT,
-            "cursorclass": pymysql.cursors.Cursor,
+            "cursorclass": Cursor,
             "conv": CONVERSIONS,
         }
         for key, value in dsn.options:
@@ -113,6 +122,12 @@ class MySQLBackend(SQLBackend):
                 raise ConfigError(
                     f"MySQL DSN option {key!r} must be a {kind.__name__}, got {value!r}"
                 ) from None
+            # pymysql itself would raise a bare ValueError (or OverflowError, for inf) at connect time.
+            if kind is float and not 0 < kwargs[key] <= MAX_TIMEOUT:
+                raise ConfigError(
+                    f"MySQL DSN option {key!r} must be a number of seconds above 0 and at most "
+                    f"{MAX_TIMEOUT}, got {value!r}"
+                )
         return kwargs
 
     def _connect(self) -> tuple[Any, bool]:
@@ -157,4 +172,4 @@ class MySQLBackend(SQLBackend):
             raise TypeError(
                 f"connection must be a pymysql connection for {self.dsn}, got {type(connection).__name__}"
             )
-        return connection.cursor(pymysql.cursors.Cursor), True
+        return connection.cursor(Cursor), True
