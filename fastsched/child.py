@@ -170,7 +170,7 @@ def run_batch(
         else:
             try:
                 args = loads(parameter)
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:  # RecursionError: nested too deeply to decode
                 append((index, FATAL, f"parameter is not valid JSON: {exc}"))
                 index += 1
                 continue
