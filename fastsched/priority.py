@@ -21,6 +21,19 @@ PRIORITY_NEGLIGIBLE = Priority.NEGLIGIBLE
 ALL_PRIORITIES: tuple[Priority, ...] = tuple(Priority)
 
 
+MAX_SHOWN = 60  # characters of a bad value shown in an error message
+
+
+def _shown(value: object) -> str:
+    """``repr(value)`` for a message: cut short, and never an error of its own (a 5,000-digit int
+    or a broken ``__repr__`` would otherwise replace the InvalidInput with another exception)."""
+    try:
+        text = repr(value)
+    except Exception:  # noqa: BLE001
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= MAX_SHOWN else text[: MAX_SHOWN - 3] + "..."
+
+
 def validate_priority(value: object, *, what: str = "priority") -> Priority:
     """Return ``value`` as a Priority, or raise InvalidInput naming it.
 
@@ -30,8 +43,10 @@ def validate_priority(value: object, *, what: str = "priority") -> Priority:
     from fastsched.errors import InvalidInput
 
     if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidInput(f"{what} must be one of 10, 20, 30, 40, 50 (fastsched.Priority), got {value!r}")
+        raise InvalidInput(f"{what} must be one of 10, 20, 30, 40, 50 (fastsched.Priority), got {_shown(value)}")
     try:
         return Priority(value)
     except ValueError:
-        raise InvalidInput(f"{what} must be one of 10, 20, 30, 40, 50 (fastsched.Priority), got {value!r}") from None
+        raise InvalidInput(
+            f"{what} must be one of 10, 20, 30, 40, 50 (fastsched.Priority), got {_shown(value)}"
+        ) from None
