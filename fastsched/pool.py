@@ -540,16 +540,22 @@ class Pool:
         return None
 
     def _next_deadline(self, mono: float) -> float:
-        deadlines = [self._next_heartbeat, self._next_maintenance, self._next_log]
-        if self._periodic_due:
-            deadlines.append(min(self._periodic_due.values()))
+        # Only the duties that _duties would run now: a stale one would make the wait spin.
+        deadlines = [self._next_log]
         if self._db_down:
             deadlines.append(self._db_retry_at)
+        else:
+            deadlines.append(self._next_heartbeat)
+            if not self._stopping:
+                deadlines.append(self._next_maintenance)
+                if self._periodic_due:
+                    deadlines.append(min(self._periodic_due.values()))
         if self._stopping:
             deadlines.append(self._stop_deadline)
         for child in self._children.values():
             if child.kill_reason == _KILL_TIMEOUT:
-                deadlines.append(child.kill_at)
+                if child.kill_at > 0:
+                    deadlines.append(child.kill_at)
             elif child.inflight and self._limits.get(child.inflight[0][1][0].priority) is not None:
                 deadlines.append(self._next_limit_check)
         return min(deadlines) - mono

@@ -456,6 +456,8 @@ class Proxy:
         self.flowing = threading.Event()
         self.flowing.set()
         self.closed = False
+        self.refusing = False
+        self.sockets: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -464,11 +466,15 @@ class Proxy:
                 client, _ = self.listener.accept()
             except OSError:
                 return
+            if self.refusing:
+                client.close()
+                continue
             try:
                 upstream = socket.create_connection(self.target)
             except OSError:
                 client.close()
                 continue
+            self.sockets += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
@@ -494,6 +500,18 @@ class Proxy:
 
     def hang(self) -> None:
         self.flowing.clear()
+
+    def refuse(self) -> None:
+        """Drop every connection and refuse new ones (the server is down)."""
+        self.refusing = True
+        for sock in list(self.sockets):
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def accept_again(self) -> None:
+        self.refusing = False
 
     def resume(self) -> None:
         self.flowing.set()
@@ -539,5 +557,38 @@ def test_a_hung_database_gets_the_children_killed_before_the_lease_runs_out(mysq
         assert len(events(rec, "end")) == 1
         assert q.get(job_id).crashes == 0  # not the job's fault
         assert_no_overlap(rec)
+    finally:
+        q.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as file:
+        fields = file.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def test_a_master_waiting_on_a_down_database_or_a_long_stop_does_not_spin(mysql_dsn, proxied, rec, pools):
+    dsn, proxy = proxied
+    q = fastsched.connect(mysql_dsn)
+    try:
+        first = q.add(Priority.MEDIUM, "record", rec, "slow", 2.0)
+        pool = pools(dsn, host_id="down", workers=1, lease=6.0, heartbeat_interval=0.25, maintenance_interval=0.2)
+        wait_for(lambda: events(rec, "start"), what="the job to start")
+        proxy.refuse()  # the server is down: every statement fails at once
+        before = cpu_seconds(pool.pid)
+        time.sleep(1.5)
+        assert cpu_seconds(pool.pid) - before < 0.5  # it backs off instead of spinning
+        proxy.accept_again()
+        wait_for(lambda: q.get(first).state is JobState.DONE, what="the job to finish")
+        assert "database error" in pool.log() and "reachable again" in pool.log()
+
+        second = q.add(Priority.MEDIUM, "record", rec, "second", 2.0)
+        wait_for(lambda: q.get(second).state is JobState.RUNNING, what="the second job to start")
+        pool.signal(signal.SIGTERM)  # the graceful stop waits for the job: it must not spin meanwhile
+        before = cpu_seconds(pool.pid)
+        time.sleep(1.0)
+        assert cpu_seconds(pool.pid) - before < 0.4
+        assert pool.wait() == 0
+        assert q.get(second).state is JobState.DONE
     finally:
         q.close()
