@@ -17,6 +17,7 @@ things on purpose, on real servers, and check what the queue promised.
 Pools import this module (``--import faultkit``, tests/ on PYTHONPATH): it must stay importable
 without pytest.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -57,7 +58,9 @@ _run_file = {"pid": 0, "fd": -1}
 def _runs_fd(directory: str) -> int:
     pid = os.getpid()
     if _run_file["pid"] != pid:  # one file per child process, opened once
-        _run_file["fd"] = os.open(os.path.join(directory, f"{pid}.runs"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        _run_file["fd"] = os.open(
+            os.path.join(directory, f"{pid}.runs"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600
+        )
         _run_file["pid"] = pid
     return _run_file["fd"]
 
@@ -126,7 +129,9 @@ def load_runs(directory: Path) -> list[Run]:
             if kind == "S":
                 mine.append(Run(int(job), pid, float(when), None))
             else:
-                assert mine and mine[-1].job == int(job) and mine[-1].end is None, f"{path}: unpaired {line!r}"
+                assert mine and mine[-1].job == int(job) and mine[-1].end is None, (
+                    f"{path}: unpaired {line!r}"
+                )
                 mine[-1].end = float(when)
         if mine:
             mine[-1].last = True
@@ -180,7 +185,9 @@ def check_runs(
                 continue
             interrupted += 1
             alive = died_after(run.pid)
-            assert alive is not None, f"job {job}: run in child {run.pid} never ended, yet that child never died"
+            assert alive is not None, (
+                f"job {job}: run in child {run.pid} never ended, yet that child never died"
+            )
             assert run.last, f"job {job}: child {run.pid} went on to other jobs after a run it never finished"
             ends.append(max(alive, run.start))
         for (a, a_end), b in zip(zip(job_runs, ends), job_runs[1:]):
@@ -193,8 +200,8 @@ def check_runs(
         for early in completed[:-1]:
             completed_twice += 1
             assert early.last and died_after(early.pid) is not None, (
-                f"job {job} completed twice although the child of its first completion ({early.pid}) did not die "
-                f"right after it: {job_runs}"
+                f"job {job} completed twice although the child of its first completion ({early.pid}) "
+                f"did not die right after it: {job_runs}"
             )
     return {
         "jobs": len(expected),
@@ -330,15 +337,33 @@ class PoolProc:
         self.pidfile = os.path.join(self.rundir, f"{self.host_id}.pid")
         self.log_path = logdir / f"pool-{self.host_id}-{secrets.token_hex(2)}.log"
         environ = env if env is not None else pool_env(self.rundir)
-        argv = [sys.executable, "-m", "fastsched", "start", "--import", "faultkit", "--host-id", self.host_id,
-                "--pidfile", self.pidfile, *args]
+        argv = [
+            sys.executable,
+            "-m",
+            "fastsched",
+            "start",
+            "--import",
+            "faultkit",
+            "--host-id",
+            self.host_id,
+            "--pidfile",
+            self.pidfile,
+            *args,
+        ]
         if dsn_in_env:
             environ = {**environ, "FASTSCHED_DSN": dsn}
         else:
             argv[4:4] = ["--dsn", dsn]
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                         cwd=str(TESTS), env=environ, preexec_fn=preexec_fn)
+            self.proc = subprocess.Popen(
+                argv,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                cwd=str(TESTS),
+                env=environ,
+                preexec_fn=preexec_fn,
+            )
         self.pid = self.proc.pid
 
     @property
@@ -352,7 +377,9 @@ class PoolProc:
         deadline = time.monotonic() + timeout
         while self.log.count(text) < count:
             if self.proc.poll() is not None:
-                raise AssertionError(f"the pool exited ({self.proc.returncode}) before logging {text!r}\n{self.tail()}")
+                raise AssertionError(
+                    f"the pool exited ({self.proc.returncode}) before logging {text!r}\n{self.tail()}"
+                )
             if time.monotonic() > deadline:
                 raise AssertionError(f"the pool did not log {text!r} within {timeout:g}s\n{self.tail()}")
             time.sleep(0.02)
@@ -409,9 +436,13 @@ def connect_raw(dsn: str, **extra: Any) -> pymysql.connections.Connection:
     """A plain autocommit pymysql connection to the database of a mysql:// DSN."""
     parts = urllib.parse.urlsplit(dsn)
     kwargs: dict[str, Any] = {
-        "host": parts.hostname, "port": parts.port or 3306, "user": urllib.parse.unquote(parts.username or ""),
-        "password": urllib.parse.unquote(parts.password or ""), "database": parts.path.lstrip("/") or None,
-        "autocommit": True, "charset": "utf8mb4",
+        "host": parts.hostname,
+        "port": parts.port or 3306,
+        "user": urllib.parse.unquote(parts.username or ""),
+        "password": urllib.parse.unquote(parts.password or ""),
+        "database": parts.path.lstrip("/") or None,
+        "autocommit": True,
+        "charset": "utf8mb4",
     }
     kwargs.update(extra)
     return pymysql.connect(**kwargs)
@@ -468,19 +499,39 @@ class PrivateMariaDB:
     def install(self) -> None:
         self.base.mkdir(parents=True, exist_ok=True)
         done = subprocess.run(
-            ["mariadb-install-db", "--no-defaults", "--user=root", f"--datadir={self.datadir}",
-             "--auth-root-authentication-method=normal", "--skip-test-db"],
-            capture_output=True, text=True, timeout=120, check=False,
+            [
+                "mariadb-install-db",
+                "--no-defaults",
+                "--user=root",
+                f"--datadir={self.datadir}",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
         )
         assert done.returncode == 0, f"mariadb-install-db failed:\n{done.stdout}\n{done.stderr}"
 
     def start(self, **variables: object) -> None:
-        argv = [MARIADBD, "--no-defaults", "--user=root", f"--datadir={self.datadir}", f"--port={self.port}",
-                "--bind-address=127.0.0.1", f"--socket={self.socket}", f"--pid-file={self.base / 'mysqld.pid'}",
-                f"--log-error={self.errlog}", "--innodb-buffer-pool-size=64M", "--max-connections=200"]
+        argv = [
+            MARIADBD,
+            "--no-defaults",
+            "--user=root",
+            f"--datadir={self.datadir}",
+            f"--port={self.port}",
+            "--bind-address=127.0.0.1",
+            f"--socket={self.socket}",
+            f"--pid-file={self.base / 'mysqld.pid'}",
+            f"--log-error={self.errlog}",
+            "--innodb-buffer-pool-size=64M",
+            "--max-connections=200",
+        ]
         argv += [f"--{name.replace('_', '-')}={value}" for name, value in variables.items()]
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         self.starts += 1
         deadline = time.monotonic() + SERVER_START_TIMEOUT
         while True:
@@ -489,7 +540,9 @@ class PrivateMariaDB:
                 return
             except pymysql.MySQLError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(f"the private MariaDB did not start:\n{self.errlog_tail()}") from None
+                    raise AssertionError(
+                        f"the private MariaDB did not start:\n{self.errlog_tail()}"
+                    ) from None
                 time.sleep(0.05)
 
     def stop(self, signum: int = signal.SIGTERM) -> float:

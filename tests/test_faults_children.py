@@ -5,6 +5,7 @@ past their priority's time limit. On the real MariaDB, through ``python -m fasts
 What must hold (faultkit.check_runs): every job completed or was failed with a reason; no two runs
 of a job overlapped; a run only repeated when a child died in it (at-least-once).
 """
+
 from __future__ import annotations
 
 import random
@@ -78,8 +79,20 @@ def test_20000_jobs_while_children_are_killed_at_random(
     kills = 0
     started = time.monotonic()
     progress = connect_raw(mysql_dsn)
-    with progress, PoolProc(mysql_dsn, tmp_path, "--workers", "4", "--fetch-limit", "50", "--until-empty",
-                            "--crash-limit", "100") as pool:
+    with (
+        progress,
+        PoolProc(
+            mysql_dsn,
+            tmp_path,
+            "--workers",
+            "4",
+            "--fetch-limit",
+            "50",
+            "--until-empty",
+            "--crash-limit",
+            "100",
+        ) as pool,
+    ):
         watcher.watch(pool.pid)
         pool.started()
         while pool.proc.poll() is None:
@@ -107,8 +120,16 @@ def test_20000_jobs_while_children_are_killed_at_random(
     assert counts["jobs_run_more_than_once"] <= kills
     assert counts["runs_interrupted"] > 0, "no kill hit a running job: the test proved nothing"
     crashed = sql(mysql_dsn, "SELECT COUNT(*) FROM workerqueue WHERE crashes > 0")[0][0]
-    record_figures(tmp_path, {"jobs": KILL_JOBS, "child_kills": kills, "seconds": round(elapsed, 1), "jobs_with_a_crash": crashed,
-             **counts})
+    record_figures(
+        tmp_path,
+        {
+            "jobs": KILL_JOBS,
+            "child_kills": kills,
+            "seconds": round(elapsed, 1),
+            "jobs_with_a_crash": crashed,
+            **counts,
+        },
+    )
 
 
 def _limit_address_space() -> None:
@@ -128,9 +149,24 @@ def test_jobs_that_crash_their_child_are_failed_with_a_reason_and_others_complet
         jobs.insert(12 + offset * 37, job)
     rec_ids = [job_id for job_id, job in zip(_add(mysql_dsn, jobs), jobs) if job[1] == "fault.rec"]
 
-    with PoolProc(mysql_dsn, tmp_path, "--import", "pooljobs", "--workers", "3", "--fetch-limit", "5",
-                  "--until-empty", "--crash-limit", "3", "--retry-limit", "1", "--retry-delay", "0",
-                  preexec_fn=_limit_address_space) as pool:
+    with PoolProc(
+        mysql_dsn,
+        tmp_path,
+        "--import",
+        "pooljobs",
+        "--workers",
+        "3",
+        "--fetch-limit",
+        "5",
+        "--until-empty",
+        "--crash-limit",
+        "3",
+        "--retry-limit",
+        "1",
+        "--retry-delay",
+        "0",
+        preexec_fn=_limit_address_space,
+    ) as pool:
         watcher.watch(pool.pid)
         code = pool.wait(120)
         log = pool.log
@@ -140,7 +176,9 @@ def test_jobs_that_crash_their_child_are_failed_with_a_reason_and_others_complet
     counts = check_runs(load_runs(runs_dir), rec_ids, watcher.died_after)
     states = job_states(mysql_dsn)
     assert states == {"pending": 0, "done": len(normal), "failed": len(crashers)}, log[-4000:]
-    rows = sql(mysql_dsn, "SELECT command, crashes, retrial, last_error FROM workerqueue WHERE done = 2 ORDER BY id")
+    rows = sql(
+        mysql_dsn, "SELECT command, crashes, retrial, last_error FROM workerqueue WHERE done = 2 ORDER BY id"
+    )
     reasons = {}
     for command, crashes, retrial, error in rows:
         reasons.setdefault(command, []).append(error)
@@ -152,8 +190,16 @@ def test_jobs_that_crash_their_child_are_failed_with_a_reason_and_others_complet
     assert all("SIGSEGV" in e for e in reasons["segfault"]), reasons["segfault"]
     assert all("SIGKILL" in e for e in reasons["kill9"]), reasons["kill9"]
     assert "pool stopped: " in log  # the master lived through all of it
-    record_figures(tmp_path, {"normal_jobs": len(normal), "crashing_jobs": len(crashers),
-             "child_deaths": log.count("died ("), **counts, "reasons": {k: v[0][:90] for k, v in reasons.items()}})
+    record_figures(
+        tmp_path,
+        {
+            "normal_jobs": len(normal),
+            "crashing_jobs": len(crashers),
+            "child_deaths": log.count("died ("),
+            **counts,
+            "reasons": {k: v[0][:90] for k, v in reasons.items()},
+        },
+    )
 
 
 def test_jobs_over_their_priority_time_limit_are_terminated_then_killed(
@@ -170,8 +216,19 @@ def test_jobs_over_their_priority_time_limit_are_terminated_then_killed(
     jobs += [(20, "fault.rec", str(runs_dir), i) for i in range(50)]  # HIGH but quick
     ids = _add(mysql_dsn, jobs)
 
-    with PoolProc(mysql_dsn, tmp_path, "--workers", "3", "--fetch-limit", "1", "--until-empty",
-                  "--max-duration", f"HIGH={LIMIT_MINUTES}", "--retry-limit", "0") as pool:
+    with PoolProc(
+        mysql_dsn,
+        tmp_path,
+        "--workers",
+        "3",
+        "--fetch-limit",
+        "1",
+        "--until-empty",
+        "--max-duration",
+        f"HIGH={LIMIT_MINUTES}",
+        "--retry-limit",
+        "0",
+    ) as pool:
         watcher.watch(pool.pid)
         code = pool.wait(60)
         log = pool.log
@@ -194,5 +251,12 @@ def test_jobs_over_their_priority_time_limit_are_terminated_then_killed(
         assert f"exceeded the {LIMIT_MINUTES:g}-minute run-time limit for priority 20 (HIGH)" in error, error
     assert job_states(mysql_dsn)["done"] == len(jobs) - 2
     assert "SIGTERM to child" in log and "ignored SIGTERM" in log
-    record_figures(tmp_path, {"limit_seconds": limit, "terminated_after_seconds": round(slow_ran, 2),
-             "killed_after_seconds": round(stubborn_ran, 2), "kill_grace_seconds": KILL_GRACE})
+    record_figures(
+        tmp_path,
+        {
+            "limit_seconds": limit,
+            "terminated_after_seconds": round(slow_ran, 2),
+            "killed_after_seconds": round(stubborn_ran, 2),
+            "kill_grace_seconds": KILL_GRACE,
+        },
+    )
