@@ -67,6 +67,10 @@ def _dedup_holder(backend: Backend, key: bytes) -> int | None:
     return result
 
 
+def _priorities(n: int) -> str:
+    return "1 priority is" if n == 1 else f"{n} priorities are"
+
+
 def _rule_lines(
     rank: int, waiting: list[int], running: list[int], active: int, next_rank: int
 ) -> tuple[dict[str, Any], list[str]]:
@@ -86,14 +90,14 @@ def _rule_lines(
     }
     lines = []
     busy = sum(running)
-    if active <= busy:
+    if active and active <= busy:
         lines.append(f"All {active} active workers are busy: a worker must finish before anything more is claimed.")
-    else:
+    elif active:
         lines.append(f"{active - busy} of {active} active workers are free.")
     table = ", ".join(f"{priority_name(core.PRIORITIES[r])} {running[r]}/{share[r]['limit']}" for r in in_play)
     if mine["in_play"]:
         lines.append(
-            f"Under the quadratic rule, {len(in_play)} priorities are in play with {max(active, sum(running))} "
+            f"Under the quadratic rule, {_priorities(len(in_play))} in play with {max(active, sum(running))} "
             f"workers; {name} may hold {mine['limit']} (a share of {mine['share']:.0%}) and holds {running[rank]} "
             f"(workers/limit: {table})."
         )

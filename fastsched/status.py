@@ -242,7 +242,8 @@ def render_text(status: Mapping[str, Any]) -> str:
     lines.append("")
     lines.append(
         f"workers: {scheduler['running_workers']} busy of {scheduler['active_workers']} active (live masters); "
-        f"{scheduler['priorities_in_play']} priorities in play; the next free worker goes to "
+        f"{scheduler['priorities_in_play']} {'priority' if scheduler['priorities_in_play'] == 1 else 'priorities'} "
+        f"in play; the next free worker goes to "
         f"{scheduler['next_priority'] or 'nobody (nothing waits)'}"
     )
     jpm = status["jobs_per_minute"]

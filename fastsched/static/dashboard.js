@@ -200,7 +200,8 @@ function renderStatus(status) {
   shareChart(document.getElementById("chart-share"), status);
   const s = status.scheduler;
   document.getElementById("scheduler").textContent = s.running_workers + " of " + s.active_workers +
-    " active workers busy; " + s.priorities_in_play + " priorities in play; the next free worker goes to " +
+    " active workers busy; " + s.priorities_in_play +
+    (s.priorities_in_play === 1 ? " priority" : " priorities") + " in play; the next free worker goes to " +
     (s.next_priority || "nobody (nothing waits)") + ".";
 }
 
