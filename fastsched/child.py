@@ -28,6 +28,7 @@ finishes its current job and reports the rest as unstarted.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import inspect
 import json
@@ -186,7 +187,7 @@ def run_batch(
         ctx._args = args
         try:
             function(*args)
-        except BaseException as exc:
+        except BaseException as exc:  # noqa: BLE001 - the job boundary: nothing a job raises ends the child
             if _terminating or isinstance(exc, _Terminated):
                 _exit(EXIT_TERMINATED)
             mismatch = _signature_mismatch(function, args) if isinstance(exc, TypeError) else None
@@ -252,8 +253,6 @@ def child_main(
         code = EXIT_TERMINATED
     except BaseException:  # noqa: BLE001 - whatever it is, the child must end with os._exit
         code = EXIT_CHILD_ERROR
-        try:
+        with contextlib.suppress(BaseException):
             traceback.print_exc()
-        except BaseException:  # noqa: BLE001
-            pass
     _exit(code)

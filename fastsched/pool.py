@@ -31,10 +31,12 @@ nothing else to wait for (start-up, final writes).
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime as dt
 import errno
 import importlib
 import logging
+import math
 import multiprocessing
 import multiprocessing.connection
 import os
@@ -116,8 +118,17 @@ class _Child:
     """A child process, its pipe, its progress slot and the batches sent to it, oldest first."""
 
     __slots__ = (
-        "process", "pid", "conn", "progress", "inflight", "notes", "kill_reason", "term_job", "kill_at", "exiting",
+        "conn",
         "dispatched",
+        "exiting",
+        "inflight",
+        "kill_at",
+        "kill_reason",
+        "notes",
+        "pid",
+        "process",
+        "progress",
+        "term_job",
     )
 
     def __init__(self, process: Any, conn: Any, progress: Any) -> None:
@@ -298,17 +309,20 @@ class Pool:
         """
         previous: dict[int, Any] = {}
         if install_signal_handlers:
-            handler = lambda signum, frame: self.request_stop()  # noqa: E731
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                previous[signum] = signal.signal(signum, handler)
+
+            def handler(signum: int, frame: Any) -> None:
+                self.request_stop()
+
+            for stop_signal in (signal.SIGTERM, signal.SIGINT):
+                previous[stop_signal] = signal.signal(stop_signal, handler)
         try:
             return self._run()
         finally:
             try:
                 self._cleanup()
             finally:
-                for signum, old in previous.items():
-                    signal.signal(signum, old)
+                for number, old in previous.items():
+                    signal.signal(number, old)
 
     # ----------------------------------------------------------------------------- start-up
     def _run(self) -> int:
@@ -875,7 +889,7 @@ class Pool:
         index = -1
         if int(child.progress[child_mod.PROGRESS_SEQ]) == seq:
             index = min(int(child.progress[child_mod.PROGRESS_INDEX]), len(jobs) - 1)
-        released = []
+        released: list[int] = []
         for _, later, _ in flights[1:]:
             released.extend(job[0] for job in later)
         if index >= 0 and any(note[0] == index for note in notes):
@@ -1201,10 +1215,8 @@ class Pool:
             self._db_backoff = min(self._db_backoff * 2, DB_RETRY_MAX, max(self._lease / 4, DB_RETRY_MIN))
         self._db_retry_at = mono + self._db_backoff
         if isinstance(exc, DatabaseUnavailable) and self._backend is not None:
-            try:
+            with contextlib.suppress(Exception):  # closing a broken connection may fail too
                 self._backend.close()
-            except Exception:  # noqa: BLE001 - closing a broken connection may fail too
-                pass
 
     # ----------------------------------------------------------------------------- stopping
     def _begin_stop(self) -> None:
@@ -1299,10 +1311,8 @@ class Pool:
                     pass
         self._wake_r = self._wake_w = -1
         if self._own_backend and self._backend is not None:
-            try:
+            with contextlib.suppress(Exception):
                 self._backend.close()
-            except Exception:  # noqa: BLE001
-                pass
 
 
 # --------------------------------------------------------------------------------- helpers
@@ -1376,7 +1386,7 @@ def _validate(settings: PoolSettings) -> float | None:
         value = getattr(settings, name)
         if isinstance(value, bool) or not isinstance(value, (int,) if integer else (int, float)):
             raise ConfigError(f"{name} must be {'an int' if integer else 'a number'}, got {value!r}")
-        if value != value or (value <= minimum if strict else value < minimum):
+        if math.isnan(value) or (value <= minimum if strict else value < minimum):
             raise ConfigError(f"{name} must be {'>' if strict else '>='} {minimum:g}, got {value!r}")
 
     number("workers", 1, integer=True)
@@ -1395,7 +1405,7 @@ def _validate(settings: PoolSettings) -> float | None:
     for priority, minutes in dict(settings.max_duration_minutes).items():
         if priority not in _RANK:
             raise ConfigError(f"max_duration_minutes: {priority!r} is not one of the priorities 10..50")
-        if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or minutes != minutes or minutes < 0:
+        if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or math.isnan(minutes) or minutes < 0:
             raise ConfigError(f"max_duration_minutes[{priority}] must be a number of minutes >= 0, got {minutes!r}")
     if not isinstance(settings.host_id, str) or not settings.host_id or len(settings.host_id) > 255:
         raise ConfigError(f"host_id must be 1 to 255 characters, got {settings.host_id!r}")

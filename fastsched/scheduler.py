@@ -101,7 +101,7 @@ def truncate_error(text: str, limit: int = MAX_ERROR_CHARS) -> str:
     """``text`` cut to ``limit`` characters, keeping the start and, most useful in a traceback, the end."""
     if len(text) <= limit:
         return text
-    marker = "\n[... %d characters cut ...]\n" % (len(text) - limit)
+    marker = f"\n[... {len(text) - limit} characters cut ...]\n"
     head = limit // 4
     return text[:head] + marker + text[len(text) - (limit - head - len(marker)) :]
 

@@ -41,7 +41,7 @@ __all__ = [
 
 MAX_NAME_LENGTH = 100  # characters: the width of workerqueue.command
 # The same characters the producer API accepts in a command (fastsched.queue).
-_name_ok = re.compile(r"[A-Za-z0-9_.:/-]{1,%d}" % MAX_NAME_LENGTH).fullmatch
+_name_ok = re.compile(rf"[A-Za-z0-9_.:/-]{{1,{MAX_NAME_LENGTH}}}").fullmatch
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -8,6 +8,7 @@ read back here to check exactly-once, who ran what, and that no job ever ran twi
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import json
 import os
 import select
@@ -65,7 +66,7 @@ class PoolProcess:
     def __init__(self, dsn: str, log_path: Path, env: dict[str, str] | None = None, **settings: Any) -> None:
         options = {**FAST, "imports": ["tests.pooljobs"], **settings, "dsn": dsn}
         self.log_path = log_path
-        self._log = open(log_path, "w")
+        self._log = open(log_path, "w")  # noqa: SIM115 - kept open for the life of the pool
         self.proc = subprocess.Popen(
             [sys.executable, "-c", POOL_MAIN, json.dumps(options)],
             cwd=ROOT,
@@ -190,6 +191,7 @@ def test_every_job_of_a_mixed_workload_runs_exactly_once_in_a_child(dsn, q, rec,
     starts, ends = events(rec, "start"), events(rec, "end")
     assert Counter(r["n"] for r in starts) == {i: 1 for i in range(200)}
     assert Counter(r["n"] for r in ends) == {i: 1 for i in range(200)}
+    assert {r["id"] for r in ends} == set(ids)
     child_pids = {r["pid"] for r in ends}
     assert pool.pid not in child_pids and os.getpid() not in child_pids
     assert 1 <= len(child_pids) <= 3  # children are kept, not one per job
@@ -226,6 +228,20 @@ def test_a_flood_of_one_priority_does_not_starve_the_others(dsn, q, rec, pools):
     assert len(ends) == 84
     for name in ("low0", "low1", "neg0", "neg1"):
         assert ends.index(name) < 40, ends  # a slot each, long before the flood drained
+
+
+def test_the_load_governor_keeps_children_idle_when_the_host_is_loaded(dsn, q, rec, pools):
+    q.add_many([(Priority.MEDIUM, "record", rec, i, 0.15) for i in range(5)])
+    pool = pools(dsn, workers=3, fetch_limit=1, max_load=0.001, until_empty=True)  # any load is too much
+    assert pool.wait() == 0
+
+    runs = {}
+    for r in records(rec):
+        runs.setdefault(r["n"], {})[r["event"]] = r["t"]
+    spans = sorted((run["start"], run["end"]) for run in runs.values())
+    assert len(spans) == 5
+    for (_, end), (start, _) in itertools.pairwise(spans):
+        assert start >= end  # one job at a time: the governor allowed a single busy child
 
 
 def test_dedup_and_force_priority_give_the_pool_one_job(dsn, q, rec, pools):
@@ -409,7 +425,7 @@ def test_a_periodic_task_is_enqueued_once_per_period_across_two_masters(dsn, q, 
     ids = sorted({r["id"] for r in records(ticks)})
     enqueued = sorted(q.get(i).created for i in ids)
     assert 3 <= len(enqueued) <= 5, enqueued  # one per second
-    gaps = [(later - earlier).total_seconds() for earlier, later in zip(enqueued, enqueued[1:])]
+    gaps = [(later - earlier).total_seconds() for earlier, later in itertools.pairwise(enqueued)]
     assert min(gaps) >= 0.9, gaps  # never twice in one period, whichever master took it
     assert len(records(ticks)) == len(ids)  # and each ran once
 

@@ -7,7 +7,7 @@ import pytest
 
 import fastsched
 from fastsched import child, context, tasks
-from fastsched.errors import InvalidInput, NotInJob, TaskError
+from fastsched.errors import NotInJob, TaskError
 from fastsched.priority import Priority
 
 
