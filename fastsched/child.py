@@ -41,6 +41,7 @@ from time import monotonic
 from typing import Any
 
 from fastsched import context
+from fastsched.scheduler import truncate_error
 
 __all__ = [
     "DEFER",
@@ -194,7 +195,7 @@ def run_batch(
             if mismatch is not None:
                 append((index, FATAL, mismatch))
             else:
-                append((index, ERROR, traceback.format_exc()))
+                append((index, ERROR, truncate_error(traceback.format_exc())))
             ctx._deferred = False
         else:
             if ctx._deferred:

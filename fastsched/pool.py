@@ -300,9 +300,10 @@ class Pool:
     def run(self, install_signal_handlers: bool = False) -> int:
         """Run until stopped (or, with ``settings.until_empty``, until nothing is left to run).
 
-        Returns EXIT_OK, EXIT_KILLED or EXIT_DB_UNREACHABLE. Raises PoolAlreadyRunning when a live
-        master with this host id is registered, ConfigError when a module of ``settings.imports``
-        cannot be imported, DatabaseUnavailable when the database cannot be reached at start-up
+        Returns EXIT_OK, EXIT_KILLED, EXIT_DB_UNREACHABLE, or EXIT_FAILURE after an unexpected error in
+        the loop (logged with its traceback; the children are killed and their jobs released).
+        Raises PoolAlreadyRunning when a live master with this host id is registered, ConfigError
+        when a module of ``settings.imports`` cannot be imported, DatabaseUnavailable when the database cannot be reached at start-up
         (after retrying for one lease), and other DatabaseErrors (e.g. SchemaError) as they come.
         ``install_signal_handlers``: make SIGTERM and SIGINT call :meth:`request_stop` while it runs
         (the CLI installs its own and leaves this False).
@@ -375,7 +376,19 @@ class Pool:
         )
         self._watchdog = _Watchdog(self)
         self._watchdog.start()
-        return self._loop()
+        try:
+            return self._loop()
+        except Exception:
+            # A bug, not an outage (those are handled in the loop): stop cleanly rather than leave
+            # claims for the lease to expire.
+            log.exception("the pool master failed: killing its children, releasing their jobs, unregistering")
+            try:
+                self._stopping = True
+                self._kill_children(_KILL_OPERATOR)
+                self._finish(EXIT_FAILURE)
+            except Exception:  # the original error is what matters; run() still cleans up
+                log.exception("and the clean-up failed too")
+            return EXIT_FAILURE
 
     def _startup(self) -> None:
         """Connect, check for a live master with our host id, recover our predecessor, register."""
@@ -581,7 +594,7 @@ class Pool:
         by_conn: dict[Any, _Child] = {}
         by_sentinel: dict[int, _Child] = {}
         for child in self._children.values():
-            if child.inflight or child.exiting:
+            if child.inflight:
                 by_conn[child.conn] = child
                 objects.append(child.conn)
             by_sentinel[child.process.sentinel] = child
