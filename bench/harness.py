@@ -441,7 +441,7 @@ class PingCollector:
         while not self._stop:
             try:
                 data = self.sock.recv(512)
-            except socket.timeout:
+            except TimeoutError:
                 continue
             except OSError:
                 return

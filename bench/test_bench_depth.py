@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pymysql
+
 import fastsched
 from bench import harness
 from bench.harness import Target, median, percentile, pick, record, table
@@ -487,8 +488,8 @@ def test_depth(benchmark: Any, bench_dsn: str) -> None:
         tables=tables,
         targets=[Target(f"claim cycle at {big:,} / at {small:,} ({dialect})", ratio, "<=", TARGET_RATIO, "x")],
         notes=([f"Plan problem (asserted): {p}" for p in problems]
-               or ["Claim-cycle plans checked (asserted): every statement on workerqueue uses an index, the claim "
-                   "SELECT and the waiting counts use the claim index, the claim does not sort."])
+               or [("Claim-cycle plans checked (asserted): every statement on workerqueue uses an index, the claim "
+                   "SELECT and the waiting counts use the claim index, the claim does not sort.")])
         + [f"Periodic duty, not per cycle (reported, not asserted): {p}" for p in duty_problems],
     )
     assert plans[big], "no statement of the claim cycle was captured"

@@ -129,12 +129,12 @@ def test_drain(benchmark: Any, bench_dsn: str, tmp_path: Path) -> None:
         },
         targets=[Target(f"drain jobs/s, end to end ({dialect})", rate, ">=", TARGETS[dialect], "jobs/s")],
         notes=[
-            "CPU per job: the master and its children from the kernel's accounting of the pool's "
+            ("CPU per job: the master and its children from the kernel's accounting of the pool's "
             "processes; the MariaDB server's from its process, which other clients of the server "
             "also use. cpu_bound_jobs_per_s = cores / (CPU seconds per job, all processes): the rate "
-            "an otherwise idle machine could at most sustain.",
-            "Raw baseline: one process, SELECT ... LIMIT 100 FOR UPDATE SKIP LOCKED + UPDATE pid "
-            "(one transaction), then UPDATE done=1 (a second), on Friendica's table with its 8 indexes."
+            "an otherwise idle machine could at most sustain."),
+            ("Raw baseline: one process, SELECT ... LIMIT 100 FOR UPDATE SKIP LOCKED + UPDATE pid "
+            "(one transaction), then UPDATE done=1 (a second), on Friendica's table with its 8 indexes.")
         ],
     )
 

@@ -209,14 +209,14 @@ def test_fairness(benchmark: Any, bench_mysql_dsn: str, tmp_path: Path) -> None:
                    "<=", TARGET_SHARE_SLACK, "workers"),
         ],
         notes=[
-            "Shares are busy workers: the time-average number of jobs of that priority running. In the real "
-            "pool the per-job overhead between jobs (reporting, claiming) is idle time, so shares sum below 8.",
-            "Waits run from just before the add_many() call that enqueued the job to the job's first line; "
-            "a job not started by the end counts with its wait so far (a lower bound).",
-            "With 8 workers the seed's nextPriority decides like the quadratic rule: its starvation guard "
+            ("Shares are busy workers: the time-average number of jobs of that priority running. In the real "
+            "pool the per-job overhead between jobs (reporting, claiming) is idle time, so shares sum below 8."),
+            ("Waits run from just before the add_many() call that enqueued the job to the job's first line; "
+            "a job not started by the end counts with its wait so far (a lower bound)."),
+            ("With 8 workers the seed's nextPriority decides like the quadratic rule: its starvation guard "
             "makes the running rows equal the priorities in play whenever the limits are consulted, so its "
             "positional limits coincide with limits by rank; it differs when it picks a running priority with "
-            "nothing waiting (its fallback then claims a single job of the best waiting priority).",
+            "nothing waiting (its fallback then claims a single job of the best waiting priority)."),
         ],
     )
 
