@@ -591,7 +591,7 @@ class PrivateMariaDB:
             with conn.cursor() as cur:
                 cur.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
                 cur.execute(f"CREATE USER '{user}'@'%%' IDENTIFIED BY %s", (password,))
-                cur.execute(f"GRANT ALL ON `{name}`.* TO '{user}'@'%%'")
+                cur.execute(f"GRANT ALL ON `{name}`.* TO '{user}'@'%'")
         finally:
             conn.close()
         return f"mysql://{user}:{urllib.parse.quote(password, safe='')}@127.0.0.1:{self.port}/{name}"
