@@ -283,7 +283,12 @@ def _summary(queue: Any, ids: list[int], elapsed: float, workers: int, say: Call
         say(f"  {p.name:<12}{len(values):>6}{seconds_text(percentile(values, 50)):>12}"
             f"{seconds_text(percentile(values, 99)):>12}")
     limits = ", ".join(str(x) for x in core.quadratic_limits(workers, len(Priority)))
-    say(f"With all five priorities waiting, the quadratic rule gives the {workers} workers {limits}, highest "
-        "priority first (waiting CRITICAL work always goes first, and every priority in play keeps at least one "
-        "worker, so none starves): a priority's wait grows with its backlog per worker. `fastsched-pool status` "
-        "and `fastsched-pool explain ID` show the same rules on a live queue.")
+    fewer = (
+        " With fewer workers than priorities in play, a freed worker goes back to its own priority first, "
+        "so the lowest wait until a higher one runs out of work (docs/concepts.md)."
+        if workers < len(Priority) else ""
+    )
+    say(f"With all five priorities waiting, the quadratic rule gives the {workers} workers the limits {limits}, "
+        "highest priority first, and waiting CRITICAL work always goes first: a priority's wait grows with its "
+        f"backlog per worker.{fewer} `fastsched-pool status` and `fastsched-pool explain ID` show the same rules "
+        "on a live queue.")
