@@ -9,7 +9,10 @@ The server runs in threads of the master: one accepts, one per request, one samp
 They read the database through a backend of their own (a backend is not thread-safe), under one
 lock, and reuse a status reading for ``STATUS_MAX_AGE`` seconds, so scrapes and dashboards cost the
 database a few statements a second at most. They read the pool's counters (``Pool.metrics``) and
-feed two histograms from ``Pool.on_cycle``.
+feed two histograms from ``Pool.on_cycle``. The threads start before the master forks its
+children; a child never touches what they hold (their database connection, their sockets), and
+logging's locks are reset in a forked child. (Python 3.12+ warns about fork() in a process with
+threads; the children are forked before the threads run a request, and again only to replace one.)
 
 Security: it binds where it is told (the CLI refuses an address beyond loopback without a token).
 With a token (``settings.http_token``) every request must carry ``Authorization: Bearer TOKEN``
