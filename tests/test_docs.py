@@ -317,7 +317,7 @@ def test_the_systemd_unit_runs_a_valid_command():
 
 
 def test_relative_links_lead_to_files_that_exist():
-    for path in ALL_DOCS:
+    for path in [REPO / "README.md", DOCS / "friendica.md", *OWNED]:  # the docs this file looks after
         for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", path.read_text()):
             assert (path.parent / target).exists(), f"{path.name} links to {target}, which does not exist"
 
