@@ -12,9 +12,10 @@ import contextlib
 import errno
 import fcntl
 import os
+import stat
 
 from fastsched.errors import FastschedError, PoolAlreadyRunning
-from fastsched.wakeup import socket_dir
+from fastsched.wakeup import check_directory, make_private_dir, runtime_dir, socket_dir
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
@@ -95,10 +96,25 @@ class PidFile:
         cannot be written.
         """
         try:
-            _make_dirs(self.path)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+            directory = os.path.dirname(os.path.abspath(self.path))
+            if os.path.dirname(directory) == runtime_dir():
+                make_private_dir(directory)  # the default place: the sockets' directory, and their rule
+            else:
+                _make_dirs(self.path)
+                check_directory(directory, private=False)
+            # O_NOFOLLOW: a symlink planted in our place would have us truncate its target.
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, FILE_MODE)
+        except PermissionError as exc:
+            raise FastschedError(f"cannot create the pidfile {self.path}: {exc.strerror or exc}") from exc
         except OSError as exc:
-            raise FastschedError(f"cannot create the pidfile {self.path}: {exc.strerror}") from exc
+            reason = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
+            raise FastschedError(f"cannot create the pidfile {self.path}: {reason}") from exc
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_uid != os.geteuid():
+            os.close(fd)
+            raise FastschedError(
+                f"cannot use the pidfile {self.path}: it is not a regular file of this user (uid {info.st_uid})"
+            )
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as exc:

@@ -11,17 +11,26 @@ import functools
 import hashlib
 import os
 import socket
+import stat
 import tempfile
 
 WAKEUP_BYTE = b"!"
 
 
-@functools.lru_cache(maxsize=64)
+def runtime_dir() -> str:
+    """fastsched's own directory for this user: ``$XDG_RUNTIME_DIR/fastsched-<uid>`` (else under /tmp)."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    return os.path.join(base, f"fastsched-{os.getuid()}")
+
+
 def socket_dir(identity: str) -> str:
     """The directory of the wake-up sockets of masters serving the database ``identity``."""
-    digest = hashlib.sha1(identity.encode()).hexdigest()[:16]
-    base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
-    return os.path.join(base, f"fastsched-{os.getuid()}", digest)
+    return _socket_dir(identity, runtime_dir())
+
+
+@functools.lru_cache(maxsize=64)
+def _socket_dir(identity: str, runtime: str) -> str:
+    return os.path.join(runtime, hashlib.sha1(identity.encode()).hexdigest()[:16])
 
 
 # add() is benchmarked against a bare INSERT, so the directory is listed again only when its
@@ -57,14 +66,42 @@ def notify(identity: str) -> None:
             _sender.sendto(WAKEUP_BYTE, path)
 
 
+def check_directory(path: str, *, private: bool) -> None:
+    """PermissionError naming ``path`` unless another user cannot tamper with what is in it.
+
+    ``private``: a directory of our own (the runtime directories fastsched makes): not a symlink,
+    owned by this user, writable by nobody else. Otherwise (where an operator put a pidfile):
+    owned by this user or root, and writable by nobody else unless sticky (like /tmp), so that
+    nobody else can replace or plant the file we open there.
+    """
+    info = os.lstat(path) if private else os.stat(path)
+    mode = stat.S_IMODE(info.st_mode)
+    if private and not stat.S_ISDIR(info.st_mode):
+        raise PermissionError(f"{path} is not a directory (a symlink?): refusing to use it")
+    if info.st_uid not in ((os.geteuid(),) if private else (os.geteuid(), 0)):
+        raise PermissionError(f"{path} belongs to another user (uid {info.st_uid}): refusing to use it")
+    if mode & 0o022 and (private or not mode & stat.S_ISVTX):
+        raise PermissionError(f"{path} may be written by other users (mode {mode:04o}): refusing to use it")
+
+
+def make_private_dir(directory: str) -> None:
+    """Create ``directory`` and its parent (``fastsched-<uid>``) with mode 0700 if missing; check
+    both (check_directory, private) either way: a directory another user made before us, in a
+    shared /tmp, must not receive our sockets or pidfile."""
+    for path in (os.path.dirname(directory), directory):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(path, 0o700)
+        check_directory(path, private=True)
+
+
 class Listener:
     """The master's end: a socket to ``select()`` on alongside its children's pipes."""
 
     def __init__(self, identity: str, host_id: str) -> None:
         directory = socket_dir(identity)
         # 0700: only this user may wake (or flood) the master.
-        os.makedirs(os.path.dirname(directory), mode=0o700, exist_ok=True)
-        os.makedirs(directory, mode=0o700, exist_ok=True)
+        os.makedirs(os.path.dirname(os.path.dirname(directory)), exist_ok=True)
+        make_private_dir(directory)
         safe_host = "".join(c if c.isalnum() or c in "-_." else "_" for c in host_id)
         self.path = os.path.join(directory, f"{safe_host}-{os.getpid()}.sock")
         with contextlib.suppress(FileNotFoundError):
