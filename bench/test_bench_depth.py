@@ -275,9 +275,18 @@ def _is_waiting_count(sql: str) -> bool:
     return s.startswith("SELECT") and "COUNT(" in s and "PID = 0" in s
 
 
+_BY_ID = re.compile(r"\bWHERE\s+id\s*(IN\s*\(\s*\d|=\s*\d)", re.IGNORECASE)
+
+
+def _is_by_id(sql: str) -> bool:
+    """A statement on rows named by id (outcomes, batch claims): it must go through the primary key."""
+    return bool(_BY_ID.search(sql))
+
+
 def plan_problems(dialect: str, plans: list[dict[str, Any]]) -> list[str]:
     """What is wrong with the plans: full scans of workerqueue, a claim or a waiting count not on
-    the claim index, a claim that sorts."""
+    the claim index, a claim that sorts, rows named by id not read through the primary key (a
+    secondary index on ``done`` there reads every pending row)."""
     problems = []
     for entry in plans:
         sql, rows = entry["sql"], entry["plan"]
@@ -290,6 +299,7 @@ def plan_problems(dialect: str, plans: list[dict[str, Any]]) -> list[str]:
             keys = {str(r["key"]) for r in wq_rows}
             uses_claim = any(INDEX_WORD in k for k in keys)
             sorts = any("filesort" in str(r["Extra"] or "") for r in wq_rows)
+            by_primary_key = bool(wq_rows) and keys == {"PRIMARY"}
         else:
             details = [r["detail"] for r in rows]
             for d in details:
@@ -297,6 +307,7 @@ def plan_problems(dialect: str, plans: list[dict[str, Any]]) -> list[str]:
                     problems.append(f"full scan of workerqueue ({d}): {short}")
             uses_claim = any(f"INDEX workerqueue_{INDEX_WORD}" in d or f"INDEX {INDEX_WORD}" in d for d in details)
             sorts = any("TEMP B-TREE FOR ORDER BY" in d for d in details)
+            by_primary_key = any("PRIMARY KEY" in d for d in details) and not uses_claim
         if _is_claim_select(sql):
             if not uses_claim:
                 problems.append(f"the claim SELECT does not use the claim index: {short}")
@@ -304,6 +315,8 @@ def plan_problems(dialect: str, plans: list[dict[str, Any]]) -> list[str]:
                 problems.append(f"the claim SELECT sorts its rows instead of reading them in index order: {short}")
         if _is_waiting_count(sql) and not uses_claim:
             problems.append(f"the waiting counts do not use the claim index: {short}")
+        if _is_by_id(sql) and not by_primary_key:
+            problems.append(f"rows named by id are not read through the primary key: {short}")
     return problems
 
 
@@ -506,4 +519,13 @@ def test_plan_checker_catches_a_full_scan() -> None:
     sqlite_plan = [{"sql": mysql_plan[0]["sql"], "plan": [{"detail": "SCAN workerqueue"},
                                                           {"detail": "USE TEMP B-TREE FOR ORDER BY"}]}]
     assert len(plan_problems("sqlite", sqlite_plan)) == 3
+    by_id = "UPDATE workerqueue SET done = 1 WHERE id IN (1,2,3) AND host = 'h' AND done = 0"
+    assert plan_problems("sqlite", [{"sql": by_id, "plan": [
+        {"detail": "SEARCH workerqueue USING INDEX workerqueue_claim (done=?)"}]}])
+    assert not plan_problems("sqlite", [{"sql": by_id, "plan": [
+        {"detail": "SEARCH workerqueue USING INTEGER PRIMARY KEY (rowid=?)"}]}])
+    assert plan_problems("mysql", [{"sql": by_id, "plan": [
+        {"table": "workerqueue", "type": "range", "key": "claim", "rows": 9, "Extra": ""}]}])
+    assert not plan_problems("mysql", [{"sql": by_id, "plan": [
+        {"table": "workerqueue", "type": "range", "key": "PRIMARY", "rows": 3, "Extra": "Using where"}]}])
 
