@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import re
 import secrets
 import signal
 import socket
@@ -352,6 +353,43 @@ class PoolProcess:
         self.close()
 
 
+_PERF = re.compile(
+    r"Performance: (?P<done>\d+) jobs done.*? - db (?P<db>[\d.]+)s \(count (?P<count>[\d.]+), stat (?P<stat>[\d.]+), "
+    r"claim (?P<claim>[\d.]+), write (?P<write>[\d.]+), other (?P<other>[\d.]+)\), rest (?P<rest>[\d.]+)s, "
+    r"jobs (?P<jobs>[\d.]+)s, (?P<claims>\d+) claims, (?P<cycles>\d+) cycles"
+)
+
+
+def master_time_split(log_path: Path) -> dict[str, float]:
+    """The pool's own account of its master's time, summed over its 'Performance' log lines (one
+    every 10 s; the last partial interval is not in them): seconds in plan_counts ('count'),
+    stats, claim, outcome writes, other DB work, the rest of the loop, and the children's job
+    time; claims and cycles. Empty when the pool logged no such line."""
+    totals: dict[str, float] = {}
+    try:
+        text = log_path.read_text(errors="replace")
+    except OSError:
+        return totals
+    for match in _PERF.finditer(text):
+        for key, value in match.groupdict().items():
+            totals[key] = totals.get(key, 0.0) + float(value)
+    return totals
+
+
+SPLIT_PARTS = (
+    ("count", "plan_counts"), ("claim", "claim transactions"), ("write", "outcome writes"),
+    ("stat", "stats (Load line)"), ("other", "other DB work"), ("rest", "the rest of the loop"),
+)
+
+
+def split_table(split: dict[str, float]) -> dict[str, Any]:
+    """The master's time by part, from the pool's own Performance lines."""
+    total = sum(split.get(key, 0.0) for key, _ in SPLIT_PARTS)
+    rows = [[label, split.get(key, 0.0), split.get(key, 0.0) / total if total else None] for key, label in SPLIT_PARTS]
+    rows.append(["(children running jobs, in parallel)", split.get("jobs", 0.0), None])
+    return table(["master's time in", "seconds", "share"], rows)
+
+
 def db_server_process() -> Any:
     """The local MariaDB server process (psutil), or None when it is not on this host."""
     import psutil
@@ -373,7 +411,7 @@ def _cpu(proc: Any) -> float:
 def run_pool_until_empty(
     dsn: str, workers: int, fetch_limit: int, log_dir: Path, *, timeout: float, name: str = "pool",
     extra: Sequence[str] = (),
-) -> dict[str, float]:
+) -> dict[str, Any]:
     """Run ``fastsched-pool start --until-empty``; return its wall time in seconds (start to exit)
     and the CPU seconds it cost: the master, its children (reaped by the master, so they reach us
     through RUSAGE_CHILDREN), and the local MariaDB server (shared with anything else using it)."""
@@ -411,6 +449,7 @@ def run_pool_until_empty(
     reaped = (usage_after.ru_utime - usage_before.ru_utime) + (usage_after.ru_stime - usage_before.ru_stime)
     return {
         "wall": wall,
+        "split": master_time_split(pool.stderr_path),
         "cpu_master": master_cpu,
         "cpu_children": max(0.0, reaped - master_cpu),
         "cpu_db_server": (_cpu(server) - server_before) if server is not None else math.nan,

@@ -59,7 +59,7 @@ def raw_baseline(dsn: str, jobs: int) -> float:
     return jobs / seconds
 
 
-def drain_once(dsn: str, jobs: int, fetch_limit: int, log_dir: Path) -> dict[str, float]:
+def drain_once(dsn: str, jobs: int, fetch_limit: int, log_dir: Path) -> dict[str, Any]:
     """Fill ``jobs`` no-op jobs, drain them with the real pool, check every one is done."""
     fill_seconds = harness.fill_jobs(dsn, jobs, tag=f"drain{fetch_limit}")
     before = harness.state_counts(dsn)
@@ -88,6 +88,7 @@ def drain_once(dsn: str, jobs: int, fetch_limit: int, log_dir: Path) -> dict[str
         **per_job,
         # If the machine did nothing else: its cores divided by the CPU one job costs in all processes.
         "cpu_bound_jobs_per_s": (os.cpu_count() or 1) / (sum(known) / 1e6) if known else math.nan,
+        "split": run["split"],
     }
 
 
@@ -116,6 +117,7 @@ def test_drain(benchmark: Any, bench_dsn: str, tmp_path: Path) -> None:
     raw_rate = raw_baseline(bench_dsn, JOBS)
     result = harness.run_once(benchmark, lambda: drain_once(bench_dsn, JOBS, MAIN_FETCH_LIMIT, tmp_path))
     rate = result["jobs_per_s"]
+    split = result.pop("split")
     record(
         benchmark,
         title=f"Drain {JOBS:,} no-op jobs: fastsched-pool --workers {WORKERS} --fetch-limit "
@@ -128,6 +130,7 @@ def test_drain(benchmark: Any, bench_dsn: str, tmp_path: Path) -> None:
             "fetch_limit": MAIN_FETCH_LIMIT,
         },
         targets=[Target(f"drain jobs/s, end to end ({dialect})", rate, ">=", TARGETS[dialect], "jobs/s")],
+        tables={"the master's time (its Performance log lines, every 10 s)": harness.split_table(split)} if split else {},
         notes=[
             ("CPU per job: the master and its children from the kernel's accounting of the pool's "
             "processes; the MariaDB server's from its process, which other clients of the server "
@@ -148,6 +151,7 @@ def test_drain_curve(benchmark: Any, bench_dsn: str, tmp_path: Path) -> None:
         for fetch_limit in CURVE:
             _reset(bench_dsn)
             point = drain_once(bench_dsn, curve_jobs(fetch_limit), fetch_limit, tmp_path)
+            point.pop("split")
             point["fetch_limit"] = fetch_limit
             points.append(point)
 

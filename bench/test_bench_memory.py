@@ -16,7 +16,7 @@ from typing import Any
 import psutil
 
 from bench import harness
-from bench.harness import PoolProcess, Target, pick, record, table
+from bench.harness import PoolProcess, Target, pick, record, split_table, table
 
 JOBS = pick(1_000_000, 10_000)
 WORKERS = 2
@@ -28,8 +28,10 @@ DRAIN_TIMEOUT = 1800.0  # seconds
 MB = 1024 * 1024
 
 
-def sample_drain(dsn: str, log_dir: Path) -> tuple[float, dict[int, list[tuple[float, int]]], int]:
-    """Run the drain; return (wall seconds, {pid: [(t, rss)]}, master pid)."""
+def sample_drain(
+    dsn: str, log_dir: Path
+) -> tuple[float, dict[int, list[tuple[float, int]]], int, dict[str, float]]:
+    """Run the drain; return (wall seconds, {pid: [(t, rss)]}, master pid, the master's time split)."""
     series: dict[int, list[tuple[float, int]]] = {}
     argv = harness.pool_argv(dsn, WORKERS, FETCH_LIMIT, until_empty=True)
     with PoolProcess(argv, log_dir, "pool-memory") as pool:
@@ -56,7 +58,7 @@ def sample_drain(dsn: str, log_dir: Path) -> tuple[float, dict[int, list[tuple[f
         code = pool.wait()
         assert code == 0, f"fastsched-pool exited with {code}\n{pool.output_tail()}"
         assert pool.ended is not None
-        return pool.ended - pool.started, series, pool.pid
+        return pool.ended - pool.started, series, pool.pid, harness.master_time_split(pool.stderr_path)
 
 
 def growth(samples: list[tuple[float, int]], warm_at: float) -> tuple[int, int, int] | None:
@@ -72,7 +74,7 @@ def growth(samples: list[tuple[float, int]], warm_at: float) -> tuple[int, int, 
 
 def test_memory_flat(benchmark: Any, bench_mysql_dsn: str, tmp_path: Path) -> None:
     fill_s = harness.fill_jobs(bench_mysql_dsn, JOBS, tag="memory")
-    wall, series, master_pid = harness.run_once(benchmark, lambda: sample_drain(bench_mysql_dsn, tmp_path))
+    wall, series, master_pid, split = harness.run_once(benchmark, lambda: sample_drain(bench_mysql_dsn, tmp_path))
     counts = harness.state_counts(bench_mysql_dsn)
     assert counts["done"] == JOBS and counts["pending"] == 0 and counts["claimed"] == 0, counts
 
@@ -108,6 +110,7 @@ def test_memory_flat(benchmark: Any, bench_mysql_dsn: str, tmp_path: Path) -> No
             "max_growth_mb": max(t.value for t in targets),
         },
         tables={
+            **({"the master's time (its Performance log lines, every 10 s)": split_table(split)} if split else {}),
             "rss": table(
                 ["process", "pid", "samples", "first MB", "at warm-up MB", "peak after MB", "growth MB", "last MB"],
                 rows,
