@@ -64,7 +64,6 @@ class ClaimedJob(NamedTuple):
     priority: int
     retrial: int
     crashes: int
-    created: dt.datetime
 
 
 class Retry(NamedTuple):

@@ -17,7 +17,7 @@ NOW = dt.datetime(2024, 5, 1, 12, 0, 0)
 
 
 def job(priority: int = Priority.HIGH, retrial: int = 0, crashes: int = 0, command: str = "Delivery") -> ClaimedJob:
-    return ClaimedJob(7, command, "[]", priority, retrial, crashes, NOW - dt.timedelta(minutes=5))
+    return ClaimedJob(7, command, "[]", priority, retrial, crashes)
 
 
 # --- retry delay ---------------------------------------------------------------------------------

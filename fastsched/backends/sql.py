@@ -293,7 +293,6 @@ class SQLBackend(Inserts, Backend):
             self._write_outcomes(cursor, host, db_now, outcomes)
         jobs: list[ClaimedJob] = []
         free = len(children)  # batches still to fill: never lock rows no child could take
-        parse = self._from_db_time
         query = self._q["claim_priority"]
         for priority, count in zip(PRIORITIES, wanted):
             if count <= 0 or free <= 0:
@@ -305,10 +304,7 @@ class SQLBackend(Inserts, Backend):
             rows = cursor.fetchall()
             if not rows:
                 continue
-            if parse is None:
-                jobs.extend(map(ClaimedJob._make, rows))
-            else:
-                jobs.extend([ClaimedJob(r[0], r[1], r[2], r[3], r[4], r[5], parse(r[6])) for r in rows])
+            jobs.extend(map(ClaimedJob._make, rows))
             free -= -(-len(rows) // per_batch)
         if not jobs:
             return []

@@ -152,7 +152,7 @@ SELECT
 
 -- name: claim_priority
 -- Oldest next_try first, in claim-index order; rows other masters hold are skipped, not waited for.
-SELECT id, command, parameter, priority, retrial, crashes, created
+SELECT id, command, parameter, priority, retrial, crashes
 FROM workerqueue
 WHERE done = 0 AND pid = 0 AND priority = %(priority)s AND next_try <= %(now)s
 ORDER BY next_try, id

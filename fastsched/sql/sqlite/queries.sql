@@ -156,7 +156,7 @@ SELECT
 
 -- name: claim_priority
 -- Oldest next_try first, in claim-index order. BEGIN IMMEDIATE makes the claimer the only writer.
-SELECT id, command, parameter, priority, retrial, crashes, created
+SELECT id, command, parameter, priority, retrial, crashes
 FROM workerqueue
 WHERE done = 0 AND pid = 0 AND priority = :priority AND next_try <= :now
 ORDER BY next_try, id
@@ -166,12 +166,15 @@ LIMIT :limit
 UPDATE workerqueue SET pid = :pid, host = :host, executed = :now WHERE id IN ({ids})
 
 -- name: complete_jobs
+-- "+done": a unary plus keeps the planner off the claim index (done = ?), which would scan every
+-- pending row; the id list is looked up by rowid instead (7x faster at 100,000 pending).
 UPDATE workerqueue SET done = 1, finished = :now, dedup_hash = NULL
-WHERE id IN ({ids}) AND host = :host AND done = 0
+WHERE id IN ({ids}) AND host = :host AND +done = 0
 
 -- name: release_jobs
+-- "+done": as in complete_jobs, look the ids up by rowid.
 UPDATE workerqueue SET pid = 0, host = '', executed = NULL
-WHERE id IN ({ids}) AND host = :host AND done = 0
+WHERE id IN ({ids}) AND host = :host AND +done = 0
 
 -- name: retry_job
 UPDATE workerqueue
@@ -189,7 +192,7 @@ WHERE id = :id AND host = :host AND done = 0
 -- name: fail_pending
 UPDATE workerqueue
 SET done = 2, finished = :now, failed_hash = dedup_hash, dedup_hash = NULL, last_error = :error
-WHERE id IN ({ids}) AND done = 0
+WHERE id IN ({ids}) AND +done = 0
 
 -- name: fail_malformed
 -- Ranges on (done, pid, priority) of the claim index: the unclaimed rows no claim would take.
