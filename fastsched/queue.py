@@ -340,7 +340,9 @@ class Queue:
             priority = validate_priority(first, what="the first argument (a priority or a dict of options)")
 
         if type(command) is not str or not _command_ok(command):
-            raise InvalidInput(_command_error(command))
+            if not (isinstance(command, str) and _command_ok(command)):
+                raise InvalidInput(_command_error(command))
+            command = str(command)  # a str subclass (a StrEnum member, say): stored as the plain text
         try:
             parameter = _encode_args(args)
             encoded = parameter.encode()
