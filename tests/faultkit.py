@@ -742,10 +742,10 @@ class FaultProxy:
 # ------------------------------------------------------------------------------- figures
 
 
-def record_figures(tmp_path: Path, figures: dict[str, Any]) -> None:
+def record_figures(tmp_path: Path, figures: dict[str, Any], test: str | None = None) -> None:
     """Print what the running fault test did and measured, and keep it in fault-figures.json in
     pytest's base temporary directory (``tmp_path`` is the test's, just under it)."""
-    test = os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0].rpartition("::")[2]
+    test = test or os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0].rpartition("::")[2]
     print(f"\nFAULT FIGURES {test}: {json.dumps(figures, sort_keys=True)}")
     with open(tmp_path.parent / "fault-figures.json", "a") as handle:
         handle.write(json.dumps({"test": test, **figures}, sort_keys=True) + "\n")
