@@ -283,19 +283,20 @@ def test_a_connection_dropped_between_claim_and_dispatch_loses_nothing(
     runs_dir.mkdir()
     jobs = 3000
     with fastsched.connect(mysql_dsn) as queue:
-        ids = queue.add_many([(30, "fault.rec", str(runs_dir), i, 1.0) for i in range(jobs)])
+        ids = queue.add_many([(30, "fault.rec", str(runs_dir), i, 2.0) for i in range(jobs)])
     parts = parse_dsn(mysql_dsn)
     proxy = FaultProxy(parts.port)
     proxied = f"mysql://{parts.user}@127.0.0.1:{proxy.port}/{parts.database}"
     try:
-        with PoolProc(proxied, tmp_path, "--workers", "4", "--fetch-limit", "10", "--until-empty") as pool:
+        with PoolProc(proxied, tmp_path, "--workers", "4", "--fetch-limit", "10") as pool:
             watcher.watch(pool.pid)
             pool.started()
             for lost_answer in [True, False] * DROPS:
                 proxy.arm(lost_answer)
-                wait_until(lambda: proxy.armed() == 0 or pool.proc.poll() is not None, 60, "the drop to fire")
+                wait_until(lambda: proxy.armed() == 0, 60, "the drop to fire")
                 time.sleep(0.3)
-            code = pool.wait(120)
+            wait_until(lambda: job_states(mysql_dsn)["done"] == jobs, 120, "every job done")
+            code = pool.stop()
             log = pool.log
     finally:
         proxy.close()
