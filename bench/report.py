@@ -135,8 +135,9 @@ def failures(junit_path: Path) -> list[tuple[str, str]]:
         for tag in ("failure", "error"):
             node = case.find(tag)
             if node is not None:
-                message = (node.get("message") or node.text or "").strip().splitlines()
-                found.append((f"{case.get('classname')}::{case.get('name')}", (message or [tag])[0][:300]))
+                lines = [line.strip() for line in (node.get("message") or node.text or tag).splitlines()]
+                message = " / ".join(line for line in lines if line)
+                found.append((f"{case.get('classname')}::{case.get('name')}", message[:600]))
     return found
 
 

@@ -34,14 +34,20 @@ def curve_jobs(fetch_limit: int) -> int:
     return min(JOBS, max(pick(5_000, 500), fetch_limit * pick(2_000, 50)))
 
 
-def raw_baseline(dsn: str, jobs: int) -> float:
-    """jobs/s of the raw claim-100-then-complete loop on a Friendica-shaped table."""
+def raw_baseline(dsn: str, jobs: int) -> tuple[float, float]:
+    """jobs/s of the raw claim-100-then-complete loop on a Friendica-shaped table, and the
+    MariaDB server's CPU microseconds per job during it (NaN on SQLite)."""
+    server_us = math.nan
     if harness.dialect_of(dsn) == "mysql":
         conn = harness.mysql_connect(dsn)
         try:
             baseline.mysql_create_friendica(conn)
             baseline.mysql_fill_friendica(conn, jobs)
+            server = harness.db_server_process()
+            before = harness._cpu(server) if server is not None else math.nan
             done, seconds = baseline.timed(baseline.mysql_claim_complete_loop, conn)
+            if server is not None:
+                server_us = (harness._cpu(server) - before) / jobs * 1e6
             with conn.cursor() as cur:
                 cur.execute(f"DROP TABLE {baseline.FRIENDICA_TABLE}")
         finally:
@@ -56,7 +62,7 @@ def raw_baseline(dsn: str, jobs: int) -> float:
         finally:
             sconn.close()
     assert done == jobs, f"the raw loop completed {done} of {jobs} jobs"
-    return jobs / seconds
+    return jobs / seconds, server_us
 
 
 def drain_once(dsn: str, jobs: int, fetch_limit: int, log_dir: Path) -> dict[str, Any]:
@@ -114,7 +120,7 @@ def _reset(dsn: str) -> None:
 
 def test_drain(benchmark: Any, bench_dsn: str, tmp_path: Path) -> None:
     dialect = harness.dialect_of(bench_dsn)
-    raw_rate = raw_baseline(bench_dsn, JOBS)
+    raw_rate, raw_server_us = raw_baseline(bench_dsn, JOBS)
     result = harness.run_once(benchmark, lambda: drain_once(bench_dsn, JOBS, MAIN_FETCH_LIMIT, tmp_path))
     rate = result["jobs_per_s"]
     split = result.pop("split")
@@ -125,6 +131,7 @@ def test_drain(benchmark: Any, bench_dsn: str, tmp_path: Path) -> None:
         figures={
             **result,
             "raw_claim100_complete_jobs_per_s": raw_rate,
+            "raw_cpu_us_per_job_db_server": raw_server_us,
             "ratio_vs_raw": rate / raw_rate,
             "workers": WORKERS,
             "fetch_limit": MAIN_FETCH_LIMIT,
