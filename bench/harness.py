@@ -377,8 +377,8 @@ def master_time_split(log_path: Path) -> dict[str, float]:
 
 
 SPLIT_PARTS = (
-    ("count", "plan_counts"), ("claim", "claim transactions"), ("write", "outcome writes"),
-    ("stat", "stats (Load line)"), ("other", "other DB work"), ("rest", "the rest of the loop"),
+    ("count", "plan_counts"), ("claim", "claim transactions"), ("write", "other writes: outcomes alone, heartbeats, purge and recovery sweeps"),
+    ("stat", "stats (Load line)"), ("other", "other DB calls"), ("rest", "the rest of the loop"),
 )
 
 
