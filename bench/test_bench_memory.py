@@ -45,9 +45,11 @@ def sample_drain(
                 procs = []
             for proc in procs:
                 try:
-                    series.setdefault(proc.pid, []).append((now, proc.memory_info().rss))
+                    rss = proc.memory_info().rss
                 except psutil.NoSuchProcess:
-                    pass
+                    continue
+                if rss:  # an exited child not yet reaped (a zombie) reads as 0
+                    series.setdefault(proc.pid, []).append((now, rss))
             if time.monotonic() > deadline:
                 pool.kill()
                 raise AssertionError(f"the drain did not finish in {DRAIN_TIMEOUT:.0f} s\n{pool.output_tail()}")
