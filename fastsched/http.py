@@ -47,7 +47,7 @@ from fastsched.backends import open_backend
 from fastsched.config import DEFAULT_LEASE, PoolSettings
 from fastsched.dsn import DSN
 from fastsched.errors import ConfigError, FastschedError
-from fastsched.pool import DB_TIME_KINDS
+from fastsched.pool_duties import DB_TIME_KINDS
 from fastsched.priority import Priority
 
 log = logging.getLogger(__name__)

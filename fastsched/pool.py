@@ -18,6 +18,12 @@ master recovers its claims), maintenance (recovery of dead masters, malformed ro
 periodic tasks), run-time limits per priority, two-stage shutdown and a database outage policy
 (the children are killed before anyone could recover their claims, so no job runs twice at once).
 
+This module holds the loop, claiming and stopping. ``fastsched.children`` spawns the children and
+decides what their replies, deaths and run-time limits mean; ``fastsched.pool_duties`` keeps the
+master registered (start-up, heartbeat, outage policy) and does maintenance, periodic tasks and the
+log lines. Pool is assembled from their mixins rather than delegating to helper objects: every cycle
+reads and writes the same state, and one object keeps the hot path free of indirection.
+
 Signals: the pool installs no handler unless ``run(install_signal_handlers=True)``; the CLI
 installs its own SIGTERM/SIGINT handlers that call :meth:`Pool.request_stop` (first call: stop
 claiming and let running jobs finish; second: kill them). ``request_stop`` is safe to call from a
@@ -30,10 +36,8 @@ nothing else to wait for (start-up, final writes).
 """
 from __future__ import annotations
 
-import collections
 import contextlib
 import datetime as dt
-import errno
 import importlib
 import logging
 import math
@@ -42,16 +46,16 @@ import multiprocessing.connection
 import os
 import random
 import signal
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from fastsched import child as child_mod
 from fastsched import core, scheduler, tasks
+from fastsched.children import CHILD_EXIT_WAIT, EWMA_WEIGHT, KILL_OPERATOR, KILL_TIMEOUT, Child, signal_pid
 from fastsched.config import PoolSettings
-from fastsched.errors import ConfigError, DatabaseError, DatabaseUnavailable, PoolAlreadyRunning
-from fastsched.jobs import ClaimedJob, Failure, NewJob, Outcomes, Retry
+from fastsched.errors import ConfigError, DatabaseError
+from fastsched.jobs import ClaimedJob, Outcomes
+from fastsched.pool_duties import DB_RETRY_MAX, DB_RETRY_MIN, DB_TIME_KINDS, DutiesMixin, Watchdog
 from fastsched.priority import Priority
 
 log = logging.getLogger(__name__)
@@ -72,41 +76,12 @@ EXIT_CONFIG = 2  # the settings are invalid
 EXIT_DB_UNREACHABLE = 3  # the final outcomes could not be written: the database stayed unreachable
 EXIT_KILLED = 4  # force-stopped (second request, or the shutdown grace ran out): running jobs were killed
 
-LOG_INTERVAL = 10.0  # seconds between the "Load" and "Performance" lines
-LIMIT_CHECK_INTERVAL = 0.1  # seconds between run-time-limit checks while a limited job runs
-DB_RETRY_MIN = 0.1  # seconds: first back-off after a database error
-DB_RETRY_MAX = 5.0  # seconds: longest back-off between database attempts
-DB_ERROR_LOG_INTERVAL = 30.0  # seconds between "still unreachable" warnings
-PURGE_LIMIT = 10_000  # done rows deleted per maintenance run, so a purge never holds long locks
-CHILD_EXIT_WAIT = 5.0  # seconds a child asked to exit may take before it is killed
 COALESCE_SHARE = 0.5  # wait at most this share of a claim's duration for a batch about to end
 COALESCE_MAX = 0.02  # seconds: the longest such wait
-EWMA_WEIGHT = 0.2  # weight of the newest sample in the running averages of claim and batch times
-PERIODIC_CHECKS = 4  # a periodic task's lease is tried this many times per period (at most every maintenance)
 HEARTBEAT_WARN_FRACTION = 1 / 3  # warn when heartbeat_interval exceeds this share of the lease
 
 _RANK = {int(p): rank for rank, p in enumerate(core.PRIORITIES)}
-# Database time by kind, after Friendica's "Performance" line (fastsched has no lock: the claim
-# transaction takes the place of Friendica's lock wait). Backend methods not named here are "other".
-DB_TIME_KINDS = ("count", "stat", "claim", "write", "other")
-_DB_KIND = {
-    "plan_counts": "count",
-    "stats": "stat",
-    "claim": "claim",
-    **dict.fromkeys(
-        ("write_outcomes", "heartbeat", "register_master", "register_children", "unregister", "recover_host",
-         "recover_expired", "fail_malformed", "fail_jobs", "purge", "take_periodic", "add_many"),
-        "write",
-    ),
-}
-_DB_KEY = {name: f"db_{kind}_seconds" for name, kind in _DB_KIND.items()}  # metrics key per backend method
 _UTC = dt.timezone.utc
-
-# Why the master killed a child (None: it died on its own).
-_KILL_TIMEOUT = "timeout"  # SIGTERM/SIGKILL for a run-time limit
-_KILL_OPERATOR = "operator"  # second stop request or the shutdown grace ran out: release, no penalty
-_KILL_DB = "db"  # the database was unreachable too long: release, no penalty
-_KILL_LOST = "lost"  # another master declared us dead and took our claims: forget everything
 
 
 def utcnow() -> dt.datetime:
@@ -114,60 +89,7 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(_UTC).replace(tzinfo=None)
 
 
-class _Child:
-    """A child process, its pipe, its progress slot and the batches sent to it, oldest first."""
-
-    __slots__ = (
-        "conn",
-        "dispatched",
-        "exiting",
-        "inflight",
-        "kill_at",
-        "kill_reason",
-        "notes",
-        "pid",
-        "process",
-        "progress",
-        "term_job",
-    )
-
-    def __init__(self, process: Any, conn: Any, progress: Any) -> None:
-        self.process = process
-        self.pid: int = process.pid
-        self.conn = conn
-        self.progress = progress
-        # (seq, jobs, rank) per batch sent and not yet answered
-        self.inflight: collections.deque[tuple[int, list[ClaimedJob], int]] = collections.deque()
-        self.notes: list[tuple[int, int, Any]] = []  # (index, kind, payload) for the oldest batch
-        self.kill_reason: str | None = None
-        self.term_job: tuple[int, int] | None = None  # (seq, index) of the job over its time limit
-        self.kill_at = 0.0  # monotonic time of the SIGKILL that follows the SIGTERM
-        self.exiting = False  # asked to exit (None sent)
-        self.dispatched = 0.0  # monotonic time the newest batch was sent
-
-
-def _describe_exit(code: int | None) -> str:
-    if code is None:
-        return "exit status unknown"
-    if code < 0:
-        try:
-            return f"killed by signal {-code} ({signal.Signals(-code).name})"
-        except ValueError:
-            return f"killed by signal {-code}"
-    if code == child_mod.EXIT_TERMINATED:
-        return "terminated by the master"
-    return f"exit code {code}"
-
-
-def _summary(text: str | None) -> str:
-    """The last line of a traceback (the exception and its message), short enough for a log line."""
-    if not text:
-        return ""
-    lines = [line for line in text.strip().splitlines() if line.strip()]
-    return lines[-1].strip()[:300] if lines else ""
-
-
-class Pool:
+class Pool(DutiesMixin):
     """The master process of a pool: ``Pool(settings).run()`` returns an exit code (EXIT_*).
 
     ``metrics`` is a dict of counters and gauges, updated as the pool runs: jobs_done, jobs_failed,
@@ -205,7 +127,7 @@ class Pool:
         }
         self._tasks = tasks.default_registry.as_dict()
 
-        self._children: dict[int, _Child] = {}
+        self._children: dict[int, Child] = {}
         self._outcomes = Outcomes()
         self._finished_ranks: list[int] = []  # ranks of batches finished since the last write
         self._seq = 0
@@ -228,7 +150,7 @@ class Pool:
         self._db_warned_at = 0.0
         self._hb_ok_at = 0.0  # monotonic time of the last successful heartbeat
         self._db_killed = False  # children were killed for this outage already
-        self._watchdog: _Watchdog | None = None
+        self._watchdog: Watchdog | None = None
         self._watchdog_killed: set[int] = set()  # children the watchdog thread killed
         # schedules (monotonic)
         self._next_heartbeat = 0.0
@@ -303,8 +225,8 @@ class Pool:
         Returns EXIT_OK, EXIT_KILLED, EXIT_DB_UNREACHABLE, or EXIT_FAILURE after an unexpected error in
         the loop (logged with its traceback; the children are killed and their jobs released).
         Raises PoolAlreadyRunning when a live master with this host id is registered, ConfigError
-        when a module of ``settings.imports`` cannot be imported, DatabaseUnavailable when the database cannot be reached at start-up
-        (after retrying for one lease), and other DatabaseErrors (e.g. SchemaError) as they come.
+        when a module of ``settings.imports`` cannot be imported, DatabaseUnavailable when the database
+        cannot be reached at start-up (after retrying for one lease), and other DatabaseErrors (e.g. SchemaError) as they come.
         ``install_signal_handlers``: make SIGTERM and SIGINT call :meth:`request_stop` while it runs
         (the CLI installs its own and leaves this False).
         """
@@ -374,7 +296,7 @@ class Pool:
             "pool started: master pid %d, children %s, %d commands registered",
             self._pid, sorted(self._children), len(self._tasks),
         )
-        self._watchdog = _Watchdog(self)
+        self._watchdog = Watchdog(self)
         self._watchdog.start()
         try:
             return self._loop()
@@ -384,101 +306,11 @@ class Pool:
             log.exception("the pool master failed: killing its children, releasing their jobs, unregistering")
             try:
                 self._stopping = True
-                self._kill_children(_KILL_OPERATOR)
+                self._kill_children(KILL_OPERATOR)
                 self._finish(EXIT_FAILURE)
             except Exception:  # the original error is what matters; run() still cleans up
                 log.exception("and the clean-up failed too")
             return EXIT_FAILURE
-
-    def _startup(self) -> None:
-        """Connect, check for a live master with our host id, recover our predecessor, register."""
-        deadline = time.monotonic() + self._lease
-        delay = DB_RETRY_MIN
-        while True:
-            try:
-                if self._backend is None:
-                    from fastsched.backends import open_backend
-
-                    self._backend = open_backend(self.settings.dsn)
-                self._timed(self._backend.init_schema)
-                now = self._clock()
-                self._refuse_if_running(now)
-                released = self._timed(self._backend.recover_host, self._host)
-                if released:
-                    log.warning(
-                        "released %d jobs claimed by a previous master with host id %s (it died)", released, self._host
-                    )
-                self._timed(self._backend.register_master, self._host, self._pid, self.settings.workers, now)
-                self._timed(self._backend.register_children, self._host, self._pid, sorted(self._children), now)
-                break
-            except DatabaseUnavailable as exc:
-                if time.monotonic() >= deadline or self._stop_requests:
-                    raise
-                log.warning("database unreachable at start-up (%s); retrying in %.1fs", exc, delay)
-                self._sleep(delay)
-                delay = min(delay * 2, DB_RETRY_MAX)
-        self.metrics["db_up"] = True
-        self._hb_ok_at = time.monotonic()
-        self._next_heartbeat = self._hb_ok_at + self.settings.heartbeat_interval
-
-    def _refuse_if_running(self, now: dt.datetime) -> None:
-        alive_after = now - dt.timedelta(seconds=self._lease)
-        for info in self._timed(self._backend.processes):
-            if info.role != "master" or info.host != self._host or info.pid == self._pid:
-                continue
-            if info.heartbeat >= alive_after and _pid_alive(info.pid):
-                raise PoolAlreadyRunning(
-                    f"a pool with host id {self._host!r} is already running against this database "
-                    f"(master pid {info.pid}, last heartbeat {info.heartbeat:%Y-%m-%d %H:%M:%S} UTC); "
-                    f"stop it first, or give this pool another host id"
-                )
-            log.info(
-                "the previous master with host id %s (pid %d) is dead: recovering its claims", self._host, info.pid
-            )
-
-    # ----------------------------------------------------------------------------- children
-    def _spawn(self) -> _Child:
-        parent_conn, child_conn = self._mp.Pipe(duplex=True)
-        progress = self._mp.RawArray("d", 3)
-        progress[child_mod.PROGRESS_SEQ] = -1.0
-        progress[child_mod.PROGRESS_INDEX] = -1.0
-        process = self._mp.Process(
-            target=child_mod.child_main,
-            args=(child_conn, progress, self._stop_flag, os.getpid(), self.settings.retry_limit, self._tasks),
-            name="fastsched-child",
-        )
-        process.start()
-        child_conn.close()
-        child = _Child(process, parent_conn, progress)
-        self._children[child.pid] = child
-        self._children_dirty = True
-        self.metrics["children_started"] += 1
-        return child
-
-    def _replace(self, count: int) -> None:
-        for _ in range(count):
-            self._spawn()
-        log.info("children now: %s", sorted(self._children))
-        self._register_children()
-
-    def _register_children(self) -> None:
-        if self._db_down or self._backend is None:
-            return
-        try:
-            self._timed(self._backend.register_children, self._host, self._pid, sorted(self._children), self._clock())
-            self._children_dirty = False
-        except DatabaseError as exc:
-            self._db_failed(exc)
-
-    def _busy(self) -> list[_Child]:
-        return [c for c in self._children.values() if c.inflight]
-
-    def _send(self, child: _Child, message: Any) -> bool:
-        try:
-            child.conn.send(message)
-            return True
-        except (OSError, ValueError):
-            return False  # it died: its sentinel will tell
 
     # ----------------------------------------------------------------------------- the loop
     def _loop(self) -> int:
@@ -557,14 +389,6 @@ class Pool:
                     hold = max(hold, remaining)
         return hold if free and busy_soon else 0.0
 
-    def _death_reason(self, child: _Child) -> str | None:
-        if child.kill_reason is not None:
-            return child.kill_reason
-        if self._forced:
-            return _KILL_OPERATOR
-        if child.pid in self._watchdog_killed:
-            return _KILL_DB
-        return None
 
     def _next_deadline(self, mono: float) -> float:
         # Only the duties that _duties would run now: a stale one would make the wait spin.
@@ -580,7 +404,7 @@ class Pool:
         if self._stopping:
             deadlines.append(self._stop_deadline)
         for child in self._children.values():
-            if child.kill_reason == _KILL_TIMEOUT:
+            if child.kill_reason == KILL_TIMEOUT:
                 if child.kill_at > 0:
                     deadlines.append(child.kill_at)
             elif child.inflight and self._limits.get(child.inflight[0][1][0].priority) is not None:
@@ -591,8 +415,8 @@ class Pool:
         objects: list[Any] = [self._wake_r]
         if self._listener is not None:
             objects.append(self._listener)
-        by_conn: dict[Any, _Child] = {}
-        by_sentinel: dict[int, _Child] = {}
+        by_conn: dict[Any, Child] = {}
+        by_sentinel: dict[int, Child] = {}
         for child in self._children.values():
             if child.inflight:
                 by_conn[child.conn] = child
@@ -602,7 +426,7 @@ class Pool:
         ready = wait(objects, timeout)
         if not ready:
             return
-        died: list[_Child] = []
+        died: list[Child] = []
         for obj in ready:
             if obj is self._wake_r:
                 try:
@@ -698,7 +522,7 @@ class Pool:
             self._dispatch(children[batch.pid], batch.jobs)
         return len(batches) < n_free
 
-    def _dispatch(self, child: _Child, jobs: list[ClaimedJob]) -> None:
+    def _dispatch(self, child: Child, jobs: list[ClaimedJob]) -> None:
         metrics = self.metrics
         metrics["jobs_claimed"] += len(jobs)
         known = self._tasks
@@ -774,463 +598,6 @@ class Pool:
         older.released.extend(newer.released)
         self._outcomes = older
 
-    def _add_failure(self, failure: Failure, job: ClaimedJob) -> None:
-        self._outcomes.failed.append(failure)
-        self.metrics["jobs_failed"] += 1
-        log.warning(
-            "job %d %s (priority %d) failed: %s", job.id, job.command, job.priority, _summary(failure.error)
-        )
-
-    def _add_retry(self, retry: Retry, job: ClaimedJob, what: str) -> None:
-        self._outcomes.retry.append(retry)
-        delay = (retry.next_try - self._clock()).total_seconds()
-        log.info(
-            "job %d %s %s: retrial %d at priority %d in %.1fs%s",
-            job.id, job.command, what, retry.retrial, retry.priority, max(delay, 0.0),
-            f": {_summary(retry.error)}" if retry.error else "",
-        )
-
-    def _resolve(self, job: ClaimedJob, outcome: Retry | Failure, what: str) -> None:
-        if isinstance(outcome, Failure):
-            self._add_failure(outcome, job)
-        else:
-            self._add_retry(outcome, job, what)
-
-    def _receive(self, child: _Child) -> None:
-        """Read every message waiting in the child's pipe."""
-        conn = child.conn
-        while True:
-            try:
-                if not conn.poll(0):
-                    return
-                message = conn.recv()
-            except (EOFError, OSError):
-                return  # the child died, maybe mid-message: its sentinel will tell
-            except Exception as exc:  # noqa: BLE001 - a garbled message: the child is broken
-                log.error("child %d sent an unreadable message (%s): killing it", child.pid, exc)
-                _signal(child.pid, signal.SIGKILL)
-                return
-            if not child.inflight or child.inflight[0][0] != message[1]:
-                log.error("child %d sent a message for batch %s it was not running: ignored", child.pid, message[1])
-            elif message[0] == child_mod.DONE:
-                self._on_reply(child, message[2], message[3])
-            else:
-                child.notes.append(message[2:])
-
-    def _on_reply(self, child: _Child, processed: int, seconds: float) -> None:
-        """The child finished its oldest batch: ``processed`` jobs started, the notes say which did not succeed."""
-        _, jobs, rank = child.inflight.popleft()
-        self.metrics["job_seconds"] += seconds
-        # The child's own timing: the master may read the reply late (it was busy in the database).
-        ewma = self._batch_ewma
-        self._batch_ewma = seconds if ewma <= 0 else ewma * (1 - EWMA_WEIGHT) + seconds * EWMA_WEIGHT
-        notes = child.notes
-        if not notes and processed == len(jobs):
-            self._outcomes.done.extend([job[0] for job in jobs])
-            self.metrics["jobs_done"] += processed
-            self.metrics["jobs_done_by_priority"][jobs[0].priority] += processed
-        else:
-            child.notes = []
-            self._settle(jobs, processed, notes)
-        self._finished_ranks.append(rank)
-        if self._stopping and not child.inflight and not child.exiting:
-            child.exiting = True
-            self._send(child, None)
-
-    def _settle(self, jobs: list[ClaimedJob], ended: int, notes: list[tuple[int, int, Any]]) -> None:
-        """``jobs[:ended]`` ended: each with a note as the note says, the others succeeded."""
-        settings = self.settings
-        metrics = self.metrics
-        now = self._clock()
-        noted = set()
-        for index, kind, payload in notes:
-            if not 0 <= index < len(jobs) or index in noted:
-                continue
-            job = jobs[index]
-            noted.add(index)
-            if kind == child_mod.DEFER:
-                outcome = scheduler.after_defer(
-                    job, payload, now, retry_limit=settings.retry_limit, fixed_delay=self._fixed_delay, rng=self._rng
-                )
-                if isinstance(outcome, Retry):
-                    metrics["jobs_deferred"] += 1
-                self._resolve(job, outcome, "deferred itself")
-            elif kind == child_mod.FATAL:
-                self._add_failure(scheduler.bad_arguments(job, str(payload)), job)
-            else:
-                outcome = scheduler.after_error(
-                    job, str(payload), now,
-                    retry_limit=settings.retry_limit, fixed_delay=self._fixed_delay, rng=self._rng,
-                )
-                if isinstance(outcome, Retry):
-                    metrics["jobs_retried"] += 1
-                self._resolve(job, outcome, "raised")
-        done = [jobs[i][0] for i in range(ended) if i not in noted]
-        self._outcomes.done.extend(done)
-        metrics["jobs_done"] += len(done)
-        if done:
-            metrics["jobs_done_by_priority"][jobs[0].priority] += len(done)
-        if ended < len(jobs):
-            self._outcomes.released.extend([job[0] for job in jobs[ended:]])
-            metrics["jobs_released"] += len(jobs) - ended
-
-    def _on_death(self, child: _Child, reason: str | None) -> None:
-        """A child is gone: settle its batches at once (nothing waits for a dead child)."""
-        if reason != _KILL_LOST:
-            self._receive(child)  # its last messages may be in the pipe: they count
-        child.process.join(CHILD_EXIT_WAIT)
-        how = _describe_exit(child.process.exitcode)
-        self._children.pop(child.pid, None)
-        self._children_dirty = True
-        self.metrics["children_died"] += 1
-        try:
-            child.conn.close()
-        except OSError:
-            pass
-        flights = list(child.inflight)
-        child.inflight.clear()
-        notes, child.notes = child.notes, []
-        self._watchdog_killed.discard(child.pid)
-        if not flights:
-            if not child.exiting and reason is None:
-                log.warning("child %d died while idle (%s)", child.pid, how)
-            return
-        if reason == _KILL_LOST:
-            return  # our claims were taken over: nothing of ours to write
-        seq, jobs, rank = flights[0]
-        self._finished_ranks.append(rank)
-        index = -1
-        if int(child.progress[child_mod.PROGRESS_SEQ]) == seq:
-            index = min(int(child.progress[child_mod.PROGRESS_INDEX]), len(jobs) - 1)
-        released: list[int] = []
-        for _, later, _ in flights[1:]:
-            released.extend(job[0] for job in later)
-        if index >= 0 and any(note[0] == index for note in notes):
-            # The job it was on had ended (its note arrived): it died between two jobs.
-            self._settle(jobs, index + 1, notes)
-        else:
-            self._settle(jobs, max(index, 0), notes)
-            if index >= 0:
-                self._running_died(child, reason, how, seq, index, jobs[index], released)
-        if released:
-            self._outcomes.released.extend(released)
-            self.metrics["jobs_released"] += len(released)
-        if reason is None and index < 0:
-            log.warning("child %d died (%s) before starting its batch: its %d jobs are released", child.pid, how, len(jobs))
-
-    def _running_died(
-        self, child: _Child, reason: str | None, how: str, seq: int, index: int, job: ClaimedJob, released: list[int]
-    ) -> None:
-        """The job ``job`` (batch ``seq``, position ``index``) was running when its child died."""
-        settings = self.settings
-        now = self._clock()
-        # _settle released jobs[index:]; take the running one back to decide it here.
-        self._outcomes.released.remove(job[0])
-        self.metrics["jobs_released"] -= 1
-        if reason is None and child.term_job is None:
-            self.metrics["jobs_crashed"] += 1
-            log.error(
-                "child %d died (%s) running job %d %s (priority %d): crash %d of %d allowed",
-                child.pid, how, job.id, job.command, job.priority, job.crashes + 1, settings.crash_limit,
-            )
-            self._resolve(job, scheduler.after_crash(job, how, now, crash_limit=settings.crash_limit), "crashed")
-        elif reason == _KILL_TIMEOUT and child.term_job == (seq, index):
-            self.metrics["jobs_timed_out"] += 1
-            minutes = settings.max_duration_minutes.get(job.priority, 0)
-            outcome = scheduler.after_timeout(
-                job, float(minutes), now, retry_limit=settings.retry_limit, fixed_delay=self._fixed_delay, rng=self._rng
-            )
-            self._resolve(job, outcome, "ran too long")
-        else:
-            released.append(job[0])  # killed by us for another reason: no penalty
-
-    def _kill_children(self, reason: str) -> None:
-        """SIGKILL every child and settle what they held, for ``reason``."""
-        children = list(self._children.values())
-        for child in children:
-            child.kill_reason = reason
-            try:
-                os.kill(child.pid, signal.SIGKILL)
-            except OSError:
-                pass
-        for child in children:
-            self._on_death(child, reason)
-
-    # ----------------------------------------------------------------------------- duties
-    def _duties(self, mono: float) -> None:
-        settings = self.settings
-        if self._db_down:
-            if mono >= self._db_retry_at:
-                self._heartbeat(mono)
-            if (
-                self._db_down
-                and not self._db_killed
-                and mono - self._hb_ok_at > self._lease / 2
-                and self._children
-            ):
-                self._db_killed = True
-                busy = len(self._busy())
-                log.error(
-                    "database unreachable for %.1fs (more than half the lease of %gs): killing the children "
-                    "(%d busy) before another master recovers their claims; their jobs will be released",
-                    mono - self._hb_ok_at, self._lease, busy,
-                )
-                self._kill_children(_KILL_DB)
-                if not self._stopping:
-                    self._replace(settings.workers - len(self._children))
-            if self._db_down and mono - self._db_warned_at >= DB_ERROR_LOG_INTERVAL:
-                self._db_warned_at = mono
-                log.warning("database still unreachable after %.0fs; retrying", mono - self._db_down_since)
-        elif mono >= self._next_heartbeat:
-            self._heartbeat(mono)
-        if self._stopping and mono >= self._stop_deadline and self._busy():
-            log.warning(
-                "shutdown grace of %gs is over: killing %d busy children and releasing their jobs",
-                settings.shutdown_grace, len(self._busy()),
-            )
-            self._forced = True
-            return
-        if mono >= self._next_limit_check:
-            self._next_limit_check = mono + LIMIT_CHECK_INTERVAL
-            self._check_limits(mono)
-        if not self._db_down and not self._stopping:
-            if mono >= self._next_maintenance:
-                self._next_maintenance = mono + settings.maintenance_interval
-                self._maintenance()
-            if self._periodic_due and not self._db_down:
-                self._periodic(mono)
-        if mono >= self._next_log:
-            self._next_log = mono + LOG_INTERVAL
-            self._log_lines(mono)
-
-    def _heartbeat(self, mono: float) -> None:
-        self._next_heartbeat = mono + self.settings.heartbeat_interval
-        try:
-            alive = self._timed(self._backend.heartbeat, self._host, self._pid, self.settings.workers, self._clock())
-        except DatabaseError as exc:
-            self._db_failed(exc)
-            return
-        if self._db_down:
-            log.warning("database reachable again after %.1fs", mono - self._db_down_since)
-        self._db_down = False
-        self._db_killed = False
-        self._db_backoff = DB_RETRY_MIN
-        self.metrics["db_up"] = True
-        self._hb_ok_at = mono
-        if not alive:
-            self._lost()
-            return
-        if self._children_dirty:
-            self._register_children()
-
-    def _lost(self) -> None:
-        """Another master declared us dead and released our claims: start over, holding nothing."""
-        log.error(
-            "this master (host id %s, pid %d) was declared dead by another master (heartbeat older than the "
-            "lease of %gs) and its claims were released: killing the children at once, discarding %d "
-            "outcomes, registering again", self._host, self._pid, self._lease, len(self._outcomes),
-        )
-        self._kill_children(_KILL_LOST)
-        self._outcomes = Outcomes()
-        self._finished_ranks.clear()
-        if not self._stopping:
-            for _ in range(self.settings.workers - len(self._children)):
-                self._spawn()
-        try:
-            now = self._clock()
-            released = self._timed(self._backend.recover_host, self._host)  # what we claimed meanwhile
-            if released:
-                log.warning("released %d jobs claimed after we were declared dead", released)
-            self._timed(self._backend.register_master, self._host, self._pid, self.settings.workers, now)
-            self._timed(self._backend.register_children, self._host, self._pid, sorted(self._children), now)
-            self._children_dirty = False
-            self._resync = False
-        except DatabaseError as exc:
-            self._resync = True
-            self._db_failed(exc)
-
-    def _check_limits(self, mono: float) -> None:
-        for child in list(self._children.values()):
-            if child.kill_reason == _KILL_TIMEOUT:
-                if mono >= child.kill_at and child.kill_at > 0:
-                    child.kill_at = 0.0
-                    log.warning("child %d ignored SIGTERM for %gs: SIGKILL", child.pid, self.settings.kill_grace)
-                    _signal(child.pid, signal.SIGKILL)
-                continue
-            if not child.inflight or child.kill_reason is not None:
-                continue
-            seq, jobs, _ = child.inflight[0]
-            limit = self._limits.get(jobs[0].priority)
-            if limit is None:
-                continue
-            progress = child.progress
-            if int(progress[child_mod.PROGRESS_SEQ]) != seq:
-                continue
-            index = int(progress[child_mod.PROGRESS_INDEX])
-            if not 0 <= index < len(jobs):
-                continue
-            elapsed = mono - progress[child_mod.PROGRESS_START]
-            if elapsed <= limit:
-                continue
-            job = jobs[index]
-            child.kill_reason = _KILL_TIMEOUT
-            child.term_job = (seq, index)
-            child.kill_at = mono + self.settings.kill_grace
-            log.warning(
-                "job %d %s has run %.1fs, over the %g-minute limit of priority %s: SIGTERM to child %d",
-                job.id, job.command, elapsed, self.settings.max_duration_minutes.get(job.priority, 0),
-                scheduler.describe_priority(job.priority), child.pid,
-            )
-            _signal(child.pid, signal.SIGTERM)
-            if self.settings.kill_grace <= 0:
-                child.kill_at = 0.0
-                _signal(child.pid, signal.SIGKILL)
-
-    def _maintenance(self) -> None:
-        backend = self._backend
-        now = self._clock()
-        try:
-            for host, released in self._timed(backend.recover_expired, now - dt.timedelta(seconds=self._lease)):
-                log.warning(
-                    "master %s missed its heartbeat for longer than the lease (%gs): released its %d claimed jobs",
-                    host, self._lease, released,
-                )
-            malformed = self._timed(backend.fail_malformed, now)
-            if malformed:
-                log.warning("failed %d pending jobs with a priority that is not one of 10..50", malformed)
-            purged = self._timed(
-                backend.purge, now - dt.timedelta(seconds=self.settings.retention), limit=PURGE_LIMIT
-            )
-            if purged:
-                log.info("purged %d done jobs older than %gs", purged, self.settings.retention)
-        except DatabaseError as exc:
-            self._db_failed(exc)
-
-    def _periodic(self, mono: float) -> None:
-        from fastsched.queue import dedup_hash
-
-        due = [name for name, at in self._periodic_due.items() if mono >= at]
-        if not due:
-            return
-        entries = {entry.name: entry for entry in tasks.default_registry.periodic_tasks()}
-        for name in due:
-            entry = entries.get(name)
-            if entry is None:
-                del self._periodic_due[name]
-                continue
-            now = self._clock()
-            try:
-                taken = self._timed(self._backend.take_periodic, name, now, dt.timedelta(seconds=entry.seconds))
-                if taken:
-                    job = NewJob(name, "[]", int(entry.priority), now, now, dedup_hash(name, "[]"), False)
-                    (job_id,) = self._timed(self._backend.add_many, [job])
-                    log.info("periodic task %s enqueued as job %d (every %gs)", name, job_id, entry.seconds)
-            except DatabaseError as exc:
-                self._db_failed(exc)
-                return
-            # Whoever took it, the next period starts no earlier than one period from now.
-            self._periodic_due[name] = mono + min(entry.seconds / PERIODIC_CHECKS, self.settings.maintenance_interval)
-
-    def _log_lines(self, mono: float) -> None:
-        """Friendica's "Load" and "Performance" lines, with the same numbers as structured fields
-        (``extra={"fields": ...}``: keys of their own in ``--log-format json``)."""
-        metrics = self.metrics
-        busy = len(self._busy())
-        metrics["workers"] = len(self._children)
-        metrics["busy_workers"] = busy
-        try:
-            load = os.getloadavg()[0]
-        except OSError:
-            load = 0.0
-        deferred_total = 0
-        parts = [f"0:{len(self._children) - busy}"]
-        per_priority: dict[str, dict[str, int]] = {}
-        if not self._db_down and self._backend is not None:
-            try:
-                for entry in self._timed(self._backend.stats, self._clock()):
-                    deferred_total += entry.deferred
-                    per_priority[Priority(entry.priority).name] = {
-                        "running": entry.running, "waiting": entry.waiting, "deferred": entry.deferred,
-                    }
-                    if entry.waiting or entry.running or entry.deferred:
-                        parts.append(f"{entry.priority}:{entry.running}/{entry.waiting}/{entry.deferred}")
-            except DatabaseError as exc:
-                self._db_failed(exc)
-        log.info(
-            "Load: %.2f/%s - processes: %d/%d/%d (idle, priority:running/waiting/deferred: %s) - maximum: %d/%d",
-            load, f"{self.settings.max_load:g}" if self.settings.max_load > 0 else "off",
-            deferred_total, self._last_active, sum(self._last_waiting), ", ".join(parts),
-            self._allowed, self.settings.workers,
-            extra={"fields": {
-                "event": "load", "load": round(load, 2), "max_load": self.settings.max_load,
-                "deferred": deferred_total, "active": self._last_active, "waiting": sum(self._last_waiting),
-                "idle": len(self._children) - busy, "busy": busy, "priorities": per_priority,
-                "allowed_workers": self._allowed, "max_workers": self.settings.workers,
-            }},
-        )
-        mark = self._log_mark
-        elapsed = max(mono - mark.get("mono", mono - LOG_INTERVAL), 1e-9)
-        done = metrics["jobs_done"] - mark.get("jobs_done", 0)
-        if mark or done:
-
-            def delta(key: str) -> float:
-                return float(metrics[key] - mark.get(key, 0))
-
-            db = {kind: round(delta(f"db_{kind}_seconds"), 6) for kind in DB_TIME_KINDS}
-            db_total = delta("db_seconds")
-            rest = max(delta("cycle_seconds") - db_total, 0.0)
-            log.info(
-                "Performance: %d jobs done (%.1f/s), %d failed, %d retried, %d deferred, %d crashed - "
-                "db %.3fs (count %.3f, stat %.3f, claim %.3f, write %.3f, other %.3f), rest %.3fs, jobs %.3fs, "
-                "%d claims, %d cycles (last %.2f ms)",
-                done, done / elapsed,
-                delta("jobs_failed"), delta("jobs_retried"), delta("jobs_deferred"), delta("jobs_crashed"),
-                db_total, db["count"], db["stat"], db["claim"], db["write"], db["other"], rest,
-                delta("job_seconds"), delta("claims"), delta("cycles"), metrics["last_cycle_seconds"] * 1000,
-                extra={"fields": {
-                    "event": "performance", "interval_seconds": round(elapsed, 3), "jobs_done": done,
-                    "jobs_per_second": round(done / elapsed, 3), "jobs_failed": int(delta("jobs_failed")),
-                    "jobs_retried": int(delta("jobs_retried")), "jobs_deferred": int(delta("jobs_deferred")),
-                    "jobs_crashed": int(delta("jobs_crashed")), "db_seconds": round(db_total, 6),
-                    **{f"db_{kind}_seconds": value for kind, value in db.items()},
-                    "rest_seconds": round(rest, 6), "job_seconds": round(delta("job_seconds"), 6),
-                    "claims": int(delta("claims")), "cycles": int(delta("cycles")),
-                    "last_cycle_seconds": round(metrics["last_cycle_seconds"], 6),
-                }},
-            )
-        self._log_mark = {key: value for key, value in metrics.items() if isinstance(value, (int, float))}
-        self._log_mark["mono"] = mono
-
-    # ----------------------------------------------------------------------------- database health
-    def _timed(self, function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return function(*args, **kwargs)
-        finally:
-            elapsed = time.perf_counter() - started
-            self.metrics["db_seconds"] += elapsed
-            self.metrics[_DB_KEY.get(getattr(function, "__name__", ""), "db_other_seconds")] += elapsed
-
-    def _db_failed(self, exc: DatabaseError) -> None:
-        mono = time.monotonic()
-        self.metrics["db_errors"] += 1
-        self.metrics["db_up"] = False
-        if not self._db_down:
-            self._db_down = True
-            self._db_down_since = mono
-            self._db_warned_at = mono
-            self._db_backoff = DB_RETRY_MIN
-            log.error(
-                "database error: %s: no claims until it answers again (children keep running for up to half "
-                "the lease, %gs)", exc, self._lease / 2,
-            )
-        else:
-            self._db_backoff = min(self._db_backoff * 2, DB_RETRY_MAX, max(self._lease / 4, DB_RETRY_MIN))
-        self._db_retry_at = mono + self._db_backoff
-        if isinstance(exc, DatabaseUnavailable) and self._backend is not None:
-            with contextlib.suppress(Exception):  # closing a broken connection may fail too
-                self._backend.close()
-
     # ----------------------------------------------------------------------------- stopping
     def _begin_stop(self) -> None:
         self._stopping = True
@@ -1252,7 +619,7 @@ class Pool:
     def _force_stop(self) -> int:
         log.warning("force stop: killing %d children; their jobs are released", len(self._children))
         self._stopping = True
-        self._kill_children(_KILL_OPERATOR)
+        self._kill_children(KILL_OPERATOR)
         return self._finish(EXIT_KILLED)
 
     def _finish(self, code: int) -> int:
@@ -1266,9 +633,9 @@ class Pool:
         for child in list(self._children.values()):
             child.process.join(max(deadline - time.monotonic(), 0.0))
             if child.process.exitcode is None:
-                child.kill_reason = _KILL_OPERATOR
-                _signal(child.pid, signal.SIGKILL)
-            self._on_death(child, child.kill_reason or _KILL_OPERATOR)
+                child.kill_reason = KILL_OPERATOR
+                signal_pid(child.pid, signal.SIGKILL)
+            self._on_death(child, child.kill_reason or KILL_OPERATOR)
         # The last outcomes (done, released) must reach the database, or the jobs re-run after the lease.
         deadline = time.monotonic() + max(self._lease / 2, DB_RETRY_MIN)
         delay = DB_RETRY_MIN
@@ -1306,7 +673,7 @@ class Pool:
             self._watchdog.stop()
             self._watchdog = None
         for child in list(self._children.values()):
-            _signal(child.pid, signal.SIGKILL)
+            signal_pid(child.pid, signal.SIGKILL)
             child.process.join(CHILD_EXIT_WAIT)
             try:
                 child.conn.close()
@@ -1326,70 +693,6 @@ class Pool:
         if self._own_backend and self._backend is not None:
             with contextlib.suppress(Exception):
                 self._backend.close()
-
-
-# --------------------------------------------------------------------------------- helpers
-
-
-class _Watchdog(threading.Thread):
-    """Kills the children when the master has gone half a lease without a successful heartbeat.
-
-    The main loop does the same when it notices a database outage, but it may be stuck inside a
-    database call (a server that stopped answering, a socket without a read timeout). After one
-    lease another master recovers our claims and runs the jobs again: our children must be dead by
-    then. This thread only reads a timestamp and sends SIGKILL; the main loop settles the deaths
-    (the jobs are released, no crash is counted) when it gets going again.
-    """
-
-    def __init__(self, pool: Pool) -> None:
-        super().__init__(name="fastsched-watchdog", daemon=True)
-        self._pool = pool
-        self._stopped = threading.Event()
-        self._fired_for = -1.0  # the heartbeat time it fired for: once per outage
-
-    def stop(self) -> None:
-        self._stopped.set()
-        self.join(1.0)
-
-    def run(self) -> None:
-        pool = self._pool
-        limit = pool._lease / 2
-        interval = max(min(pool.settings.heartbeat_interval, limit / 4), 0.01)
-        while not self._stopped.wait(interval):
-            last_ok = pool._hb_ok_at
-            silent = time.monotonic() - last_ok
-            if silent <= limit or last_ok == self._fired_for or not pool._children:
-                continue
-            self._fired_for = last_ok
-            pids = list(pool._children)
-            pool._watchdog_killed.update(pids)
-            for pid in pids:
-                _signal(pid, signal.SIGKILL)
-            log.error(
-                "watchdog: no successful heartbeat for %.1fs (half the lease is %gs) and the master is stuck: "
-                "killed the children %s so that no job runs twice once another master recovers the claims",
-                silent, limit, pids,
-            )
-
-
-
-def _signal(pid: int, signum: int) -> None:
-    try:
-        os.kill(pid, signum)
-    except OSError:
-        pass
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    except OSError as exc:
-        return exc.errno != errno.ESRCH
-    return True
 
 
 def _validate(settings: PoolSettings) -> float | None:
