@@ -226,7 +226,8 @@ class Pool(DutiesMixin):
         the loop (logged with its traceback; the children are killed and their jobs released).
         Raises PoolAlreadyRunning when a live master with this host id is registered, ConfigError
         when a module of ``settings.imports`` cannot be imported, DatabaseUnavailable when the database
-        cannot be reached at start-up (after retrying for one lease), and other DatabaseErrors (e.g. SchemaError) as they come.
+        cannot be reached at start-up (after retrying for ``pool_duties.STARTUP_RETRY`` seconds, or the
+        lease if shorter), and other DatabaseErrors (e.g. SchemaError) as they come.
         ``install_signal_handlers``: make SIGTERM and SIGINT call :meth:`request_stop` while it runs
         (the CLI installs its own and leaves this False).
         """

@@ -30,6 +30,9 @@ LOG_INTERVAL = 10.0  # seconds between the "Load" and "Performance" lines
 LIMIT_CHECK_INTERVAL = 0.1  # seconds between run-time-limit checks while a limited job runs
 DB_RETRY_MIN = 0.1  # seconds: first back-off after a database error
 DB_RETRY_MAX = 5.0  # seconds: longest back-off between database attempts
+# Start-up gives up sooner than a running pool: a wrong DSN or a database that is not up yet should
+# be told at once, while a running pool rides out an outage (its children are killed at half the lease).
+STARTUP_RETRY = 5.0  # seconds start-up retries an unreachable database before it gives up
 DB_ERROR_LOG_INTERVAL = 30.0  # seconds between "still unreachable" warnings
 PURGE_LIMIT = 10_000  # done rows deleted per maintenance run, so a purge never holds long locks
 PERIODIC_CHECKS = 4  # a periodic task's lease is tried this many times per period (at most every maintenance)
@@ -77,7 +80,7 @@ class DutiesMixin(ChildrenMixin):
 
     def _startup(self) -> None:
         """Connect, check for a live master with our host id, recover our predecessor, register."""
-        deadline = time.monotonic() + self._lease
+        deadline = time.monotonic() + min(self._lease, STARTUP_RETRY)
         delay = DB_RETRY_MIN
         while True:
             try:
@@ -97,8 +100,10 @@ class DutiesMixin(ChildrenMixin):
                 self._timed(self._backend.register_children, self._host, self._pid, sorted(self._children), now)
                 break
             except DatabaseUnavailable as exc:
-                if time.monotonic() >= deadline or self._stop_requests:
+                left = deadline - time.monotonic()
+                if left <= 0 or self._stop_requests:
                     raise
+                delay = min(delay, left)
                 log.warning("database unreachable at start-up (%s); retrying in %.1fs", exc, delay)
                 self._sleep(delay)
                 delay = min(delay * 2, DB_RETRY_MAX)

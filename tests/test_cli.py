@@ -464,7 +464,7 @@ def test_json_log_lines_parse_and_carry_the_pid(
 def test_unreachable_database_exits_3_and_never_shows_the_password(
     log_format: str, env: dict[str, str], host_id: str, tmp_path: Path
 ) -> None:
-    # The pool retries for one lease before it gives up: a short lease keeps the test short.
+    # Start-up retries for a few seconds, or the lease if shorter: a short lease keeps the test short.
     pid_path = tmp_path / "pool.pid"
     result = run("start", "--dsn", UNREACHABLE_DSN, "--host-id", host_id, "--pidfile", str(pid_path), "--lease",
                  "2", "--log-format", log_format, "--log-level", "DEBUG", env=env, cwd=tmp_path)
@@ -480,6 +480,21 @@ def test_unreachable_database_exits_3_and_never_shows_the_password(
     again = run("start", "--host-id", host_id, "--pidfile", str(pid_path), env=env, cwd=tmp_path)
     assert again.returncode == cli.EXIT_DB_UNREACHABLE
     assert "topsecret" not in again.stdout + again.stderr
+
+
+def test_start_gives_up_on_an_unreachable_database_within_seconds(
+    env: dict[str, str], host_id: str, tmp_path: Path
+) -> None:
+    # With the default lease (30 s): start-up fails fast instead of retrying for a whole lease.
+    started = time.monotonic()
+    result = run("start", "--dsn", UNREACHABLE_DSN, "--host-id", host_id, "--pidfile", str(tmp_path / "pool.pid"),
+                 env=env, cwd=tmp_path)
+    took = time.monotonic() - started
+    assert result.returncode == cli.EXIT_DB_UNREACHABLE, result.stderr
+    assert took < 15, f"start took {took:.1f}s to give up"
+    assert "topsecret" not in result.stdout + result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("fastsched-pool: error: database unreachable") and "root:***@127.0.0.1:1/x" in last
 
 
 # --- start in the background, stop --------------------------------------------------------------
