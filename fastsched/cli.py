@@ -21,8 +21,8 @@ Exit codes:
     5  EXIT_ALREADY_RUNNING  a pool with this host id already runs against this database
 
 Subcommands live in ``COMMANDS``; add one with :func:`register` (see ``cmd_init`` for the shape),
-in this module or in a module named in ``COMMAND_MODULES`` (``fastsched/cli_jobs.py``: failed,
-retry, cancel, purge).
+in this module or in a module named in ``COMMAND_MODULES`` (``fastsched/cli_ops.py``: status,
+explain, demo; ``fastsched/cli_jobs.py``: failed, retry, cancel, purge).
 """
 from __future__ import annotations
 
@@ -39,7 +39,14 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from fastsched import logsetup, pidfile
-from fastsched.cli_options import START_OPTIONS, Option, parse_host_id, parse_nonneg_float, resolve
+from fastsched.cli_options import (
+    START_OPTIONS,
+    Option,
+    parse_host_id,
+    parse_nonneg_float,
+    parse_positive_int,
+    resolve,
+)
 from fastsched.config import DEFAULT_MAX_DURATION_MINUTES, PoolSettings
 from fastsched.dsn import DEFAULT_DSN, DSN, parse_dsn
 from fastsched.errors import (
@@ -120,7 +127,7 @@ class Command:
 
 COMMANDS: dict[str, Command] = {}
 # Modules whose import registers more subcommands (they import this module for ``register``).
-COMMAND_MODULES: tuple[str, ...] = ("fastsched.cli_jobs",)
+COMMAND_MODULES: tuple[str, ...] = ("fastsched.cli_ops", "fastsched.cli_jobs")
 
 
 def register(name: str, help: str, configure: Callable[[argparse.ArgumentParser], None]) -> Callable[[Runner], Runner]:
@@ -156,8 +163,15 @@ def _add_option(parser: argparse.ArgumentParser, option: Option) -> None:
                             help=_env_help(option))
 
 
-def _option(field: str) -> Option:
+def start_option(field: str) -> Option:
+    """The option of ``start`` for the PoolSettings field ``field``."""
     return next(option for option in START_OPTIONS if option.field == field)
+
+
+def add_start_options(parser: argparse.ArgumentParser, *fields: str) -> None:
+    """Give another subcommand the options of ``start`` for ``fields``, FASTSCHED_* twins included."""
+    for field in fields:
+        _add_option(parser, start_option(field))
 
 
 def load_commands() -> None:
@@ -194,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def resolve_dsn(args: argparse.Namespace, environ: Mapping[str, str]) -> DSN:
-    value = resolve(_option("dsn"), getattr(args, "dsn", None), environ)
+    value = resolve(start_option("dsn"), getattr(args, "dsn", None), environ)
     return value if isinstance(value, DSN) else parse_dsn(DEFAULT_DSN)
 
 
@@ -265,7 +279,15 @@ def _pidfile_path(settings_pidfile: str | None, dsn: DSN, host_id: str) -> str:
 
 def add_dsn_option(parser: argparse.ArgumentParser) -> None:
     """``--dsn`` with its FASTSCHED_DSN twin, as every subcommand that opens the database has it."""
-    _add_option(parser, _option("dsn"))
+    add_start_options(parser, "dsn")
+
+
+def parse_job_id(text: str) -> int:
+    """A job id given on the command line; ConfigError if it is not one."""
+    try:
+        return parse_positive_int(text)
+    except ValueError as exc:
+        raise ConfigError(f"job id: invalid value {text!r}: {exc}") from None
 
 
 @register("init", "create the schema (idempotent: existing tables and jobs are kept)", add_dsn_option)
@@ -316,8 +338,8 @@ class _StopOnSignal:
 def cmd_start(args: argparse.Namespace, console: Console) -> int:
     environ = os.environ
     # Logging first, so that the pool's messages and ours share one format from here on.
-    log_format = resolve(_option("log_format"), args.log_format, environ) or "text"
-    log_level = resolve(_option("log_level"), args.log_level, environ) or "INFO"
+    log_format = resolve(start_option("log_format"), args.log_format, environ) or "text"
+    log_level = resolve(start_option("log_level"), args.log_level, environ) or "INFO"
     logsetup.configure(log_format, log_level)
     console.json = log_format == "json"
 
@@ -370,8 +392,7 @@ def cmd_start(args: argparse.Namespace, console: Console) -> int:
 
 
 def _configure_stop(parser: argparse.ArgumentParser) -> None:
-    for field in ("dsn", "host_id", "pidfile"):
-        _add_option(parser, _option(field))
+    add_start_options(parser, "dsn", "host_id", "pidfile")
     parser.add_argument("--wait", default=None, metavar="SECONDS",
                         help=f"how long to wait for the pool to exit, 0 not to wait [default: {DEFAULT_STOP_WAIT:g}]")
     parser.add_argument("--force", action="store_true",
@@ -393,10 +414,10 @@ def cmd_stop(args: argparse.Namespace, console: Console) -> int:
             wait = parse_nonneg_float(args.wait)
         except ValueError as exc:
             raise ConfigError(f"--wait: invalid value {args.wait!r}: {exc}") from None
-    path = resolve(_option("pidfile"), args.pidfile, environ)
+    path = resolve(start_option("pidfile"), args.pidfile, environ)
     if path is None:
         dsn = resolve_dsn(args, environ)
-        host_id = resolve(_option("host_id"), args.host_id, environ) or parse_host_id(socket.gethostname())
+        host_id = resolve(start_option("host_id"), args.host_id, environ) or parse_host_id(socket.gethostname())
         path = pidfile.default_path(dsn.identity, host_id)
     pid = pidfile.read_pid(path)
     if pid is None:
@@ -431,120 +452,6 @@ def cmd_stop(args: argparse.Namespace, console: Console) -> int:
         time.sleep(STOP_POLL_INTERVAL)
     console.say(f"the pool (pid {pid}) has stopped")
     return EXIT_OK
-
-
-# --- status, explain, demo ----------------------------------------------------------------------
-
-DEFAULT_WATCH_INTERVAL = 2.0  # seconds between ``status --watch`` readings
-CLEAR_SCREEN = "\x1b[H\x1b[2J"
-
-
-def _configure_status(parser: argparse.ArgumentParser) -> None:
-    for field in ("dsn", "lease"):
-        _add_option(parser, _option(field))
-    parser.add_argument("--json", action="store_true", help="print the status as JSON (docs/monitoring.md)")
-    parser.add_argument("--watch", action="store_true",
-                        help="print it again every --interval seconds until interrupted (with --json: one "
-                             "document per line)")
-    parser.add_argument("--interval", default=None, metavar="SECONDS",
-                        help=f"seconds between readings with --watch [default: {DEFAULT_WATCH_INTERVAL:g}]")
-
-
-def _status_backend(args: argparse.Namespace, console: Console) -> tuple[Any, float]:
-    from fastsched.backends import open_backend
-    from fastsched.config import DEFAULT_LEASE
-
-    dsn = resolve_dsn(args, os.environ)
-    console.secrets.append(dsn.password)
-    lease = resolve(_option("lease"), args.lease, os.environ) or DEFAULT_LEASE
-    return open_backend(dsn), lease
-
-
-@register("status", "show the queue per priority, the masters and children, and jobs per minute",
-          _configure_status)
-def cmd_status(args: argparse.Namespace, console: Console) -> int:
-    import json
-
-    from fastsched import status
-
-    interval = DEFAULT_WATCH_INTERVAL
-    if args.interval is not None:
-        try:
-            interval = parse_nonneg_float(args.interval)
-        except ValueError as exc:
-            raise ConfigError(f"--interval: invalid value {args.interval!r}: {exc}") from None
-    backend, lease = _status_backend(args, console)
-    clear = args.watch and not args.json and sys.stdout.isatty()
-    try:
-        while True:
-            current = status.collect(backend, lease=lease)
-            text = json.dumps(current, indent=None if args.watch else 2) if args.json else status.render_text(current)
-            console.say((CLEAR_SCREEN if clear else "") + text + ("" if args.json or clear or not args.watch else "\n"))
-            if not args.watch:
-                return EXIT_OK
-            time.sleep(interval)
-    except KeyboardInterrupt:
-        return EXIT_OK
-    finally:
-        backend.close()
-
-
-def _configure_explain(parser: argparse.ArgumentParser) -> None:
-    for field in ("dsn", "lease"):
-        _add_option(parser, _option(field))
-    parser.add_argument("job_id", metavar="ID", help="the job")
-    parser.add_argument("--json", action="store_true", help="print the facts and sentences as JSON")
-
-
-@register("explain", "say why a job has not run yet: its state, its priority's share, the jobs ahead of it",
-          _configure_explain)
-def cmd_explain(args: argparse.Namespace, console: Console) -> int:
-    import json
-
-    from fastsched import explain
-    from fastsched.cli_options import parse_positive_int
-
-    try:
-        job_id = parse_positive_int(args.job_id)
-    except ValueError as exc:
-        raise ConfigError(f"job id: invalid value {args.job_id!r}: {exc}") from None
-    backend, lease = _status_backend(args, console)
-    try:
-        result = explain.explain(backend, job_id, lease=lease)
-    finally:
-        backend.close()
-    console.say(json.dumps(result, indent=2) if args.json else explain.render_text(result))
-    return EXIT_OK if result["found"] else EXIT_FAILURE
-
-
-def _configure_demo(parser: argparse.ArgumentParser) -> None:
-    from fastsched import demo
-
-    parser.add_argument("--jobs", default=str(demo.DEFAULT_JOBS), metavar="N",
-                        help=f"jobs to enqueue over the five priorities [default: {demo.DEFAULT_JOBS}]")
-    parser.add_argument("--workers", default=str(demo.DEFAULT_WORKERS), metavar="N",
-                        help=f"child processes of the demo's pool [default: {demo.DEFAULT_WORKERS}]")
-    parser.add_argument("--dsn", default=None, metavar="DSN",
-                        help="run on this database, whose queue must be empty [default: a temporary SQLite "
-                             "file, removed afterwards]")
-
-
-@register("demo", "enqueue a mixed workload, run a pool on it with a live display, print a summary",
-          _configure_demo)
-def cmd_demo(args: argparse.Namespace, console: Console) -> int:
-    from fastsched import demo
-    from fastsched.cli_options import parse_positive_int
-
-    values = {}
-    for name in ("jobs", "workers"):
-        try:
-            values[name] = parse_positive_int(getattr(args, name))
-        except ValueError as exc:
-            raise ConfigError(f"--{name}: invalid value {getattr(args, name)!r}: {exc}") from None
-    dsn = parse_dsn(args.dsn) if args.dsn else None
-    if dsn is not None:
-        console.secrets.append(dsn.password)
-    return demo.run(dsn, jobs=values["jobs"], workers=values["workers"], say=console.say)
 
 
 # --- main ---------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from fastsched.cli import EXIT_OK, Console, add_dsn_option, register, resolve_dsn
+from fastsched.cli import EXIT_OK, Console, add_dsn_option, parse_job_id, register, resolve_dsn
 from fastsched.cli_options import parse_nonneg_float, parse_positive_int
 from fastsched.errors import ConfigError
 from fastsched.jobs import Job
@@ -24,13 +24,6 @@ def _open(args: argparse.Namespace, console: Console) -> Queue:
     dsn = resolve_dsn(args, os.environ)
     console.secrets.append(dsn.password)
     return connect(dsn)
-
-
-def _job_id(text: str) -> int:
-    try:
-        return parse_positive_int(text)
-    except ValueError as exc:
-        raise ConfigError(f"job id: invalid value {text!r}: {exc}") from None
 
 
 def _priority_name(value: int) -> str:
@@ -93,7 +86,7 @@ def _configure_retry(parser: argparse.ArgumentParser) -> None:
 
 @register("retry", "put a failed job (or --all of them) back in the queue, counters reset", _configure_retry)
 def cmd_retry(args: argparse.Namespace, console: Console) -> int:
-    job_id = None if args.all else _job_id(args.job_id)
+    job_id = None if args.all else parse_job_id(args.job_id)
     with _open(args, console) as queue:
         if job_id is None:
             count = queue.retry_all()
@@ -117,7 +110,7 @@ def _configure_cancel(parser: argparse.ArgumentParser) -> None:
 
 @register("cancel", "delete a waiting, deferred or failed job", _configure_cancel)
 def cmd_cancel(args: argparse.Namespace, console: Console) -> int:
-    job_id = _job_id(args.job_id)
+    job_id = parse_job_id(args.job_id)
     with _open(args, console) as queue:
         job = queue.cancel(job_id)
     console.say(f"cancelled job {describe(job)}, which was {job.state.value}")
