@@ -23,207 +23,54 @@ process, created at first use from ``$FASTSCHED_DSN``. Tests reset it with
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
-import json.encoder
-import math
 import os
-import re
 import threading
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
-from fastsched import wakeup
+from fastsched import validation, wakeup
 from fastsched.dsn import DSN, parse_dsn
-from fastsched.errors import ConfigError, FastschedError, InvalidInput, JobNotFound
+from fastsched.errors import ConfigError, FastschedError, InvalidInput
 from fastsched.jobs import Job, NewJob
-from fastsched.priority import Priority, validate_priority
+from fastsched.validation import (
+    DEFAULT_MAX_PARAMETER_BYTES,
+    MAX_PARAMETER_BYTES_LIMIT,
+    as_job_id,
+    as_timedelta,
+    canonical_parameter,
+    dedup_hash,
+    short,
+)
 
-DEFAULT_MAX_PARAMETER_BYTES = 1024 * 1024  # bytes of UTF-8 JSON per job's args
-MAX_PARAMETER_BYTES_LIMIT = 16 * 1024 * 1024 - 1  # bytes: what a MEDIUMTEXT column holds
-MAX_COMMAND_LENGTH = 100  # characters: the width of workerqueue.command
+__all__ = [
+    "DEFAULT_PURGE_AGE",
+    "Queue",
+    "add",
+    "add_many",
+    "cancel",
+    "canonical_parameter",
+    "connect",
+    "dedup_hash",
+    "default_queue",
+    "failed",
+    "get",
+    "purge",
+    "reset_default",
+    "retry",
+    "retry_all",
+    "stats",
+    "utcnow",
+]
+
 DEFAULT_PURGE_AGE = dt.timedelta(hours=1)  # done jobs are kept this long (Friendica: one hour)
 PURGE_BATCH = 10_000  # rows per purge statement, so a big purge never holds long locks
-MIN_DATETIME = dt.datetime(1000, 1, 1)  # the smallest DATETIME MySQL documents
-MAX_JOB_ID = 2**63 - 1  # SQLite's INTEGER range; MySQL's BIGINT UNSIGNED holds it too
-
-OPTION_KEYS = ("priority", "created", "delay", "force_priority", "dedup")
-_OPTION_HINTS = {"delayed": "delay", "prio": "priority", "force": "force_priority"}
-
-_PRIORITY_BY_VALUE: dict[int, Priority] = {int(p): p for p in Priority}
-_MEDIUM = Priority.MEDIUM
-_command_ok = re.compile(rf"[A-Za-z0-9_.:/-]{{1,{MAX_COMMAND_LENGTH}}}").fullmatch
-# The canonical parameter: json.dumps(list(args), separators=(",", ":"), ensure_ascii=False,
-# sort_keys=True, allow_nan=False). json.dumps builds an encoder per call (3 us); the C encoder is
-# built once here, without a circular-reference memo (a cycle ends in RecursionError instead).
-_PROBE: tuple[object, ...] = ("é\x00", 1, 2.5, True, None, {"b": [1], "a": {}}, [])
-
-
-def _make_encoder() -> Callable[[object], str]:
-    python_encode = json.JSONEncoder(
-        separators=(",", ":"), ensure_ascii=False, sort_keys=True, allow_nan=False
-    ).encode
-    c_make_encoder = getattr(json.encoder, "c_make_encoder", None)  # private: checked below
-    if c_make_encoder is None:
-        return python_encode
-    try:
-        c_encode = c_make_encoder(
-            None, json.JSONEncoder().default, json.encoder.encode_basestring, None, ":", ",", True, False, False
-        )
-
-        def encode(value: object) -> str:
-            return "".join(c_encode(value, 0))
-
-        reference = json.dumps(list(_PROBE), separators=(",", ":"), ensure_ascii=False, sort_keys=True)
-        if encode(_PROBE) != reference:
-            return python_encode
-        for bad in ((math.nan,), (object(),)):
-            try:
-                encode(bad)
-            except (TypeError, ValueError):
-                continue
-            return python_encode
-    except Exception:  # noqa: BLE001 - another Python's private API: use the public one
-        return python_encode
-    return encode
-
-
-_encode_args = _make_encoder()
-_sha1 = hashlib.sha1
-_tuple_new = tuple.__new__
 _UTC = dt.timezone.utc
 
 
 def utcnow() -> dt.datetime:
     """The default clock: now, as a naive UTC datetime."""
     return dt.datetime.now(_UTC).replace(tzinfo=None)
-
-
-def canonical_parameter(args: Iterable[object]) -> str:
-    """The JSON text stored for ``args`` (the dedup key with the command)."""
-    return _encode_args(list(args))
-
-
-def dedup_hash(command: str, parameter: str) -> bytes:
-    """sha1(command + NUL + parameter): the unique key of a pending job."""
-    return _sha1(command.encode() + b"\0" + parameter.encode()).digest()
-
-
-# --- validation ------------------------------------------------------------------------------
-
-
-def _short(value: object, limit: int = 60) -> str:
-    """repr() for an error message, cut to ``limit`` characters."""
-    try:
-        text = repr(value)
-    except Exception:  # noqa: BLE001 - a broken __repr__ must not hide the real problem
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _command_error(command: object) -> str:
-    if not isinstance(command, str):
-        return f"command must be a str, got {type(command).__name__}"
-    if not command:
-        return "command must not be empty"
-    if len(command) > MAX_COMMAND_LENGTH:
-        return f"command is {len(command)} characters long, the limit is {MAX_COMMAND_LENGTH}"
-    bad = next(c for c in command if not _command_ok(c))
-    return f"command {command[:40]!r} contains {bad!r}: use ASCII letters, digits and _ . : - /"
-
-
-def _priority(value: object) -> Priority:
-    if type(value) is int or type(value) is Priority:
-        found = _PRIORITY_BY_VALUE.get(value)
-        if found is not None:
-            return found
-    return validate_priority(value)
-
-
-def _as_utc(value: object, what: str) -> dt.datetime:
-    """A datetime as naive UTC: naive means UTC already, aware is converted."""
-    if not isinstance(value, dt.datetime):
-        raise InvalidInput(f"{what} must be a datetime, got {type(value).__name__}")
-    if value.tzinfo is not None:
-        try:
-            offset = value.utcoffset()
-            value = (value - offset if offset is not None else value).replace(tzinfo=None)
-        except OverflowError:
-            raise InvalidInput(f"{what} is out of range: {value!r}") from None
-    if value < MIN_DATETIME:
-        raise InvalidInput(f"{what} must not be before {MIN_DATETIME:%Y-%m-%d}, got {value!r}")
-    return value
-
-
-def _next_try(delay: object, now: dt.datetime) -> dt.datetime | None:
-    """The next_try a delay asks for; None for no delay (0 seconds)."""
-    if isinstance(delay, dt.datetime):
-        return _as_utc(delay, "delay")
-    if isinstance(delay, dt.timedelta):
-        seconds = delay.total_seconds()
-    elif isinstance(delay, (int, float)) and not isinstance(delay, bool):
-        try:
-            seconds = float(delay)
-        except OverflowError:  # an int beyond any float
-            raise InvalidInput(f"delay is too large: {_short(delay)}") from None
-        if not math.isfinite(seconds):
-            raise InvalidInput(f"delay must be a finite number of seconds, got {delay!r}")
-    else:
-        raise InvalidInput(
-            f"delay must be seconds (int or float), a timedelta or a datetime, got {type(delay).__name__}"
-        )
-    if seconds < 0:
-        raise InvalidInput(f"delay must not be negative, got {_short(delay)}")
-    if seconds == 0:
-        return None
-    try:
-        return now + (delay if isinstance(delay, dt.timedelta) else dt.timedelta(seconds=seconds))
-    except OverflowError:
-        raise InvalidInput(f"delay is too large: {_short(delay)}") from None
-
-
-def _bool_option(options: dict[Any, Any], key: str, default: bool) -> bool:
-    value = options.get(key, default)
-    if type(value) is not bool:
-        raise InvalidInput(f"option {key!r} must be True or False, got {_short(value)}")
-    return value
-
-
-def _parameter_error(exc: Exception) -> InvalidInput:
-    text = str(exc)
-    if isinstance(exc, RecursionError):
-        return InvalidInput("args are nested too deeply, or contain themselves, to store as JSON")
-    if isinstance(exc, ValueError) and "Out of range float" in text:
-        return InvalidInput(f"args must not contain NaN or infinity (JSON has neither): {text}")
-    if isinstance(exc, TypeError) and "not supported between" in text:
-        return InvalidInput(f"args contain a dict whose keys cannot be sorted (mixed key types): {text}")
-    return InvalidInput(f"args are not JSON-serializable: {text}")
-
-
-def _seconds(value: object, what: str) -> dt.timedelta:
-    if isinstance(value, dt.timedelta):
-        delta = value
-    elif isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value):
-        if value < 0:
-            raise InvalidInput(f"{what} must not be negative, got {_short(value)}")
-        try:
-            delta = dt.timedelta(seconds=value)
-        except OverflowError:
-            raise InvalidInput(f"{what} is too large: {_short(value)}") from None
-    else:
-        raise InvalidInput(f"{what} must be a timedelta or a finite number of seconds, got {_short(value)}")
-    if delta < dt.timedelta(0):
-        raise InvalidInput(f"{what} must not be negative, got {_short(value)}")
-    return delta
-
-
-def _job_id(job_id: object) -> int:
-    if isinstance(job_id, bool) or not isinstance(job_id, int):
-        raise InvalidInput(f"job id must be an int, got {type(job_id).__name__}")
-    if not 1 <= job_id <= MAX_JOB_ID:
-        raise JobNotFound(f"no job has id {job_id}")
-    return int(job_id)
 
 
 class Queue:
@@ -255,7 +102,7 @@ class Queue:
         ):
             raise ConfigError(
                 f"max_parameter_bytes must be an int from 2 to {MAX_PARAMETER_BYTES_LIMIT}, "
-                f"got {_short(max_parameter_bytes)}"
+                f"got {short(max_parameter_bytes)}"
             )
         self._clock: Callable[[], dt.datetime] = clock or utcnow
         self.max_parameter_bytes = max_parameter_bytes
@@ -311,62 +158,7 @@ class Queue:
     # --- producing -----------------------------------------------------------------------------
     def _new_job(self, first: object, command: object, args: tuple[object, ...], now: dt.datetime) -> NewJob:
         """Validate one add() call and build the row to store. Raises InvalidInput."""
-        created = next_try = now
-        force = False
-        dedup = True
-        if type(first) is int or type(first) is Priority:
-            priority = _PRIORITY_BY_VALUE.get(first)
-            if priority is None:
-                priority = validate_priority(first)
-        elif isinstance(first, dict):
-            for key in first:
-                if key not in OPTION_KEYS:
-                    hint = _OPTION_HINTS.get(key) if isinstance(key, str) else None
-                    raise InvalidInput(
-                        f"unknown option {_short(key)}"
-                        + (f" (did you mean {hint!r}?)" if hint else "")
-                        + f": the options are {', '.join(OPTION_KEYS)}"
-                    )
-            priority = _priority(first.get("priority", _MEDIUM))
-            if "created" in first:
-                created = next_try = _as_utc(first["created"], "created")
-            if "delay" in first:
-                delayed = _next_try(first["delay"], now)
-                if delayed is not None:
-                    next_try = delayed
-            force = _bool_option(first, "force_priority", False)
-            dedup = _bool_option(first, "dedup", True)
-        else:
-            priority = validate_priority(first, what="the first argument (a priority or a dict of options)")
-
-        if type(command) is not str or not _command_ok(command):
-            if not (isinstance(command, str) and _command_ok(command)):
-                raise InvalidInput(_command_error(command))
-            command = str(command)  # a str subclass (a StrEnum member, say): stored as the plain text
-        try:
-            parameter = _encode_args(args)
-            encoded = parameter.encode()
-        except UnicodeEncodeError:
-            raise InvalidInput("args contain text that is not valid Unicode (a lone surrogate)") from None
-        except (TypeError, ValueError, RecursionError) as exc:
-            raise _parameter_error(exc) from None
-        if len(encoded) > self.max_parameter_bytes:
-            raise InvalidInput(
-                f"args are {len(encoded)} bytes as JSON, the limit is {self.max_parameter_bytes} bytes"
-            )
-        # tuple.__new__ skips the NamedTuple's Python-level __new__: a microsecond per job.
-        return _tuple_new(
-            NewJob,
-            (
-                command,
-                parameter,
-                priority,
-                created,
-                next_try,
-                _sha1(command.encode() + b"\0" + encoded).digest() if dedup else None,
-                force,
-            ),
-        )
+        return validation.new_job(first, command, args, now, self.max_parameter_bytes)
 
     def add(self, priority_or_options: object, command: str, *args: object, connection: Any = None) -> int:
         """Queue ``command(*args)``; return the job's id.
@@ -452,7 +244,7 @@ class Queue:
     # --- looking and managing ------------------------------------------------------------------
     def get(self, job_id: int) -> Job:
         """The job with this id (JobNotFound if there is none, e.g. purged or cancelled)."""
-        job_id = _job_id(job_id)
+        job_id = as_job_id(job_id)
         now = self._clock()
         with self._lock:
             job: Job = self._backend.get(job_id, now)
@@ -473,7 +265,7 @@ class Queue:
 
         InvalidState if it is running or done; JobNotFound if there is no such job.
         """
-        job_id = _job_id(job_id)
+        job_id = as_job_id(job_id)
         with self._lock:
             job: Job = self._backend.cancel(job_id)
         return job
@@ -484,7 +276,7 @@ class Queue:
         If an identical job is pending meanwhile, the failed one is dropped and the pending one
         is returned. InvalidState if the job is not failed.
         """
-        job_id = _job_id(job_id)
+        job_id = as_job_id(job_id)
         now = self._clock()
         with self._lock:
             job: Job = self._backend.retry(job_id, now)
@@ -504,7 +296,7 @@ class Queue:
     def failed(self, limit: int = 100) -> list[Job]:
         """Failed jobs, newest first, at most ``limit``."""
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
-            raise InvalidInput(f"limit must be an int >= 0, got {_short(limit)}")
+            raise InvalidInput(f"limit must be an int >= 0, got {short(limit)}")
         if limit == 0:
             return []
         with self._lock:
@@ -513,9 +305,9 @@ class Queue:
     def purge(self, older_than: dt.timedelta | float = DEFAULT_PURGE_AGE, include_failed: bool = False) -> int:
         """Delete done jobs (and with ``include_failed``, failed ones) that finished more than
         ``older_than`` (a timedelta or seconds) ago; return how many. Runs in bounded batches."""
-        age = _seconds(older_than, "older_than")
+        age = as_timedelta(older_than, "older_than")
         if type(include_failed) is not bool:
-            raise InvalidInput(f"include_failed must be True or False, got {_short(include_failed)}")
+            raise InvalidInput(f"include_failed must be True or False, got {short(include_failed)}")
         now = self._clock()
         try:
             cutoff = now - age
