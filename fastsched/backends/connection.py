@@ -59,7 +59,12 @@ class SQLConnection:
         raise NotImplementedError
 
     def _begin(self, cursor: Any) -> None:
-        """Start a write transaction. Nothing for MySQL, where autocommit is off."""
+        """Start a write transaction."""
+
+    def _in_transaction(self) -> bool:
+        """Whether a transaction is open: reads and single statements ran in autocommit, and
+        committing them would only cost a round trip."""
+        return True
 
     def _to_db_time(self, value: dt.datetime) -> Any:
         """A datetime as the driver should receive it."""
@@ -154,7 +159,13 @@ class SQLConnection:
 
     # --- transactions ---------------------------------------------------------------------------
     def _transaction(
-        self, work: Callable[[Any], T], what: str, *, write: bool = True, check_schema: bool = True
+        self,
+        work: Callable[[Any], T],
+        what: str,
+        *,
+        write: bool = True,
+        check_schema: bool = True,
+        single_statement: bool = False,
     ) -> T:
         """Run ``work(cursor)`` in one transaction and commit it.
 
@@ -163,18 +174,22 @@ class SQLConnection:
         committing: the outcome is unknown then, so DatabaseUnavailable, and the next operation
         reconnects. Other driver errors roll back and raise DatabaseError. ``what`` names the
         operation in messages; ``write`` starts a write transaction (SQLite: BEGIN IMMEDIATE).
+        ``single_statement``: ``work`` runs one statement that commits itself in autocommit (one
+        round trip, as a bare INSERT: add() is measured against one); a drop during it leaves its
+        outcome unknown, as during a commit.
         """
         attempt = 0
         reconnected = False
         while True:
             cursor = self._cursor_ready(check_schema=check_schema)
-            committing = False
+            committing = single_statement
             try:
-                if write:
+                if write and not single_statement:
                     self._begin(cursor)
                 result = work(cursor)
-                committing = True
-                self._conn.commit()
+                if self._in_transaction():
+                    committing = True
+                    self._conn.commit()
                 return result
             except self.driver_error as exc:
                 kind = self._classify(exc)

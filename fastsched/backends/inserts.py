@@ -46,6 +46,15 @@ class Inserts(SQLConnection):
         """
         if not jobs:
             return []
+        if connection is None and len(jobs) == 1 and not jobs[0].force_priority:
+            job_id = self._transaction(
+                lambda cursor: self._insert_alone(cursor, jobs[0]), "add", single_statement=True
+            )
+            if job_id:
+                return [job_id]
+            # It met a pending duplicate. Reading that job's id back outside a transaction could
+            # race its completion; the transaction below locks it, and re-running the upsert is
+            # harmless.
         if connection is None:
             return self._transaction(
                 lambda cursor: self._insert(cursor, jobs, self._consecutive_ids), "add_many"
@@ -56,6 +65,13 @@ class Inserts(SQLConnection):
             return self._insert(cursor, jobs, consecutive and self._consecutive_ids)
         except self.driver_error as exc:
             raise self._wrap(exc, "add_many on the caller's connection") from exc
+
+    def _insert_alone(self, cursor: Any, job: NewJob) -> int:
+        """One job in one autocommitted statement; its id, or 0 if a pending duplicate took it.
+
+        Not for force_priority: SQLite's upsert then counts the updated duplicate as one row."""
+        cursor.execute(self._q["add_jobs"], self._job_row(job))
+        return self._first_insert_id(cursor, 1) if cursor.rowcount == 1 else 0
 
     def _insert(self, cursor: Any, jobs: Sequence[NewJob], consecutive: bool) -> list[int]:
         """Insert ``jobs``; their ids in input order.

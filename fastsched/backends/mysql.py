@@ -1,6 +1,6 @@
 """MariaDB 10.6+ / MySQL 8.0+ through pymysql: the dialect hooks of ``SQLBackend``.
 
-The connection runs with autocommit off, READ COMMITTED (claims with SKIP LOCKED then take no gap
+The connection runs in autocommit with explicit BEGIN for transactions, READ COMMITTED (claims with SKIP LOCKED then take no gap
 locks), utf8mb4 and time_zone '+00:00'. Older servers are refused: claiming needs SKIP LOCKED.
 """
 
@@ -13,7 +13,7 @@ from typing import Any
 import pymysql
 import pymysql.converters
 import pymysql.cursors
-from pymysql.constants import FIELD_TYPE
+from pymysql.constants import FIELD_TYPE, SERVER_STATUS
 
 from fastsched.backends.connection import DISCONNECTED, FAILED, RETRY
 from fastsched.backends.sql import SQLBackend
@@ -105,7 +105,7 @@ class MySQLBackend(SQLBackend):
             "password": dsn.password,
             "database": dsn.database,
             "charset": "utf8mb4",
-            "autocommit": False,
+            "autocommit": True,  # transactions BEGIN explicitly; reads and single inserts skip COMMIT
             "connect_timeout": DEFAULT_CONNECT_TIMEOUT,
             "cursorclass": Cursor,
             "conv": CONVERSIONS,
@@ -150,6 +150,12 @@ class MySQLBackend(SQLBackend):
             conn.close()
             raise
         return conn, int(autoinc_mode) in CONSECUTIVE_AUTOINC_MODES
+
+    def _begin(self, cursor: Any) -> None:
+        cursor.execute("BEGIN")
+
+    def _in_transaction(self) -> bool:
+        return bool(self._conn.server_status & SERVER_STATUS.SERVER_STATUS_IN_TRANS)
 
     def _classify(self, exc: BaseException) -> str:
         if isinstance(exc, pymysql.InterfaceError):  # used after the socket closed

@@ -60,6 +60,9 @@ class SQLiteBackend(SQLBackend):
     def _begin(self, cursor: Any) -> None:
         cursor.execute("BEGIN IMMEDIATE")
 
+    def _in_transaction(self) -> bool:
+        return bool(self._conn.in_transaction)
+
     def _classify(self, exc: BaseException) -> str:
         code = getattr(exc, "sqlite_errorcode", None)
         if code is not None:
