@@ -15,16 +15,10 @@ import os
 import stat
 
 from fastsched.errors import FastschedError, PoolAlreadyRunning
-from fastsched.wakeup import check_directory, make_private_dir, runtime_dir, socket_dir
+from fastsched.wakeup import check_directory, make_private_dir, runtime_dir, safe_name, socket_dir
 
 DIR_MODE = 0o700
 FILE_MODE = 0o600
-
-
-def safe_name(host_id: str) -> str:
-    """``host_id`` as a file name: anything but letters, digits, '-', '_' and '.' becomes '_'."""
-    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in host_id)
-    return name if name.strip(".") else "_" + name
 
 
 def default_path(identity: str, host_id: str) -> str:

@@ -49,6 +49,12 @@ def _sockets(directory: str) -> tuple[str, ...]:
     return paths
 
 
+def safe_name(host_id: str) -> str:
+    """``host_id`` as a file name: anything but letters, digits, '-', '_' and '.' becomes '_'."""
+    name = "".join(c if c.isalnum() or c in "-_." else "_" for c in host_id)
+    return name if name.strip(".") else "_" + name
+
+
 def notify(identity: str) -> None:
     """Wake every master on this host that serves ``identity``. Never raises."""
     global _sender
@@ -102,8 +108,7 @@ class Listener:
         # 0700: only this user may wake (or flood) the master.
         os.makedirs(os.path.dirname(os.path.dirname(directory)), exist_ok=True)
         make_private_dir(directory)
-        safe_host = "".join(c if c.isalnum() or c in "-_." else "_" for c in host_id)
-        self.path = os.path.join(directory, f"{safe_host}-{os.getpid()}.sock")
+        self.path = os.path.join(directory, f"{safe_name(host_id)}-{os.getpid()}.sock")
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
         self._socket = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
