@@ -40,10 +40,10 @@ from fastsched.dsn import parse_dsn
 from fastsched.jobs import Outcomes
 
 OUTAGE_JOBS = 3000
-OUTAGE_LEASE = 6.0  # seconds: children are killed after half of it without the database
-SHORT_OUTAGE = 1.5  # seconds down, less than half the lease: the children keep running
-LONG_OUTAGE = 5.0  # seconds down, more than half the lease: the children are killed, their jobs released
-LONG_JOB_MS = 4500.0  # milliseconds: jobs still running when the long outage gets the children killed
+OUTAGE_LEASE = 10.0  # seconds: children are killed after half of it without the database
+SHORT_OUTAGE = 1.5  # seconds down, less than half the lease even with a slow server stop and start
+LONG_OUTAGE = 7.0  # seconds down, more than half the lease: the children are killed, their jobs released
+LONG_JOB_MS = 8000.0  # milliseconds: jobs still running when the long outage gets the children killed
 PASSWORD = "Outage-Secret-7q"  # the private server's user password: it must never be logged
 LOCK_WAIT = 1  # seconds: innodb_lock_wait_timeout of the backend in the 1205 test
 DROPS = 4  # connection drops at a claim's COMMIT, of each kind
@@ -149,7 +149,7 @@ def test_mariadb_stopped_and_crashed_mid_run_the_pool_retries_and_resumes(
     assert code == 0, log[-4000:]
     assert PASSWORD not in log
     assert log.count("ERROR fastsched.pool: database error: ") == 2, log[-4000:]
-    assert "(more than half the lease of 6s): killing the children" in log  # the long outage only
+    assert f"(more than half the lease of {OUTAGE_LEASE:g}s): killing the children" in log  # the long outage only
     assert log.count("killing the children") == 1
     assert job_states(dsn) == {"pending": 0, "done": len(ids), "failed": 0}
     counts = check_runs(load_runs(runs_dir), ids, watcher.died_after)
