@@ -36,7 +36,7 @@ from fastsched.priority import Priority
 from fastsched.status import seconds_text, shares
 
 DEFAULT_JOBS = 600
-DEFAULT_WORKERS = 4
+DEFAULT_WORKERS = 8  # more than the five priorities, so the quadratic share shows
 MIX = {  # share of the jobs per priority
     Priority.CRITICAL: 0.05,
     Priority.HIGH: 0.15,
