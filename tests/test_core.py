@@ -586,8 +586,10 @@ def _run_core(env_impl: str | None, pythonpath: Path, cwd: Path) -> subprocess.C
     if env_impl is not None:
         env["FASTSCHED_IMPL"] = env_impl
     env["PYTHONPATH"] = str(pythonpath)
+    # -S: no site-packages, so an editable install's import hook cannot hand the subprocess the
+    # checkout's extension behind the copy on PYTHONPATH (fastsched.core imports nothing from there).
     return subprocess.run(
-        [sys.executable, "-c", "import fastsched.core as c; print(c.IMPLEMENTATION)"],
+        [sys.executable, "-S", "-c", "import fastsched.core as c; print(c.IMPLEMENTATION)"],
         env=env,
         cwd=cwd,
         capture_output=True,
