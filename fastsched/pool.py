@@ -490,7 +490,8 @@ class Pool(DutiesMixin):
             self._last_waiting = list(counts.waiting)
             self._last_running = running
             self._last_active = counts.active
-            self._empty_seen = clean and not any(counts.waiting)
+            # Claims of other masters count too, a dead one's included: they come back after its lease.
+            self._empty_seen = clean and not any(counts.waiting) and not any(running)
             wanted = core.plan(counts.waiting, running, counts.active, n_free, settings.fetch_limit)
             if not any(wanted):
                 wanted = None

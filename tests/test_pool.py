@@ -204,6 +204,20 @@ def test_every_job_of_a_mixed_workload_runs_exactly_once_in_a_child(dsn, q, rec,
     assert q.backend.processes() == []  # unregistered on exit
 
 
+def test_until_empty_waits_for_a_dead_masters_claims_and_runs_them(dsn, q, rec, pools):
+    job_id = q.add(Priority.HIGH, "record", rec, "orphan")
+    now = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    q.backend.register_master("gone-host", 4242, 1, now)  # died just now holding the job: its lease runs on
+    (batch,) = q.backend.claim([0, 1, 0, 0, 0], [4343], "gone-host", 1, now)
+    assert [job.id for job in batch.jobs] == [job_id]
+
+    pool = pools(dsn, until_empty=True)
+    assert pool.wait() == 0
+
+    assert [r["id"] for r in events(rec, "end")] == [job_id]  # recovered after the lease, run once
+    assert q.get(job_id).state is JobState.DONE
+
+
 def test_critical_work_overtakes_a_backlog(dsn, q, rec, pools):
     q.add_many([(Priority.LOW, "record", rec, i, 0.03) for i in range(40)])
     pool = pools(dsn, workers=1, fetch_limit=1, until_empty=True)
