@@ -140,6 +140,7 @@ class Pool(DutiesMixin):
         self._wake_w = -1
         self._stop_flag: Any = None
         self._listener: Any = None
+        self._woken = False  # a wake-up arrived since the last cycle: a job was added on this host
         self._children_dirty = False  # the process table does not list our children yet
         self._resync = False  # a claim failed mid-way: our idle children may hold claims we do not know
         # database health
@@ -328,16 +329,24 @@ class Pool(DutiesMixin):
                 return self._force_stop()
             if self._stop_requests and not self._stopping:
                 self._begin_stop()
-            mono = time.monotonic()
-            self._duties(mono)
-            if self._forced:
-                continue
+            # A producer on this host just added a job: claim before the duties that are due (a
+            # heartbeat, maintenance, the log lines' stats: each a few ms of database time that would
+            # sit between the add and the job's start), and do them right after. Only while the
+            # database answers: after an outage the heartbeat must say so before anything is claimed.
+            claim_first = self._woken and not self._stopping and not self._db_down
+            self._woken = False
+            if not claim_first:
+                self._duties(time.monotonic())
+                if self._forced:
+                    continue
 
             idle_left = False
             if self._busy():
                 self._wait(wait, 0.0)  # collect replies that arrived while we were busy
             hold = 0.0 if self._stopping or self._db_down else self._coalesce_hold(time.monotonic())
             if hold > 0:
+                if claim_first:  # a stream of wake-ups and holds must not starve the heartbeat
+                    self._duties(time.monotonic())
                 # A busy child is about to finish: claim for it and the idle ones in one transaction.
                 metrics["coalesce_waits"] += 1
                 self._wait(wait, hold)
@@ -349,6 +358,10 @@ class Pool(DutiesMixin):
                     return self._finish(EXIT_OK)
             elif self._outcomes and not self._db_down:
                 self._write_outcomes()
+            if claim_first:
+                self._duties(time.monotonic())
+                if self._forced:
+                    continue
             if self._stopping and not self._busy():
                 return self._finish(EXIT_OK)
             metrics["last_cycle_seconds"] = cycle = perf() - started
@@ -437,6 +450,7 @@ class Pool(DutiesMixin):
                     pass
             elif obj is self._listener:
                 self._listener.drain()
+                self._woken = True
             elif obj in by_conn:
                 self._receive(by_conn[obj])
             elif isinstance(obj, int) and obj in by_sentinel:

@@ -1,0 +1,55 @@
+"""The path from an add() on this host to the job's start: the wake-up drives the pool, not its poll.
+
+A woken master claims before the duties that are due and does them right after; these tests check
+what that must not break: jobs still start, exactly once, and the master keeps its heartbeat (and
+so its claims) under a steady stream of wake-ups. Real pools in subprocesses, on SQLite and MariaDB.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+
+from fastsched.jobs import JobState
+from fastsched.priority import Priority
+from tests.test_pool import all_done, assert_no_overlap, events, pools, q, rec, wait_for  # noqa: F401 - fixtures
+
+# Nothing but a wake-up gets the pool going within a test's waits: its poll and heartbeat are far apart.
+SLOW_POLL = {"poll_interval": 60.0, "heartbeat_interval": 20.0, "lease": 60.0, "maintenance_interval": 60.0}
+WAKE_WAIT = 5.0  # seconds a job may take to start: a quarter of the heartbeat interval, so only a wake-up explains it
+
+
+def test_jobs_added_on_this_host_start_without_waiting_for_a_poll(dsn, q, rec, pools):
+    pool = pools(dsn, workers=2, fetch_limit=1, **SLOW_POLL)
+    first = q.add(Priority.MEDIUM, "record", rec, "first")
+    wait_for(lambda: q.get(first).state is JobState.DONE, timeout=30.0, what="the pool to start and run a job")
+
+    ids = [first]
+    for n, priority in enumerate([Priority.MEDIUM, Priority.HIGH, Priority.LOW, Priority.CRITICAL] * 3):
+        ids.append(q.add(priority, "record", rec, n))
+        wait_for(lambda: len(events(rec, "end")) == len(ids), timeout=WAKE_WAIT, what=f"job {n} to run")
+
+    assert Counter(r["id"] for r in events(rec, "end")) == {job_id: 1 for job_id in ids}
+    assert pool.stop() == 0
+    assert all(q.get(job_id).state is JobState.DONE for job_id in ids)
+
+
+def test_a_master_woken_by_every_add_keeps_its_heartbeat(dsn, q, rec, pools):
+    pool = pools(dsn, workers=2, fetch_limit=1, poll_interval=60.0, heartbeat_interval=0.2, lease=2.0)
+    wait_for(lambda: any(p.role == "master" for p in q.backend.processes()), what="the master to register")
+
+    heartbeats = set()
+    ids = []
+    stream_until = time.monotonic() + 3.0  # longer than the lease: a starved heartbeat would be declared dead
+    while time.monotonic() < stream_until:
+        ids.append(q.add(Priority.MEDIUM, "record", rec, len(ids)))
+        heartbeats.update(p.heartbeat for p in q.backend.processes() if p.role == "master")
+        time.sleep(0.005)
+    wait_for(lambda: all_done(q, ids), what="every job of the stream to run")
+
+    assert len(heartbeats) >= 3, heartbeats  # it kept beating while the wake-ups kept coming
+    assert Counter(r["id"] for r in events(rec, "start")) == {job_id: 1 for job_id in ids}
+    assert_no_overlap(rec)
+    assert pool.stop() == 0
+    assert "declared dead" not in pool.log()
+    assert all(q.get(job_id).state is JobState.DONE for job_id in ids)
+
