@@ -519,7 +519,7 @@ def test_plan_checker_catches_a_full_scan() -> None:
     sqlite_plan = [{"sql": mysql_plan[0]["sql"], "plan": [{"detail": "SCAN workerqueue"},
                                                           {"detail": "USE TEMP B-TREE FOR ORDER BY"}]}]
     assert len(plan_problems("sqlite", sqlite_plan)) == 3
-    by_id = "UPDATE workerqueue SET done = 1 WHERE id IN (1,2,3) AND host = 'h' AND done = 0"
+    by_id = "UPDATE workerqueue SET done = 1 WHERE id IN (1,2,3) AND host_id = 1 AND done = 0"
     assert plan_problems("sqlite", [{"sql": by_id, "plan": [
         {"detail": "SEARCH workerqueue USING INDEX workerqueue_claim (done=?)"}]}])
     assert not plan_problems("sqlite", [{"sql": by_id, "plan": [

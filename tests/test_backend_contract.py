@@ -607,6 +607,18 @@ def test_fail_jobs_and_fail_malformed(backend: Backend) -> None:
     assert backend.get(ok, NOW).last_error == "unknown command"
 
 
+def test_a_job_released_by_hand_the_friendica_way_is_claimed_again(backend: Backend, dsn: str) -> None:
+    """Friendica's operators release a stuck job with ``UPDATE workerqueue SET pid = 0``; the row
+    keeps its claim's host_id, which the claim index reads, until the maintenance sweep repairs it."""
+    (job_id,) = backend.add_many([new_job("by hand")])
+    assert claim_all(backend, HOST) == [job_id]
+    raw_query(dsn, "UPDATE workerqueue SET pid = 0 WHERE id = ?", job_id)
+    assert backend.get(job_id, NOW).state is JobState.WAITING
+    backend.fail_malformed(NOW)  # the sweep the pool runs every maintenance interval
+    assert claim_all(backend, OTHER) == [job_id]
+    assert backend.get(job_id, NOW).host == OTHER
+
+
 # ---------------------------------------------------------------------------- process registry
 
 
@@ -924,7 +936,9 @@ def test_explain_claim_plan_counts_and_stats_use_the_claim_index(mysql_dsn: str)
                 "EXPLAIN " + MYSQL_QUERIES["plan_counts"], {"now": NOW, "cap": 100, "alive_after": NOW}
             )
             rows = [r for r in cur.fetchall() if r["table"] == "workerqueue"]
-            assert len(rows) == 10 and {r["key"] for r in rows} == {"claim"}
+            # five waiting counts and one scan of the claimed rows, each a range of the claim index
+            assert len(rows) == 6 and {r["key"] for r in rows} == {"claim"}, rows
+            assert {r["type"] for r in rows} == {"range"}, rows
             # stats never scans the table: every part is a range of the claim index
             cur.execute("EXPLAIN " + MYSQL_QUERIES["stats"], {"now": NOW, "hour_ago": NOW})
             rows = [r for r in cur.fetchall() if r["table"] == "workerqueue"]

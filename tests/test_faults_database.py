@@ -193,8 +193,11 @@ def _claimed_jobs(dsn: str, count: int, host: str) -> list[int]:
         ids = queue.add_many([(30, "Locked", i) for i in range(count)])
     conn = connect_raw(dsn)
     with conn, conn.cursor() as cur:
+        cur.execute("INSERT IGNORE INTO fastsched_host (name) VALUES (%s)", (host,))
         cur.execute(
-            f"UPDATE workerqueue SET pid = 4242, host = %s WHERE id IN ({','.join(map(str, ids))})", (host,)
+            "UPDATE workerqueue SET pid = 4242, host_id = (SELECT id FROM fastsched_host WHERE name = %s)"
+            f" WHERE id IN ({','.join(map(str, ids))})",
+            (host,),
         )
     return ids
 

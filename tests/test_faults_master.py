@@ -54,7 +54,12 @@ def _done(conn: Any) -> int:
 
 def _held(dsn: str, host: str) -> int:
     return int(
-        sql(dsn, "SELECT COUNT(*) FROM workerqueue WHERE done = 0 AND pid <> 0 AND host = %s", (host,))[0][0]
+        sql(
+            dsn,
+            "SELECT COUNT(*) FROM workerqueue JOIN fastsched_host ON fastsched_host.id = host_id"
+            " WHERE done = 0 AND pid <> 0 AND fastsched_host.name = %s",
+            (host,),
+        )[0][0]
     )
 
 

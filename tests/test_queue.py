@@ -128,7 +128,7 @@ def stored(dsn: str) -> list[tuple[Any, ...]]:
 
 
 def mark_running(dsn: str, job_id: int, pid: int = 4242) -> None:
-    sql(dsn, "UPDATE workerqueue SET pid=?, host='testhost', executed=created WHERE id=?", (pid, job_id))
+    sql(dsn, "UPDATE workerqueue SET pid=?, executed=created WHERE id=?", (pid, job_id))
 
 
 def mark_done(dsn: str, job_id: int) -> None:

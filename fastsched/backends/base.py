@@ -9,7 +9,7 @@ caller passes ``now`` so tests can inject time. Driver errors are raised as
 Row states, from the columns (Friendica's meaning kept):
     waiting   done=0, pid=0, next_try <= now
     deferred  done=0, pid=0, next_try >  now
-    running   done=0, pid<>0 (host = the owning master's host id)
+    running   done=0, pid<>0 (host_id = the number of the owning master's host id, table fastsched_host)
     done      done=1         (purged after the retention period)
     failed    done=2         (kept until a person retries, cancels or purges it)
 """
@@ -24,7 +24,7 @@ from typing import Any
 from fastsched.dsn import DSN
 from fastsched.jobs import ClaimedJob, Job, NewJob, Outcomes
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -152,20 +152,22 @@ class Backend(abc.ABC):
         now: dt.datetime,
         outcomes: Outcomes | None = None,
     ) -> list[Batch]:
-        """Write ``outcomes`` and claim work, in ONE short transaction.
+        """Write ``outcomes`` and claim work: in ONE short transaction, or (a backend whose server
+        runs transactions in parallel, ``concurrent_outcomes``) the outcomes in a second one on a
+        second connection at the same time. Either way both have committed when this returns.
 
         wanted[r]: how many runnable jobs of priority rank r to claim (oldest next_try first, then id),
         with ``SELECT ... FOR UPDATE SKIP LOCKED`` where the server has it (no global lock). The claimed
         ids are split with ``core.batch_ids(..., fetch_limit)`` and batch i is given to children[i]: its
-        rows get pid=children[i], host=host, executed=now. Fewer batches than children when less was
+        rows get pid=children[i], host_id=(the number of host), executed=now. Fewer batches than children when less was
         claimed; rows beyond len(children) batches are not claimed. Statements per call: a few per
         priority and per batch, never per job.
 
-        Outcomes are written first, each guarded by ``host=host AND done=0`` so that a claim another
+        Outcomes are written first, each guarded by ``host_id=(host's number) AND done=0`` so that a claim another
         master has recovered is never overwritten: done -> done=1, finished=now, dedup_hash=NULL;
-        retry -> pid=0, host='', executed=NULL, next_try/priority/retrial/crashes/last_error as given;
+        retry -> pid=0, host_id=0, executed=never, next_try/priority/retrial/crashes/last_error as given;
         failed -> done=2, finished=now, dedup_hash=NULL, pid kept, retrial/crashes/last_error as given;
-        released -> pid=0, host='', executed=NULL (nothing else changes).
+        released -> pid=0, host_id=0, executed=never (nothing else changes).
         """
 
     @abc.abstractmethod
@@ -178,7 +180,8 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def fail_malformed(self, now: dt.datetime) -> int:
-        """Fail pending rows a claim would never take: a priority not among the five. Return how many."""
+        """Fail pending rows a claim would never take: a priority not among the five. Return how many.
+        Also hand back rows released by hand (pid set to 0, the claim's host_id left behind)."""
 
     @abc.abstractmethod
     def register_master(self, host: str, pid: int, workers: int, now: dt.datetime) -> None:

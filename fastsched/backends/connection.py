@@ -92,6 +92,8 @@ class SQLConnection:
         self._cursor: Any = None
         self._conn_pid = 0  # the process that opened _conn
         self._schema_ok = False  # checked on this connection
+        self._host_ids: dict[str, int] = {}  # fastsched_host numbers, which never change
+        self._side_backends: list[Any] = []  # claim()'s extra connections
         self._consecutive_ids = False  # on this connection
 
     def __repr__(self) -> str:

@@ -95,6 +95,7 @@ def _error_code(exc: BaseException) -> int | None:
 class MySQLBackend(SQLBackend):
     dialect = "mysql"
     driver_error = pymysql.MySQLError
+    claim_connections = 2
 
     def _connect_kwargs(self) -> dict[str, Any]:
         dsn = self.dsn

@@ -16,8 +16,9 @@ import datetime as dt
 import functools
 import json
 import logging
-from collections.abc import Sequence
-from typing import Any
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any, ClassVar
 
 from fastsched import core
 from fastsched.backends.base import Backend, Batch, PlanCounts, PriorityStats, ProcessInfo
@@ -33,6 +34,7 @@ RETRY_BATCH = 500  # failed jobs re-queued per transaction by retry_all_failed
 STATS_WINDOW = dt.timedelta(hours=1)  # PriorityStats.done_last_hour
 PRIORITIES = tuple(int(p) for p in ALL_PRIORITIES)
 MALFORMED_ERROR = "malformed priority: not one of 10, 20, 30, 40, 50, so no claim would ever take it"
+PARALLEL_CLAIM_MIN_JOBS = 64  # below this a claim runs on one connection (a thread costs ~0.1 ms)
 LEASE_PREFIX = "periodic:"  # fastsched_meta names of take_periodic leases
 
 _JOB_COLUMNS = 14  # get_job, lock_job and failed_jobs select these, then failed_hash
@@ -61,8 +63,51 @@ def _utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
+def _split_claim(
+    wanted: Sequence[int], children: Sequence[int], fetch_limit: int, groups: int
+) -> list[tuple[list[int], list[int]]]:
+    """Split one claim into up to ``groups`` claims of (wanted, children) that together take what
+    the one would: the batches are laid out child by child, priority by priority (as
+    ``SQLBackend._claim`` fills them), and dealt to the groups in turn. Empty (claim as one) when
+    there is a single batch, or too few jobs for the extra connection to pay for itself."""
+    if groups < 2:
+        return []
+    slots: list[tuple[int, int]] = []  # (priority rank, jobs) of each batch, one per child
+    for rank, (priority, count) in enumerate(zip(PRIORITIES, wanted)):
+        per_batch = fetch_limit if priority <= core.BATCHED_UP_TO else 1
+        while count > 0 and len(slots) < len(children):
+            take = min(per_batch, count)
+            slots.append((rank, take))
+            count -= take
+    if len(slots) < 2 or sum(take for _, take in slots) < PARALLEL_CLAIM_MIN_JOBS:
+        return []
+    parts = []
+    for group in range(min(groups, len(slots))):
+        part_wanted = [0] * len(PRIORITIES)
+        part_children = []
+        for index in range(group, len(slots), groups):
+            rank, take = slots[index]
+            part_wanted[rank] += take
+            part_children.append(children[index])
+        parts.append((part_wanted, part_children))
+    return parts
+
+
+def _claim_part(backend: SQLBackend, **part: Any) -> list[Batch]:
+    return backend._transaction(lambda cursor: backend._claim(cursor, outcomes=None, **part), "claim")
+
+
 class SQLBackend(Inserts, Backend):
     """Every operation of the contract, on named queries."""
+
+    # Connections claim() may use at once (see claim): 1 for a server that runs one writer at a
+    # time (SQLite); MariaDB/MySQL runs transactions in parallel.
+    claim_connections: ClassVar[int] = 1
+
+    def close(self) -> None:
+        super().close()
+        for backend in self._side_backends:
+            backend.close()
 
     # --- rows -------------------------------------------------------------------------------
     def _time(self, value: Any) -> dt.datetime:
@@ -253,6 +298,20 @@ class SQLBackend(Inserts, Backend):
         return self._transaction(work, "jobs_ahead", write=False)
 
     # --- the pool master --------------------------------------------------------------------
+    def _host_id(self, host: str) -> int:
+        """The number claims write for ``host`` (table fastsched_host), created the first time in a
+        transaction of its own: a claim must never name a number whose row could be rolled back."""
+        known = self._host_ids.get(host)
+        if known is None:
+
+            def work(cursor: Any) -> int:
+                cursor.execute(self._q["add_host"], {"host": host})
+                cursor.execute(self._q["host_id"], {"host": host})
+                return int(cursor.fetchone()[0])
+
+            known = self._host_ids[host] = self._transaction(work, "host_id")
+        return known
+
     def plan_counts(self, now: dt.datetime, cap: int, alive_after: dt.datetime) -> PlanCounts:
         params = {"now": self._to_db_time(now), "cap": int(cap), "alive_after": self._to_db_time(alive_after)}
 
@@ -274,9 +333,82 @@ class SQLBackend(Inserts, Backend):
         now: dt.datetime,
         outcomes: Outcomes | None = None,
     ) -> list[Batch]:
-        return self._transaction(
-            lambda cursor: self._claim(cursor, wanted, children, host, fetch_limit, now, outcomes), "claim"
-        )
+        host_id = self._host_id(host)
+        parts = _split_claim(wanted, children, fetch_limit, self.claim_connections)
+        finishing = handing_back = None
+        if outcomes and self.claim_connections > 1 and (outcomes.done or outcomes.failed):
+            finishing = Outcomes(done=outcomes.done, failed=outcomes.failed)
+            handing_back = Outcomes(retry=outcomes.retry, released=outcomes.released) or None
+        if finishing is None and len(parts) < 2:
+            return self._transaction(
+                lambda cursor: self._claim(cursor, wanted, children, host, host_id, fetch_limit, now, outcomes),
+                "claim",
+            )
+        # In parallel, each on a connection of its own: the finishing outcomes, and the claims of
+        # the second and later groups of children. The server runs one statement per connection at
+        # a time, and in a drain the master waits on it nearly all the time: more connections put
+        # more of its cores to work. The transactions cannot wait on each other: the finishing
+        # writes touch only this host's claimed rows (pid <> 0), the claims read only unclaimed
+        # ones (pid = 0) and skip rows another holds (SKIP LOCKED). Retries and releases hand jobs
+        # back: they are written first in the first group's claim, so that this claim can take
+        # them. A thread per call, joined before return: no thread is alive when the pool forks.
+        side: list[tuple[Callable[[SQLBackend], Any], str]] = []
+        if finishing is not None:
+            side.append((lambda backend: backend.write_outcomes(host, now, finishing), "outcomes"))
+        else:
+            handing_back = outcomes or None
+        for part_wanted, part_children in parts[1:]:
+            side.append(
+                (
+                    functools.partial(
+                        _claim_part, wanted=part_wanted, children=part_children, host=host, host_id=host_id,
+                        fetch_limit=fetch_limit, now=now,
+                    ),
+                    "claim",
+                )
+            )
+        results: list[Any] = [None] * len(side)
+        failures: list[BaseException] = []
+
+        def run(index: int, work: Callable[[SQLBackend], Any]) -> None:
+            try:
+                results[index] = work(self._side_backend(index))
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+                failures.append(exc)
+
+        threads = [
+            threading.Thread(target=run, args=(index, work), name=f"fastsched-{name}", daemon=True)
+            for index, (work, name) in enumerate(side)
+        ]
+        for thread in threads:
+            thread.start()
+        first_wanted, first_children = parts[0] if parts else (wanted, children)
+        try:
+            batches = self._transaction(
+                lambda cursor: self._claim(
+                    cursor, first_wanted, first_children, host, host_id, fetch_limit, now, handing_back
+                ),
+                "claim",
+            )
+        finally:
+            for thread in threads:
+                thread.join()
+        if failures:
+            # Some parts committed, but the caller keeps the outcomes to write again and treats
+            # the claim as unknown (as after a COMMIT whose answer was lost): it re-reads its claims.
+            raise failures[0]
+        for result in results:
+            if isinstance(result, list):
+                batches.extend(result)
+        return batches
+
+    def _side_backend(self, index: int) -> SQLBackend:
+        """The index-th extra connection of claim(), opened the first time it is needed."""
+        while len(self._side_backends) <= index:
+            backend = type(self)(self.dsn, sleep=self._sleep)
+            backend._host_ids = self._host_ids
+            self._side_backends.append(backend)
+        return self._side_backends[index]
 
     def _claim(
         self,
@@ -284,13 +416,14 @@ class SQLBackend(Inserts, Backend):
         wanted: Sequence[int],
         children: Sequence[int],
         host: str,
+        host_id: int,
         fetch_limit: int,
         now: dt.datetime,
         outcomes: Outcomes | None,
     ) -> list[Batch]:
         db_now = self._to_db_time(now)
         if outcomes:
-            self._write_outcomes(cursor, host, db_now, outcomes)
+            self._write_outcomes(cursor, host, host_id, db_now, outcomes)
         jobs: list[ClaimedJob] = []
         free = len(children)  # batches still to fill: never lock rows no child could take
         query = self._q["claim_priority"]
@@ -314,7 +447,7 @@ class SQLBackend(Inserts, Backend):
         update = self._q["claim_batch"]
         start = 0
         for pid, batch in zip(children, split):
-            cursor.execute(expand_in(update, batch), {"pid": pid, "host": host, "now": db_now})
+            cursor.execute(expand_in(update, batch), {"pid": pid, "host_id": host_id, "now": db_now})
             end = start + len(batch)
             batches.append(Batch(pid, jobs[start:end]))
             start = end
@@ -323,22 +456,23 @@ class SQLBackend(Inserts, Backend):
     def write_outcomes(self, host: str, now: dt.datetime, outcomes: Outcomes) -> None:
         if outcomes:
             db_now = self._to_db_time(now)
+            host_id = self._host_id(host)
             self._transaction(
-                lambda cursor: self._write_outcomes(cursor, host, db_now, outcomes), "write_outcomes"
+                lambda cursor: self._write_outcomes(cursor, host, host_id, db_now, outcomes), "write_outcomes"
             )
 
-    def _write_outcomes(self, cursor: Any, host: str, db_now: Any, outcomes: Outcomes) -> None:
+    def _write_outcomes(self, cursor: Any, host: str, host_id: int, db_now: Any, outcomes: Outcomes) -> None:
         written = 0
         for ids, name in ((outcomes.done, "complete_jobs"), (outcomes.released, "release_jobs")):
             for part in chunks(ids, IN_CHUNK):
-                cursor.execute(expand_in(self._q[name], part), {"host": host, "now": db_now})
+                cursor.execute(expand_in(self._q[name], part), {"host_id": host_id, "now": db_now})
                 written += cursor.rowcount
         for retry in outcomes.retry:
             cursor.execute(
                 self._q["retry_job"],
                 {
                     "id": retry.id,
-                    "host": host,
+                    "host_id": host_id,
                     "next_try": self._to_db_time(retry.next_try),
                     "priority": retry.priority,
                     "retrial": retry.retrial,
@@ -352,7 +486,7 @@ class SQLBackend(Inserts, Backend):
                 self._q["fail_job"],
                 {
                     "id": failure.id,
-                    "host": host,
+                    "host_id": host_id,
                     "now": db_now,
                     "retrial": failure.retrial,
                     "crashes": failure.crashes,
@@ -387,6 +521,7 @@ class SQLBackend(Inserts, Backend):
         params = {"now": self._to_db_time(now), "error": MALFORMED_ERROR}
 
         def work(cursor: Any) -> int:
+            cursor.execute(self._q["repair_unclaimed"])
             cursor.execute(self._q["fail_malformed"], params)
             return int(cursor.rowcount)
 
@@ -456,8 +591,10 @@ class SQLBackend(Inserts, Backend):
         ]
 
     def recover_host(self, host: str) -> int:
+        host_id = self._host_id(host)
+
         def work(cursor: Any) -> int:
-            cursor.execute(self._q["release_host"], {"host": host})
+            cursor.execute(self._q["release_host"], {"host_id": host_id})
             released = int(cursor.rowcount)
             cursor.execute(self._q["delete_host_processes"], {"host": host})
             return released
@@ -485,7 +622,7 @@ class SQLBackend(Inserts, Backend):
 
         result = []
         for host, master_pid in self._transaction(expired, "recover_expired", write=False):
-            key = {"host": host, "master_pid": master_pid, "alive_after": limit}
+            key = {"host": host, "host_id": self._host_id(host), "master_pid": master_pid, "alive_after": limit}
             released = self._transaction(functools.partial(recover, key=key), "recover_expired")
             if released is not None:
                 log.warning(

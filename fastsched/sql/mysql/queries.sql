@@ -46,13 +46,17 @@ SELECT id, dedup_hash FROM workerqueue WHERE dedup_hash IN ({ids})
 UPDATE workerqueue SET dedup_hash = NULL WHERE id IN ({ids})
 
 -- name: get_job
-SELECT id, command, parameter, priority, created, next_try, executed, finished, retrial, crashes,
-       pid, host, last_error, done, failed_hash
+SELECT id, command, parameter, priority, created, next_try,
+       NULLIF(executed, '1000-01-01 00:00:00'), NULLIF(finished, '1000-01-01 00:00:00'), retrial, crashes,
+       pid, COALESCE((SELECT name FROM fastsched_host WHERE fastsched_host.id = host_id), ''),
+       last_error, done, failed_hash
 FROM workerqueue WHERE id = %(id)s
 
 -- name: lock_job
-SELECT id, command, parameter, priority, created, next_try, executed, finished, retrial, crashes,
-       pid, host, last_error, done, failed_hash
+SELECT id, command, parameter, priority, created, next_try,
+       NULLIF(executed, '1000-01-01 00:00:00'), NULLIF(finished, '1000-01-01 00:00:00'), retrial, crashes,
+       pid, COALESCE((SELECT name FROM fastsched_host WHERE fastsched_host.id = host_id), ''),
+       last_error, done, failed_hash
 FROM workerqueue WHERE id = %(id)s FOR UPDATE
 
 -- name: lock_pending_by_hash
@@ -65,7 +69,7 @@ DELETE FROM workerqueue WHERE id = %(id)s
 -- IGNORE: when the restored dedup_hash collides (an identical job was added meanwhile), skip the
 -- row (0 affected) instead of failing; the caller then finds that job and merges into it.
 UPDATE IGNORE workerqueue
-SET done = 0, pid = 0, host = '', executed = NULL, finished = NULL, next_try = %(now)s,
+SET done = 0, pid = 0, host_id = 0, executed = DEFAULT, finished = DEFAULT, next_try = %(now)s,
     retrial = 0, crashes = 0, dedup_hash = failed_hash, failed_hash = NULL
 WHERE id = %(id)s AND done = 2
 
@@ -73,8 +77,10 @@ WHERE id = %(id)s AND done = 2
 SELECT id FROM workerqueue WHERE done = 2 AND id > %(after)s ORDER BY id LIMIT %(limit)s
 
 -- name: failed_jobs
-SELECT id, command, parameter, priority, created, next_try, executed, finished, retrial, crashes,
-       pid, host, last_error, done, failed_hash
+SELECT id, command, parameter, priority, created, next_try,
+       NULLIF(executed, '1000-01-01 00:00:00'), NULLIF(finished, '1000-01-01 00:00:00'), retrial, crashes,
+       pid, COALESCE((SELECT name FROM fastsched_host WHERE fastsched_host.id = host_id), ''),
+       last_error, done, failed_hash
 FROM workerqueue WHERE done = 2 ORDER BY finished DESC, id DESC LIMIT %(limit)s
 
 -- name: purge
@@ -87,9 +93,9 @@ LIMIT %(limit)s
 -- pending and failed jobs read only the claim index; done jobs of the last hour read the done rows;
 -- "oldest" is the created time of the job a claim would take next (the head of the queue).
 SELECT 'waiting' AS kind, priority, COUNT(*) AS jobs, NULL AS oldest FROM workerqueue
-WHERE done = 0 AND pid = 0 AND next_try <= %(now)s GROUP BY priority
+WHERE done = 0 AND pid = 0 AND host_id = 0 AND next_try <= %(now)s GROUP BY priority
 UNION ALL SELECT 'deferred', priority, COUNT(*), NULL FROM workerqueue
-WHERE done = 0 AND pid = 0 AND next_try > %(now)s GROUP BY priority
+WHERE done = 0 AND pid = 0 AND host_id = 0 AND next_try > %(now)s GROUP BY priority
 UNION ALL SELECT 'running', priority, COUNT(*), NULL FROM workerqueue
 WHERE done = 0 AND pid > 0 GROUP BY priority
 UNION ALL SELECT 'failed', priority, COUNT(*), NULL FROM workerqueue
@@ -97,19 +103,19 @@ WHERE done = 2 GROUP BY priority
 UNION ALL SELECT 'done', priority, COUNT(*), NULL FROM workerqueue
 WHERE done = 1 AND finished >= %(hour_ago)s GROUP BY priority
 UNION ALL SELECT * FROM (SELECT 'oldest', priority, 0, created FROM workerqueue
-                         WHERE done = 0 AND pid = 0 AND priority = 10 AND next_try <= %(now)s
+                         WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 10 AND next_try <= %(now)s
                          ORDER BY next_try, id LIMIT 1) AS o10
 UNION ALL SELECT * FROM (SELECT 'oldest', priority, 0, created FROM workerqueue
-                         WHERE done = 0 AND pid = 0 AND priority = 20 AND next_try <= %(now)s
+                         WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 20 AND next_try <= %(now)s
                          ORDER BY next_try, id LIMIT 1) AS o20
 UNION ALL SELECT * FROM (SELECT 'oldest', priority, 0, created FROM workerqueue
-                         WHERE done = 0 AND pid = 0 AND priority = 30 AND next_try <= %(now)s
+                         WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 30 AND next_try <= %(now)s
                          ORDER BY next_try, id LIMIT 1) AS o30
 UNION ALL SELECT * FROM (SELECT 'oldest', priority, 0, created FROM workerqueue
-                         WHERE done = 0 AND pid = 0 AND priority = 40 AND next_try <= %(now)s
+                         WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 40 AND next_try <= %(now)s
                          ORDER BY next_try, id LIMIT 1) AS o40
 UNION ALL SELECT * FROM (SELECT 'oldest', priority, 0, created FROM workerqueue
-                         WHERE done = 0 AND pid = 0 AND priority = 50 AND next_try <= %(now)s
+                         WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 50 AND next_try <= %(now)s
                          ORDER BY next_try, id LIMIT 1) AS o50
 
 -- name: finished_since
@@ -118,81 +124,86 @@ SELECT COUNT(*) FROM workerqueue WHERE done = 1 AND finished >= %(since)s
 -- name: jobs_ahead
 -- The claim order is (next_try, id): one range of the claim index.
 SELECT COUNT(*) FROM workerqueue
-WHERE done = 0 AND pid = 0 AND priority = %(priority)s
+WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = %(priority)s
   AND next_try <= %(next_try)s AND (next_try < %(next_try)s OR id < %(id)s)
 
 -- ------------------------------------------------------------------------------------ the pool
 
 -- name: plan_counts
 -- One row, one statement. Each waiting count is a LIMITed range scan of the claim index, so a
--- million waiting rows cost no more than ``cap``; running workers scan only the claimed rows.
+-- million waiting rows cost no more than ``cap``. The running workers (distinct host_id, pid) of
+-- every priority come from ONE scan of the claimed rows, read from the claim index alone.
 SELECT
-  (SELECT COUNT(*) FROM (SELECT 1 FROM workerqueue WHERE done = 0 AND pid = 0 AND priority = 10
+  (SELECT COUNT(*) FROM (SELECT 1 FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 10
                          AND next_try <= %(now)s LIMIT %(cap)s) AS w10),
-  (SELECT COUNT(*) FROM (SELECT 1 FROM workerqueue WHERE done = 0 AND pid = 0 AND priority = 20
+  (SELECT COUNT(*) FROM (SELECT 1 FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 20
                          AND next_try <= %(now)s LIMIT %(cap)s) AS w20),
-  (SELECT COUNT(*) FROM (SELECT 1 FROM workerqueue WHERE done = 0 AND pid = 0 AND priority = 30
+  (SELECT COUNT(*) FROM (SELECT 1 FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 30
                          AND next_try <= %(now)s LIMIT %(cap)s) AS w30),
-  (SELECT COUNT(*) FROM (SELECT 1 FROM workerqueue WHERE done = 0 AND pid = 0 AND priority = 40
+  (SELECT COUNT(*) FROM (SELECT 1 FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 40
                          AND next_try <= %(now)s LIMIT %(cap)s) AS w40),
-  (SELECT COUNT(*) FROM (SELECT 1 FROM workerqueue WHERE done = 0 AND pid = 0 AND priority = 50
+  (SELECT COUNT(*) FROM (SELECT 1 FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 50
                          AND next_try <= %(now)s LIMIT %(cap)s) AS w50),
-  (SELECT COUNT(*) FROM (SELECT DISTINCT host, pid FROM workerqueue
-                         WHERE done = 0 AND pid > 0 AND priority = 10) AS r10),
-  (SELECT COUNT(*) FROM (SELECT DISTINCT host, pid FROM workerqueue
-                         WHERE done = 0 AND pid > 0 AND priority = 20) AS r20),
-  (SELECT COUNT(*) FROM (SELECT DISTINCT host, pid FROM workerqueue
-                         WHERE done = 0 AND pid > 0 AND priority = 30) AS r30),
-  (SELECT COUNT(*) FROM (SELECT DISTINCT host, pid FROM workerqueue
-                         WHERE done = 0 AND pid > 0 AND priority = 40) AS r40),
-  (SELECT COUNT(*) FROM (SELECT DISTINCT host, pid FROM workerqueue
-                         WHERE done = 0 AND pid > 0 AND priority = 50) AS r50),
+  running.r10, running.r20, running.r30, running.r40, running.r50,
   (SELECT COALESCE(SUM(workers), 0) FROM process
    WHERE role = 'master' AND heartbeat >= %(alive_after)s)
+FROM (SELECT
+         COUNT(DISTINCT CASE WHEN priority = 10 THEN (host_id << 32) | pid END) AS r10,
+         COUNT(DISTINCT CASE WHEN priority = 20 THEN (host_id << 32) | pid END) AS r20,
+         COUNT(DISTINCT CASE WHEN priority = 30 THEN (host_id << 32) | pid END) AS r30,
+         COUNT(DISTINCT CASE WHEN priority = 40 THEN (host_id << 32) | pid END) AS r40,
+         COUNT(DISTINCT CASE WHEN priority = 50 THEN (host_id << 32) | pid END) AS r50
+      FROM workerqueue WHERE done = 0 AND pid > 0) AS running
 
 -- name: claim_priority
 -- Oldest next_try first, in claim-index order; rows other masters hold are skipped, not waited for.
 SELECT id, command, parameter, priority, retrial, crashes
 FROM workerqueue
-WHERE done = 0 AND pid = 0 AND priority = %(priority)s AND next_try <= %(now)s
+WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = %(priority)s AND next_try <= %(now)s
 ORDER BY next_try, id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
 
 -- name: claim_batch
-UPDATE workerqueue SET pid = %(pid)s, host = %(host)s, executed = %(now)s WHERE id IN ({ids})
+-- Only fixed-size columns change: InnoDB updates the row in place (schema.sql, executed).
+UPDATE workerqueue SET pid = %(pid)s, host_id = %(host_id)s, executed = %(now)s WHERE id IN ({ids})
 
 -- name: complete_jobs
 UPDATE workerqueue SET done = 1, finished = %(now)s, dedup_hash = NULL
-WHERE id IN ({ids}) AND host = %(host)s AND done = 0
+WHERE id IN ({ids}) AND host_id = %(host_id)s AND done = 0
 
 -- name: release_jobs
-UPDATE workerqueue SET pid = 0, host = '', executed = NULL
-WHERE id IN ({ids}) AND host = %(host)s AND done = 0
+UPDATE workerqueue SET pid = 0, host_id = 0, executed = DEFAULT
+WHERE id IN ({ids}) AND host_id = %(host_id)s AND done = 0
 
 -- name: retry_job
 UPDATE workerqueue
-SET pid = 0, host = '', executed = NULL, next_try = %(next_try)s, priority = %(priority)s,
+SET pid = 0, host_id = 0, executed = DEFAULT, next_try = %(next_try)s, priority = %(priority)s,
     retrial = %(retrial)s, crashes = %(crashes)s, last_error = %(error)s
-WHERE id = %(id)s AND host = %(host)s AND done = 0
+WHERE id = %(id)s AND host_id = %(host_id)s AND done = 0
 
 -- name: fail_job
 -- MySQL assigns left to right: failed_hash takes dedup_hash before it is cleared.
 UPDATE workerqueue
 SET done = 2, finished = %(now)s, failed_hash = dedup_hash, dedup_hash = NULL,
     retrial = %(retrial)s, crashes = %(crashes)s, last_error = %(error)s
-WHERE id = %(id)s AND host = %(host)s AND done = 0
+WHERE id = %(id)s AND host_id = %(host_id)s AND done = 0
 
 -- name: fail_pending
 UPDATE workerqueue
 SET done = 2, finished = %(now)s, failed_hash = dedup_hash, dedup_hash = NULL, last_error = %(error)s
 WHERE id IN ({ids}) AND done = 0
 
+-- name: repair_unclaimed
+-- pid = 0 with a host_id left over: only a hand-written UPDATE (Friendica's operators release a job
+-- with "SET pid = 0") makes one, and the claims, which read host_id = 0, would never take it.
+UPDATE workerqueue SET host_id = 0 WHERE done = 0 AND pid = 0 AND host_id > 0
+
 -- name: fail_malformed
 -- Ranges on (done, pid, priority) of the claim index: the unclaimed rows no claim would take.
 UPDATE workerqueue
 SET done = 2, finished = %(now)s, failed_hash = dedup_hash, dedup_hash = NULL, last_error = %(error)s
-WHERE done = 0 AND pid = 0
+WHERE done = 0 AND pid = 0 AND host_id = 0
   AND (priority < 10 OR (priority > 10 AND priority < 20) OR (priority > 20 AND priority < 30)
        OR (priority > 30 AND priority < 40) OR (priority > 40 AND priority < 50) OR priority > 50)
 
@@ -232,7 +243,13 @@ SELECT host, pid, role, master_pid, workers, started, heartbeat FROM process
 ORDER BY CASE WHEN role = 'master' THEN 0 ELSE 1 END, host, pid
 
 -- name: release_host
-UPDATE workerqueue SET pid = 0, host = '', executed = NULL WHERE done = 0 AND pid > 0 AND host = %(host)s
+UPDATE workerqueue SET pid = 0, host_id = 0, executed = DEFAULT WHERE done = 0 AND pid > 0 AND host_id = %(host_id)s
+
+-- name: host_id
+SELECT id FROM fastsched_host WHERE name = %(host)s
+
+-- name: add_host
+INSERT IGNORE INTO fastsched_host (name) VALUES (%(host)s)
 
 -- name: delete_host_processes
 DELETE FROM process WHERE host = %(host)s

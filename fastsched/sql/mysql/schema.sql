@@ -1,4 +1,4 @@
--- fastsched schema, version 1, for MariaDB 10.6+ / MySQL 8.0+ (InnoDB).
+-- fastsched schema, version 2, for MariaDB 10.6+ / MySQL 8.0+ (InnoDB).
 -- Statements are separated by lines holding only ';'.
 -- Every time is UTC with microseconds. Columns keep Friendica's names and meaning where it had them.
 
@@ -9,9 +9,12 @@ CREATE TABLE IF NOT EXISTS workerqueue (
     priority    TINYINT UNSIGNED NOT NULL DEFAULT 30,    -- 10 CRITICAL .. 50 NEGLIGIBLE
     created     DATETIME(6) NOT NULL,
     pid         INT UNSIGNED NOT NULL DEFAULT 0,         -- the child process running it; 0 = unclaimed
-    host        VARCHAR(255) NOT NULL DEFAULT '',        -- host id of the master owning the claim (pids collide across hosts)
-    executed    DATETIME(6) NULL,                        -- when the current (or last) claim started
-    finished    DATETIME(6) NULL,                        -- when it was done or failed
+    host_id     INT UNSIGNED NOT NULL DEFAULT 0,         -- fastsched_host.id of the master owning the claim (pids collide across hosts)
+    -- NEVER ('1000-01-01') instead of NULL: a claim then changes only fixed-size columns, which
+    -- InnoDB rewrites in place; NULL -> value (or a longer host name) moves the whole record, and
+    -- that made the claim's UPDATE twice as expensive. The queries read NEVER back as NULL.
+    executed    DATETIME(6) NOT NULL DEFAULT '1000-01-01 00:00:00',  -- when the current (or last) claim started
+    finished    DATETIME(6) NOT NULL DEFAULT '1000-01-01 00:00:00',  -- when it was done or failed
     next_try    DATETIME(6) NOT NULL,                    -- runnable from then on; claims take the oldest first
     retrial     TINYINT NOT NULL DEFAULT 0,              -- attempts deferred so far
     crashes     TINYINT UNSIGNED NOT NULL DEFAULT 0,     -- children that died running it (poison-pill counter)
@@ -20,15 +23,25 @@ CREATE TABLE IF NOT EXISTS workerqueue (
     dedup_hash  BINARY(20) NULL,                         -- sha1(command, parameter) while pending; NULL once finished or without dedup
     failed_hash BINARY(20) NULL,                         -- a failed job's dedup_hash, kept out of the unique index; retry restores it
     PRIMARY KEY (id),
-    -- The claim: WHERE done=0 AND pid=0 AND priority=? AND next_try<=? ORDER BY next_try, id LIMIT k
-    -- is one range scan in index order (InnoDB appends id). The same index counts waiting and
-    -- deferred jobs per priority, and the running workers (done=0 AND pid<>0) for the scheduler.
-    KEY claim (done, pid, priority, next_try),
+    -- The claim: WHERE done=0 AND pid=0 AND host_id=0 AND priority=? AND next_try<=?
+    -- ORDER BY next_try, id LIMIT k is one range scan in index order (InnoDB appends id): unclaimed
+    -- rows always have host_id 0. The same index counts waiting and deferred jobs per priority,
+    -- and the running workers (distinct host_id, pid of done=0 AND pid<>0) from the index alone.
+    KEY claim (done, pid, host_id, priority, next_try),
     -- Dedup is atomic: an identical pending job collides here and INSERT ... ON DUPLICATE KEY
     -- returns the existing id (Friendica checked an unindexed text column, then inserted: racy).
     UNIQUE KEY dedup (dedup_hash)
-    -- No index on host: recovery (WHERE done=0 AND pid<>0 AND host=?) scans the few claimed rows
-    -- through the claim index, and every index more costs a write on each claim.
+    -- No index on host_id: recovery (WHERE done=0 AND pid<>0 AND host_id=?) scans the few claimed
+    -- rows through the claim index, and every index more costs a write on each claim.
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
+;
+CREATE TABLE IF NOT EXISTS fastsched_host (
+    -- Host ids (hostname or --host-id) by number: a claim writes the number, a fixed-size column,
+    -- so that the row is updated in place (see workerqueue.executed). Rows are never deleted.
+    id          INT UNSIGNED NOT NULL AUTO_INCREMENT,
+    name        VARCHAR(255) NOT NULL,
+    PRIMARY KEY (id),
+    UNIQUE KEY name (name)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
 ;
 CREATE TABLE IF NOT EXISTS process (

@@ -50,12 +50,14 @@ UPDATE workerqueue SET dedup_hash = NULL WHERE id IN ({ids})
 
 -- name: get_job
 SELECT id, command, parameter, priority, created, next_try, executed, finished, retrial, crashes,
-       pid, host, last_error, done, failed_hash
+       pid, COALESCE((SELECT name FROM fastsched_host WHERE fastsched_host.id = host_id), ''),
+       last_error, done, failed_hash
 FROM workerqueue WHERE id = :id
 
 -- name: lock_job
 SELECT id, command, parameter, priority, created, next_try, executed, finished, retrial, crashes,
-       pid, host, last_error, done, failed_hash
+       pid, COALESCE((SELECT name FROM fastsched_host WHERE fastsched_host.id = host_id), ''),
+       last_error, done, failed_hash
 FROM workerqueue WHERE id = :id
 
 -- name: lock_pending_by_hash
@@ -68,7 +70,7 @@ DELETE FROM workerqueue WHERE id = :id
 -- IGNORE: when the restored dedup_hash collides (an identical job was added meanwhile), skip the
 -- row (0 affected) instead of failing; the caller then finds that job and merges into it.
 UPDATE OR IGNORE workerqueue
-SET done = 0, pid = 0, host = '', executed = NULL, finished = NULL, next_try = :now,
+SET done = 0, pid = 0, host_id = 0, executed = NULL, finished = NULL, next_try = :now,
     retrial = 0, crashes = 0, dedup_hash = failed_hash, failed_hash = NULL
 WHERE id = :id AND done = 2
 
@@ -77,7 +79,8 @@ SELECT id FROM workerqueue WHERE done = 2 AND id > :after ORDER BY id LIMIT :lim
 
 -- name: failed_jobs
 SELECT id, command, parameter, priority, created, next_try, executed, finished, retrial, crashes,
-       pid, host, last_error, done, failed_hash
+       pid, COALESCE((SELECT name FROM fastsched_host WHERE fastsched_host.id = host_id), ''),
+       last_error, done, failed_hash
 FROM workerqueue WHERE done = 2 ORDER BY finished DESC, id DESC LIMIT :limit
 
 -- name: purge
@@ -91,9 +94,9 @@ DELETE FROM workerqueue WHERE id IN (
 -- pending and failed jobs read only the claim index; done jobs of the last hour read the done rows;
 -- "oldest" is the created time of the job a claim would take next (the head of the queue).
 SELECT 'waiting' AS kind, priority, COUNT(*) AS jobs, NULL AS oldest FROM workerqueue
-WHERE done = 0 AND pid = 0 AND next_try <= :now GROUP BY priority
+WHERE done = 0 AND pid = 0 AND host_id = 0 AND next_try <= :now GROUP BY priority
 UNION ALL SELECT 'deferred', priority, COUNT(*), NULL FROM workerqueue
-WHERE done = 0 AND pid = 0 AND next_try > :now GROUP BY priority
+WHERE done = 0 AND pid = 0 AND host_id = 0 AND next_try > :now GROUP BY priority
 UNION ALL SELECT 'running', priority, COUNT(*), NULL FROM workerqueue
 WHERE done = 0 AND pid > 0 GROUP BY priority
 UNION ALL SELECT 'failed', priority, COUNT(*), NULL FROM workerqueue
@@ -101,19 +104,19 @@ WHERE done = 2 GROUP BY priority
 UNION ALL SELECT 'done', priority, COUNT(*), NULL FROM workerqueue
 WHERE done = 1 AND finished >= :hour_ago GROUP BY priority
 UNION ALL SELECT * FROM (SELECT 'oldest', priority, 0, created FROM workerqueue
-                         WHERE done = 0 AND pid = 0 AND priority = 10 AND next_try <= :now
+                         WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 10 AND next_try <= :now
                          ORDER BY next_try, id LIMIT 1) AS o10
 UNION ALL SELECT * FROM (SELECT 'oldest', priority, 0, created FROM workerqueue
-                         WHERE done = 0 AND pid = 0 AND priority = 20 AND next_try <= :now
+                         WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 20 AND next_try <= :now
                          ORDER BY next_try, id LIMIT 1) AS o20
 UNION ALL SELECT * FROM (SELECT 'oldest', priority, 0, created FROM workerqueue
-                         WHERE done = 0 AND pid = 0 AND priority = 30 AND next_try <= :now
+                         WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 30 AND next_try <= :now
                          ORDER BY next_try, id LIMIT 1) AS o30
 UNION ALL SELECT * FROM (SELECT 'oldest', priority, 0, created FROM workerqueue
-                         WHERE done = 0 AND pid = 0 AND priority = 40 AND next_try <= :now
+                         WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 40 AND next_try <= :now
                          ORDER BY next_try, id LIMIT 1) AS o40
 UNION ALL SELECT * FROM (SELECT 'oldest', priority, 0, created FROM workerqueue
-                         WHERE done = 0 AND pid = 0 AND priority = 50 AND next_try <= :now
+                         WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 50 AND next_try <= :now
                          ORDER BY next_try, id LIMIT 1) AS o50
 
 -- name: finished_since
@@ -122,83 +125,87 @@ SELECT COUNT(*) FROM workerqueue WHERE done = 1 AND finished >= :since
 -- name: jobs_ahead
 -- The claim order is (next_try, id): one range of the claim index.
 SELECT COUNT(*) FROM workerqueue
-WHERE done = 0 AND pid = 0 AND priority = :priority
+WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = :priority
   AND next_try <= :next_try AND (next_try < :next_try OR id < :id)
 
 -- ------------------------------------------------------------------------------------ the pool
 
 -- name: plan_counts
 -- One row, one statement. Each waiting count is a LIMITed range scan of the claim index, so a
--- million waiting rows cost no more than ``cap``; running workers scan only the claimed rows.
+-- million waiting rows cost no more than ``cap``. The running workers (distinct host_id, pid) of
+-- every priority come from ONE scan of the claimed rows, read from the claim index alone.
 SELECT
-  (SELECT COUNT(*) FROM (SELECT 1 FROM workerqueue WHERE done = 0 AND pid = 0 AND priority = 10
+  (SELECT COUNT(*) FROM (SELECT 1 FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 10
                          AND next_try <= :now LIMIT :cap) AS w10),
-  (SELECT COUNT(*) FROM (SELECT 1 FROM workerqueue WHERE done = 0 AND pid = 0 AND priority = 20
+  (SELECT COUNT(*) FROM (SELECT 1 FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 20
                          AND next_try <= :now LIMIT :cap) AS w20),
-  (SELECT COUNT(*) FROM (SELECT 1 FROM workerqueue WHERE done = 0 AND pid = 0 AND priority = 30
+  (SELECT COUNT(*) FROM (SELECT 1 FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 30
                          AND next_try <= :now LIMIT :cap) AS w30),
-  (SELECT COUNT(*) FROM (SELECT 1 FROM workerqueue WHERE done = 0 AND pid = 0 AND priority = 40
+  (SELECT COUNT(*) FROM (SELECT 1 FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 40
                          AND next_try <= :now LIMIT :cap) AS w40),
-  (SELECT COUNT(*) FROM (SELECT 1 FROM workerqueue WHERE done = 0 AND pid = 0 AND priority = 50
+  (SELECT COUNT(*) FROM (SELECT 1 FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 50
                          AND next_try <= :now LIMIT :cap) AS w50),
-  (SELECT COUNT(*) FROM (SELECT DISTINCT host, pid FROM workerqueue
-                         WHERE done = 0 AND pid > 0 AND priority = 10) AS r10),
-  (SELECT COUNT(*) FROM (SELECT DISTINCT host, pid FROM workerqueue
-                         WHERE done = 0 AND pid > 0 AND priority = 20) AS r20),
-  (SELECT COUNT(*) FROM (SELECT DISTINCT host, pid FROM workerqueue
-                         WHERE done = 0 AND pid > 0 AND priority = 30) AS r30),
-  (SELECT COUNT(*) FROM (SELECT DISTINCT host, pid FROM workerqueue
-                         WHERE done = 0 AND pid > 0 AND priority = 40) AS r40),
-  (SELECT COUNT(*) FROM (SELECT DISTINCT host, pid FROM workerqueue
-                         WHERE done = 0 AND pid > 0 AND priority = 50) AS r50),
+  running.r10, running.r20, running.r30, running.r40, running.r50,
   (SELECT COALESCE(SUM(workers), 0) FROM process
    WHERE role = 'master' AND heartbeat >= :alive_after)
+FROM (SELECT
+         COUNT(DISTINCT CASE WHEN priority = 10 THEN (host_id << 32) | pid END) AS r10,
+         COUNT(DISTINCT CASE WHEN priority = 20 THEN (host_id << 32) | pid END) AS r20,
+         COUNT(DISTINCT CASE WHEN priority = 30 THEN (host_id << 32) | pid END) AS r30,
+         COUNT(DISTINCT CASE WHEN priority = 40 THEN (host_id << 32) | pid END) AS r40,
+         COUNT(DISTINCT CASE WHEN priority = 50 THEN (host_id << 32) | pid END) AS r50
+      FROM workerqueue WHERE done = 0 AND pid > 0) AS running
 
 -- name: claim_priority
 -- Oldest next_try first, in claim-index order. BEGIN IMMEDIATE makes the claimer the only writer.
 SELECT id, command, parameter, priority, retrial, crashes
 FROM workerqueue
-WHERE done = 0 AND pid = 0 AND priority = :priority AND next_try <= :now
+WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = :priority AND next_try <= :now
 ORDER BY next_try, id
 LIMIT :limit
 
 -- name: claim_batch
-UPDATE workerqueue SET pid = :pid, host = :host, executed = :now WHERE id IN ({ids})
+UPDATE workerqueue SET pid = :pid, host_id = :host_id, executed = :now WHERE id IN ({ids})
 
 -- name: complete_jobs
 -- "+done": a unary plus keeps the planner off the claim index (done = ?), which would scan every
 -- pending row; the id list is looked up by rowid instead (7x faster at 100,000 pending).
 UPDATE workerqueue SET done = 1, finished = :now, dedup_hash = NULL
-WHERE id IN ({ids}) AND host = :host AND +done = 0
+WHERE id IN ({ids}) AND host_id = :host_id AND +done = 0
 
 -- name: release_jobs
 -- "+done": as in complete_jobs, look the ids up by rowid.
-UPDATE workerqueue SET pid = 0, host = '', executed = NULL
-WHERE id IN ({ids}) AND host = :host AND +done = 0
+UPDATE workerqueue SET pid = 0, host_id = 0, executed = NULL
+WHERE id IN ({ids}) AND host_id = :host_id AND +done = 0
 
 -- name: retry_job
 UPDATE workerqueue
-SET pid = 0, host = '', executed = NULL, next_try = :next_try, priority = :priority,
+SET pid = 0, host_id = 0, executed = NULL, next_try = :next_try, priority = :priority,
     retrial = :retrial, crashes = :crashes, last_error = :error
-WHERE id = :id AND host = :host AND done = 0
+WHERE id = :id AND host_id = :host_id AND done = 0
 
 -- name: fail_job
 -- SQLite reads every right-hand side before assigning: failed_hash takes the old dedup_hash.
 UPDATE workerqueue
 SET done = 2, finished = :now, failed_hash = dedup_hash, dedup_hash = NULL,
     retrial = :retrial, crashes = :crashes, last_error = :error
-WHERE id = :id AND host = :host AND done = 0
+WHERE id = :id AND host_id = :host_id AND done = 0
 
 -- name: fail_pending
 UPDATE workerqueue
 SET done = 2, finished = :now, failed_hash = dedup_hash, dedup_hash = NULL, last_error = :error
 WHERE id IN ({ids}) AND +done = 0
 
+-- name: repair_unclaimed
+-- pid = 0 with a host_id left over: only a hand-written UPDATE (Friendica's operators release a job
+-- with "SET pid = 0") makes one, and the claims, which read host_id = 0, would never take it.
+UPDATE workerqueue SET host_id = 0 WHERE done = 0 AND pid = 0 AND host_id > 0
+
 -- name: fail_malformed
 -- Ranges on (done, pid, priority) of the claim index: the unclaimed rows no claim would take.
 UPDATE workerqueue
 SET done = 2, finished = :now, failed_hash = dedup_hash, dedup_hash = NULL, last_error = :error
-WHERE done = 0 AND pid = 0
+WHERE done = 0 AND pid = 0 AND host_id = 0
   AND (priority < 10 OR (priority > 10 AND priority < 20) OR (priority > 20 AND priority < 30)
        OR (priority > 30 AND priority < 40) OR (priority > 40 AND priority < 50) OR priority > 50)
 
@@ -238,7 +245,13 @@ SELECT host, pid, role, master_pid, workers, started, heartbeat FROM process
 ORDER BY CASE WHEN role = 'master' THEN 0 ELSE 1 END, host, pid
 
 -- name: release_host
-UPDATE workerqueue SET pid = 0, host = '', executed = NULL WHERE done = 0 AND pid > 0 AND host = :host
+UPDATE workerqueue SET pid = 0, host_id = 0, executed = NULL WHERE done = 0 AND pid > 0 AND host_id = :host_id
+
+-- name: host_id
+SELECT id FROM fastsched_host WHERE name = :host
+
+-- name: add_host
+INSERT OR IGNORE INTO fastsched_host (name) VALUES (:host)
 
 -- name: delete_host_processes
 DELETE FROM process WHERE host = :host

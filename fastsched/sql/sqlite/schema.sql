@@ -1,4 +1,4 @@
--- fastsched schema, version 1, for SQLite 3.24+ (the embedded default). The same tables and
+-- fastsched schema, version 2, for SQLite 3.24+ (the embedded default). The same tables and
 -- columns as mysql/schema.sql. Statements are separated by lines holding only ';'.
 -- Times are UTC text of fixed width, 'YYYY-MM-DD HH:MM:SS.ffffff', so that they sort as text.
 
@@ -10,7 +10,7 @@ CREATE TABLE IF NOT EXISTS workerqueue (
     priority    INTEGER NOT NULL DEFAULT 30,
     created     TEXT NOT NULL,
     pid         INTEGER NOT NULL DEFAULT 0,
-    host        TEXT NOT NULL DEFAULT '',
+    host_id     INTEGER NOT NULL DEFAULT 0,
     executed    TEXT NULL,
     finished    TEXT NULL,
     next_try    TEXT NOT NULL,
@@ -22,13 +22,19 @@ CREATE TABLE IF NOT EXISTS workerqueue (
     failed_hash BLOB NULL
 )
 ;
--- The claim: WHERE done=0 AND pid=0 AND priority=? AND next_try<=? ORDER BY next_try, id LIMIT k
--- (the rowid is the last column of every index, so the order is the index order).
-CREATE INDEX IF NOT EXISTS workerqueue_claim ON workerqueue (done, pid, priority, next_try)
+-- The claim: WHERE done=0 AND pid=0 AND host_id=0 AND priority=? AND next_try<=?
+-- ORDER BY next_try, id LIMIT k (the rowid is the last column of every index, so the order is the
+-- index order; unclaimed rows always have host_id 0). Running workers are counted from it alone.
+CREATE INDEX IF NOT EXISTS workerqueue_claim ON workerqueue (done, pid, host_id, priority, next_try)
 ;
 -- Dedup is atomic: INSERT ... ON CONFLICT(dedup_hash) WHERE dedup_hash IS NOT NULL. Partial, so
 -- finished rows (dedup_hash NULL) cost no index entry.
 CREATE UNIQUE INDEX IF NOT EXISTS workerqueue_dedup ON workerqueue (dedup_hash) WHERE dedup_hash IS NOT NULL
+;
+CREATE TABLE IF NOT EXISTS fastsched_host (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    name        TEXT NOT NULL UNIQUE
+)
 ;
 CREATE TABLE IF NOT EXISTS process (
     host        TEXT NOT NULL,
