@@ -938,7 +938,7 @@ def test_explain_claim_plan_counts_and_stats_use_the_claim_index(mysql_dsn: str)
             rows = [r for r in cur.fetchall() if r["table"] == "workerqueue"]
             # five waiting counts and one scan of the claimed rows, each a range of the claim index
             assert len(rows) == 6 and {r["key"] for r in rows} == {"claim"}, rows
-            assert {r["type"] for r in rows} == {"range"}, rows
+            assert {r["type"] for r in rows} <= {"range", "ref"}, rows
             # stats never scans the table: every part is a range of the claim index
             cur.execute("EXPLAIN " + MYSQL_QUERIES["stats"], {"now": NOW, "hour_ago": NOW})
             rows = [r for r in cur.fetchall() if r["table"] == "workerqueue"]

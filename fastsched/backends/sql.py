@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 RETRY_BATCH = 500  # failed jobs re-queued per transaction by retry_all_failed
 STATS_WINDOW = dt.timedelta(hours=1)  # PriorityStats.done_last_hour
 PRIORITIES = tuple(int(p) for p in ALL_PRIORITIES)
+_RANK = {priority: rank for rank, priority in enumerate(PRIORITIES)}
 MALFORMED_ERROR = "malformed priority: not one of 10, 20, 30, 40, 50, so no claim would ever take it"
 PARALLEL_CLAIM_MIN_JOBS = 64  # below this a claim runs on one connection (a thread costs ~0.1 ms)
 LEASE_PREFIX = "periodic:"  # fastsched_meta names of take_periodic leases
@@ -317,12 +318,18 @@ class SQLBackend(Inserts, Backend):
 
         def work(cursor: Any) -> Sequence[Any]:
             cursor.execute(self._q["plan_counts"], params)
-            return cursor.fetchone()  # type: ignore[no-any-return]
+            return cursor.fetchall()  # type: ignore[no-any-return]
 
-        row = self._transaction(work, "plan_counts", write=False)
-        return PlanCounts(
-            waiting=[int(v) for v in row[0:5]], running=[int(v) for v in row[5:10]], active=int(row[10])
-        )
+        counts = {"waiting": [0] * len(PRIORITIES), "running": [0] * len(PRIORITIES)}
+        active = 0
+        for kind, priority, count in self._transaction(work, "plan_counts", write=False):
+            if kind == "active":
+                active = int(count)
+            else:
+                rank = _RANK.get(int(priority))
+                if rank is not None:  # a claimed row of a malformed priority plans nothing
+                    counts[kind][rank] = int(count)
+        return PlanCounts(waiting=counts["waiting"], running=counts["running"], active=active)
 
     def claim(
         self,

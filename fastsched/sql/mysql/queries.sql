@@ -130,30 +130,31 @@ WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = %(priority)s
 -- ------------------------------------------------------------------------------------ the pool
 
 -- name: plan_counts
--- One row, one statement. Each waiting count is a LIMITed range scan of the claim index, so a
--- million waiting rows cost no more than ``cap``. The running workers (distinct host_id, pid) of
--- every priority come from ONE scan of the claimed rows, read from the claim index alone.
-SELECT
-  (SELECT COUNT(*) FROM (SELECT 1 FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 10
-                         AND next_try <= %(now)s LIMIT %(cap)s) AS w10),
-  (SELECT COUNT(*) FROM (SELECT 1 FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 20
-                         AND next_try <= %(now)s LIMIT %(cap)s) AS w20),
-  (SELECT COUNT(*) FROM (SELECT 1 FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 30
-                         AND next_try <= %(now)s LIMIT %(cap)s) AS w30),
-  (SELECT COUNT(*) FROM (SELECT 1 FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 40
-                         AND next_try <= %(now)s LIMIT %(cap)s) AS w40),
-  (SELECT COUNT(*) FROM (SELECT 1 FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 50
-                         AND next_try <= %(now)s LIMIT %(cap)s) AS w50),
-  running.r10, running.r20, running.r30, running.r40, running.r50,
-  (SELECT COALESCE(SUM(workers), 0) FROM process
-   WHERE role = 'master' AND heartbeat >= %(alive_after)s)
-FROM (SELECT
-         COUNT(DISTINCT CASE WHEN priority = 10 THEN (host_id << 32) | pid END) AS r10,
-         COUNT(DISTINCT CASE WHEN priority = 20 THEN (host_id << 32) | pid END) AS r20,
-         COUNT(DISTINCT CASE WHEN priority = 30 THEN (host_id << 32) | pid END) AS r30,
-         COUNT(DISTINCT CASE WHEN priority = 40 THEN (host_id << 32) | pid END) AS r40,
-         COUNT(DISTINCT CASE WHEN priority = 50 THEN (host_id << 32) | pid END) AS r50
-      FROM workerqueue WHERE done = 0 AND pid > 0) AS running
+-- One statement, rows of (kind, priority, count): 'waiting' per priority, each a LIMITed range
+-- scan of the claim index (a million waiting rows cost no more than ``cap``), counted over one
+-- derived table; 'running' workers (distinct host_id, pid) per priority from ONE index-only scan of
+-- the claimed rows; 'active' workers of the live masters. Five derived counts cost twice as much.
+SELECT 'waiting', priority, COUNT(*) FROM (
+  (SELECT priority FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 10
+   AND next_try <= %(now)s LIMIT %(cap)s)
+  UNION ALL
+  (SELECT priority FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 20
+   AND next_try <= %(now)s LIMIT %(cap)s)
+  UNION ALL
+  (SELECT priority FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 30
+   AND next_try <= %(now)s LIMIT %(cap)s)
+  UNION ALL
+  (SELECT priority FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 40
+   AND next_try <= %(now)s LIMIT %(cap)s)
+  UNION ALL
+  (SELECT priority FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 50
+   AND next_try <= %(now)s LIMIT %(cap)s)
+) AS waiting GROUP BY priority
+UNION ALL
+SELECT 'running', priority, COUNT(DISTINCT (host_id << 32) | pid) FROM workerqueue
+WHERE done = 0 AND pid > 0 GROUP BY priority
+UNION ALL
+SELECT 'active', 0, COALESCE(SUM(workers), 0) FROM process WHERE role = 'master' AND heartbeat >= %(alive_after)s
 
 -- name: claim_priority
 -- Oldest next_try first, in claim-index order; rows other masters hold are skipped, not waited for.
