@@ -525,6 +525,29 @@ def test_claim_batches_by_priority_fetch_limit_and_children(backend: Backend) ->
     assert backend.claim([5, 5, 5, 5, 5], [], HOST, 2, NOW) == []
 
 
+def test_a_claim_for_several_children_takes_the_oldest_jobs_once_each(backend: Backend) -> None:
+    """Big enough that MariaDB splits it over two connections (the batches of children 1 and 3
+    on one, 2 and 4 on the other, the completions of an earlier claim on a third): together they
+    still take exactly the oldest jobs, each once, one batch of one priority per child."""
+    medium = backend.add_many([new_job("m", i, created=NOW + i * SECOND / 1000) for i in range(400)])
+    high = backend.add_many([new_job("h", i, priority=20) for i in range(30)])
+    first = backend.claim([0, 30, 100, 0, 0], [5, 6], HOST, 100, NOW + SECOND)
+    done = [job.id for batch in first for job in batch.jobs]
+    batches = backend.claim(
+        [0, 0, 300, 0, 0], [1, 2, 3, 4], HOST, 100, NOW + SECOND, Outcomes(done=done)
+    )
+    assert sorted(done) == sorted(high + medium[:100])
+    assert sorted(b.pid for b in batches) == [1, 2, 3]
+    claimed = [job.id for batch in batches for job in batch.jobs]
+    assert sorted(claimed) == medium[100:400]  # the oldest waiting, none twice
+    for batch in batches:
+        assert len(batch.jobs) == 100 and {job.priority for job in batch.jobs} == {30}
+        for job in batch.jobs[:3]:
+            got = backend.get(job.id, NOW + SECOND)
+            assert (got.state, got.pid, got.host) == (JobState.RUNNING, batch.pid, HOST)
+    assert all(backend.get(i, NOW + SECOND).state is JobState.DONE for i in done)
+
+
 def test_claim_writes_outcomes_first_guarded_by_host(backend: Backend) -> None:
     done, retry, failed, released, other = backend.add_many([new_job(i) for i in range(5)])
     claim_all(backend, HOST)
