@@ -296,15 +296,22 @@ def cmd_init(args: argparse.Namespace, console: Console) -> int:
     console.secrets.append(dsn.password)
     from fastsched.backends import open_backend
     from fastsched.backends.base import SCHEMA_VERSION
+    from fastsched.backends.connection import SQLConnection
 
     backend = open_backend(dsn)
+    found: int | None = SCHEMA_VERSION
     try:
-        backend.init_schema()
+        # Only init migrates (the pool and Queue refuse an older schema): see upgrade_schema.
+        if isinstance(backend, SQLConnection):
+            found = backend.upgrade_schema()
+        else:
+            backend.init_schema()
     finally:
         backend.close()
+    migrated = f", migrated from version {found}" if found is not None and found < SCHEMA_VERSION else ""
     console.say(
-        f"schema version {SCHEMA_VERSION} is ready on {dsn}: tables workerqueue, process and "
-        f"fastsched_meta exist (existing tables and jobs were kept)"
+        f"schema version {SCHEMA_VERSION} is ready on {dsn}{migrated}: tables workerqueue, fastsched_host, "
+        f"process and fastsched_meta exist (existing tables and jobs were kept)"
     )
     return EXIT_OK
 

@@ -11,6 +11,7 @@ implement the small hooks at the top of the class; ``sql.SQLBackend`` adds the o
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import os
 import random
@@ -19,7 +20,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
 from fastsched.backends.base import SCHEMA_VERSION
-from fastsched.backends.sqlfiles import load_queries, load_schema
+from fastsched.backends.sqlfiles import MigrationStep, load_migration, load_queries, load_schema
 from fastsched.dsn import DSN
 from fastsched.errors import DatabaseError, DatabaseUnavailable, SchemaError
 from fastsched.jobs import NewJob
@@ -125,28 +126,76 @@ class SQLConnection:
 
     # --- the schema -----------------------------------------------------------------------------
     def init_schema(self) -> None:
-        """Create the tables if missing and record SCHEMA_VERSION; SchemaError for another version."""
+        """Create the tables if missing and record SCHEMA_VERSION; SchemaError for another version
+        (an older one is never migrated here: see :meth:`upgrade_schema`)."""
         self._transaction(self._create_schema, "init_schema", check_schema=False)
         self._schema_ok = True
 
+    def upgrade_schema(self) -> int | None:
+        """:meth:`init_schema`, migrating an older schema to SCHEMA_VERSION first; the version found
+        (None: there was no schema).
+
+        Only ``fastsched-pool init`` calls this: a migration rewrites workerqueue, so it is the
+        operator's explicit step, taken with no pool running on the database (docs/operations.md).
+        Each step is a transaction of its own, so on MySQL, where DDL commits implicitly, a run cut
+        short leaves some done; the steps check what exists, so running it again finishes the job.
+        The version is recorded last, and every other command refuses the database until then.
+        """
+        found = self._transaction(
+            self._schema_version, "reading the schema version", write=False, check_schema=False
+        )
+        if found is not None and found < SCHEMA_VERSION:
+            for version in range(found, SCHEMA_VERSION):
+                steps = load_migration(self.dialect, version)
+                if steps is None:
+                    raise SchemaError(
+                        f"the database {self.dsn} has fastsched schema version {found}, older than "
+                        f"version {SCHEMA_VERSION} of this release, and no migration exists from "
+                        f"version {version}"
+                    )
+                log.warning("migrating %s from fastsched schema version %d to %d", self.dsn, version, version + 1)
+                for step in steps:
+                    self._transaction(
+                        functools.partial(self._migration_step, step),
+                        f"migrating the schema from version {version} ({step.name})",
+                        check_schema=False,
+                    )
+        self.init_schema()
+        return found
+
+    def _migration_step(self, step: MigrationStep, cursor: Any) -> None:
+        if step.done is not None:
+            cursor.execute(step.done)
+            if int(cursor.fetchone()[0]):
+                log.info("schema migration step %s: already done", step.name)
+                return
+        for statement in step.statements:
+            cursor.execute(statement)
+
     def _create_schema(self, cursor: Any) -> None:
+        # Refuse another version before any DDL: on MySQL a CREATE TABLE would commit at once.
+        self._check_version(cursor)
         for statement in load_schema(self.dialect):
             cursor.execute(statement)
         cursor.execute(self._q["set_schema_version"], {"version": str(SCHEMA_VERSION)})
         self._check_version(cursor)
 
-    def _check_version(self, cursor: Any) -> bool:
-        """False when there is no schema yet; SchemaError when it is of another version."""
+    def _schema_version(self, cursor: Any) -> int | None:
+        """The recorded schema version; None when there is no schema yet."""
         try:
             cursor.execute(self._q["schema_version"])
         except self.driver_error as exc:
             if not self._is_missing_table(exc):
                 raise
-            return False
+            return None
         row = cursor.fetchone()
-        if row is None:
+        return None if row is None else int(row[0])
+
+    def _check_version(self, cursor: Any) -> bool:
+        """False when there is no schema yet; SchemaError when it is of another version."""
+        found = self._schema_version(cursor)
+        if found is None:
             return False
-        found = int(row[0])
         if found > SCHEMA_VERSION:
             raise SchemaError(
                 f"the database {self.dsn} has fastsched schema version {found}, newer than version "
@@ -155,7 +204,8 @@ class SQLConnection:
         if found < SCHEMA_VERSION:
             raise SchemaError(
                 f"the database {self.dsn} has fastsched schema version {found}, older than version "
-                f"{SCHEMA_VERSION} of this release, and no migration exists for it"
+                f"{SCHEMA_VERSION} of this release: stop every pool on it, then run `fastsched-pool "
+                f"init` to migrate it (docs/operations.md, Upgrades)"
             )
         return True
 

@@ -3,7 +3,8 @@
 ``queries.sql`` holds named blocks, each starting with a line ``-- name: <query_name>``; other lines
 starting with ``--`` are comments and are dropped. ``schema.sql`` (and a query holding several
 statements) separates its statements with lines holding only ``;``. Every dialect defines the same
-query names (``tests/test_sql_dialects.py`` checks it).
+query names (``tests/test_sql_dialects.py`` checks it). ``migrate_<v>_to_<v+1>.sql`` holds the
+steps from one schema version to the next (:func:`load_migration`).
 
 No SQL is built with string formatting anywhere in fastsched except by :func:`expand_in`, which
 inlines a validated list of ids (or of 20-byte dedup hashes) in place of ``{ids}``.
@@ -15,6 +16,7 @@ import functools
 import importlib.resources
 import re
 from collections.abc import Sequence
+from typing import NamedTuple
 
 IN_MARKER = "{ids}"  # where expand_in puts the list, as in ``WHERE id IN ({ids})``
 HASH_BYTES = 20  # sha1 digests, as stored in workerqueue.dedup_hash
@@ -79,6 +81,37 @@ def load_queries(dialect: str) -> dict[str, str]:
 def load_schema(dialect: str) -> tuple[str, ...]:
     """The schema statements of ``dialect``, in order."""
     return tuple(split_statements(_read(dialect, "schema.sql")))
+
+
+class MigrationStep(NamedTuple):
+    """One step of a schema migration: its statements run in one transaction, unless ``done`` (a
+    query) returns a non-zero first column, which says an earlier, interrupted run did the step."""
+
+    name: str
+    statements: tuple[str, ...]
+    done: str | None
+
+
+DONE_SUFFIX = "_done"
+
+
+@functools.cache
+def load_migration(dialect: str, from_version: int) -> tuple[MigrationStep, ...] | None:
+    """The steps from schema ``from_version`` to the next one, in file order; None if there is none.
+
+    Each named block of ``migrate_<v>_to_<v+1>.sql`` is a step, except a block ``<step>_done``,
+    which is the guard of ``<step>``.
+    """
+    try:
+        text = _read(dialect, f"migrate_{from_version}_to_{from_version + 1}.sql")
+    except FileNotFoundError:
+        return None
+    blocks = parse_queries(text)
+    steps = [name for name in blocks if not (name.endswith(DONE_SUFFIX) and name[: -len(DONE_SUFFIX)] in blocks)]
+    return tuple(
+        MigrationStep(name, tuple(split_statements(blocks[name])), blocks.get(name + DONE_SUFFIX))
+        for name in steps
+    )
 
 
 def expand_in(sql: str, values: Sequence[int] | Sequence[bytes]) -> str:
