@@ -166,6 +166,7 @@ class Pool(DutiesMixin):
         self._allowed = settings.workers
         self._claim_ewma = 0.0  # seconds a claim transaction takes, on average
         self._batch_ewma = 0.0  # seconds a child takes to run a batch, on average
+        self._holding_since = 0.0  # monotonic start of the coalescing waits before the next claim
         self._log_mark: dict[str, float] = {}
         self.metrics: dict[str, Any] = {
             "jobs_done": 0,
@@ -352,6 +353,7 @@ class Pool(DutiesMixin):
                 self._wait(wait, hold)
                 continue
             if not self._stopping and not self._db_down:
+                self._holding_since = 0.0
                 idle_left = self._claim_and_dispatch()
                 if settings.until_empty and self._is_empty():
                     log.info("until_empty: nothing is runnable or running: stopping")
@@ -383,7 +385,9 @@ class Pool(DutiesMixin):
         Every claim transaction costs a commit and a plan_counts whatever its size, so when a busy
         child's batch should end well within the time a claim takes (fast jobs in big batches),
         the master waits for it and claims for both children at once. It never waits past a
-        batch's expected end (an average batch time) nor longer than COALESCE_MAX.
+        batch's expected end (an average batch time) nor longer than COALESCE_MAX, and the waits
+        before one claim add up to no more than that either: with many children on short jobs one
+        is always about to finish, and a chain of waits could keep the free ones idle.
         """
         claim_time = self._claim_ewma
         if claim_time <= 0 or self._batch_ewma <= 0:
@@ -391,6 +395,8 @@ class Pool(DutiesMixin):
         free = busy_soon = 0
         hold = 0.0
         limit = min(claim_time * COALESCE_SHARE, COALESCE_MAX)
+        if self._holding_since and mono - self._holding_since >= limit:
+            return 0.0
         for child in self._children.values():
             if not child.inflight:
                 if not child.exiting and child.kill_reason is None:
@@ -401,7 +407,12 @@ class Pool(DutiesMixin):
                 if 0 < remaining <= limit:
                     busy_soon += 1
                     hold = max(hold, remaining)
-        return hold if free and busy_soon else 0.0
+        if not (free and busy_soon):
+            self._holding_since = 0.0
+            return 0.0
+        if not self._holding_since:
+            self._holding_since = mono
+        return hold
 
 
     def _next_deadline(self, mono: float) -> float:
