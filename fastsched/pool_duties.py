@@ -34,7 +34,15 @@ DB_RETRY_MAX = 5.0  # seconds: longest back-off between database attempts
 # be told at once, while a running pool rides out an outage (its children are killed at half the lease).
 STARTUP_RETRY = 5.0  # seconds start-up retries an unreachable database before it gives up
 DB_ERROR_LOG_INTERVAL = 30.0  # seconds between "still unreachable" warnings
-PURGE_LIMIT = 10_000  # done rows deleted per maintenance run, so a purge never holds long locks
+# The purge deletes in chunks, each its own transaction (0.1-0.3 s for 5,000 rows on MariaDB on a
+# busy 2-core machine: no long locks), until one deletes less than a chunk or the run has taken
+# PURGE_BUDGET. The loop claims nothing meanwhile, so the loop is never held much longer than the
+# budget; a run that stops at it brings the next maintenance forward to PURGE_PAUSE later instead of
+# a whole maintenance_interval. A backlog so gets two thirds of the loop: 34,000 deleted rows/s
+# while purging there make ~22,000/s, more than that machine drains.
+PURGE_CHUNK = 5_000
+PURGE_BUDGET = 0.5  # seconds
+PURGE_PAUSE = 0.25  # seconds
 PERIODIC_CHECKS = 4  # a periodic task's lease is tried this many times per period (at most every maintenance)
 
 # Database time by kind, after Friendica's "Performance" line (fastsched has no lock: the claim
@@ -230,13 +238,34 @@ class DutiesMixin(ChildrenMixin):
             malformed = self._timed(backend.fail_malformed, now)
             if malformed:
                 log.warning("failed %d pending jobs with a priority that is not one of 10..50", malformed)
-            purged = self._timed(
-                backend.purge, now - dt.timedelta(seconds=self.settings.retention), limit=PURGE_LIMIT
-            )
-            if purged:
-                log.info("purged %d done jobs older than %gs", purged, self.settings.retention)
         except DatabaseError as exc:
             self._db_failed(exc)
+            return
+        self._purge()
+
+    def _purge(self) -> None:
+        """Delete the done jobs older than the retention, chunk by chunk, for up to PURGE_BUDGET."""
+        cutoff = self._clock() - dt.timedelta(seconds=self.settings.retention)
+        started = time.monotonic()
+        purged = 0
+        behind = False
+        try:
+            while True:
+                count = self._timed(self._backend.purge, cutoff, limit=PURGE_CHUNK)
+                purged += count
+                if count < PURGE_CHUNK:
+                    break
+                if time.monotonic() - started >= PURGE_BUDGET:
+                    behind = True
+                    self._next_maintenance = min(self._next_maintenance, time.monotonic() + PURGE_PAUSE)
+                    break
+        except DatabaseError as exc:
+            self._db_failed(exc)
+        if purged:
+            log.info(
+                "purged %d done jobs older than %gs%s", purged, self.settings.retention,
+                f" (more left: going on in {PURGE_PAUSE:g}s)" if behind else "",
+            )
 
     def _periodic(self, mono: float) -> None:
         from fastsched.queue import dedup_hash

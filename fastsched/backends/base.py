@@ -121,7 +121,13 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def purge(self, finished_before: dt.datetime, *, include_failed: bool = False, limit: int = 10_000) -> int:
-        """Delete up to ``limit`` done (and with include_failed, failed) jobs finished before then; return how many."""
+        """Delete up to ``limit`` done (and with include_failed, failed) jobs finished before then,
+        in short transactions; return how many. Fewer than ``limit`` means none is left, except
+        rows created after the cutoff by a clock ahead of the one that finished them (the purge
+        stops at the first rows all created after the cutoff: ids grow with time). A call that
+        returns ``limit`` remembers where it stopped, and the next (same include_failed, a cutoff
+        no earlier) goes on from there: rows behind that point that grew old in between wait for
+        the next walk, one that starts after a call returned fewer than ``limit``."""
 
     @abc.abstractmethod
     def stats(self, now: dt.datetime) -> list[PriorityStats]:

@@ -37,6 +37,7 @@ _RANK = {priority: rank for rank, priority in enumerate(PRIORITIES)}
 MALFORMED_ERROR = "malformed priority: not one of 10, 20, 30, 40, 50, so no claim would ever take it"
 PARALLEL_CLAIM_MIN_JOBS = 64  # below this a claim runs on one connection (a thread costs ~0.1 ms)
 LEASE_PREFIX = "periodic:"  # fastsched_meta names of take_periodic leases
+PURGE_WINDOW_MIN = 1_000  # rows purge reads per window at least, however small its limit
 
 _JOB_COLUMNS = 14  # get_job, lock_job and failed_jobs select these, then failed_hash
 _PID, _NEXT_TRY, _DONE, _FAILED_HASH = 10, 5, 13, 14  # positions in those rows
@@ -234,20 +235,49 @@ class SQLBackend(Inserts, Backend):
 
         return self._transaction(work, "failed", write=False)
 
+    # (max_done, cutoff, id) where the last purge stopped at its limit; None: start at the first id.
+    _purge_resume: tuple[int, dt.datetime, int] | None = None
+
     def purge(
         self, finished_before: dt.datetime, *, include_failed: bool = False, limit: int = 10_000
     ) -> int:
+        limit = int(limit)
+        max_done = DONE_FAILED if include_failed else DONE_OK
+        # A call that stopped at the limit may have left old rows in its last window: the next call
+        # starts at that window, so a purge in many calls reads the rows it keeps (failed, pending,
+        # young) once, not once per call. A lower cutoff could need rows behind it: start over.
+        after = 0
+        resume, self._purge_resume = self._purge_resume, None
+        if resume is not None and resume[0] == max_done and resume[1] <= finished_before:
+            after = resume[2]
         params = {
             "before": self._to_db_time(finished_before),
-            "max_done": DONE_FAILED if include_failed else DONE_OK,
-            "limit": int(limit),
+            "max_done": max_done,
+            "window": max(limit, PURGE_WINDOW_MIN),
         }
 
-        def work(cursor: Any) -> int:
-            cursor.execute(self._q["purge"], params)
-            return int(cursor.rowcount)
+        def work(cursor: Any) -> tuple[int | None, int]:
+            cursor.execute(self._q["purge_window"], params)
+            rows, last, all_young, old = cursor.fetchone()
+            if not rows or all_young:
+                return None, 0
+            if not old:
+                return int(last), 0
+            cursor.execute(self._q["purge"], {**params, "last": last})
+            return int(last), int(cursor.rowcount)
 
-        return self._transaction(work, "purge")
+        deleted = 0
+        while deleted < limit:
+            params["after"] = after
+            params["limit"] = limit - deleted
+            last, count = self._transaction(work, "purge")
+            if last is None:
+                return deleted
+            deleted += count
+            if deleted < limit:
+                after = last
+        self._purge_resume = (max_done, finished_before, after)
+        return deleted
 
     def stats(self, now: dt.datetime) -> list[PriorityStats]:
         """Exact counts per priority from index ranges. ``oldest_waiting_seconds`` is the age

@@ -83,10 +83,23 @@ SELECT id, command, parameter, priority, created, next_try,
        last_error, done, failed_hash
 FROM workerqueue WHERE done = 2 ORDER BY finished DESC, id DESC LIMIT %(limit)s
 
+-- name: purge_window
+-- The next rows in id order, read through the primary key (a consistent read, no locks): whether
+-- any is old enough to purge, and whether every one was created after the cutoff. Ids grow with
+-- time, so past such a window no row can have finished before the cutoff (created <= finished);
+-- "nothing old enough yet" then costs one window, not a walk over every done row (finished has no
+-- index, and the claim index orders done rows by pid first).
+SELECT COUNT(*), MAX(id), MIN(created) >= %(before)s,
+       COALESCE(SUM(done >= 1 AND done <= %(max_done)s AND finished < %(before)s), 0)
+FROM (SELECT id, created, done, finished FROM workerqueue
+      WHERE id > %(after)s ORDER BY id LIMIT %(window)s) AS w
+
 -- name: purge
+-- One window's old rows, a primary-key range. Under READ COMMITTED the locks it keeps are on the
+-- done rows it deletes, which nobody else writes; the others it reads are let go at once.
 DELETE FROM workerqueue
-WHERE done >= 1 AND done <= %(max_done)s AND finished < %(before)s
-LIMIT %(limit)s
+WHERE id > %(after)s AND id <= %(last)s AND done >= 1 AND done <= %(max_done)s AND finished < %(before)s
+ORDER BY id LIMIT %(limit)s
 
 -- name: stats
 -- (kind, priority, jobs, oldest) rows, each part an index range (never a full scan): the counts of

@@ -83,11 +83,21 @@ SELECT id, command, parameter, priority, created, next_try, executed, finished, 
        last_error, done, failed_hash
 FROM workerqueue WHERE done = 2 ORDER BY finished DESC, id DESC LIMIT :limit
 
+-- name: purge_window
+-- The next rows in rowid order: whether any is old enough to purge, and whether every one was
+-- created after the cutoff (ids grow with time, so past such a window no row can have finished
+-- before it: "nothing old enough yet" costs one window, not a walk over every done row).
+SELECT COUNT(*), MAX(id), MIN(created) >= :before,
+       COALESCE(SUM(done >= 1 AND done <= :max_done AND finished < :before), 0)
+FROM (SELECT id, created, done, finished FROM workerqueue
+      WHERE id > :after ORDER BY id LIMIT :window) AS w
+
 -- name: purge
+-- SQLite's DELETE takes no LIMIT (without a compile-time option): a rowid range instead.
 DELETE FROM workerqueue WHERE id IN (
     SELECT id FROM workerqueue
-    WHERE done >= 1 AND done <= :max_done AND finished < :before
-    LIMIT :limit)
+    WHERE id > :after AND id <= :last AND done >= 1 AND done <= :max_done AND finished < :before
+    ORDER BY id LIMIT :limit)
 
 -- name: stats
 -- (kind, priority, jobs, oldest) rows, each part an index range (never a full scan): the counts of

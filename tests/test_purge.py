@@ -1,0 +1,166 @@
+"""The retention purge: what a pool's maintenance run deletes, and that it keeps up with a backlog.
+
+Each test runs on SQLite and MariaDB (the ``dsn`` fixture). Rows are written through the backend
+with explicit times, then the pool's maintenance run is called with a clock of our own: no
+process is forked, and nothing here depends on how fast the machine is.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+
+import pytest
+
+from fastsched import pool_duties
+from fastsched.backends import open_backend
+from fastsched.backends.base import Backend
+from fastsched.config import PoolSettings
+from fastsched.dsn import parse_dsn
+from fastsched.errors import JobNotFound
+from fastsched.jobs import Failure, JobState, NewJob, Outcomes
+from fastsched.pool import Pool
+
+NOW = dt.datetime(2030, 1, 2, 3, 4, 5, 678901)
+HOUR = dt.timedelta(hours=1)
+MINUTE = dt.timedelta(minutes=1)
+HOST = "purge-host"
+RETENTION = 3600.0
+
+
+@pytest.fixture
+def backend(dsn: str) -> Iterator[Backend]:
+    b = open_backend(dsn)
+    b.register_master(HOST, 1, 1, NOW)
+    yield b
+    b.close()
+
+
+def pool(dsn: str, backend: Backend) -> Pool:
+    return Pool(PoolSettings(dsn=parse_dsn(dsn), workers=1, host_id=HOST, retention=RETENTION),
+                backend=backend, clock=lambda: NOW)
+
+
+def add(backend: Backend, count: int, created: dt.datetime) -> list[int]:
+    start = add.counter  # type: ignore[attr-defined]
+    add.counter += count  # type: ignore[attr-defined]
+    jobs = [NewJob("Cmd", f"[{start + n}]", 30, created, created, None, False) for n in range(count)]
+    return list(backend.add_many(jobs))
+
+
+add.counter = 0  # type: ignore[attr-defined]
+
+
+def finish(backend: Backend, ids: list[int], at: dt.datetime, *, failed: bool = False) -> None:
+    """Finish these jobs at ``at``; every other pending job is claimed too, and handed back."""
+    wanted = set(ids)
+    claimed: list[int] = []
+    while not wanted <= set(claimed):
+        batches = backend.claim([0, 0, 1000, 0, 0], [7], HOST, 1000, NOW + 24 * HOUR)
+        assert batches, "these jobs are not pending"
+        claimed.extend(job.id for batch in batches for job in batch.jobs)
+    others = [job_id for job_id in claimed if job_id not in wanted]
+    if failed:
+        outcomes = Outcomes(failed=[Failure(job_id, 0, 0, "boom") for job_id in ids], released=others)
+    else:
+        outcomes = Outcomes(done=list(ids), released=others)
+    backend.write_outcomes(HOST, at, outcomes)
+
+
+def state(backend: Backend, job_id: int) -> JobState | None:
+    try:
+        return backend.get(job_id, NOW).state
+    except JobNotFound:  # purged
+        return None
+
+
+def test_a_maintenance_run_purges_every_done_job_past_the_retention_and_nothing_else(
+    dsn: str, backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pool_duties, "PURGE_CHUNK", 4)  # several chunks in one run
+    monkeypatch.setattr(pool_duties, "PURGE_BUDGET", 3600.0)
+    long_ago = NOW - 3 * HOUR
+    # In id order: old done jobs, a job added long ago but finished just now (a small id that must
+    # stay), more old done jobs, an old failure, then jobs added and finished within the retention.
+    old_a = add(backend, 9, long_ago)
+    late = add(backend, 1, long_ago)
+    old_b = add(backend, 6, long_ago)
+    failed = add(backend, 2, long_ago)
+    young = add(backend, 5, NOW - 30 * MINUTE)
+    pending = add(backend, 3, NOW - 2 * HOUR)  # waiting (even long) is not done: never purged
+    finish(backend, old_a + old_b, long_ago + MINUTE)
+    finish(backend, failed, long_ago + MINUTE, failed=True)
+    finish(backend, late, NOW - MINUTE)
+    finish(backend, young, NOW - 20 * MINUTE)
+    just_old = add(backend, 2, NOW - 2 * HOUR)
+    finish(backend, just_old, NOW - HOUR - dt.timedelta(microseconds=1))
+    just_young = add(backend, 2, NOW - 2 * HOUR)
+    finish(backend, just_young, NOW - HOUR)  # finished exactly at the cutoff: kept
+
+    pool(dsn, backend)._maintenance()
+
+    assert [state(backend, i) for i in old_a + old_b + just_old] == [None] * 17
+    assert [state(backend, i) for i in late + young + just_young] == [JobState.DONE] * 8
+    assert [state(backend, i) for i in failed] == [JobState.FAILED] * 2
+    assert [state(backend, i) for i in pending] == [JobState.WAITING] * 3
+
+
+def test_a_backlog_of_many_chunks_is_purged_in_one_run_within_its_budget(
+    dsn: str, backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pool_duties, "PURGE_CHUNK", 10)
+    monkeypatch.setattr(pool_duties, "PURGE_BUDGET", 3600.0)
+    old = add(backend, 95, NOW - 3 * HOUR)
+    finish(backend, old, NOW - 2 * HOUR)
+    kept = add(backend, 3, NOW - MINUTE)
+    finish(backend, kept, NOW)
+    p = pool(dsn, backend)
+    p._next_maintenance = far = 1e12
+
+    p._maintenance()
+
+    assert [state(backend, i) for i in old].count(None) == 95
+    assert [state(backend, i) for i in kept] == [JobState.DONE] * 3
+    assert p._next_maintenance == far  # caught up: nothing brought forward
+
+
+def test_a_backlog_past_the_budget_goes_on_before_the_next_interval(
+    dsn: str, backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pool_duties, "PURGE_CHUNK", 10)
+    monkeypatch.setattr(pool_duties, "PURGE_BUDGET", 0.0)  # every run stops after its first chunk
+    failed = add(backend, 15, NOW - 3 * HOUR)  # rows the purge keeps, ahead of the ones it deletes
+    finish(backend, failed, NOW - 3 * HOUR, failed=True)
+    old = add(backend, 35, NOW - 3 * HOUR)
+    finish(backend, old, NOW - 2 * HOUR)
+    p = pool(dsn, backend)
+    p._next_maintenance = far = 1e12
+
+    left = []
+    for _ in range(5):
+        p._maintenance()
+        left.append([state(backend, i) for i in old].count(JobState.DONE))
+        if p._next_maintenance == far:
+            break
+        assert p._next_maintenance < far  # brought forward: the backlog does not wait an interval
+        p._next_maintenance = far
+    assert left == [25, 15, 5, 0]
+    assert [state(backend, i) for i in failed] == [JobState.FAILED] * 15
+
+
+def test_a_purge_in_chunks_deletes_the_old_rows_among_kept_ones_and_resumes(backend: Backend) -> None:
+    # Windows of rows that stay (failures, pending jobs, young done jobs) between old done rows: a
+    # chunk stops at its limit in the middle of a window, and the next goes on from there.
+    ids = []
+    for _ in range(3):
+        old = add(backend, 1500, NOW - 3 * HOUR)
+        finish(backend, old, NOW - 2 * HOUR)
+        kept = add(backend, 1200, NOW - 3 * HOUR)
+        finish(backend, kept[:400], NOW - 2 * HOUR, failed=True)
+        finish(backend, kept[400:800], NOW - MINUTE)
+        ids += old
+    cutoff = NOW - HOUR
+    counts = [backend.purge(cutoff, limit=1000) for _ in range(6)]
+    assert counts == [1000, 1000, 1000, 1000, 500, 0]
+    assert all(state(backend, i) is None for i in ids[::97])
+    assert backend.purge(cutoff, include_failed=True, limit=10_000) == 1200
+    assert backend.purge(NOW, limit=10_000) == 1200  # the young ones, once the cutoff passes them
