@@ -35,7 +35,12 @@ STATS_WINDOW = dt.timedelta(hours=1)  # PriorityStats.done_last_hour
 PRIORITIES = tuple(int(p) for p in ALL_PRIORITIES)
 _RANK = {priority: rank for rank, priority in enumerate(PRIORITIES)}
 MALFORMED_ERROR = "malformed priority: not one of 10, 20, 30, 40, 50, so no claim would ever take it"
-PARALLEL_CLAIM_MIN_JOBS = 64  # below this a claim runs on one connection (a thread costs ~0.1 ms)
+# Fewer jobs than this to claim, or to complete, and claim() uses one connection: a second one
+# costs a thread and a commit of its own, and for a few jobs (short jobs in small batches, the
+# fairness bench) that made claims slower, not faster.
+PARALLEL_CLAIM_MIN_JOBS = 64
+ONE_UPDATE_MAX_IDS = 256  # a claim of at most this many jobs marks all its batches in one UPDATE
+PID_CASES = "{pid_cases}"  # claim_batches: "WHEN id IN (...) THEN <pid>" per batch
 LEASE_PREFIX = "periodic:"  # fastsched_meta names of take_periodic leases
 PURGE_WINDOW_MIN = 1_000  # rows purge reads per window at least, however small its limit
 
@@ -373,7 +378,11 @@ class SQLBackend(Inserts, Backend):
         host_id = self._host_id(host)
         parts = _split_claim(wanted, children, fetch_limit, self.claim_connections)
         finishing = handing_back = None
-        if outcomes and self.claim_connections > 1 and (outcomes.done or outcomes.failed):
+        if (
+            outcomes
+            and self.claim_connections > 1
+            and len(outcomes.done) + len(outcomes.failed) >= PARALLEL_CLAIM_MIN_JOBS
+        ):
             finishing = Outcomes(done=outcomes.done, failed=outcomes.failed)
             handing_back = Outcomes(retry=outcomes.retry, released=outcomes.released) or None
         if finishing is None and len(parts) < 2:
@@ -480,11 +489,21 @@ class SQLBackend(Inserts, Backend):
             return []
         ids = [job[0] for job in jobs]
         split = core.batch_ids(ids, [job[3] for job in jobs], fetch_limit)
+        assigned = list(zip(children, split))
+        params = {"host_id": host_id, "now": db_now}
+        if 1 < len(assigned) and len(ids) <= ONE_UPDATE_MAX_IDS:
+            # Small batches for several children (short jobs, LOW and NEGLIGIBLE one by one): one
+            # statement for all, a round trip per child less. Every id and pid is an int here.
+            cases = " ".join(f"WHEN id IN ({repr(batch)[1:-1]}) THEN {int(pid)}" for pid, batch in assigned)
+            claimed = [job_id for _, batch in assigned for job_id in batch]
+            cursor.execute(expand_in(self._q["claim_batches"].replace(PID_CASES, cases), claimed), params)
+        else:
+            update = self._q["claim_batch"]
+            for pid, batch in assigned:
+                cursor.execute(expand_in(update, batch), {"pid": pid, **params})
         batches: list[Batch] = []
-        update = self._q["claim_batch"]
         start = 0
-        for pid, batch in zip(children, split):
-            cursor.execute(expand_in(update, batch), {"pid": pid, "host_id": host_id, "now": db_now})
+        for pid, batch in assigned:
             end = start + len(batch)
             batches.append(Batch(pid, jobs[start:end]))
             start = end

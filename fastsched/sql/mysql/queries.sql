@@ -182,6 +182,12 @@ FOR UPDATE SKIP LOCKED
 -- Only fixed-size columns change: InnoDB updates the row in place (schema.sql, executed).
 UPDATE workerqueue SET pid = %(pid)s, host_id = %(host_id)s, executed = %(now)s WHERE id IN ({ids})
 
+-- name: claim_batches
+-- claim_batch for several small batches at once: {pid_cases} is one "WHEN id IN (...) THEN pid"
+-- per batch, inlined from validated ints.
+UPDATE workerqueue SET pid = CASE {pid_cases} END, host_id = %(host_id)s, executed = %(now)s
+WHERE id IN ({ids})
+
 -- name: complete_jobs
 UPDATE workerqueue SET done = 1, finished = %(now)s, dedup_hash = NULL
 WHERE id IN ({ids}) AND host_id = %(host_id)s AND done = 0

@@ -178,6 +178,12 @@ LIMIT :limit
 -- name: claim_batch
 UPDATE workerqueue SET pid = :pid, host_id = :host_id, executed = :now WHERE id IN ({ids})
 
+-- name: claim_batches
+-- claim_batch for several small batches at once: {pid_cases} is one "WHEN id IN (...) THEN pid"
+-- per batch, inlined from validated ints.
+UPDATE workerqueue SET pid = CASE {pid_cases} END, host_id = :host_id, executed = :now
+WHERE id IN ({ids})
+
 -- name: complete_jobs
 -- "+done": a unary plus keeps the planner off the claim index (done = ?), which would scan every
 -- pending row; the id list is looked up by rowid instead (7x faster at 100,000 pending).
