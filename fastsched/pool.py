@@ -141,6 +141,15 @@ class Pool(DutiesMixin):
         self._stop_flag: Any = None
         self._listener: Any = None
         self._woken = False  # a wake-up arrived since the last cycle: a job was added on this host
+        # plan_counts, kept between reads: a busy master reads it again only after a poll interval,
+        # when a wake-up names no priority, or when its copy says nothing is left to claim (see
+        # _plan_inputs). Waiting counts go down by what we claim and up by the jobs added on this
+        # host (the wake-ups name their priority); running = other masters' (as last read) + ours.
+        self._counts_at = -math.inf  # monotonic time of the last read
+        self._counts_stale = True
+        self._cached_waiting = [0] * len(core.PRIORITIES)
+        self._others_running = [0] * len(core.PRIORITIES)
+        self._cached_active = 0
         self._children_dirty = False  # the process table does not list our children yet
         self._resync = False  # a claim failed mid-way: our idle children may hold claims we do not know
         # database health
@@ -462,6 +471,7 @@ class Pool(DutiesMixin):
             elif obj is self._listener:
                 self._listener.drain()
                 self._woken = True
+                self._count_added(self._listener.take_added())
             elif obj in by_conn:
                 self._receive(by_conn[obj])
             elif isinstance(obj, int) and obj in by_sentinel:
@@ -469,6 +479,7 @@ class Pool(DutiesMixin):
         for child in died:
             if child.pid in self._children:
                 self._on_death(child, self._death_reason(child))
+                self._counts_stale = True  # its unstarted jobs go back to waiting
         if died and not self._stopping and not self._forced:
             self._replace(self.settings.workers - len(self._children))
 
@@ -499,25 +510,16 @@ class Pool(DutiesMixin):
         self._empty_seen = False
         if n_free:
             try:
-                counts = self._timed(
-                    self._backend.plan_counts,
-                    now,
-                    n_free * settings.fetch_limit,
-                    now - dt.timedelta(seconds=self._lease),
-                )
+                waiting, running, active, fresh = self._plan_inputs(now, n_free)
             except DatabaseError as exc:
                 self._db_failed(exc)
                 return True
-            running = list(counts.running)
-            for rank in self._finished_ranks:  # their rows still read as running until our next write
-                if running[rank] > 0:
-                    running[rank] -= 1
-            self._last_waiting = list(counts.waiting)
+            self._last_waiting = list(waiting)
             self._last_running = running
-            self._last_active = counts.active
+            self._last_active = active
             # Claims of other masters count too, a dead one's included: they come back after its lease.
-            self._empty_seen = clean and not any(counts.waiting) and not any(running)
-            wanted = core.plan(counts.waiting, running, counts.active, n_free, settings.fetch_limit)
+            self._empty_seen = fresh and clean and not any(waiting) and not any(running)
+            wanted = core.plan(waiting, running, active, n_free, settings.fetch_limit)
             if not any(wanted):
                 wanted = None
         if wanted is None:
@@ -542,12 +544,75 @@ class Pool(DutiesMixin):
             self._db_failed(exc)
             return True
         self._finished_ranks.clear()
+        self._count_claimed(wanted, batches)
         self.metrics["claims"] += 1
         took = time.perf_counter() - started
         self._claim_ewma = took if self._claim_ewma <= 0 else self._claim_ewma * (1 - EWMA_WEIGHT) + took * EWMA_WEIGHT
         for batch in batches:
             self._dispatch(children[batch.pid], batch.jobs)
         return len(batches) < n_free
+
+    def _plan_inputs(self, now: dt.datetime, n_free: int) -> tuple[list[int], list[int], int, bool]:
+        """(waiting, running, active, read now) for core.plan: read from the database when the
+        copy is older than a poll interval, was made stale, or has nothing left to claim (the
+        queue may have filled meanwhile: only the database knows); else the copy. Other hosts'
+        adds are seen within a poll interval, as an idle master sees them; this host's at once."""
+        mono = time.monotonic()
+        own = self._own_running()
+        if (
+            self._counts_stale
+            or mono - self._counts_at >= self.settings.poll_interval
+            or not any(self._cached_waiting)
+        ):
+            counts = self._timed(
+                self._backend.plan_counts,
+                now,
+                n_free * self.settings.fetch_limit,
+                now - dt.timedelta(seconds=self._lease),
+            )
+            running = list(counts.running)
+            for rank in self._finished_ranks:  # their rows still read as running until our next write
+                if running[rank] > 0:
+                    running[rank] -= 1
+            self._counts_at, self._counts_stale = mono, False
+            self._cached_waiting = list(counts.waiting)
+            self._others_running = [max(0, total - ours) for total, ours in zip(running, own)]
+            self._cached_active = counts.active
+            return list(counts.waiting), running, counts.active, True
+        running = [others + ours for others, ours in zip(self._others_running, own)]
+        return list(self._cached_waiting), running, self._cached_active, False
+
+    def _own_running(self) -> list[int]:
+        """Our busy children per rank: one each, as plan_counts counts distinct (host, pid)."""
+        own = [0] * len(core.PRIORITIES)
+        for child in self._children.values():
+            if child.inflight:
+                own[child.inflight[0][2]] += 1
+        return own
+
+    def _count_added(self, priorities: list[int] | None) -> None:
+        if priorities is None:
+            self._counts_stale = True
+            return
+        for priority in priorities:
+            rank = _RANK.get(priority)
+            if rank is None:
+                self._counts_stale = True
+            else:
+                self._cached_waiting[rank] += 1
+
+    def _count_claimed(self, wanted: list[int], batches: list[Any]) -> None:
+        claimed = [0] * len(core.PRIORITIES)
+        for batch in batches:
+            for job in batch.jobs:
+                rank = _RANK.get(job.priority)
+                if rank is not None:
+                    claimed[rank] += 1
+        cached = self._cached_waiting
+        for rank, (want, got) in enumerate(zip(wanted, claimed)):
+            # Fewer than planned: the copy was high (other masters took them, a duplicate add was
+            # counted): nothing is known to be left.
+            cached[rank] = 0 if got < want else max(0, cached[rank] - got)
 
     def _dispatch(self, child: Child, jobs: list[ClaimedJob]) -> None:
         metrics = self.metrics
@@ -597,6 +662,7 @@ class Pool(DutiesMixin):
             self._db_failed(exc)
             return
         self._resync = False
+        self._counts_stale = True
         self._children_dirty = False
         if released:
             log.warning("released %d jobs claimed by a claim whose answer was lost to a database error", released)

@@ -186,7 +186,7 @@ class Queue:
         with self._lock:
             job_id: int = self._backend.add_many((job,), connection=connection)[0]
         if connection is None and job.next_try <= now:
-            wakeup.notify(self._identity)
+            wakeup.notify(self._identity, job.priority)
         return job_id
 
     def add_many(self, jobs: Iterable[Any], *, connection: Any = None) -> list[int]:

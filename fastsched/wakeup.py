@@ -14,7 +14,7 @@ import socket
 import stat
 import tempfile
 
-WAKEUP_BYTE = b"!"
+WAKEUP_BYTE = b"!"  # something was added: read the counts again
 
 
 def runtime_dir() -> str:
@@ -55,9 +55,13 @@ def safe_name(host_id: str) -> str:
     return name if name.strip(".") else "_" + name
 
 
-def notify(identity: str) -> None:
-    """Wake every master on this host that serves ``identity``. Never raises."""
+def notify(identity: str, priority: int | None = None) -> None:
+    """Wake every master on this host that serves ``identity``. Never raises.
+
+    ``priority``: the one job added was of this priority (its decimal digits are the datagram), so a
+    busy master counts it without reading the database; else the master reads its counts again."""
     global _sender
+    payload = WAKEUP_BYTE if priority is None else str(int(priority)).encode()
     try:
         paths = _sockets(socket_dir(identity))
         if not paths:
@@ -69,7 +73,7 @@ def notify(identity: str) -> None:
         return
     for path in paths:
         with contextlib.suppress(OSError):  # a full buffer already means "wake up"; a gone master, nothing
-            _sender.sendto(WAKEUP_BYTE, path)
+            _sender.sendto(payload, path)
 
 
 def check_directory(path: str, *, private: bool) -> None:
@@ -115,19 +119,32 @@ class Listener:
         self._socket.setblocking(False)
         self._socket.bind(self.path)
         os.chmod(self.path, 0o600)
+        self._added: list[int] | None = []
 
     def fileno(self) -> int:
         return self._socket.fileno()
 
     def drain(self) -> int:
-        """Read every pending wake-up; return how many there were."""
+        """Read every pending wake-up; return how many there were. The priorities they name pile
+        up for ``take_added``."""
         count = 0
         while True:
             try:
-                self._socket.recv(64)
+                payload = self._socket.recv(64)
             except (BlockingIOError, InterruptedError):
                 return count
             count += 1
+            if self._added is not None:
+                if payload.isdigit() and len(payload) <= 3:
+                    self._added.append(int(payload))
+                else:
+                    self._added = None
+
+    def take_added(self) -> list[int] | None:
+        """The priorities of the single jobs added since the last call, or None when some wake-up
+        named none (add_many, retry, an older sender): then only the database knows."""
+        added, self._added = self._added, []
+        return added
 
     def close(self) -> None:
         self._socket.close()

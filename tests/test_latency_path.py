@@ -53,3 +53,28 @@ def test_a_master_woken_by_every_add_keeps_its_heartbeat(dsn, q, rec, pools):
     assert "declared dead" not in pool.log()
     assert all(q.get(job_id).state is JobState.DONE for job_id in ids)
 
+
+
+def test_a_busy_master_sees_a_job_added_without_a_wake_up_within_a_poll_interval(dsn, q, rec, pools):
+    """A busy master plans from its own copy of the counts between reads; a job nobody woke it for
+    (another host's producer, here the caller's own transaction) must be seen at the next read, a
+    poll interval later, not only when the copy runs out (NEGLIGIBLE jobs go one per child, so a
+    copy of 100 waiting lasts about 100 of them, 2.5 s here)."""
+    from tests.test_queue import raw_connect
+
+    pool = pools(dsn, workers=2, fetch_limit=50, poll_interval=0.2)
+    backlog = q.add_many([(Priority.NEGLIGIBLE, "record", rec, n, 0.05) for n in range(300)])
+    wait_for(lambda: len(events(rec, "start")) >= 10, timeout=30.0, what="the backlog to start")
+    conn = raw_connect(dsn)
+    try:
+        urgent = q.add(Priority.HIGH, "record", rec, "urgent", connection=conn)
+        conn.commit()
+    finally:
+        conn.close()
+    started_before = len(events(rec, "start"))
+    wait_for(lambda: q.get(urgent).state is JobState.DONE, timeout=30.0, what="the HIGH job to run")
+    position = [r["n"] for r in events(rec, "start")].index("urgent")
+    # A poll interval is about 8 jobs here (2 workers, 50 ms each); a stale copy would be 100.
+    assert position - started_before < 40, (started_before, position)
+    wait_for(lambda: all_done(q, backlog), timeout=60.0, what="the backlog to finish")
+    assert pool.stop() == 0

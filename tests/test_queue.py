@@ -762,6 +762,19 @@ def test_add_wakes_the_masters_but_not_for_delayed_or_uncommitted_jobs(
     assert listener.drain() == 0
 
 
+def test_a_wake_up_names_the_priority_of_the_one_job_added(q: fastsched.Queue, listener: wakeup.Listener) -> None:
+    """A busy master counts such a job without reading the database; anything else (add_many,
+    retry) names none, and the master reads its counts again."""
+    q.add(20, "High")
+    q.add(50, "Negligible")
+    assert listener.drain() == 2 and listener.take_added() == [20, 50]
+    assert listener.take_added() == []
+    q.add(30, "One")
+    q.add_many([(10, "Many", 1), (30, "Many", 2)])
+    assert listener.drain() == 2 and listener.take_added() is None
+    assert listener.take_added() == []
+
+
 # --- the password never shows ---------------------------------------------------------------------
 
 
