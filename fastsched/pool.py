@@ -177,6 +177,9 @@ class Pool(DutiesMixin):
         self._batch_ewma = 0.0  # seconds a child takes to run a batch, on average
         self._holding_since = 0.0  # monotonic start of the coalescing waits before the next claim
         self._log_mark: dict[str, float] = {}
+        self._stats_cache: list[Any] = []
+        self._stats_due = 0.0
+        self._stats_read_at = 0.0
         self.metrics: dict[str, Any] = {
             "jobs_done": 0,
             "jobs_failed": 0,

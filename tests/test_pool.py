@@ -623,3 +623,35 @@ def test_a_master_waiting_on_a_down_database_or_a_long_stop_does_not_spin(mysql_
         assert q.get(second).state is JobState.DONE
     finally:
         q.close()
+
+
+def test_the_load_line_reads_its_counts_again_only_within_its_budget(dsn: str, q: fastsched.Queue) -> None:
+    """The Load line's per-priority counts cost a second at a million pending jobs on MariaDB:
+    a master reads them again only after 100x the last read's time, repeating them meanwhile."""
+    from fastsched import pool_duties
+    from fastsched.backends import open_backend
+    from fastsched.config import PoolSettings
+    from fastsched.dsn import parse_dsn
+    from fastsched.pool import Pool
+
+    q.add(Priority.LOW, "noop")
+    backend = open_backend(dsn)
+    reads: list[float] = []
+    real_stats = backend.stats
+
+    def slow_stats(now: Any) -> Any:
+        reads.append(now)
+        time.sleep(0.2)  # a deep queue's count
+        return real_stats(now)
+
+    backend.stats = slow_stats  # type: ignore[method-assign]
+    pool = Pool(PoolSettings(dsn=parse_dsn(dsn), host_id="load-line"), backend=backend)
+    try:
+        pool._log_lines(100.0)
+        pool._log_lines(100.0 + pool_duties.LOG_INTERVAL)  # 10 s later, within the 20 s it earned
+        assert len(reads) == 1
+        assert [e.waiting for e in pool._stats_cache] == [0, 0, 0, 1, 0]
+        pool._log_lines(100.0 + 10 * pool_duties.STATS_BUDGET_FACTOR)  # past any budget a read under 10 s earns
+        assert len(reads) == 2
+    finally:
+        backend.close()
