@@ -11,7 +11,7 @@ typed memoryview for ``array('q')``, numpy ``int64`` and other buffers of 64-bit
 bounded by ``MAX_COUNT`` (2**53 - 1), so no intermediate value can overflow 64 bits.
 """
 from cpython.float cimport PyFloat_CheckExact
-from cpython.list cimport PyList_CheckExact, PyList_GetSlice
+from cpython.list cimport PyList_CheckExact, PyList_GetSlice, PyList_New
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact, PyLong_FromDouble
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.ref cimport PyObject
@@ -341,14 +341,76 @@ def count_priorities(priorities):
     return [counts[0], counts[1], counts[2], counts[3], counts[4]]
 
 
+cdef extern from *:
+    """
+    #define __pyx_fs_prefetch_w(p) __builtin_prefetch((const void*)(p), 1, 3)
+    """
+    void _prefetch_w "__pyx_fs_prefetch_w"(const void* p) noexcept nogil
+
+
+cdef extern from "Python.h":
+    PyObject* _list_new "PyList_New"(Py_ssize_t size) except NULL
+    void _list_set_item "PyList_SET_ITEM"(PyObject* items, Py_ssize_t index, PyObject* item) noexcept
+    void _incref "Py_INCREF"(PyObject* item) noexcept
+    bint _is_exact_int "PyLong_CheckExact"(PyObject* item) noexcept
+
+
+# How many ids ahead of the one being added to a batch to prefetch: claimed ids are ints that may lie
+# anywhere in memory, and touching each one (type check, reference count) is most of the work.
+cdef enum:
+    _PREFETCH_AHEAD = 16
+
+
+cdef inline Py_ssize_t _batch_end(const unsigned char* ranks, Py_ssize_t start, Py_ssize_t size,
+                                  Py_ssize_t batch) noexcept nogil:
+    """Where the batch starting at ``start`` ends: the rank changes or the batch is full."""
+    cdef unsigned char rank = ranks[start]
+    cdef Py_ssize_t capacity = batch if rank < _BATCHED_RANKS else 1
+    cdef Py_ssize_t limit = start + capacity
+    cdef Py_ssize_t end = start + 1
+    if limit > size:
+        limit = size
+    while end < limit and ranks[end] == rank:
+        end += 1
+    return end
+
+
+cdef object _batches_of_exact(PyObject** items, const unsigned char* ranks, Py_ssize_t size,
+                              Py_ssize_t batch):
+    """The batches as new lists holding the very id objects of ``items``, or None as soon as one id is
+    not an exact int (nothing else happens then: the caller converts the ids and starts again)."""
+    cdef Py_ssize_t count = 0, start = 0, end, k = 0, i
+    cdef PyObject* inner
+    cdef PyObject* item
+    cdef list batches
+    while start < size:
+        start = _batch_end(ranks, start, size, batch)
+        count += 1
+    batches = PyList_New(count)  # NULL slots until filled: a list dropped half-built frees cleanly
+    start = 0
+    while start < size:
+        end = _batch_end(ranks, start, size, batch)
+        inner = _list_new(end - start)
+        _list_set_item(<PyObject*>batches, k, inner)  # steals the new reference
+        k += 1
+        for i in range(start, end):
+            if i + _PREFETCH_AHEAD < size:
+                _prefetch_w(items[i + _PREFETCH_AHEAD])
+            item = items[i]
+            if not _is_exact_int(item):
+                return None
+            _incref(item)
+            _list_set_item(inner, i - start, item)
+        start = end
+    return batches
+
+
 def batch_ids(ids, priorities, fetch_limit):
     """Split claimed job ids into the batches handed to children (see the twin for the rules)."""
     cdef object id_items = _as_fast(ids, "ids")
     cdef _Priorities source = _Priorities(priorities)
-    cdef Py_ssize_t size, start, end, capacity, batch, i
-    cdef PyObject** items
+    cdef Py_ssize_t size, start, end, batch
     cdef unsigned char* ranks
-    cdef unsigned char rank
     cdef list job_ids, batches
     fetch_limit = _index(fetch_limit)
     if fetch_limit < 1:
@@ -363,25 +425,20 @@ def batch_ids(ids, priorities, fetch_limit):
     if ranks == NULL:
         raise MemoryError()
     try:
-        source.scan(ranks, NULL)
+        source.scan(ranks, NULL)  # every priority checked before any id, as the twin does
 
-        # The ids as a list of exact ints, so that batches are cheap slices of it.
-        items = PySequence_Fast_ITEMS(id_items)
-        for i in range(size):
-            if not PyLong_CheckExact(<object>items[i]):
-                job_ids = [_index(item) for item in id_items]
-                break
-        else:
-            job_ids = id_items if PyList_CheckExact(id_items) else list(id_items)
+        # The common case: every id is an exact int, and the batches hold those very objects.
+        result = _batches_of_exact(PySequence_Fast_ITEMS(id_items), ranks, size, batch)
+        if result is not None:
+            return result
 
+        # Some id is not an exact int: convert them all (the first one that is not int-like raises),
+        # then the batches are slices of the converted list.
+        job_ids = [_index(item) for item in id_items]
         batches = []
         start = 0
         while start < size:
-            rank = ranks[start]
-            capacity = batch if rank < _BATCHED_RANKS else 1
-            end = start + 1
-            while end < size and ranks[end] == rank and end - start < capacity:
-                end += 1
+            end = _batch_end(ranks, start, size, batch)
             batches.append(PyList_GetSlice(job_ids, start, end))
             start = end
         return batches
