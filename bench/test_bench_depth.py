@@ -28,7 +28,7 @@ import pymysql
 import fastsched
 from bench import harness
 from bench.harness import Target, median, percentile, pick, record, table
-from fastsched import core
+from fastsched import core, pool_duties
 from fastsched.dsn import parse_dsn
 from fastsched.jobs import Outcomes
 
@@ -403,7 +403,9 @@ class Cycler:
         now = _utcnow()
         calls = {
             "stats (Load line, every 10 s)": lambda: self.backend.stats(now),
-            "purge sweep (every 5 s)": lambda: self.backend.purge(now - dt.timedelta(hours=1), limit=10_000),
+            "purge sweep (every 5 s)": lambda: self.backend.purge(  # one call of the pool's run
+                now - dt.timedelta(hours=1), limit=pool_duties.PURGE_CHUNK, max_scan=pool_duties.PURGE_SCAN
+            ),
             "fail_malformed sweep (every 5 s)": lambda: self.backend.fail_malformed(now),
             "recover_expired (every 5 s)": lambda: self.backend.recover_expired(now - dt.timedelta(seconds=30)),
         }

@@ -42,6 +42,10 @@ DB_ERROR_LOG_INTERVAL = 30.0  # seconds between "still unreachable" warnings
 # a whole maintenance_interval. A backlog so gets two thirds of the loop: 34,000 deleted rows/s
 # while purging there make ~22,000/s, more than that machine drains.
 PURGE_CHUNK = 5_000
+# Rows a purge call reads at most: a million rows older than the cutoff that must stay (a deep
+# pending backlog) cost a maintenance run 1.4 s to walk on MariaDB; the walk now goes on from where
+# the last run stopped, a slice per run.
+PURGE_SCAN = 20_000
 PURGE_BUDGET = 0.5  # seconds
 PURGE_PAUSE = 0.25  # seconds
 PERIODIC_CHECKS = 4  # a periodic task's lease is tried this many times per period (at most every maintenance)
@@ -255,7 +259,7 @@ class DutiesMixin(ChildrenMixin):
         behind = False
         try:
             while True:
-                count = self._timed(self._backend.purge, cutoff, limit=PURGE_CHUNK)
+                count = self._timed(self._backend.purge, cutoff, limit=PURGE_CHUNK, max_scan=PURGE_SCAN)
                 purged += count
                 if count < PURGE_CHUNK:
                     break

@@ -164,3 +164,19 @@ def test_a_purge_in_chunks_deletes_the_old_rows_among_kept_ones_and_resumes(back
     assert all(state(backend, i) is None for i in ids[::97])
     assert backend.purge(cutoff, include_failed=True, limit=10_000) == 1200
     assert backend.purge(NOW, limit=10_000) == 1200  # the young ones, once the cutoff passes them
+
+
+def test_a_deep_backlog_that_must_stay_costs_each_run_a_slice_and_the_walk_goes_on_next_run(
+    dsn: str, backend: Backend
+) -> None:
+    """3,000 jobs pending since before the cutoff, then 50 done jobs past the retention: a purge
+    call reads about ``max_scan`` rows and stops; the next goes on from there, so the old done
+    rows behind the backlog are found over a few calls, each as cheap as the first."""
+    add(backend, 3000, NOW - 5 * HOUR)  # pending: kept, and read by every walk that starts over
+    done = add(backend, 50, NOW - 3 * HOUR)
+    finish(backend, done, NOW - 2 * HOUR)
+    cutoff = NOW - HOUR
+    calls = [backend.purge(cutoff, limit=100, max_scan=1000) for _ in range(5)]
+    assert calls[:3] == [0, 0, 0]  # one window of the backlog each
+    assert calls[3] == 50 and calls[4] == 0
+    assert all(state(backend, job_id) is None for job_id in done)

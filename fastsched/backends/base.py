@@ -120,14 +120,26 @@ class Backend(abc.ABC):
         """Failed jobs, newest first."""
 
     @abc.abstractmethod
-    def purge(self, finished_before: dt.datetime, *, include_failed: bool = False, limit: int = 10_000) -> int:
+    def purge(
+        self,
+        finished_before: dt.datetime,
+        *,
+        include_failed: bool = False,
+        limit: int = 10_000,
+        max_scan: int | None = None,
+    ) -> int:
         """Delete up to ``limit`` done (and with include_failed, failed) jobs finished before then,
         in short transactions; return how many. Fewer than ``limit`` means none is left, except
         rows created after the cutoff by a clock ahead of the one that finished them (the purge
         stops at the first rows all created after the cutoff: ids grow with time). A call that
         returns ``limit`` remembers where it stopped, and the next (same include_failed, a cutoff
         no earlier) goes on from there: rows behind that point that grew old in between wait for
-        the next walk, one that starts after a call returned fewer than ``limit``."""
+        the next walk, one that starts after a call returned fewer than ``limit``.
+
+        ``max_scan``: read at most about that many rows (kept or deleted) in this call, then stop
+        and remember the place as above: the pool's maintenance, so that a deep backlog of rows
+        older than the cutoff that must stay (pending, failed) costs it a slice per run instead of
+        a walk over all of them. Fewer than ``limit`` then does not mean none is left."""
 
     @abc.abstractmethod
     def stats(self, now: dt.datetime) -> list[PriorityStats]:

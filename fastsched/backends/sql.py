@@ -244,7 +244,12 @@ class SQLBackend(Inserts, Backend):
     _purge_resume: tuple[int, dt.datetime, int] | None = None
 
     def purge(
-        self, finished_before: dt.datetime, *, include_failed: bool = False, limit: int = 10_000
+        self,
+        finished_before: dt.datetime,
+        *,
+        include_failed: bool = False,
+        limit: int = 10_000,
+        max_scan: int | None = None,
     ) -> int:
         limit = int(limit)
         max_done = DONE_FAILED if include_failed else DONE_OK
@@ -261,24 +266,27 @@ class SQLBackend(Inserts, Backend):
             "window": max(limit, PURGE_WINDOW_MIN),
         }
 
-        def work(cursor: Any) -> tuple[int | None, int]:
+        def work(cursor: Any) -> tuple[int | None, int, int]:
             cursor.execute(self._q["purge_window"], params)
             rows, last, all_young, old = cursor.fetchone()
             if not rows or all_young:
-                return None, 0
+                return None, 0, 0
             if not old:
-                return int(last), 0
+                return int(last), 0, int(rows)
             cursor.execute(self._q["purge"], {**params, "last": last})
-            return int(last), int(cursor.rowcount)
+            return int(last), int(cursor.rowcount), int(rows)
 
-        deleted = 0
+        deleted = scanned = 0
         while deleted < limit:
+            if max_scan is not None and scanned >= max_scan:
+                break
             params["after"] = after
             params["limit"] = limit - deleted
-            last, count = self._transaction(work, "purge")
+            last, count, rows = self._transaction(work, "purge")
             if last is None:
                 return deleted
             deleted += count
+            scanned += rows
             if deleted < limit:
                 after = last
         self._purge_resume = (max_done, finished_before, after)
