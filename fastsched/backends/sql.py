@@ -423,10 +423,11 @@ class SQLBackend(Inserts, Backend):
             )
         results: list[Any] = [None] * len(side)
         failures: list[BaseException] = []
+        backends = [self._side_backend(index) for index in range(len(side))]  # before any thread
 
         def run(index: int, work: Callable[[SQLBackend], Any]) -> None:
             try:
-                results[index] = work(self._side_backend(index))
+                results[index] = work(backends[index])
             except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
                 failures.append(exc)
 
