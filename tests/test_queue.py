@@ -8,6 +8,7 @@ import math
 import multiprocessing
 import os
 import shutil
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -773,6 +774,9 @@ def test_a_wake_up_names_the_priority_of_the_one_job_added(q: fastsched.Queue, l
     q.add_many([(10, "Many", 1), (30, "Many", 2)])
     assert listener.drain() == 2 and listener.take_added() is None
     assert listener.take_added() == []
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as stranger:  # not a priority: read the counts
+        stranger.sendto(b"20; DROP", listener.path)
+    assert listener.drain() == 1 and listener.take_added() is None
 
 
 # --- the password never shows ---------------------------------------------------------------------
