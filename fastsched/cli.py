@@ -54,7 +54,6 @@ from fastsched.errors import (
     DatabaseUnavailable,
     FastschedError,
     PoolAlreadyRunning,
-    SchemaError,
 )
 
 log = logging.getLogger(__name__)
@@ -486,9 +485,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DatabaseUnavailable as exc:
         console.error(f"database unreachable: {exc}")
         return EXIT_DB_UNREACHABLE
-    except SchemaError as exc:
-        console.error(f"{exc} (`{PROG} init` creates the schema)")
-        return EXIT_FAILURE
     except FastschedError as exc:
         console.error(str(exc))
         return EXIT_FAILURE
