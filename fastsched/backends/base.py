@@ -171,8 +171,9 @@ class Backend(abc.ABC):
         outcomes: Outcomes | None = None,
     ) -> list[Batch]:
         """Write ``outcomes`` and claim work: in ONE short transaction, or (a backend whose server
-        runs transactions in parallel, ``concurrent_outcomes``) the outcomes in a second one on a
-        second connection at the same time. Either way both have committed when this returns.
+        runs transactions in parallel, ``claim_connections`` > 1, and 64 jobs or more) the done and
+        failed outcomes in a second transaction and every other batch's claim in a third, each on a
+        connection of its own, at the same time. Either way all have committed when this returns.
 
         wanted[r]: how many runnable jobs of priority rank r to claim (oldest next_try first, then id),
         with ``SELECT ... FOR UPDATE SKIP LOCKED`` where the server has it (no global lock). The claimed
