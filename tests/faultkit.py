@@ -40,6 +40,7 @@ from typing import Any
 import pymysql
 
 import fastsched
+from fastsched.child import PROGRESS_START
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = REPO / "tests"
@@ -68,12 +69,29 @@ def _runs_fd(directory: str) -> int:
     return _run_file["fd"]
 
 
+def _start_record(job_id: int) -> bytes:
+    """``S <job id> <monotonic now> <monotonic the child began the job>``: the last field is the
+    moment a run-time limit counts from (the child's progress slot, set before it decodes the
+    args and calls the task), so a test can compare a run with its limit on the master's terms.
+    The field is left out if the child's frame no longer has it."""
+    now = time.monotonic()
+    frame = sys._getframe(2)  # the child's batch loop, which called the task
+    progress = frame.f_locals.get("progress")
+    try:
+        began = float(progress[PROGRESS_START]) if progress is not None else None
+    except (TypeError, IndexError):
+        began = None
+    if began is None:
+        return b"S %d %.6f\n" % (job_id, now)
+    return b"S %d %.6f %.6f\n" % (job_id, now, began)
+
+
 @fastsched.task("fault.rec")
 def rec(directory: str, n: int, ms: float = 0.0) -> None:
     """Record ``S <job id> <monotonic>``, work ``ms`` milliseconds, record ``E <job id> <monotonic>``."""
     fd = _runs_fd(directory)
     job_id = fastsched.current_job().id
-    os.write(fd, b"S %d %.6f\n" % (job_id, time.monotonic()))
+    os.write(fd, _start_record(job_id))
     if ms:
         time.sleep(ms / 1000.0)
     os.write(fd, b"E %d %.6f\n" % (job_id, time.monotonic()))
@@ -93,7 +111,7 @@ def stubborn(directory: str, seconds: float) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     fd = _runs_fd(directory)
     job_id = fastsched.current_job().id
-    os.write(fd, b"S %d %.6f\n" % (job_id, time.monotonic()))
+    os.write(fd, _start_record(job_id))
     time.sleep(seconds)
     os.write(fd, b"E %d %.6f\n" % (job_id, time.monotonic()))
 
@@ -116,9 +134,10 @@ def echo(path: str, *args: object) -> None:
 class Run:
     job: int
     pid: int
-    start: float
+    start: float  # by the task's own first line
     end: float | None  # None: the child never finished it
     last: bool = False  # the last run its child started
+    began: float | None = None  # when the child began the job, the start its run-time limit counts from
 
 
 def load_runs(directory: Path) -> list[Run]:
@@ -128,9 +147,9 @@ def load_runs(directory: Path) -> list[Run]:
         pid = int(path.stem)
         mine: list[Run] = []
         for line in path.read_text().splitlines():
-            kind, job, when = line.split()
+            kind, job, when, *began = line.split()
             if kind == "S":
-                mine.append(Run(int(job), pid, float(when), None))
+                mine.append(Run(int(job), pid, float(when), None, began=float(began[0]) if began else None))
             else:
                 assert mine and mine[-1].job == int(job) and mine[-1].end is None, (
                     f"{path}: unpaired {line!r}"
@@ -257,13 +276,17 @@ class ChildWatcher:
     """A thread that follows the children of some masters: when each was last seen alive.
 
     ``died_after(pid)`` is that moment for a child that has died since (and at least the moment
-    a test killed it, ``killed``); None while it lives.
+    a test killed it, ``killed``); None while it lives. ``seen_dead(pid)`` is the first moment it
+    was known dead. A child died between the two: a test that needs a run to have lasted at least
+    so long measures up to ``seen_dead``, one that needs it to have ended soon enough up to
+    ``died_after``, so that neither depends on how often this thread got to look.
     """
 
     def __init__(self) -> None:
         self.masters: set[int] = set()
         self.last_alive: dict[int, float] = {}
         self.gone: set[int] = set()
+        self.first_dead: dict[int, float] = {}  # pid -> monotonic time, just after it was found dead
         self.killed: dict[int, float] = {}  # pid -> monotonic time just before a test's SIGKILL
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -284,8 +307,12 @@ class ChildWatcher:
                             self.last_alive[pid] = now
                 for pid in list(self.last_alive):
                     if pid not in self.gone and not is_alive(pid):
-                        self.gone.add(pid)
+                        self._found_dead(pid)
             self._stop.wait(WATCH_INTERVAL)
+
+    def _found_dead(self, pid: int) -> None:
+        self.gone.add(pid)
+        self.first_dead[pid] = time.monotonic()
 
     def kill(self, pid: int) -> None:
         """SIGKILL ``pid`` (a child of a watched master), noting when."""
@@ -301,13 +328,18 @@ class ChildWatcher:
                 return None
             return max(self.killed.get(pid, 0.0), self.last_alive.get(pid, 0.0))
 
+    def seen_dead(self, pid: int) -> float | None:
+        """None while ``pid`` lives (or before this thread noticed); else when it was first found dead."""
+        with self._lock:
+            return self.first_dead.get(pid)
+
     def settle(self) -> None:
         """Wait for one more look, so that every child that died is known as gone."""
         time.sleep(WATCH_INTERVAL * 4)
         with self._lock:
             for pid in list(self.last_alive):
-                if not is_alive(pid):
-                    self.gone.add(pid)
+                if pid not in self.gone and not is_alive(pid):
+                    self._found_dead(pid)
 
     def close(self) -> None:
         self._stop.set()

@@ -238,11 +238,19 @@ def test_jobs_over_their_priority_time_limit_are_terminated_then_killed(
     runs = {run.job: run for run in load_runs(runs_dir)}
     slow, stubborn = runs[ids[0]], runs[ids[1]]
     assert slow.end is None and stubborn.end is None
-    slow_died, stubborn_died = watcher.died_after(slow.pid), watcher.died_after(stubborn.pid)
-    assert slow_died is not None and stubborn_died is not None
-    slow_ran, stubborn_ran = slow_died - slow.start, stubborn_died - stubborn.start
-    assert limit <= slow_ran <= limit + 1.0, slow_ran
-    assert limit + KILL_GRACE <= stubborn_ran <= limit + KILL_GRACE + 1.5, stubborn_ran
+    # The limit counts from the moment the child began the job (before the task's first line) on
+    # the master's side; each child died somewhere between the last look that found it alive and
+    # the first that found it dead. "Not before the limit" is measured to the latter, "soon
+    # enough" to the former, both from the child's own start: no bound rests on sampling luck.
+    assert slow.began is not None and stubborn.began is not None, "fault.rec lost the child's start slot"
+    slow_alive, stubborn_alive = watcher.died_after(slow.pid), watcher.died_after(stubborn.pid)
+    slow_dead, stubborn_dead = watcher.seen_dead(slow.pid), watcher.seen_dead(stubborn.pid)
+    assert None not in (slow_alive, stubborn_alive, slow_dead, stubborn_dead)
+    assert slow_dead - slow.began >= limit, (slow.began, slow_dead)
+    assert slow_alive - slow.began <= limit + 1.0, (slow.began, slow_alive)
+    assert stubborn_dead - stubborn.began >= limit + KILL_GRACE, (stubborn.began, stubborn_dead)
+    assert stubborn_alive - stubborn.began <= limit + KILL_GRACE + 1.5, (stubborn.began, stubborn_alive)
+    slow_ran, stubborn_ran = slow_alive - slow.began, stubborn_alive - stubborn.began
     assert runs[ids[2]].end is not None, "a MEDIUM job was stopped by the HIGH limit"
     check_runs(list(runs.values()), ids[2:], watcher.died_after, may_fail=ids[:2])
     rows = dict(sql(mysql_dsn, "SELECT id, last_error FROM workerqueue WHERE done = 2"))
