@@ -30,9 +30,12 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pymysql
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 QUICK = os.environ.get("FASTSCHED_BENCH_QUICK", "") not in ("", "0")
@@ -346,7 +349,7 @@ class PoolProcess:
         self._stdout.close()
         self._stderr.close()
 
-    def __enter__(self) -> PoolProcess:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -509,7 +512,7 @@ class PingCollector:
         self._thread.join(2)
         self.sock.close()
 
-    def __enter__(self) -> PingCollector:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, help="write the report here too")
     args = parser.parse_args(argv)
     log_dir = Path(os.environ.get("TMPDIR", "/tmp")) / f"fastsched-soak-{os.getpid()}"
-    options = dict(
+    options = dict(  # noqa: C408 - keyword style, as the options are spelled on the command line
         minutes=args.minutes,
         producers=args.producers,
         rate=args.rate,

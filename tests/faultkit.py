@@ -35,12 +35,15 @@ import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pymysql
 
 import fastsched
 from fastsched.child import PROGRESS_START
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = REPO / "tests"
@@ -345,7 +348,7 @@ class ChildWatcher:
         self._stop.set()
         self._thread.join(5)
 
-    def __enter__(self) -> ChildWatcher:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -405,7 +408,7 @@ class PoolProc:
                 stdin=subprocess.DEVNULL,
                 cwd=str(TESTS),
                 env=environ,
-                preexec_fn=preexec_fn,
+                preexec_fn=preexec_fn,  # noqa: PLW1509 - the hooks only call setrlimit or umask, which take no lock
             )
         self.pid = self.proc.pid
 
@@ -465,7 +468,7 @@ class PoolProc:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
-    def __enter__(self) -> PoolProc:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:

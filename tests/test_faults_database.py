@@ -7,7 +7,7 @@ its own server (faultkit.PrivateMariaDB).
 
 from __future__ import annotations
 
-import datetime as dt
+import itertools
 import logging
 import signal
 import socket
@@ -38,6 +38,7 @@ import fastsched
 from fastsched.backends.mysql import MySQLBackend
 from fastsched.dsn import parse_dsn
 from fastsched.jobs import Outcomes
+from fastsched.queue import utcnow
 
 OUTAGE_JOBS = 3000
 OUTAGE_LEASE = 10.0  # seconds: children are killed after half of it without the database
@@ -155,11 +156,11 @@ def test_mariadb_stopped_and_crashed_mid_run_the_pool_retries_and_resumes(
     counts = check_runs(load_runs(runs_dir), ids, watcher.died_after)
     assert counts["runs_interrupted"] == len(long_ids), counts  # the long jobs, killed with their children
     # Back-off: the gaps between attempts double from 0.1 s up to a quarter of the lease.
-    gaps = [round(b - a, 2) for a, b in zip(counter.times, counter.times[1:])]
+    gaps = [round(b - a, 2) for a, b in itertools.pairwise(counter.times)]
     assert len(counter.times) >= 4, counter.times
     assert gaps[0] < 0.6 and max(gaps) <= OUTAGE_LEASE / 4 + 0.5, gaps
     assert all(
-        later >= 0.8 * earlier for earlier, later in zip(gaps, gaps[1:]) if earlier < OUTAGE_LEASE / 4
+        later >= 0.8 * earlier for earlier, later in itertools.pairwise(gaps) if earlier < OUTAGE_LEASE / 4
     ), gaps
     record_figures(
         tmp_path,
@@ -215,7 +216,7 @@ def test_a_lock_wait_timeout_1205_is_retried_transparently(
     started = time.monotonic()
     release.start()
     try:
-        backend.write_outcomes("lockwait", dt.datetime.utcnow(), Outcomes(done=[job_id]))
+        backend.write_outcomes("lockwait", utcnow(), Outcomes(done=[job_id]))
     finally:
         release.join()
         locker.close()
@@ -247,7 +248,7 @@ def test_a_deadlock_1213_is_retried_transparently(mysql_dsn: str, caplog: pytest
 
     def complete_both() -> None:  # locks `first`, then waits for `second`
         try:
-            backend.write_outcomes("deadlock", dt.datetime.utcnow(), Outcomes(done=[first, second]))
+            backend.write_outcomes("deadlock", utcnow(), Outcomes(done=[first, second]))
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 

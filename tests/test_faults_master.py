@@ -93,7 +93,7 @@ def test_sigkill_of_the_master_mid_run_then_restart_completes_everything(
         for share in KILL_AT:
             watcher.watch(pool.pid)
             pool.started()
-            wait_until(lambda: _done(conn) >= share * RESTART_JOBS, 120, f"{share:.0%} of the jobs done")
+            wait_until(lambda share=share: _done(conn) >= share * RESTART_JOBS, 120, f"{share:.0%} of the jobs done")
             killed_at, children = _kill_master(pool)
             master_killed_at.update(dict.fromkeys(children, killed_at))
             held_at_kill.append(_held(mysql_dsn, host))

@@ -17,13 +17,16 @@ import os
 import random
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from fastsched.backends.base import SCHEMA_VERSION
 from fastsched.backends.sqlfiles import MigrationStep, load_migration, load_queries, load_schema
 from fastsched.dsn import DSN
 from fastsched.errors import DatabaseError, DatabaseUnavailable, SchemaError
 from fastsched.jobs import NewJob
+
+if TYPE_CHECKING:
+    from fastsched.backends.sql import SQLBackend
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +97,7 @@ class SQLConnection:
         self._conn_pid = 0  # the process that opened _conn
         self._schema_ok = False  # checked on this connection
         self._host_ids: dict[str, int] = {}  # fastsched_host numbers, which never change
-        self._side_backends: list[Any] = []  # claim()'s extra connections
+        self._side_backends: list[SQLBackend] = []  # claim()'s extra connections
         self._consecutive_ids = False  # on this connection
 
     def __repr__(self) -> str:

@@ -79,7 +79,7 @@ def _datetime(text: str) -> Any:
 CONVERSIONS = {**pymysql.converters.conversions, FIELD_TYPE.DATETIME: _datetime}
 
 
-class Cursor(pymysql.cursors.Cursor):  # type: ignore[misc]
+class Cursor(pymysql.cursors.Cursor):
     """pymysql's tuple cursor that never splits an executemany INSERT into several statements:
     add_many sizes its chunks itself (well under any max_allowed_packet), and reads the affected
     rows and the first id of exactly one statement."""
