@@ -1,6 +1,6 @@
 """One frozen settings object for the pool, from flags, FASTSCHED_* environment and defaults.
 
-The CLI (fastsched/cli.py) builds it; the pool (fastsched/pool.py) only reads it.
+The CLI (fastsched/cli/) builds it; the pool (fastsched/pool.py) only reads it.
 """
 from __future__ import annotations
 

@@ -31,7 +31,7 @@ from hypothesis import strategies as st
 
 import fastsched
 from fastsched import cli
-from fastsched.cli_options import START_OPTIONS
+from fastsched.cli.options import START_OPTIONS
 from fastsched.errors import ConfigError, DatabaseError, InvalidInput
 from fastsched.pool import Pool
 

@@ -23,7 +23,7 @@ import pymysql
 import pytest
 
 from fastsched import cli, pidfile
-from fastsched.cli_options import START_OPTIONS
+from fastsched.cli.options import START_OPTIONS
 from fastsched.config import DEFAULT_MAX_DURATION_MINUTES
 from fastsched.dsn import parse_dsn
 from fastsched.errors import ConfigError

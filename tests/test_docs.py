@@ -33,7 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import fastsched
 from fastsched import cli, core, status
 from fastsched.backends import open_backend
-from fastsched.cli_options import START_OPTIONS
+from fastsched.cli.options import START_OPTIONS
 from fastsched.config import PoolSettings
 from fastsched.dsn import parse_dsn
 from fastsched.http import Monitor

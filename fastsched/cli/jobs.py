@@ -1,16 +1,16 @@
 """fastsched-pool subcommands that look after jobs: failed, retry, cancel, purge.
 
-Each goes through the producer API (``fastsched.connect``) and says what it changed. They are
-registered into ``fastsched.cli.COMMANDS`` when ``fastsched.cli`` loads its command modules.
+Each goes through the producer API (``fastsched.connect``) and says what it changed. ``fastsched.cli.COMMANDS`` lists them.
 """
 from __future__ import annotations
 
 import argparse
 import os
 
-from fastsched.cli import EXIT_OK, Console, add_dsn_option, parse_job_id, register, resolve_dsn
-from fastsched.cli_options import parse_nonneg_float, parse_positive_int
+from fastsched.cli.common import Command, Console, add_dsn_option, parse_job_id, resolve_dsn
+from fastsched.cli.options import parse_nonneg_float, parse_positive_int
 from fastsched.errors import ConfigError
+from fastsched.exitcodes import EXIT_OK
 from fastsched.jobs import Job
 from fastsched.priority import Priority
 from fastsched.queue import DEFAULT_PURGE_AGE, Queue, connect
@@ -52,7 +52,6 @@ def _configure_failed(parser: argparse.ArgumentParser) -> None:
                         help=f"list at most N jobs, newest first [default: {DEFAULT_FAILED_LIMIT}]")
 
 
-@register("failed", "list failed jobs, newest first, with their last error", _configure_failed)
 def cmd_failed(args: argparse.Namespace, console: Console) -> int:
     try:
         limit = parse_positive_int(args.limit)
@@ -74,6 +73,14 @@ def cmd_failed(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+FAILED = Command(
+    "failed",
+    "list failed jobs, newest first, with their last error",
+    _configure_failed,
+    cmd_failed,
+)
+
+
 # --- retry --------------------------------------------------------------------------------------
 
 
@@ -84,7 +91,6 @@ def _configure_retry(parser: argparse.ArgumentParser) -> None:
     which.add_argument("--all", action="store_true", help="put every failed job back in the queue")
 
 
-@register("retry", "put a failed job (or --all of them) back in the queue, counters reset", _configure_retry)
 def cmd_retry(args: argparse.Namespace, console: Console) -> int:
     job_id = None if args.all else parse_job_id(args.job_id)
     with _open(args, console) as queue:
@@ -100,6 +106,14 @@ def cmd_retry(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+RETRY = Command(
+    "retry",
+    "put a failed job (or --all of them) back in the queue, counters reset",
+    _configure_retry,
+    cmd_retry,
+)
+
+
 # --- cancel -------------------------------------------------------------------------------------
 
 
@@ -108,13 +122,15 @@ def _configure_cancel(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("job_id", metavar="ID", help="a waiting, deferred or failed job")
 
 
-@register("cancel", "delete a waiting, deferred or failed job", _configure_cancel)
 def cmd_cancel(args: argparse.Namespace, console: Console) -> int:
     job_id = parse_job_id(args.job_id)
     with _open(args, console) as queue:
         job = queue.cancel(job_id)
     console.say(f"cancelled job {describe(job)}, which was {job.state.value}")
     return EXIT_OK
+
+
+CANCEL = Command("cancel", "delete a waiting, deferred or failed job", _configure_cancel, cmd_cancel)
 
 
 # --- purge --------------------------------------------------------------------------------------
@@ -129,7 +145,6 @@ def _configure_purge(parser: argparse.ArgumentParser) -> None:
                         help="delete failed jobs too (by default they are kept for a person to see)")
 
 
-@register("purge", "delete finished jobs (done, and with --include-failed failed ones)", _configure_purge)
 def cmd_purge(args: argparse.Namespace, console: Console) -> int:
     older_than = DEFAULT_PURGE_AGE.total_seconds()
     if args.older_than is not None:
@@ -142,3 +157,11 @@ def cmd_purge(args: argparse.Namespace, console: Console) -> int:
     what = "done and failed" if args.include_failed else "done"
     console.say(f"purged {count} {what} job{'s' if count != 1 else ''} finished more than {older_than:g} s ago")
     return EXIT_OK
+
+
+PURGE = Command(
+    "purge",
+    "delete finished jobs (done, and with --include-failed failed ones)",
+    _configure_purge,
+    cmd_purge,
+)

@@ -1,9 +1,8 @@
 """fastsched-pool subcommands that look at a queue and its pools: status, explain, demo.
 
 ``status`` and ``explain`` read the database directly (``fastsched.status``, ``fastsched.explain``);
-``demo`` runs a pool of its own (``fastsched.demo``). They are registered into
-``fastsched.cli.COMMANDS`` when ``fastsched.cli`` loads its command modules; each imports what it
-shows only when it runs, so that ``fastsched-pool start`` does not pay for them.
+``demo`` runs a pool of its own (``fastsched.demo``). ``fastsched.cli.COMMANDS`` lists them;
+each imports what it shows only when it runs, so that ``fastsched-pool start`` does not pay for them.
 """
 from __future__ import annotations
 
@@ -13,19 +12,11 @@ import sys
 import time
 from typing import Any
 
-from fastsched.cli import (
-    EXIT_FAILURE,
-    EXIT_OK,
-    Console,
-    add_start_options,
-    parse_job_id,
-    register,
-    resolve_dsn,
-    start_option,
-)
-from fastsched.cli_options import parse_nonneg_float, parse_positive_int, resolve
+from fastsched.cli.common import Command, Console, add_start_options, parse_job_id, resolve_dsn, start_option
+from fastsched.cli.options import parse_nonneg_float, parse_positive_int, resolve
 from fastsched.dsn import parse_dsn
 from fastsched.errors import ConfigError
+from fastsched.exitcodes import EXIT_FAILURE, EXIT_OK
 
 DEFAULT_WATCH_INTERVAL = 2.0  # seconds between ``status --watch`` readings
 CLEAR_SCREEN = "\x1b[H\x1b[2J"
@@ -51,8 +42,6 @@ def _status_backend(args: argparse.Namespace, console: Console) -> tuple[Any, fl
     return open_backend(dsn), lease
 
 
-@register("status", "show the queue per priority, the masters and children, and jobs per minute",
-          _configure_status)
 def cmd_status(args: argparse.Namespace, console: Console) -> int:
     import json
 
@@ -80,14 +69,20 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
         backend.close()
 
 
+STATUS = Command(
+    "status",
+    "show the queue per priority, the masters and children, and jobs per minute",
+    _configure_status,
+    cmd_status,
+)
+
+
 def _configure_explain(parser: argparse.ArgumentParser) -> None:
     add_start_options(parser, "dsn", "lease")
     parser.add_argument("job_id", metavar="ID", help="the job")
     parser.add_argument("--json", action="store_true", help="print the facts and sentences as JSON")
 
 
-@register("explain", "say why a job has not run yet: its state, its priority's share, the jobs ahead of it",
-          _configure_explain)
 def cmd_explain(args: argparse.Namespace, console: Console) -> int:
     import json
 
@@ -103,6 +98,14 @@ def cmd_explain(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK if result["found"] else EXIT_FAILURE
 
 
+EXPLAIN = Command(
+    "explain",
+    "say why a job has not run yet: its state, its priority's share, the jobs ahead of it",
+    _configure_explain,
+    cmd_explain,
+)
+
+
 def _configure_demo(parser: argparse.ArgumentParser) -> None:
     from fastsched import demo
 
@@ -115,8 +118,6 @@ def _configure_demo(parser: argparse.ArgumentParser) -> None:
                              "file, removed afterwards]")
 
 
-@register("demo", "enqueue a mixed workload, run a pool on it with a live display, print a summary",
-          _configure_demo)
 def cmd_demo(args: argparse.Namespace, console: Console) -> int:
     from fastsched import demo
 
@@ -130,3 +131,11 @@ def cmd_demo(args: argparse.Namespace, console: Console) -> int:
     if dsn is not None:
         console.secrets.append(dsn.password)
     return demo.run(dsn, jobs=values["jobs"], workers=values["workers"], say=console.say)
+
+
+DEMO = Command(
+    "demo",
+    "enqueue a mixed workload, run a pool on it with a live display, print a summary",
+    _configure_demo,
+    cmd_demo,
+)

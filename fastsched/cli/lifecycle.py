@@ -1,29 +1,6 @@
-"""fastsched-pool: run, stop and look after the worker pool.
-
-    fastsched-pool init  [--dsn DSN]
-    fastsched-pool start [--dsn DSN] [--workers N] [--import MODULE ...] [--until-empty] ...
-    fastsched-pool stop  [--dsn DSN] [--host-id ID] [--pidfile PATH] [--wait SECONDS] [--force]
-    fastsched-pool failed [--limit N] | retry ID|--all | cancel ID | purge [--older-than S] [--include-failed]
-    fastsched-pool status [--json] [--watch [--interval S]] | explain ID [--json]
-    fastsched-pool demo   [--jobs N] [--workers N] [--dsn DSN]
-
-Every option of ``start`` has a FASTSCHED_* environment twin (``--fetch-limit`` and
-FASTSCHED_FETCH_LIMIT); a flag wins over the environment, which wins over the default. Settings
-are checked in full before anything happens: a bad value is a one-line message naming the flag
-or variable and the value, and exit code 2.
-
-Exit codes:
-    0  EXIT_OK               done (the pool stopped cleanly, the command did what it said)
-    1  EXIT_FAILURE          the command failed (e.g. ``stop`` found no running pool)
-    2  EXIT_CONFIG           a flag, environment variable or --import module is invalid
-    3  EXIT_DB_UNREACHABLE   the database could not be reached
-    4  EXIT_KILLED           the pool was force-stopped (second signal): running jobs were killed
-    5  EXIT_ALREADY_RUNNING  a pool with this host id already runs against this database
-
-Subcommands live in ``COMMANDS``; add one with :func:`register` (see ``cmd_init`` for the shape),
-in this module or in a module named in ``COMMAND_MODULES`` (``fastsched/cli_ops.py``: status,
-explain, demo; ``fastsched/cli_jobs.py``: failed, retry, cancel, purge).
-"""
+"""fastsched-pool init, start and stop: the schema, the pool master in the foreground, and the
+signal that stops it (through its pidfile). ``start`` builds PoolSettings from the option table
+(``fastsched.cli.options``) and imports the task modules before the pool forks its children."""
 from __future__ import annotations
 
 import argparse
@@ -35,180 +12,34 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastsched import logsetup, pidfile
-from fastsched.cli_options import (
-    START_OPTIONS,
-    Option,
-    parse_host_id,
-    parse_nonneg_float,
-    parse_positive_int,
-    resolve,
+from fastsched.cli.common import (
+    PROG,
+    Command,
+    Console,
+    add_dsn_option,
+    add_option,
+    add_start_options,
+    resolve_dsn,
+    start_option,
 )
+from fastsched.cli.options import START_OPTIONS, parse_host_id, parse_nonneg_float, resolve
 from fastsched.config import DEFAULT_MAX_DURATION_MINUTES, PoolSettings
-from fastsched.dsn import DEFAULT_DSN, DSN, parse_dsn
-from fastsched.errors import (
-    ConfigError,
-    DatabaseUnavailable,
-    FastschedError,
-    PoolAlreadyRunning,
-)
+from fastsched.dsn import DSN
+from fastsched.errors import ConfigError, FastschedError, PoolAlreadyRunning
+from fastsched.exitcodes import EXIT_FAILURE, EXIT_OK, ExitCode
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("fastsched.cli")
 
-PROG = "fastsched-pool"
-EXIT_OK = 0
-EXIT_FAILURE = 1
-EXIT_CONFIG = 2
-EXIT_DB_UNREACHABLE = 3
-EXIT_KILLED = 4
-EXIT_ALREADY_RUNNING = 5
 DEFAULT_STOP_WAIT = 60.0  # seconds ``stop`` waits for the pool to exit
 STOP_POLL_INTERVAL = 0.1  # seconds between checks while ``stop`` waits
 FORCE_SIGNAL_GAP = 0.5  # seconds between the two SIGTERMs of ``stop --force``, so none is coalesced
 
-EXIT_CODES_HELP = """\
-exit codes:
-  0  ok
-  1  failure (e.g. stop: no running pool)
-  2  configuration error (a flag, FASTSCHED_* variable or --import module is invalid)
-  3  database unreachable
-  4  killed (forced shutdown: a second SIGTERM/SIGINT)
-  5  already running (a pool with this host id runs against this database)
-"""
-
-
-# --- output -------------------------------------------------------------------------------------
-
-
-class Console:
-    """Where a command's messages go: stdout for results, stderr for errors.
-
-    Once ``start`` has set up JSON logging, errors are JSON log lines too, so that every line a
-    pool writes to stderr parses. Known secrets are replaced by ``***`` in everything written.
-    """
-
-    def __init__(self) -> None:
-        self.json = False
-        self.secrets: list[str] = []
-
-    def _scrub(self, text: str) -> str:
-        for secret in self.secrets:
-            if secret:
-                text = text.replace(secret, logsetup.MASK)
-        return text
-
-    def say(self, message: str) -> None:
-        print(self._scrub(message), flush=True)
-
-    def error(self, message: str) -> None:
-        message = self._scrub(message)
-        if self.json:
-            log.error("%s", message)
-        else:
-            print(f"{PROG}: error: {message}", file=sys.stderr, flush=True)
-
-
-# --- the subcommand registry --------------------------------------------------------------------
-
-Runner = Callable[[argparse.Namespace, Console], int]
-
-
-@dataclasses.dataclass(frozen=True)
-class Command:
-    name: str
-    help: str
-    configure: Callable[[argparse.ArgumentParser], None]
-    run: Runner
-
-
-COMMANDS: dict[str, Command] = {}
-# Modules whose import registers more subcommands (they import this module for ``register``).
-COMMAND_MODULES: tuple[str, ...] = ("fastsched.cli_ops", "fastsched.cli_jobs")
-
-
-def register(name: str, help: str, configure: Callable[[argparse.ArgumentParser], None]) -> Callable[[Runner], Runner]:
-    """Add the subcommand ``name``: ``configure(parser)`` adds its arguments, the decorated
-    ``run(args, console) -> exit code`` runs it. Errors raised as fastsched exceptions are
-    reported and mapped to exit codes by :func:`main`."""
-
-    def decorate(run: Runner) -> Runner:
-        if name in COMMANDS:
-            raise ValueError(f"subcommand {name!r} is registered twice")
-        COMMANDS[name] = Command(name, help, configure, run)
-        return run
-
-    return decorate
-
-
-def _env_help(option: Option) -> str:
-    return f"{option.help} [env {option.env}; default: {option.default_text}]".replace("%", "%%")
-
-
-def _add_option(parser: argparse.ArgumentParser, option: Option) -> None:
-    if option.kind == "flag":
-        parser.add_argument(option.flag, dest=option.field, action="store_const", const="1", default=None,
-                            help=_env_help(option))
-    elif option.kind == "list":
-        parser.add_argument(option.flag, dest=option.field, action="extend", nargs="+", default=None,
-                            metavar=option.metavar, help=_env_help(option))
-    elif option.kind == "pairs":
-        parser.add_argument(option.flag, dest=option.field, action="append", default=None,
-                            metavar=option.metavar, help=_env_help(option))
-    else:
-        parser.add_argument(option.flag, dest=option.field, default=None, metavar=option.metavar,
-                            help=_env_help(option))
-
-
-def start_option(field: str) -> Option:
-    """The option of ``start`` for the PoolSettings field ``field``."""
-    return next(option for option in START_OPTIONS if option.field == field)
-
-
-def add_start_options(parser: argparse.ArgumentParser, *fields: str) -> None:
-    """Give another subcommand the options of ``start`` for ``fields``, FASTSCHED_* twins included."""
-    for field in fields:
-        _add_option(parser, start_option(field))
-
-
-def load_commands() -> None:
-    """Import the COMMAND_MODULES, so that their subcommands are in COMMANDS."""
-    for name in COMMAND_MODULES:
-        importlib.import_module(name)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    load_commands()
-    environment = "environment (a flag wins over its variable, which wins over the default):\n" + "".join(
-        f"  {option.env:<28} {option.flag}\n" for option in START_OPTIONS
-    )
-    parser = argparse.ArgumentParser(
-        prog=PROG,
-        description="Run and look after a fastsched worker pool.",
-        epilog=EXIT_CODES_HELP + "\n" + environment,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for command in COMMANDS.values():
-        sub = commands.add_parser(
-            command.name,
-            help=command.help,
-            description=command.help,
-            epilog=EXIT_CODES_HELP,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
-        )
-        command.configure(sub)
-    return parser
-
 
 # --- settings -----------------------------------------------------------------------------------
-
-
-def resolve_dsn(args: argparse.Namespace, environ: Mapping[str, str]) -> DSN:
-    value = resolve(start_option("dsn"), getattr(args, "dsn", None), environ)
-    return value if isinstance(value, DSN) else parse_dsn(DEFAULT_DSN)
 
 
 def build_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[PoolSettings, dict[str, str]]:
@@ -276,20 +107,6 @@ def _pidfile_path(settings_pidfile: str | None, dsn: DSN, host_id: str) -> str:
 # --- init ---------------------------------------------------------------------------------------
 
 
-def add_dsn_option(parser: argparse.ArgumentParser) -> None:
-    """``--dsn`` with its FASTSCHED_DSN twin, as every subcommand that opens the database has it."""
-    add_start_options(parser, "dsn")
-
-
-def parse_job_id(text: str) -> int:
-    """A job id given on the command line; ConfigError if it is not one."""
-    try:
-        return parse_positive_int(text)
-    except ValueError as exc:
-        raise ConfigError(f"job id: invalid value {text!r}: {exc}") from None
-
-
-@register("init", "create the schema (idempotent: existing tables and jobs are kept)", add_dsn_option)
 def cmd_init(args: argparse.Namespace, console: Console) -> int:
     dsn = resolve_dsn(args, os.environ)
     console.secrets.append(dsn.password)
@@ -315,12 +132,15 @@ def cmd_init(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
+INIT = Command("init", "create the schema (idempotent: existing tables and jobs are kept)", add_dsn_option, cmd_init)
+
+
 # --- start --------------------------------------------------------------------------------------
 
 
 def _configure_start(parser: argparse.ArgumentParser) -> None:
     for option in START_OPTIONS:
-        _add_option(parser, option)
+        add_option(parser, option)
 
 
 class _StopOnSignal:
@@ -340,7 +160,6 @@ class _StopOnSignal:
         self.pool.request_stop()
 
 
-@register("start", "run the pool master in the foreground until it is stopped", _configure_start)
 def cmd_start(args: argparse.Namespace, console: Console) -> int:
     environ = os.environ
     # Logging first, so that the pool's messages and ours share one format from here on.
@@ -382,7 +201,7 @@ def cmd_start(args: argparse.Namespace, console: Console) -> int:
         handler = _StopOnSignal(pool)
         previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
         try:
-            code = int(pool.run())
+            code = ExitCode(pool.run())
         finally:
             for sig, old in previous.items():
                 signal.signal(sig, old)
@@ -392,6 +211,9 @@ def cmd_start(args: argparse.Namespace, console: Console) -> int:
         held.release()
     log.info("pool stopped (exit code %d)", code, extra={"fields": {"exit_code": code}})
     return code
+
+
+START = Command("start", "run the pool master in the foreground until it is stopped", _configure_start, cmd_start)
 
 
 # --- stop ---------------------------------------------------------------------------------------
@@ -411,7 +233,6 @@ def _has_exited(path: str, pid: int) -> bool:
     return pidfile.read_pid(path) != pid or not pidfile.is_locked(path) or not pidfile.pid_alive(pid)
 
 
-@register("stop", "stop the pool running on this host (through its pidfile)", _configure_stop)
 def cmd_stop(args: argparse.Namespace, console: Console) -> int:
     environ = os.environ
     wait = DEFAULT_STOP_WAIT
@@ -460,41 +281,4 @@ def cmd_stop(args: argparse.Namespace, console: Console) -> int:
     return EXIT_OK
 
 
-# --- main ---------------------------------------------------------------------------------------
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``fastsched-pool`` with ``argv`` (default: sys.argv[1:]); return the exit code."""
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:  # --help (0) or a usage error (2, argparse has said why)
-        return exc.code if isinstance(exc.code, int) else EXIT_CONFIG
-    if not args.command:
-        parser.print_help(sys.stderr)
-        return EXIT_CONFIG
-    console = Console()
-    try:
-        return COMMANDS[args.command].run(args, console)
-    except ConfigError as exc:
-        console.error(str(exc))
-        return EXIT_CONFIG
-    except PoolAlreadyRunning as exc:
-        console.error(str(exc))
-        return EXIT_ALREADY_RUNNING
-    except DatabaseUnavailable as exc:
-        console.error(f"database unreachable: {exc}")
-        return EXIT_DB_UNREACHABLE
-    except FastschedError as exc:
-        console.error(str(exc))
-        return EXIT_FAILURE
-    except KeyboardInterrupt:
-        console.error("interrupted")
-        return EXIT_FAILURE
-
-
-if __name__ == "__main__":
-    # Run the imported module's main, not this __main__ copy: command modules register there.
-    from fastsched.cli import main as _main
-
-    sys.exit(_main())
+STOP = Command("stop", "stop the pool running on this host (through its pidfile)", _configure_stop, cmd_stop)
