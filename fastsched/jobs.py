@@ -13,6 +13,7 @@ class JobState(str, enum.Enum):
     RUNNING = "running"  # claimed by a child process (pid and host set)
     DONE = "done"
     FAILED = "failed"  # kept for a person to see: retries exhausted, poison pill, unknown command...
+    CANCELLED = "cancelled"  # stopped while running at an operator's request; kept like failed, never retried
 
 
 # Values of the ``done`` column. Friendica's column is a boolean; failed rows are kept with 2 so
@@ -20,6 +21,7 @@ class JobState(str, enum.Enum):
 DONE_PENDING = 0
 DONE_OK = 1
 DONE_FAILED = 2
+DONE_CANCELLED = 3  # last_error says who asked, finished when it ended
 
 
 @dataclasses.dataclass(frozen=True)

@@ -29,10 +29,10 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any
 
-from fastsched import validation, wakeup
+from fastsched import controls, validation, wakeup
 from fastsched.dsn import DSN, parse_dsn
 from fastsched.errors import ConfigError, FastschedError, InvalidInput
-from fastsched.jobs import Job, NewJob
+from fastsched.jobs import Job, JobState, NewJob
 from fastsched.validation import (
     DEFAULT_MAX_PARAMETER_BYTES,
     MAX_PARAMETER_BYTES_LIMIT,
@@ -64,7 +64,6 @@ __all__ = [
 ]
 
 DEFAULT_PURGE_AGE = dt.timedelta(hours=1)  # done jobs are kept this long (Friendica: one hour)
-PURGE_BATCH = 10_000  # rows per purge statement, so a big purge never holds long locks
 _UTC = dt.timezone.utc
 
 
@@ -260,38 +259,171 @@ class Queue:
         with self._lock:
             return list(self._backend.stats(now))
 
-    def cancel(self, job_id: int) -> Job:
-        """Delete a waiting, deferred or failed job; return it as it was.
+    def cancel(self, job_id: int, *, by: str | None = None) -> Job:
+        """Cancel a job; return it as it was.
 
-        InvalidState if it is running or done; JobNotFound if there is no such job.
+        A waiting, deferred or failed job is deleted. A running job is stopped by the master that
+        runs it, on whichever host: the request goes through the database, the master sends its
+        child SIGTERM (SIGKILL after the shutdown grace), the job ends ``cancelled`` (kept like a
+        failed job, its last_error naming ``by``, never retried) and the rest of that child's batch
+        goes back to the queue. InvalidState if it is done or cancelled; JobNotFound if there is no
+        such job. ``by``: who cancels, for the history (default ``user@host``).
         """
         job_id = as_job_id(job_id)
+        actor = controls.as_actor(by)
+        now = self._clock()
         with self._lock:
-            job: Job = self._backend.cancel(job_id)
+            job: Job = self._backend.cancel(job_id, actor, now)
+            what = "asked its master to stop it" if job.state is JobState.RUNNING else "deleted"
+            self._backend.record_action(actor, controls.CANCEL, f"job {job_id} ({job.state.value}: {what})", 1, now)
         return job
 
-    def retry(self, job_id: int) -> Job:
+    def retry(self, job_id: int, *, by: str | None = None) -> Job:
         """Put a failed job back to waiting, with its retry counters reset; return it.
 
         If an identical job is pending meanwhile, the failed one is dropped and the pending one
-        is returned. InvalidState if the job is not failed.
+        is returned. InvalidState if the job is not failed (a cancelled job is never retried).
         """
         job_id = as_job_id(job_id)
+        actor = controls.as_actor(by)
         now = self._clock()
         with self._lock:
             job: Job = self._backend.retry(job_id, now)
+            self._backend.record_action(actor, controls.RETRY, f"job {job_id}", 1, now)
         if job.next_try <= now:
             wakeup.notify(self._identity)
         return job
 
-    def retry_all(self) -> int:
-        """Retry every failed job; return how many went back to the queue."""
+    def retry_all(
+        self,
+        *,
+        command: str | None = None,
+        priority: int | str | None = None,
+        queue: str | None = None,
+        error: str | None = None,
+        older_than: dt.timedelta | float | None = None,
+        dry_run: bool = False,
+        by: str | None = None,
+    ) -> int:
+        """Retry every failed job matching the filter (all of them without one); return how many
+        went back to the queue, or with ``dry_run`` how many would. See :meth:`bulk`."""
+        job_filter = controls.JobFilter.of(
+            command=command, priority=priority, queue=queue, error=error, older_than=older_than
+        )
+        return self.bulk(controls.RETRY, job_filter, dry_run=dry_run, by=by).total
+
+    def cancel_all(
+        self,
+        *,
+        command: str | None = None,
+        priority: int | str | None = None,
+        queue: str | None = None,
+        error: str | None = None,
+        older_than: dt.timedelta | float | None = None,
+        dry_run: bool = False,
+        by: str | None = None,
+    ) -> int:
+        """Cancel every waiting, deferred, failed and running job matching the filter (see
+        :meth:`cancel`); return how many, or with ``dry_run`` how many would be. See :meth:`bulk`."""
+        job_filter = controls.JobFilter.of(
+            command=command, priority=priority, queue=queue, error=error, older_than=older_than
+        )
+        return self.bulk(controls.CANCEL, job_filter, dry_run=dry_run, by=by).total
+
+    def bulk(
+        self,
+        action: str,
+        job_filter: controls.JobFilter,
+        *,
+        dry_run: bool = False,
+        include_failed: bool = False,
+        by: str | None = None,
+    ) -> controls.BulkResult:
+        """``retry``, ``cancel`` or ``purge`` the jobs ``job_filter`` matches, by state.
+
+        It works through the table in windows of ``backends.controls.BULK_WINDOW`` rows, each a
+        short transaction, so a million matching rows never hold long locks; jobs added after it
+        began are not taken. ``dry_run``: count what would change, change nothing. Every real run
+        is recorded in the history (:meth:`actions`).
+        """
+        if type(dry_run) is not bool or type(include_failed) is not bool:
+            raise InvalidInput(f"dry_run and include_failed must be True or False, got {short(dry_run)}, "
+                               f"{short(include_failed)}")
+        if not isinstance(job_filter, controls.JobFilter):
+            raise InvalidInput(f"job_filter must be a fastsched.controls.JobFilter, got {short(job_filter)}")
+        actor = controls.as_actor(by)
         now = self._clock()
         with self._lock:
-            count: int = self._backend.retry_all_failed(now)
-        if count:
+            result: controls.BulkResult = self._backend.bulk(
+                action, job_filter, now, by=actor, dry_run=dry_run, include_failed=include_failed
+            )
+            if not dry_run:
+                target = job_filter.describe() + (" (failed and cancelled too)" if include_failed else "")
+                self._backend.record_action(actor, action, target, result.total, now)
+        if action == controls.RETRY and result.total and not dry_run:
             wakeup.notify(self._identity)
-        return count
+        return result
+
+    # --- pauses and the history ----------------------------------------------------------------
+    def pause(
+        self,
+        priority: int | str | None = None,
+        command: str | None = None,
+        queue: str | None = None,
+        *,
+        by: str | None = None,
+    ) -> controls.Pause:
+        """Pause pending work, cluster-wide: no master claims a job matching every part given
+        (a priority, a command, a queue: any combination, at least one) until :meth:`resume`.
+        Running jobs are not touched. Stored in the database; pausing twice is harmless.
+        Return the pause as stored (who made it and when)."""
+        pause = controls.Pause.of(priority, command, queue)
+        actor = controls.as_actor(by)
+        now = self._clock()
+        with self._lock:
+            if self._backend.pause(pause, actor, now):
+                self._backend.record_action(actor, controls.PAUSE, pause.describe(), 0, now)
+            stored = [p for p in self._backend.pauses() if p.key() == pause.key()]
+        return stored[0] if stored else pause
+
+    def resume(
+        self,
+        priority: int | str | None = None,
+        command: str | None = None,
+        queue: str | None = None,
+        *,
+        everything: bool = False,
+        by: str | None = None,
+    ) -> int:
+        """Remove the pause of exactly these parts (as given to :meth:`pause`), or with
+        ``everything`` every pause; return how many were removed (0: there was no such pause)."""
+        if type(everything) is not bool:
+            raise InvalidInput(f"everything must be True or False, got {short(everything)}")
+        if everything and (priority is not None or command is not None or queue is not None):
+            raise InvalidInput("resume everything, or one pause by its parts: not both")
+        pause = None if everything else controls.Pause.of(priority, command, queue)
+        actor = controls.as_actor(by)
+        now = self._clock()
+        with self._lock:
+            removed: int = self._backend.resume(pause)
+            if removed:
+                target = "every pause" if pause is None else pause.describe()
+                self._backend.record_action(actor, controls.RESUME, target, 0, now)
+        if removed:
+            wakeup.notify(self._identity)
+        return removed
+
+    def paused(self) -> list[controls.Pause]:
+        """Every pause in force, with who made it and when."""
+        with self._lock:
+            return list(self._backend.pauses())
+
+    def actions(self, limit: int = 20) -> list[controls.Action]:
+        """The history of operators' actions (pause, resume, retry, cancel, purge), newest first."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise InvalidInput(f"limit must be an int >= 0, got {short(limit)}")
+        with self._lock:
+            return list(self._backend.actions(limit)) if limit else []
 
     def failed(self, limit: int = 100) -> list[Job]:
         """Failed jobs, newest first, at most ``limit``."""
@@ -302,24 +434,28 @@ class Queue:
         with self._lock:
             return list(self._backend.failed(limit))
 
-    def purge(self, older_than: dt.timedelta | float = DEFAULT_PURGE_AGE, include_failed: bool = False) -> int:
-        """Delete done jobs (and with ``include_failed``, failed ones) that finished more than
-        ``older_than`` (a timedelta or seconds) ago; return how many. Runs in bounded batches."""
-        age = as_timedelta(older_than, "older_than")
+    def purge(
+        self,
+        older_than: dt.timedelta | float = DEFAULT_PURGE_AGE,
+        include_failed: bool = False,
+        *,
+        command: str | None = None,
+        priority: int | str | None = None,
+        queue: str | None = None,
+        error: str | None = None,
+        dry_run: bool = False,
+        by: str | None = None,
+    ) -> int:
+        """Delete done jobs (and with ``include_failed``, failed and cancelled ones) that finished
+        more than ``older_than`` (a timedelta or seconds) ago and match the filter; return how
+        many (with ``dry_run``, how many would go). Runs in bounded batches (see :meth:`bulk`)."""
         if type(include_failed) is not bool:
             raise InvalidInput(f"include_failed must be True or False, got {short(include_failed)}")
-        now = self._clock()
-        try:
-            cutoff = now - age
-        except OverflowError:
-            cutoff = dt.datetime.min
-        total = 0
-        while True:
-            with self._lock:
-                count: int = self._backend.purge(cutoff, include_failed=include_failed, limit=PURGE_BATCH)
-            total += count
-            if count < PURGE_BATCH:
-                return total
+        job_filter = controls.JobFilter.of(
+            command=command, priority=priority, queue=queue, error=error,
+            older_than=as_timedelta(older_than, "older_than"),  # None too: a purge needs an age
+        )
+        return self.bulk(controls.PURGE, job_filter, dry_run=dry_run, include_failed=include_failed, by=by).total
 
 
 def connect(
@@ -393,19 +529,19 @@ def stats() -> list[Any]:
     return default_queue().stats()
 
 
-def cancel(job_id: int) -> Job:
+def cancel(job_id: int, *, by: str | None = None) -> Job:
     """``Queue.cancel`` on the default queue."""
-    return default_queue().cancel(job_id)
+    return default_queue().cancel(job_id, by=by)
 
 
-def retry(job_id: int) -> Job:
+def retry(job_id: int, *, by: str | None = None) -> Job:
     """``Queue.retry`` on the default queue."""
-    return default_queue().retry(job_id)
+    return default_queue().retry(job_id, by=by)
 
 
-def retry_all() -> int:
+def retry_all(**filters: Any) -> int:
     """``Queue.retry_all`` on the default queue."""
-    return default_queue().retry_all()
+    return default_queue().retry_all(**filters)
 
 
 def failed(limit: int = 100) -> list[Job]:
@@ -413,6 +549,6 @@ def failed(limit: int = 100) -> list[Job]:
     return default_queue().failed(limit)
 
 
-def purge(older_than: dt.timedelta | float = DEFAULT_PURGE_AGE, include_failed: bool = False) -> int:
+def purge(older_than: dt.timedelta | float = DEFAULT_PURGE_AGE, include_failed: bool = False, **filters: Any) -> int:
     """``Queue.purge`` on the default queue."""
-    return default_queue().purge(older_than, include_failed)
+    return default_queue().purge(older_than, include_failed, **filters)

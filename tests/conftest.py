@@ -16,7 +16,7 @@ import pymysql
 import pytest
 
 MYSQL_SERVER = os.environ.get("FASTSCHED_TEST_MYSQL", "mysql://root@127.0.0.1:3306")
-TABLES = ("workerqueue", "process", "fastsched_meta")
+TABLES = ("workerqueue", "process", "fastsched_meta", "fastsched_pause", "fastsched_cancel", "fastsched_action")
 
 
 def _server_kwargs() -> dict[str, object]:

@@ -334,9 +334,13 @@ def test_cancel(backend: Backend) -> None:
         assert backend.cancel(job_id).id == job_id
         with pytest.raises(JobNotFound):
             backend.get(job_id, NOW)
-    with pytest.raises(InvalidState, match="running"):
-        backend.cancel(running)
+    assert backend.cancel(running, "ops", NOW).state is JobState.RUNNING  # asks its master to stop it
+    assert backend.cancel_request(running) == ("ops", NOW)
+    assert backend.cancel_requests(HOST) == [(running, "ops")]
+    assert backend.cancel_requests("elsewhere") == []
     complete(backend, [running])
+    assert backend.drop_stale_cancel_requests() == 1  # it ended first
+    assert backend.cancel_request(running) is None
     with pytest.raises(InvalidState, match="done"):
         backend.cancel(running)
     with pytest.raises(JobNotFound):
@@ -963,13 +967,13 @@ def test_explain_claim_plan_counts_and_stats_use_the_claim_index(mysql_dsn: str)
             assert len(rows) == 6 and {r["key"] for r in rows} == {"claim"}, rows
             assert {r["type"] for r in rows} <= {"range", "ref"}, rows
             # stats reads ranges of the claim index for the pending, running and failed rows. Its
-            # fifth part, the jobs done in the last hour, reads the done rows; the planner may scan
+            # sixth part, the jobs done in the last hour, reads the done rows; the planner may scan
             # for it instead (it did when earlier tests' deleted done rows, not yet purged by
             # InnoDB, swelled its estimate of that range): a scan is what that range costs at scale.
             cur.execute("EXPLAIN " + MYSQL_QUERIES["stats"], {"now": NOW, "hour_ago": NOW})
             rows = [r for r in cur.fetchall() if r["table"] == "workerqueue"]
-            assert len(rows) == 10, rows
-            assert {r["key"] for r in rows if r["id"] != 5} == {"claim"}, rows
+            assert len(rows) == 11, rows  # waiting, deferred, running, failed, cancelled, done, 5 oldest
+            assert {r["key"] for r in rows if r["id"] != 6} == {"claim"}, rows
             cur.execute("EXPLAIN " + MYSQL_QUERIES["fail_malformed"], {"now": NOW, "error": "x"})
             (row,) = cur.fetchall()
             assert row["key"] == "claim" and row["type"] == "range", row

@@ -536,7 +536,9 @@ def test_cancel_deletes_a_waiting_job_and_returns_it(dsn: str) -> None:
         assert q.add(30, "Cancel", 1) != job_id  # the key went with it
 
 
-def test_cancel_deferred_and_failed_but_not_running_or_done(q: fastsched.Queue, dsn: str, clock: Clock) -> None:
+def test_cancel_deferred_and_failed_deletes_them_running_asks_its_master_done_refused(
+    q: fastsched.Queue, dsn: str, clock: Clock
+) -> None:
     deferred = q.add({"delay": 60}, "D")
     assert q.cancel(deferred).state is JobState.DEFERRED
     failed = q.add(30, "F")
@@ -544,8 +546,10 @@ def test_cancel_deferred_and_failed_but_not_running_or_done(q: fastsched.Queue, 
     assert q.cancel(failed).state is JobState.FAILED
     running = q.add(30, "R")
     mark_running(dsn, running)
-    with pytest.raises(InvalidState, match="running"):
-        q.cancel(running)
+    assert q.cancel(running, by="alice").state is JobState.RUNNING  # a request: the job still runs
+    assert q.backend.cancel_request(running) == ("alice", clock())
+    q.cancel(running, by="bob")  # asking again changes nothing: alice asked first
+    assert q.backend.cancel_request(running) == ("alice", clock())
     done = q.add(30, "Done")
     mark_done(dsn, done)
     with pytest.raises(InvalidState, match="done"):
@@ -625,7 +629,7 @@ def test_purge_deletes_old_done_jobs_only(q: fastsched.Queue, dsn: str, clock: C
 
 
 def test_purge_loops_over_bounded_batches(q: fastsched.Queue, dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fastsched.queue, "PURGE_BATCH", 7)
+    monkeypatch.setattr(fastsched.backends.controls, "BULK_WINDOW", 7)
     ids = q.add_many(({"created": T0 - 2 * HOUR}, "Bulk", i) for i in range(30))
     sql(dsn, "UPDATE workerqueue SET done=1, finished=created, dedup_hash=NULL")
     assert q.purge() == len(ids) == 30

@@ -12,6 +12,7 @@ Row states, from the columns (Friendica's meaning kept):
     running   done=0, pid<>0 (host_id = the number of the owning master's host id, table fastsched_host)
     done      done=1         (purged after the retention period)
     failed    done=2         (kept until a person retries, cancels or purges it)
+    cancelled done=3         (stopped while running at an operator's request; kept like failed, never retried)
 """
 from __future__ import annotations
 
@@ -19,12 +20,15 @@ import abc
 import dataclasses
 import datetime as dt
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastsched.dsn import DSN
 from fastsched.jobs import ClaimedJob, Job, NewJob, Outcomes
 
-SCHEMA_VERSION = 2
+if TYPE_CHECKING:  # fastsched.controls reads the status module, which reads this one
+    from fastsched.controls import Action, BulkResult, JobFilter, Pause
+
+SCHEMA_VERSION = 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +49,7 @@ class PriorityStats:
     failed: int
     done_last_hour: int
     oldest_waiting_seconds: float | None  # age of the oldest waiting job (now - created), None if none waits
+    cancelled: int = 0  # jobs stopped at an operator's request, kept like failed ones
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,10 +102,12 @@ class Backend(abc.ABC):
         """The job, its state computed against ``now``. JobNotFound if no such id."""
 
     @abc.abstractmethod
-    def cancel(self, job_id: int) -> Job:
-        """Delete a waiting, deferred or failed job and return it as it was.
+    def cancel(self, job_id: int, by: str = "", now: dt.datetime | None = None) -> Job:
+        """Delete a waiting, deferred or failed job, or ask the master running a running one to stop
+        it (a cancel request in the database, by ``by``, which the job's outcome names); return the
+        job as it was.
 
-        JobNotFound if no such id; InvalidState (naming the state) if it is running or done.
+        JobNotFound if no such id; InvalidState (naming the state) if it is done or cancelled.
         """
 
     @abc.abstractmethod
@@ -232,6 +239,55 @@ class Backend(abc.ABC):
     def recover_expired(self, alive_after: dt.datetime) -> list[tuple[str, int]]:
         """For every master whose heartbeat is older than ``alive_after``: release its claims and
         delete its (and its children's) process rows. Return [(host, jobs released)]."""
+
+    # --- operators' controls (fastsched.controls; backends/controls.py) --------------------------
+    @abc.abstractmethod
+    def pause(self, pause: Pause, by: str, now: dt.datetime) -> bool:
+        """Store a pause; False if the same pause existed already."""
+
+    @abc.abstractmethod
+    def resume(self, pause: Pause | None) -> int:
+        """Delete this pause (None: all of them); how many were deleted."""
+
+    @abc.abstractmethod
+    def pauses(self) -> list[Pause]:
+        """Every pause, with who made it and when."""
+
+    @abc.abstractmethod
+    def record_action(self, by: str, action: str, target: str, jobs: int, now: dt.datetime) -> None:
+        """Add a line to the history of operators' actions."""
+
+    @abc.abstractmethod
+    def actions(self, limit: int = 20) -> list[Action]:
+        """The newest lines of that history first."""
+
+    @abc.abstractmethod
+    def cancel_request(self, job_id: int) -> tuple[str, dt.datetime] | None:
+        """Who asked to stop this job and when; None if nobody did."""
+
+    @abc.abstractmethod
+    def cancel_requests(self, host: str) -> list[tuple[int, str]]:
+        """(job id, who asked) of the running jobs claimed by ``host`` that someone asked to stop."""
+
+    @abc.abstractmethod
+    def drop_stale_cancel_requests(self) -> int:
+        """Delete the requests whose job is no longer pending; how many."""
+
+    @abc.abstractmethod
+    def bulk(
+        self,
+        action: str,
+        job_filter: JobFilter,
+        now: dt.datetime,
+        *,
+        by: str = "",
+        dry_run: bool = False,
+        include_failed: bool = False,
+    ) -> BulkResult:
+        """``retry`` (failed jobs), ``cancel`` (pending and failed jobs deleted, running ones asked
+        to stop) or ``purge`` (done; with include_failed, failed and cancelled) every job matching
+        the filter, in windows of bounded size, each its own short transaction; with ``dry_run``
+        count them and change nothing."""
 
     @abc.abstractmethod
     def take_periodic(self, name: str, now: dt.datetime, period: dt.timedelta) -> bool:

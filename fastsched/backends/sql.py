@@ -22,15 +22,16 @@ from typing import Any, ClassVar
 
 from fastsched import core
 from fastsched.backends.base import Backend, Batch, PlanCounts, PriorityStats, ProcessInfo
+from fastsched.backends.controls import ControlsMixin
 from fastsched.backends.inserts import IN_CHUNK, Inserts, chunks
 from fastsched.backends.sqlfiles import expand_in
+from fastsched.controls import RETRY, JobFilter
 from fastsched.errors import DatabaseError, InvalidState, JobNotFound
-from fastsched.jobs import DONE_FAILED, DONE_OK, ClaimedJob, Job, JobState, Outcomes
+from fastsched.jobs import DONE_CANCELLED, DONE_FAILED, DONE_OK, ClaimedJob, Job, JobState, Outcomes
 from fastsched.priority import ALL_PRIORITIES
 
 log = logging.getLogger(__name__)
 
-RETRY_BATCH = 500  # failed jobs re-queued per transaction by retry_all_failed
 STATS_WINDOW = dt.timedelta(hours=1)  # PriorityStats.done_last_hour
 PRIORITIES = tuple(int(p) for p in ALL_PRIORITIES)
 _RANK = {priority: rank for rank, priority in enumerate(PRIORITIES)}
@@ -53,6 +54,8 @@ def _state(done: int, pid: int, next_try: dt.datetime, now: dt.datetime) -> JobS
         return JobState.DONE
     if done == DONE_FAILED:
         return JobState.FAILED
+    if done == DONE_CANCELLED:
+        return JobState.CANCELLED
     if pid:
         return JobState.RUNNING
     return JobState.DEFERRED if next_try > now else JobState.WAITING
@@ -104,7 +107,7 @@ def _claim_part(backend: SQLBackend, **part: Any) -> list[Batch]:
     return backend._transaction(lambda cursor: backend._claim(cursor, outcomes=None, **part), "claim")
 
 
-class SQLBackend(Inserts, Backend):
+class SQLBackend(ControlsMixin, Inserts, Backend):
     """Every operation of the contract, on named queries."""
 
     # Connections claim() may use at once (see claim): 1 for a server that runs one writer at a
@@ -158,15 +161,20 @@ class SQLBackend(Inserts, Backend):
             lambda cursor: self._job(self._get_row(cursor, job_id, lock=False), now), "get", write=False
         )
 
-    def cancel(self, job_id: int) -> Job:
+    def cancel(self, job_id: int, by: str = "", now: dt.datetime | None = None) -> Job:
+        now = now or _utcnow()
+
         def work(cursor: Any) -> Job:
-            job = self._job(self._get_row(cursor, job_id, lock=True), _utcnow())
-            if job.state in (JobState.RUNNING, JobState.DONE):
-                state = job.state.value
+            job = self._job(self._get_row(cursor, job_id, lock=True), now)
+            if job.state is JobState.RUNNING:
+                self._request_cancel(cursor, job.id, by or "an operator", now)
+            elif job.state in (JobState.DONE, JobState.CANCELLED):
                 raise InvalidState(
-                    f"job {job_id} is {state}: only a waiting, deferred or failed job can be cancelled"
+                    f"job {job_id} is {job.state.value}: only a waiting, deferred, running or failed job can be "
+                    f"cancelled"
                 )
-            cursor.execute(self._q["delete_job"], {"id": job.id})
+            else:
+                cursor.execute(self._q["delete_job"], {"id": job.id})
             return job
 
         return self._transaction(work, "cancel")
@@ -208,29 +216,9 @@ class SQLBackend(Inserts, Backend):
         return self._transaction(work, "retry")
 
     def retry_all_failed(self, now: dt.datetime) -> int:
-        """``retry`` every failed job, RETRY_BATCH per transaction; how many were re-queued
+        """``retry`` every failed job, in bounded windows (``bulk``); how many were re-queued
         (a failed job merged into an identical pending one counts: it is back in the queue)."""
-        position = {"after": 0, "limit": RETRY_BATCH}
-
-        def batch(cursor: Any) -> tuple[list[int], int]:
-            cursor.execute(self._q["failed_ids"], position)
-            ids = [int(row[0]) for row in cursor.fetchall()]
-            retried = 0
-            for job_id in ids:
-                try:
-                    self._retry_one(cursor, job_id, now)
-                    retried += 1
-                except (JobNotFound, InvalidState):
-                    pass  # cancelled or retried by someone else meanwhile
-            return ids, retried
-
-        total = 0
-        while True:
-            ids, retried = self._transaction(batch, "retry_all_failed")
-            total += retried
-            if len(ids) < RETRY_BATCH:
-                return total
-            position["after"] = ids[-1]
+        return self.bulk(RETRY, JobFilter(), now).total
 
     def failed(self, limit: int = 100) -> list[Job]:
         def work(cursor: Any) -> list[Job]:
@@ -252,7 +240,7 @@ class SQLBackend(Inserts, Backend):
         max_scan: int | None = None,
     ) -> int:
         limit = int(limit)
-        max_done = DONE_FAILED if include_failed else DONE_OK
+        max_done = DONE_CANCELLED if include_failed else DONE_OK  # failed and cancelled are kept alike
         # A call that stopped at the limit may have left old rows in its last window: the next call
         # starts at that window, so a purge in many calls reads the rows it keeps (failed, pending,
         # young) once, not once per call. A lower cutoff could need rows behind it: start over.
@@ -314,6 +302,7 @@ class SQLBackend(Inserts, Backend):
                     deferred=found.get(("deferred", priority), 0),
                     running=found.get(("running", priority), 0),
                     failed=found.get(("failed", priority), 0),
+                    cancelled=found.get(("cancelled", priority), 0),
                     done_last_hour=found.get(("done", priority), 0),
                     oldest_waiting_seconds=None
                     if oldest is None

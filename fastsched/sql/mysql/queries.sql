@@ -113,6 +113,8 @@ UNION ALL SELECT 'running', priority, COUNT(*), NULL FROM workerqueue
 WHERE done = 0 AND pid > 0 GROUP BY priority
 UNION ALL SELECT 'failed', priority, COUNT(*), NULL FROM workerqueue
 WHERE done = 2 GROUP BY priority
+UNION ALL SELECT 'cancelled', priority, COUNT(*), NULL FROM workerqueue
+WHERE done = 3 GROUP BY priority
 UNION ALL SELECT 'done', priority, COUNT(*), NULL FROM workerqueue
 WHERE done = 1 AND finished >= %(hour_ago)s GROUP BY priority
 UNION ALL SELECT * FROM (SELECT 'oldest', priority, 0, created FROM workerqueue
@@ -291,3 +293,95 @@ UPDATE fastsched_meta SET due = %(due)s WHERE name = %(name)s AND due <= %(now)s
 -- name: create_lease
 INSERT INTO fastsched_meta (name, value, due) VALUES (%(name)s, '', %(due)s)
 ON DUPLICATE KEY UPDATE name = name
+
+-- ------------------------------------------------------------------------- operators' controls
+
+-- name: pause_add
+-- A pause that exists already keeps who made it and when (0 affected rows says so).
+INSERT INTO fastsched_pause (priority, command, queue, paused_by, paused_at)
+VALUES (%(priority)s, %(command)s, %(queue)s, %(by)s, %(now)s)
+ON DUPLICATE KEY UPDATE priority = priority
+
+-- name: pause_remove
+DELETE FROM fastsched_pause WHERE priority = %(priority)s AND command = %(command)s AND queue = %(queue)s
+
+-- name: pause_remove_all
+DELETE FROM fastsched_pause
+
+-- name: pauses
+SELECT priority, command, queue, paused_by, paused_at FROM fastsched_pause ORDER BY priority, command, queue
+
+-- name: action_add
+INSERT INTO fastsched_action (at, actor, action, target, jobs)
+VALUES (%(now)s, %(by)s, %(action)s, %(target)s, %(jobs)s)
+
+-- name: actions_recent
+SELECT id, at, actor, action, target, jobs FROM fastsched_action ORDER BY id DESC LIMIT %(limit)s
+
+-- name: cancel_request
+-- The first request of a job is kept (who asked first is who stopped it).
+INSERT INTO fastsched_cancel (job_id, requested_by, requested_at) VALUES (%(id)s, %(by)s, %(now)s)
+ON DUPLICATE KEY UPDATE job_id = job_id
+
+-- name: cancel_request_of_job
+SELECT requested_by, requested_at FROM fastsched_cancel WHERE job_id = %(id)s
+
+-- name: cancel_requests_of_host
+-- Driven by the (nearly always empty) request table: a primary-key lookup per request.
+SELECT c.job_id, c.requested_by FROM fastsched_cancel AS c JOIN workerqueue AS w ON w.id = c.job_id
+WHERE w.done = 0 AND w.pid > 0 AND w.host_id = %(host_id)s
+
+-- name: cancel_requests_stale
+-- Requests whose job is no longer pending (it ended before its master stopped it, or was deleted).
+DELETE FROM fastsched_cancel
+WHERE NOT EXISTS (SELECT 1 FROM workerqueue AS w WHERE w.id = fastsched_cancel.job_id AND w.done = 0)
+
+-- name: cancel_jobs
+-- The master's outcome for jobs stopped at a request: kept as cancelled (done = 3), never retried.
+UPDATE workerqueue
+SET done = 3, finished = %(now)s, dedup_hash = NULL, failed_hash = NULL,
+    last_error = CONCAT('cancelled by ', COALESCE(
+        (SELECT requested_by FROM fastsched_cancel WHERE fastsched_cancel.job_id = workerqueue.id), 'an operator'))
+WHERE id IN ({ids}) AND host_id = %(host_id)s AND done = 0
+
+-- name: cancel_requests_delete
+DELETE FROM fastsched_cancel WHERE job_id IN ({ids})
+
+-- name: bulk_last_id
+SELECT COALESCE(MAX(id), 0) FROM workerqueue
+
+-- name: bulk_window
+-- The end of the next window of at most ``window`` rows in id order, and how many it holds.
+SELECT MAX(id), COUNT(*) FROM (SELECT id FROM workerqueue WHERE id > %(after)s AND id <= %(upto)s
+                               ORDER BY id LIMIT %(window)s) AS w
+
+-- name: bulk_match
+-- One window of the primary key (a consistent read, no locks): the rows a bulk action's filter
+-- matches. A filter part given as NULL matches every row; pymysql sends the values inline, so the
+-- server folds those parts away. --older-than means created for pending jobs, finished otherwise.
+SELECT id, done, pid FROM workerqueue
+WHERE id > %(after)s AND id <= %(upto)s AND done >= %(min_done)s AND done <= %(max_done)s
+  AND (%(command)s IS NULL OR command = %(command)s)
+  AND (%(priority)s IS NULL OR priority = %(priority)s)
+  AND (%(error)s IS NULL OR INSTR(COALESCE(last_error, ''), %(error)s) > 0)
+  AND (%(before)s IS NULL OR (CASE WHEN done = 0 THEN created ELSE finished END) < %(before)s)
+
+-- name: bulk_requeue_failed
+-- requeue_failed for many; a row whose restored dedup_hash collides is skipped (IGNORE) and
+-- re-queued one by one, merging into its identical pending job.
+UPDATE IGNORE workerqueue
+SET done = 0, pid = 0, host_id = 0, executed = DEFAULT, finished = DEFAULT, next_try = %(now)s,
+    retrial = 0, crashes = 0, dedup_hash = failed_hash, failed_hash = NULL
+WHERE id IN ({ids}) AND done = 2
+
+-- name: bulk_still_failed
+SELECT id FROM workerqueue WHERE id IN ({ids}) AND done = 2
+
+-- name: bulk_delete
+-- The rows of one state (cancel: waiting, deferred, failed; purge: done, failed, cancelled),
+-- re-checked: a pending row claimed meanwhile is left to its cancel request.
+DELETE FROM workerqueue WHERE id IN ({ids}) AND done = %(done)s AND (done <> 0 OR pid = 0)
+
+-- name: bulk_request_cancel
+INSERT IGNORE INTO fastsched_cancel (job_id, requested_by, requested_at)
+SELECT id, %(by)s, %(now)s FROM workerqueue WHERE id IN ({ids}) AND done = 0 AND pid > 0

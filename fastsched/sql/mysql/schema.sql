@@ -1,4 +1,4 @@
--- fastsched schema, version 2, for MariaDB 10.6+ / MySQL 8.0+ (InnoDB).
+-- fastsched schema, version 3, for MariaDB 10.6+ / MySQL 8.0+ (InnoDB).
 -- Statements are separated by lines holding only ';'.
 -- Every time is UTC with microseconds. Columns keep Friendica's names and meaning where it had them.
 
@@ -60,4 +60,35 @@ CREATE TABLE IF NOT EXISTS fastsched_meta (
     value       VARCHAR(255) NOT NULL DEFAULT '',
     due         DATETIME(6) NULL,                        -- periodic: enqueued by whichever master moves this forward first
     PRIMARY KEY (name)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
+;
+CREATE TABLE IF NOT EXISTS fastsched_pause (
+    -- Operators' pauses (fastsched-pool pause): no master claims pending work that matches every
+    -- set part of a row; 0 and '' match anything. Work already running is never touched.
+    priority    TINYINT UNSIGNED NOT NULL DEFAULT 0,
+    command     VARCHAR(100) NOT NULL DEFAULT '',
+    queue       VARCHAR(100) NOT NULL DEFAULT '',
+    paused_by   VARCHAR(255) NOT NULL,
+    paused_at   DATETIME(6) NOT NULL,
+    PRIMARY KEY (priority, command, queue)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
+;
+CREATE TABLE IF NOT EXISTS fastsched_cancel (
+    -- Requests to stop a running job (fastsched-pool cancel ID): the master holding the claim
+    -- reads them with its heartbeat, stops the job's child and deletes the row with the outcome.
+    job_id       BIGINT UNSIGNED NOT NULL,
+    requested_by VARCHAR(255) NOT NULL,
+    requested_at DATETIME(6) NOT NULL,
+    PRIMARY KEY (job_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
+;
+CREATE TABLE IF NOT EXISTS fastsched_action (
+    -- What operators did (pause, resume, retry, cancel, purge): who, when, what, how many jobs.
+    id          BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
+    at          DATETIME(6) NOT NULL,
+    actor       VARCHAR(255) NOT NULL,
+    action      VARCHAR(32) NOT NULL,
+    target      VARCHAR(1000) NOT NULL,                  -- a job id, or the filter in words
+    jobs        BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin

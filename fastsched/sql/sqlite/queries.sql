@@ -111,6 +111,8 @@ UNION ALL SELECT 'running', priority, COUNT(*), NULL FROM workerqueue
 WHERE done = 0 AND pid > 0 GROUP BY priority
 UNION ALL SELECT 'failed', priority, COUNT(*), NULL FROM workerqueue
 WHERE done = 2 GROUP BY priority
+UNION ALL SELECT 'cancelled', priority, COUNT(*), NULL FROM workerqueue
+WHERE done = 3 GROUP BY priority
 UNION ALL SELECT 'done', priority, COUNT(*), NULL FROM workerqueue
 WHERE done = 1 AND finished >= :hour_ago GROUP BY priority
 UNION ALL SELECT * FROM (SELECT 'oldest', priority, 0, created FROM workerqueue
@@ -295,3 +297,86 @@ UPDATE fastsched_meta SET due = :due WHERE name = :name AND due <= :now
 -- name: create_lease
 INSERT INTO fastsched_meta (name, value, due) VALUES (:name, '', :due)
 ON CONFLICT (name) DO NOTHING
+
+-- ------------------------------------------------------------------------- operators' controls
+
+-- name: pause_add
+-- A pause that exists already keeps who made it and when (0 affected rows says so).
+INSERT OR IGNORE INTO fastsched_pause (priority, command, queue, paused_by, paused_at)
+VALUES (:priority, :command, :queue, :by, :now)
+
+-- name: pause_remove
+DELETE FROM fastsched_pause WHERE priority = :priority AND command = :command AND queue = :queue
+
+-- name: pause_remove_all
+DELETE FROM fastsched_pause
+
+-- name: pauses
+SELECT priority, command, queue, paused_by, paused_at FROM fastsched_pause ORDER BY priority, command, queue
+
+-- name: action_add
+INSERT INTO fastsched_action (at, actor, action, target, jobs) VALUES (:now, :by, :action, :target, :jobs)
+
+-- name: actions_recent
+SELECT id, at, actor, action, target, jobs FROM fastsched_action ORDER BY id DESC LIMIT :limit
+
+-- name: cancel_request
+-- The first request of a job is kept (who asked first is who stopped it).
+INSERT OR IGNORE INTO fastsched_cancel (job_id, requested_by, requested_at) VALUES (:id, :by, :now)
+
+-- name: cancel_request_of_job
+SELECT requested_by, requested_at FROM fastsched_cancel WHERE job_id = :id
+
+-- name: cancel_requests_of_host
+SELECT c.job_id, c.requested_by FROM fastsched_cancel AS c JOIN workerqueue AS w ON w.id = c.job_id
+WHERE w.done = 0 AND w.pid > 0 AND w.host_id = :host_id
+
+-- name: cancel_requests_stale
+DELETE FROM fastsched_cancel
+WHERE NOT EXISTS (SELECT 1 FROM workerqueue AS w WHERE w.id = fastsched_cancel.job_id AND w.done = 0)
+
+-- name: cancel_jobs
+UPDATE workerqueue
+SET done = 3, finished = :now, dedup_hash = NULL, failed_hash = NULL,
+    last_error = 'cancelled by ' || COALESCE(
+        (SELECT requested_by FROM fastsched_cancel WHERE fastsched_cancel.job_id = workerqueue.id), 'an operator')
+WHERE id IN ({ids}) AND host_id = :host_id AND done = 0
+
+-- name: cancel_requests_delete
+DELETE FROM fastsched_cancel WHERE job_id IN ({ids})
+
+-- name: bulk_last_id
+SELECT COALESCE(MAX(id), 0) FROM workerqueue
+
+-- name: bulk_window
+-- The end of the next window of at most ``window`` rows in id order, and how many it holds.
+SELECT MAX(id), COUNT(*) FROM (SELECT id FROM workerqueue WHERE id > :after AND id <= :upto
+                               ORDER BY id LIMIT :window) AS w
+
+-- name: bulk_match
+-- One window of the rowid: the rows a bulk action's filter matches (a part given as NULL matches
+-- every row). --older-than means created for pending jobs, finished otherwise.
+SELECT id, done, pid FROM workerqueue
+WHERE id > :after AND id <= :upto AND done >= :min_done AND done <= :max_done
+  AND (:command IS NULL OR command = :command)
+  AND (:priority IS NULL OR priority = :priority)
+  AND (:error IS NULL OR INSTR(COALESCE(last_error, ''), :error) > 0)
+  AND (:before IS NULL OR (CASE WHEN done = 0 THEN created ELSE finished END) < :before)
+
+-- name: bulk_requeue_failed
+UPDATE OR IGNORE workerqueue
+SET done = 0, pid = 0, host_id = 0, executed = NULL, finished = NULL, next_try = :now,
+    retrial = 0, crashes = 0, dedup_hash = failed_hash, failed_hash = NULL
+WHERE id IN ({ids}) AND done = 2
+
+-- name: bulk_still_failed
+SELECT id FROM workerqueue WHERE id IN ({ids}) AND done = 2
+
+-- name: bulk_delete
+-- The rows of one state (cancel: waiting, deferred, failed; purge: done, failed, cancelled),
+-- re-checked: a pending row claimed meanwhile is left to its cancel request.
+DELETE FROM workerqueue WHERE id IN ({ids}) AND done = :done AND (done <> 0 OR pid = 0)
+
+-- name: bulk_request_cancel
+INSERT OR IGNORE INTO fastsched_cancel (job_id, requested_by, requested_at)
+SELECT id, :by, :now FROM workerqueue WHERE id IN ({ids}) AND done = 0 AND pid > 0

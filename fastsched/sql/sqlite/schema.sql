@@ -1,4 +1,4 @@
--- fastsched schema, version 2, for SQLite 3.24+ (the embedded default). The same tables and
+-- fastsched schema, version 3, for SQLite 3.24+ (the embedded default). The same tables and
 -- columns as mysql/schema.sql. Statements are separated by lines holding only ';'.
 -- Times are UTC text of fixed width, 'YYYY-MM-DD HH:MM:SS.ffffff', so that they sort as text.
 
@@ -51,4 +51,32 @@ CREATE TABLE IF NOT EXISTS fastsched_meta (
     name        TEXT NOT NULL PRIMARY KEY,
     value       TEXT NOT NULL DEFAULT '',
     due         TEXT NULL
+)
+;
+-- Operators' pauses (fastsched-pool pause): no master claims pending work that matches every set
+-- part of a row; 0 and '' match anything. Work already running is never touched.
+CREATE TABLE IF NOT EXISTS fastsched_pause (
+    priority    INTEGER NOT NULL DEFAULT 0,
+    command     TEXT NOT NULL DEFAULT '',
+    queue       TEXT NOT NULL DEFAULT '',
+    paused_by   TEXT NOT NULL,
+    paused_at   TEXT NOT NULL,
+    PRIMARY KEY (priority, command, queue)
+)
+;
+-- Requests to stop a running job: the master holding the claim reads them with its heartbeat.
+CREATE TABLE IF NOT EXISTS fastsched_cancel (
+    job_id       INTEGER NOT NULL PRIMARY KEY,
+    requested_by TEXT NOT NULL,
+    requested_at TEXT NOT NULL
+)
+;
+-- What operators did (pause, resume, retry, cancel, purge): who, when, what, how many jobs.
+CREATE TABLE IF NOT EXISTS fastsched_action (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    at          TEXT NOT NULL,
+    actor       TEXT NOT NULL,
+    action      TEXT NOT NULL,
+    target      TEXT NOT NULL,
+    jobs        INTEGER NOT NULL DEFAULT 0
 )

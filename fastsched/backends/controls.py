@@ -1,0 +1,223 @@
+"""The storage side of the operators' controls (``fastsched.controls``): pauses, cancel requests,
+bulk actions by filter and the history of actions, on each dialect's named queries.
+
+Bulk actions walk the table in windows of at most ``BULK_WINDOW`` rows in id order, up to the
+highest id when they began (jobs added later are not theirs): each window is one short
+transaction that reads the rows of the window matching the filter and changes them by id,
+re-checking their state, so no statement scans or locks more than a window, whatever the size of
+the table. A dry run reads the same windows and changes nothing.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import functools
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+from fastsched.backends.connection import SQLConnection
+from fastsched.backends.inserts import IN_CHUNK, chunks
+from fastsched.backends.sqlfiles import expand_in
+from fastsched.controls import CANCEL, PURGE, RETRY, Action, BulkResult, JobFilter, Pause
+from fastsched.errors import InvalidInput, InvalidState, JobNotFound
+from fastsched.jobs import DONE_CANCELLED, DONE_FAILED, DONE_OK, DONE_PENDING
+
+BULK_WINDOW = 10_000  # rows a bulk action reads (and at most changes) per transaction
+STATE_NAMES = {DONE_PENDING: "pending", DONE_OK: "done", DONE_FAILED: "failed", DONE_CANCELLED: "cancelled"}
+RUNNING = "running"
+
+
+def _state_name(done: int, pid: int) -> str:
+    return RUNNING if done == DONE_PENDING and pid else STATE_NAMES.get(int(done), str(done))
+
+
+class ControlsMixin(SQLConnection):
+    """Pauses, cancel requests, bulk actions and the action history."""
+
+    def _retry_one(self, cursor: Any, job_id: int, now: dt.datetime) -> int:  # sql.SQLBackend's
+        raise NotImplementedError
+
+    def _host_id(self, host: str) -> int:  # sql.SQLBackend's
+        raise NotImplementedError
+
+    # --- pauses ---------------------------------------------------------------------------------
+    def pause(self, pause: Pause, by: str, now: dt.datetime) -> bool:
+        """Store a pause; False if the same one existed already (it keeps who made it and when)."""
+        params = {**pause.key(), "by": by, "now": self._to_db_time(now)}
+
+        def work(cursor: Any) -> bool:
+            cursor.execute(self._q["pause_add"], params)
+            return bool(cursor.rowcount)
+
+        return self._transaction(work, "pause")
+
+    def resume(self, pause: Pause | None) -> int:
+        """Delete this pause (None: every pause); how many were deleted."""
+
+        def work(cursor: Any) -> int:
+            if pause is None:
+                cursor.execute(self._q["pause_remove_all"])
+            else:
+                cursor.execute(self._q["pause_remove"], pause.key())
+            return int(cursor.rowcount)
+
+        return self._transaction(work, "resume")
+
+    def pauses(self) -> list[Pause]:
+        def work(cursor: Any) -> list[Any]:
+            cursor.execute(self._q["pauses"])
+            return list(cursor.fetchall())
+
+        return [
+            Pause.from_row(priority, command, queue, by, self._from_db(at))
+            for priority, command, queue, by, at in self._transaction(work, "pauses", write=False)
+        ]
+
+    def _from_db(self, value: Any) -> dt.datetime:
+        return value if self._from_db_time is None else self._from_db_time(value)
+
+    # --- the history ----------------------------------------------------------------------------
+    def record_action(self, by: str, action: str, target: str, jobs: int, now: dt.datetime) -> None:
+        params = {"by": by, "action": action, "target": target[:1000], "jobs": int(jobs), "now": self._to_db_time(now)}
+        self._transaction(lambda cursor: cursor.execute(self._q["action_add"], params), "record_action")
+
+    def actions(self, limit: int = 20) -> list[Action]:
+        """The newest actions first."""
+
+        def work(cursor: Any) -> list[Any]:
+            cursor.execute(self._q["actions_recent"], {"limit": int(limit)})
+            return list(cursor.fetchall())
+
+        return [
+            Action(int(i), self._from_db(at), actor, action, target, int(jobs))
+            for i, at, actor, action, target, jobs in self._transaction(work, "actions", write=False)
+        ]
+
+    # --- cancel requests ------------------------------------------------------------------------
+    def _request_cancel(self, cursor: Any, job_id: int, by: str, now: dt.datetime) -> None:
+        cursor.execute(self._q["cancel_request"], {"id": int(job_id), "by": by, "now": self._to_db_time(now)})
+
+    def cancel_request(self, job_id: int) -> tuple[str, dt.datetime] | None:
+        """Who asked to stop this running job, and when; None if nobody did."""
+
+        def work(cursor: Any) -> Any:
+            cursor.execute(self._q["cancel_request_of_job"], {"id": int(job_id)})
+            return cursor.fetchone()
+
+        row = self._transaction(work, "cancel_request", write=False)
+        return None if row is None else (row[0], self._from_db(row[1]))
+
+    def cancel_requests(self, host: str) -> list[tuple[int, str]]:
+        """(job id, who asked) of the jobs ``host``'s master runs that someone asked to stop."""
+        params = {"host_id": self._host_id(host)}
+
+        def work(cursor: Any) -> list[tuple[int, str]]:
+            cursor.execute(self._q["cancel_requests_of_host"], params)
+            return [(int(job_id), by) for job_id, by in cursor.fetchall()]
+
+        return self._transaction(work, "cancel_requests", write=False)
+
+    def drop_stale_cancel_requests(self) -> int:
+        """Delete requests whose job is no longer pending (it ended first, or was deleted)."""
+
+        def work(cursor: Any) -> int:
+            cursor.execute(self._q["cancel_requests_stale"])
+            return int(cursor.rowcount)
+
+        return self._transaction(work, "drop_stale_cancel_requests")
+
+    # --- bulk actions ---------------------------------------------------------------------------
+    def bulk(
+        self,
+        action: str,
+        job_filter: JobFilter,
+        now: dt.datetime,
+        *,
+        by: str = "",
+        dry_run: bool = False,
+        include_failed: bool = False,
+    ) -> BulkResult:
+        """Retry failed jobs, cancel pending and failed ones (delete them; ask the masters running
+        them to stop the running ones), or purge finished ones (done; with ``include_failed``
+        failed and cancelled too) that match ``job_filter``; see the module's docstring."""
+        if action == RETRY:
+            min_done, max_done = DONE_FAILED, DONE_FAILED
+        elif action == CANCEL:
+            min_done, max_done = DONE_PENDING, DONE_FAILED
+        elif action == PURGE:
+            min_done, max_done = DONE_OK, DONE_CANCELLED if include_failed else DONE_OK
+        else:
+            raise InvalidInput(f"bulk action must be {RETRY!r}, {CANCEL!r} or {PURGE!r}, got {action!r}")
+        cutoff = job_filter.cutoff(now)
+        match: dict[str, Any] = {
+            "min_done": min_done,
+            "max_done": max_done,
+            "command": job_filter.command,
+            "priority": None if job_filter.priority is None else int(job_filter.priority),
+            "error": job_filter.error,
+            "before": None if cutoff is None else self._to_db_time(cutoff),
+        }
+        if job_filter.queue is not None:
+            raise InvalidInput("--queue needs the queue column of workerqueue, which this schema lacks")
+
+        def last_id(cursor: Any) -> int:
+            cursor.execute(self._q["bulk_last_id"])
+            return int(cursor.fetchone()[0])
+
+        upto = self._transaction(last_id, "bulk", write=False)
+        counts: Counter[str] = Counter()
+        change = {"now": self._to_db_time(now), "by": by}
+
+        def window(cursor: Any, after: int) -> int | None:
+            cursor.execute(self._q["bulk_window"], {"after": after, "upto": upto, "window": BULK_WINDOW})
+            end, rows = cursor.fetchone()
+            if not rows:
+                return None
+            cursor.execute(self._q["bulk_match"], {**match, "after": after, "upto": int(end)})
+            matched = [(int(i), int(done), int(pid)) for i, done, pid in cursor.fetchall()]
+            if dry_run:
+                counts.update(_state_name(done, pid) for _, done, pid in matched)
+            elif matched:
+                counts.update(self._bulk_change(cursor, action, matched, change, now))
+            return int(end)
+
+        after = 0
+        while after < upto:
+            end = self._transaction(functools.partial(window, after=after), "bulk " + action, write=not dry_run)
+            if end is None:
+                break
+            after = end
+        order = ("pending", RUNNING, "failed", "done", "cancelled")
+        return BulkResult(action, dry_run, {state: counts[state] for state in order if counts[state]})
+
+    def _bulk_change(
+        self, cursor: Any, action: str, matched: Sequence[tuple[int, int, int]], change: dict[str, Any],
+        now: dt.datetime,
+    ) -> Counter[str]:
+        changed: Counter[str] = Counter()
+        by_state: dict[tuple[int, bool], list[int]] = {}
+        for job_id, done, pid in matched:
+            by_state.setdefault((done, bool(pid) and done == DONE_PENDING), []).append(job_id)
+        for (done, running), ids in sorted(by_state.items()):
+            for part in chunks(ids, IN_CHUNK):
+                if action == RETRY:
+                    cursor.execute(expand_in(self._q["bulk_requeue_failed"], part), change)
+                    changed["failed"] += int(cursor.rowcount)
+                    cursor.execute(expand_in(self._q["bulk_still_failed"], part))
+                    for (job_id,) in cursor.fetchall():
+                        try:  # its dedup hash collided: merge it into the identical pending job
+                            self._retry_one(cursor, int(job_id), now)
+                            changed["failed"] += 1
+                        except (JobNotFound, InvalidState):
+                            pass
+                elif running:
+                    cursor.execute(expand_in(self._q["bulk_request_cancel"], part), change)
+                    changed[RUNNING] += int(cursor.rowcount)
+                else:
+                    cursor.execute(expand_in(self._q["bulk_delete"], part), {"done": done})
+                    changed[STATE_NAMES[done]] += int(cursor.rowcount)
+                    if action == CANCEL and done == DONE_PENDING:
+                        # claimed since the match: it runs now, so its master is asked to stop it
+                        cursor.execute(expand_in(self._q["bulk_request_cancel"], part), change)
+                        changed[RUNNING] += int(cursor.rowcount)
+        return changed

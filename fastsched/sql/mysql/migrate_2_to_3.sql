@@ -1,0 +1,42 @@
+-- fastsched schema migration from version 2 to version 3, MariaDB 10.6+ / MySQL 8.0+.
+-- Run by `fastsched-pool init` (SQLConnection.upgrade_schema) with no pool running on the database.
+-- Each "-- name: <step>" block runs in a transaction of its own, in file order (see
+-- migrate_1_to_2.sql). The DDL below is a frozen copy of version 3, not a reference to schema.sql.
+-- Version 3 is shared by several changes; each adds its steps before record_version.
+
+-- name: create_pause_table
+CREATE TABLE IF NOT EXISTS fastsched_pause (
+    -- Operators' pauses (fastsched-pool pause): no master claims pending work that matches every
+    -- set part of a row; 0 and '' match anything. Work already running is never touched.
+    priority    TINYINT UNSIGNED NOT NULL DEFAULT 0,
+    command     VARCHAR(100) NOT NULL DEFAULT '',
+    queue       VARCHAR(100) NOT NULL DEFAULT '',
+    paused_by   VARCHAR(255) NOT NULL,
+    paused_at   DATETIME(6) NOT NULL,
+    PRIMARY KEY (priority, command, queue)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
+
+-- name: create_cancel_table
+CREATE TABLE IF NOT EXISTS fastsched_cancel (
+    -- Requests to stop a running job (fastsched-pool cancel ID): the master holding the claim
+    -- reads them with its heartbeat, stops the job's child and deletes the row with the outcome.
+    job_id       BIGINT UNSIGNED NOT NULL,
+    requested_by VARCHAR(255) NOT NULL,
+    requested_at DATETIME(6) NOT NULL,
+    PRIMARY KEY (job_id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
+
+-- name: create_action_table
+CREATE TABLE IF NOT EXISTS fastsched_action (
+    -- What operators did (pause, resume, retry, cancel, purge): who, when, what, how many jobs.
+    id          BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
+    at          DATETIME(6) NOT NULL,
+    actor       VARCHAR(255) NOT NULL,
+    action      VARCHAR(32) NOT NULL,
+    target      VARCHAR(1000) NOT NULL,                  -- a job id, or the filter in words
+    jobs        BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (id)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
+
+-- name: record_version
+UPDATE fastsched_meta SET value = '3' WHERE name = 'schema_version' AND value = '2'
