@@ -96,9 +96,10 @@ class Outcomes:
     retry: list[Retry] = dataclasses.field(default_factory=list)
     failed: list[Failure] = dataclasses.field(default_factory=list)
     released: list[int] = dataclasses.field(default_factory=list)  # claimed, never started: no penalty
+    cancelled: list[int] = dataclasses.field(default_factory=list)  # stopped at an operator's request
 
     def __bool__(self) -> bool:
-        return bool(self.done or self.retry or self.failed or self.released)
+        return bool(self.done or self.retry or self.failed or self.released or self.cancelled)
 
     def __len__(self) -> int:
-        return len(self.done) + len(self.retry) + len(self.failed) + len(self.released)
+        return len(self.done) + len(self.retry) + len(self.failed) + len(self.released) + len(self.cancelled)

@@ -126,6 +126,15 @@ class ControlsMixin(SQLConnection):
 
         return self._transaction(work, "drop_stale_cancel_requests")
 
+    def _write_cancelled(self, cursor: Any, host_id: int, db_now: Any, job_ids: Sequence[int]) -> int:
+        """The outcome of jobs stopped at a request: cancelled, naming who asked; the requests go."""
+        written = 0
+        for part in chunks(job_ids, IN_CHUNK):
+            cursor.execute(expand_in(self._q["cancel_jobs"], part), {"host_id": host_id, "now": db_now})
+            written += int(cursor.rowcount)
+            cursor.execute(expand_in(self._q["cancel_requests_delete"], part))
+        return written
+
     # --- bulk actions ---------------------------------------------------------------------------
     def bulk(
         self,
@@ -140,18 +149,16 @@ class ControlsMixin(SQLConnection):
         """Retry failed jobs, cancel pending and failed ones (delete them; ask the masters running
         them to stop the running ones), or purge finished ones (done; with ``include_failed``
         failed and cancelled too) that match ``job_filter``; see the module's docstring."""
-        if action == RETRY:
-            min_done, max_done = DONE_FAILED, DONE_FAILED
-        elif action == CANCEL:
-            min_done, max_done = DONE_PENDING, DONE_FAILED
-        elif action == PURGE:
-            min_done, max_done = DONE_OK, DONE_CANCELLED if include_failed else DONE_OK
-        else:
+        states = {
+            RETRY: (DONE_FAILED,),
+            CANCEL: (DONE_PENDING, DONE_FAILED),
+            PURGE: (DONE_OK, DONE_FAILED, DONE_CANCELLED) if include_failed else (DONE_OK,),
+        }.get(action)
+        if states is None:
             raise InvalidInput(f"bulk action must be {RETRY!r}, {CANCEL!r} or {PURGE!r}, got {action!r}")
         cutoff = job_filter.cutoff(now)
         match: dict[str, Any] = {
-            "min_done": min_done,
-            "max_done": max_done,
+            **{f"state_{i + 1}": states[min(i, len(states) - 1)] for i in range(3)},  # done IN (...)
             "command": job_filter.command,
             "priority": None if job_filter.priority is None else int(job_filter.priority),
             "error": job_filter.error,

@@ -521,6 +521,8 @@ class SQLBackend(ControlsMixin, Inserts, Backend):
             for part in chunks(ids, IN_CHUNK):
                 cursor.execute(expand_in(self._q[name], part), {"host_id": host_id, "now": db_now})
                 written += cursor.rowcount
+        if outcomes.cancelled:
+            written += self._write_cancelled(cursor, host_id, db_now, outcomes.cancelled)
         for retry in outcomes.retry:
             cursor.execute(
                 self._q["retry_job"],

@@ -360,7 +360,7 @@ SELECT MAX(id), COUNT(*) FROM (SELECT id FROM workerqueue WHERE id > %(after)s A
 -- matches. A filter part given as NULL matches every row; pymysql sends the values inline, so the
 -- server folds those parts away. --older-than means created for pending jobs, finished otherwise.
 SELECT id, done, pid FROM workerqueue
-WHERE id > %(after)s AND id <= %(upto)s AND done >= %(min_done)s AND done <= %(max_done)s
+WHERE id > %(after)s AND id <= %(upto)s AND done IN (%(state_1)s, %(state_2)s, %(state_3)s)
   AND (%(command)s IS NULL OR command = %(command)s)
   AND (%(priority)s IS NULL OR priority = %(priority)s)
   AND (%(error)s IS NULL OR INSTR(COALESCE(last_error, ''), %(error)s) > 0)

@@ -357,7 +357,7 @@ SELECT MAX(id), COUNT(*) FROM (SELECT id FROM workerqueue WHERE id > :after AND 
 -- One window of the rowid: the rows a bulk action's filter matches (a part given as NULL matches
 -- every row). --older-than means created for pending jobs, finished otherwise.
 SELECT id, done, pid FROM workerqueue
-WHERE id > :after AND id <= :upto AND done >= :min_done AND done <= :max_done
+WHERE id > :after AND id <= :upto AND done IN (:state_1, :state_2, :state_3)
   AND (:command IS NULL OR command = :command)
   AND (:priority IS NULL OR priority = :priority)
   AND (:error IS NULL OR INSTR(COALESCE(last_error, ''), :error) > 0)

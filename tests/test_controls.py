@@ -1,0 +1,230 @@
+"""Operators' controls through the Python API, on both backends (real servers): pauses, bulk
+retry/cancel/purge by filter (in bounded windows, with dry runs), cancelling a running job (the
+request its master reads), the cancelled state, and the history of actions."""
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+
+import pytest
+from test_queue import HOUR, T0, Clock, mark_done, mark_failed, mark_running, sql, stored
+
+import fastsched
+import fastsched.backends.controls
+from fastsched.controls import JobFilter, Pause, paused_by_any
+from fastsched.errors import InvalidInput, InvalidState, JobNotFound
+from fastsched.jobs import JobState
+from fastsched.priority import Priority
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def q(dsn: str, clock: Clock) -> Iterator[fastsched.Queue]:
+    queue = fastsched.connect(dsn, clock=clock)
+    try:
+        yield queue
+    finally:
+        queue.close()
+
+
+# --- pauses --------------------------------------------------------------------------------------
+
+
+def test_pause_is_stored_listed_and_resumed_by_the_same_parts(q: fastsched.Queue, dsn: str, clock: Clock) -> None:
+    low = q.pause(priority="LOW", by="alice")
+    assert (low.priority, low.command, low.queue, low.paused_by, low.paused_at) == (40, None, None, "alice", T0)
+    clock.advance(5)
+    q.pause(command="SendMail", priority=Priority.HIGH, by="bob")
+    assert q.pause(priority=40, by="carol").paused_by == "alice"  # pausing twice keeps the first
+    other = fastsched.connect(dsn)  # another process, another host: the pauses are in the database
+    try:
+        assert [(p.priority, p.command, p.paused_by) for p in other.paused()] == [
+            (20, "SendMail", "bob"), (40, None, "alice")
+        ]
+    finally:
+        other.close()
+    assert q.resume(priority="HIGH") == 0  # not a pause: HIGH alone was never paused
+    assert q.resume(priority="HIGH", command="SendMail", by="dave") == 1
+    assert [p.describe() for p in q.paused()] == ["priority LOW"]
+    assert q.resume(everything=True) == 1 and q.paused() == []
+    history = [(a.action, a.target, a.actor) for a in q.actions()]
+    assert history[:3] == [
+        ("resume", "every pause", history[0][2]),
+        ("resume", "priority HIGH, command SendMail", "dave"),
+        ("pause", "priority HIGH, command SendMail", "bob"),
+    ]
+    assert ("pause", "priority LOW", "alice") in history
+    assert not any(a[2] == "carol" for a in history)  # the repeated pause changed nothing
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({}, "a pause needs a priority, a command or a queue"),
+        ({"priority": "URGENT"}, "priority must be one of CRITICAL"),
+        ({"priority": 35}, "priority must be one of 10, 20"),
+        ({"command": "rm -rf"}, "contains ' '"),
+        ({"queue": ""}, "queue must be a name"),
+        ({"queue": "x" * 101}, "queue must be a name"),
+    ],
+)
+def test_pause_refuses_bad_parts_and_stores_nothing(q: fastsched.Queue, kwargs: dict[str, object], message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        q.pause(**kwargs)  # type: ignore[arg-type]
+    assert q.paused() == [] and q.actions() == []
+
+
+def test_a_pause_matches_every_part_it_sets() -> None:
+    pauses = [Pause.of(priority="LOW"), Pause.of(command="SendMail", queue="mail")]
+    assert paused_by_any(pauses, 40, "Anything") is pauses[0]
+    assert paused_by_any(pauses, 20, "SendMail", "mail") is pauses[1]
+    assert paused_by_any(pauses, 20, "SendMail", "default") is None
+    assert paused_by_any(pauses, 20, "Other", "mail") is None
+    assert pauses[0].whole_priority and not pauses[1].whole_priority
+
+
+# --- bulk actions ---------------------------------------------------------------------------------
+
+
+def _failed(q: fastsched.Queue, command: str, error: str, when: dt.datetime, priority: int = 30) -> int:
+    job_id = q.add(priority, command, error, when.isoformat())
+    mark_failed(q, job_id, when, error)
+    return job_id
+
+
+def test_retry_by_filter_with_a_dry_run_first(q: fastsched.Queue, dsn: str, clock: Clock) -> None:
+    old_mail = _failed(q, "SendMail", "smtp: connection timed out", T0 - 3 * HOUR)
+    new_mail = _failed(q, "SendMail", "smtp: connection timed out", T0)
+    refused = _failed(q, "SendMail", "smtp: 550 mailbox full", T0 - 3 * HOUR)
+    other = _failed(q, "Notify", "smtp: connection timed out", T0 - 3 * HOUR, priority=20)
+    waiting = q.add(30, "SendMail", "not failed")
+    assert q.retry_all(command="SendMail", error="timed out", dry_run=True) == 2
+    assert {q.get(i).state for i in (old_mail, new_mail, refused, other)} == {JobState.FAILED}  # nothing changed
+    assert q.actions() == []  # a dry run is not an action
+    assert q.retry_all(command="SendMail", error="timed out", older_than=3600, by="alice") == 1
+    assert q.get(old_mail).state is JobState.WAITING and q.get(old_mail).retrial == 0
+    assert q.get(new_mail).state is JobState.FAILED and q.get(refused).state is JobState.FAILED
+    assert q.retry_all(priority="HIGH") == 1 and q.get(other).state is JobState.WAITING
+    assert q.get(waiting).state is JobState.WAITING
+    (latest, first) = q.actions()[:2]
+    assert (first.action, first.actor, first.jobs, first.at) == ("retry", "alice", 1, T0)
+    assert first.target == "command SendMail, error 'timed out', older than 3600 s"
+    assert (latest.target, latest.jobs) == ("priority HIGH", 1)
+
+
+def test_retry_by_filter_merges_into_an_identical_pending_job(q: fastsched.Queue) -> None:
+    failed = q.add(30, "Twin", 1)
+    mark_failed(q, failed, T0)
+    pending = q.add(30, "Twin", 1)  # the failed job holds no dedup key, so this is a new job
+    assert pending != failed
+    assert q.retry_all(command="Twin") == 1  # back in the queue: as the identical pending job
+    with pytest.raises(JobNotFound):
+        q.get(failed)
+    assert q.get(pending).state is JobState.WAITING
+
+
+def test_cancel_by_filter_deletes_pending_and_failed_and_asks_for_the_running(
+    q: fastsched.Queue, dsn: str, clock: Clock
+) -> None:
+    waiting = q.add(40, "Crawl", 1)
+    deferred = q.add({"priority": 40, "delay": 600}, "Crawl", 2)
+    failed = _failed(q, "Crawl", "404", T0, priority=40)
+    running = q.add(40, "Crawl", 3)
+    mark_running(dsn, running)
+    keep = [q.add(40, "Index", 1), q.add(30, "Crawl", 4)]
+    done = q.add(40, "Crawl", 5)
+    mark_done(dsn, done)
+    result = q.bulk("cancel", JobFilter.of(command="Crawl", priority="LOW"), dry_run=True)
+    assert result.counts == {"pending": 2, "running": 1, "failed": 1} and result.total == 4
+    assert len(stored(dsn)) == 7
+    result = q.bulk("cancel", JobFilter.of(command="Crawl", priority="LOW"), by="ops")
+    assert result.counts == {"pending": 2, "running": 1, "failed": 1}, result
+    for gone in (waiting, deferred, failed):
+        with pytest.raises(JobNotFound):
+            q.get(gone)
+    assert q.get(running).state is JobState.RUNNING  # its master stops it
+    assert q.backend.cancel_request(running) == ("ops", T0)
+    assert [q.get(i).state for i in keep] == [JobState.WAITING, JobState.WAITING]
+    assert q.get(done).state is JobState.DONE
+    assert q.cancel_all(command="Crawl", priority="LOW") == 0  # asked already: nothing more to do
+    action = q.actions()[1]
+    assert (action.action, action.target, action.jobs) == ("cancel", "command Crawl, priority LOW", 4)
+
+
+def test_purge_by_filter_and_dry_run(q: fastsched.Queue, dsn: str) -> None:
+    ids = [q.add({"created": T0 - 2 * HOUR}, command, i) for i, command in enumerate(["A", "A", "B", "A"])]
+    for job_id in ids[:3]:
+        mark_done(dsn, job_id)
+    mark_failed(q, ids[3], T0 - 2 * HOUR)
+    assert q.purge(command="A", dry_run=True) == 2
+    assert len(stored(dsn)) == 4
+    assert q.purge(command="A") == 2
+    assert [row[1] for row in stored(dsn)] == ["B", "A"]
+    assert q.purge(command="A", include_failed=True, error="boom") == 1
+    assert [row[1] for row in stored(dsn)] == ["B"]
+
+
+def test_bulk_actions_work_window_by_window(
+    q: fastsched.Queue, dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fastsched.backends.controls, "BULK_WINDOW", 7)
+    ids = q.add_many((30, "Bulk", i) for i in range(50))
+    q.backend.fail_jobs(ids[::2], "bad", T0)  # 25 failed among 50, spread over every window
+    sql(dsn, "DELETE FROM workerqueue WHERE id IN (?, ?, ?)", (ids[1], ids[2], ids[3]))  # holes in the ids
+    assert q.retry_all(dry_run=True) == 24
+    assert q.retry_all() == 24
+    assert {q.get(i).state for i in ids[::2] if i != ids[2]} == {JobState.WAITING}
+    assert q.cancel_all(command="Bulk") == 47 and stored(dsn) == []
+
+
+def test_bulk_filters_are_checked_before_anything_changes(q: fastsched.Queue) -> None:
+    failed = _failed(q, "X", "e", T0)
+    for kwargs, message in [
+        ({"command": "a b"}, "contains ' '"),
+        ({"priority": 99}, "priority must be one of"),
+        ({"error": ""}, "error must be a text"),
+        ({"older_than": -1}, "older_than must not be negative"),
+        ({"older_than": "1h"}, "older_than must be a timedelta"),
+    ]:
+        with pytest.raises(InvalidInput, match=message):
+            q.retry_all(**kwargs)  # type: ignore[arg-type]
+    with pytest.raises(InvalidInput, match="bulk action must be"):
+        q.bulk("delete", JobFilter())
+    assert q.get(failed).state is JobState.FAILED and q.actions() == []
+
+
+# --- cancelled jobs -------------------------------------------------------------------------------
+
+
+def _cancel_running(q: fastsched.Queue, dsn: str, job_id: int, by: str) -> None:
+    """What the master does with a request once the job's child is stopped (pool side: test_pool_controls)."""
+    sql(dsn, "INSERT INTO fastsched_host (name) VALUES ('h1')")
+    (host_id,) = sql(dsn, "SELECT id FROM fastsched_host WHERE name = 'h1'")[0]
+    sql(dsn, "UPDATE workerqueue SET pid = 99, host_id = ? WHERE id = ?", (host_id, job_id))
+    q.cancel(job_id, by=by)
+    q.backend.write_outcomes("h1", T0, fastsched.jobs.Outcomes(cancelled=[job_id]))
+
+
+def test_a_cancelled_job_is_kept_like_a_failed_one_and_never_retried(
+    q: fastsched.Queue, dsn: str, clock: Clock
+) -> None:
+    job_id = q.add(30, "Long", 1)
+    _cancel_running(q, dsn, job_id, "alice@ops")
+    job = q.get(job_id)
+    assert job.state is JobState.CANCELLED and job.finished == T0 and job.last_error == "cancelled by alice@ops"
+    assert q.backend.cancel_request(job_id) is None  # the request went with the outcome
+    with pytest.raises(InvalidState, match="cancelled"):
+        q.retry(job_id)
+    with pytest.raises(InvalidState, match="cancelled"):
+        q.cancel(job_id)
+    assert q.retry_all() == 0
+    assert q.add(30, "Long", 1) != job_id  # it holds no dedup key
+    by = {s.priority: s for s in q.stats()}
+    assert by[30].cancelled == 1 and by[30].failed == 0
+    clock.advance(1)
+    assert q.purge(older_than=0) == 0  # kept like failed jobs
+    assert q.purge(older_than=0, include_failed=True) == 1
