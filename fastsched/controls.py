@@ -154,6 +154,18 @@ class Pause:
         }
 
 
+def pause_flags(pause: Pause) -> str:
+    """The command-line flags naming this pause: ``--priority LOW --command SendMail``."""
+    flags = []
+    if pause.priority is not None:
+        flags.append(f"--priority {priority_name(pause.priority)}")
+    if pause.command is not None:
+        flags.append(f"--command {pause.command}")
+    if pause.queue is not None:
+        flags.append(f"--queue {pause.queue}")
+    return " ".join(flags)
+
+
 def paused_by_any(pauses: Iterable[Pause], priority: int, command: str, queue: str = DEFAULT_QUEUE) -> Pause | None:
     """The first pause that holds a job of this priority, command and queue; None if none does."""
     return next((p for p in pauses if p.matches(priority, command, queue)), None)

@@ -15,6 +15,7 @@ from typing import Any
 from fastsched import core
 from fastsched.backends.base import Backend
 from fastsched.config import DEFAULT_LEASE, DEFAULT_MAX_DURATION_MINUTES, DEFAULT_RETENTION
+from fastsched.controls import DEFAULT_QUEUE, pause_flags, paused_by_any
 from fastsched.errors import JobNotFound
 from fastsched.jobs import Job, JobState
 from fastsched.queue import dedup_hash
@@ -131,7 +132,7 @@ def explain(
             "state": "not_found",
             "lines": [
                 (
-                    f"No job has id {job_id}. It was never added; or it was cancelled; or it was done and purged "
+                    f"No job has id {job_id}. It was never added; or it was cancelled before it ran; or it was done and purged "
                     f"(done jobs are kept {seconds_text(DEFAULT_RETENTION)} by default, --retention); or it was a "
                     f"failed job retried while an identical job was pending, and merged into that one (dedup)."
                 ),
@@ -174,6 +175,19 @@ def explain(
         limit = DEFAULT_MAX_DURATION_MINUTES.get(job.priority, 0)
         if limit:
             lines.append(f"{name} jobs may run {limit:g} minutes by default (--max-duration) before they are stopped.")
+        requested = backend.cancel_request(job.id)
+        if requested is not None:
+            result["cancel_requested"] = {"by": requested[0], "at": iso(requested[1])}
+            lines.append(
+                f"{requested[0]} asked to cancel it at {iso(requested[1])}: its master stops its child (SIGTERM, "
+                f"SIGKILL after the grace) at its next heartbeat, and the job ends cancelled."
+            )
+    elif job.state is JobState.CANCELLED:
+        lines.append(
+            f"{described} was cancelled while it ran: it ended at {iso(job.finished)} "
+            f"({job.last_error or 'cancelled'}). It is kept like a failed job and never retried; "
+            f"`fastsched-pool purge --include-failed` deletes it."
+        )
     elif job.state is JobState.DONE:
         lines.append(
             f"{described} is done: it finished at {iso(job.finished)}; done jobs are purged after the "
@@ -188,6 +202,13 @@ def explain(
         lines.append(f"`fastsched-pool retry {job.id}` puts it back in the queue with its counters reset.")
 
     if job.state in (JobState.WAITING, JobState.DEFERRED):
+        pause = paused_by_any(backend.pauses(), job.priority, job.command, getattr(job, "queue", DEFAULT_QUEUE))
+        result["paused"] = None if pause is None else pause.as_dict()
+        if pause is not None:
+            lines.append(
+                f"It is paused: {pause.paused_by} paused {pause.describe()} at {iso(pause.paused_at)}. No master "
+                f"claims it until `fastsched-pool resume {pause_flags(pause)}`."
+            )
         try:
             rank = core.rank_of(job.priority)
         except ValueError:

@@ -168,6 +168,7 @@ class _Collector:
         yield up
         if current is not None:
             yield from _queue_metrics(current)
+            yield from _control_metrics(current)
         if monitor.metrics is not None:
             yield from _pool_metrics(monitor.metrics, monitor)
 
@@ -211,6 +212,27 @@ def _queue_metrics(current: Mapping[str, Any]) -> Iterator[Metric]:
     masters.add_metric(["alive"], sum(alive))
     masters.add_metric(["dead"], len(alive) - sum(alive))
     yield masters
+
+
+def _control_metrics(current: Mapping[str, Any]) -> Iterator[Metric]:
+    """The operators' controls in force: pauses, and the jobs cancelled while running."""
+    paused = GaugeMetricFamily(
+        "fastsched_paused", "1 per pause in force (cluster-wide); an empty label matches anything",
+        labels=["priority", "command", "queue"],
+    )
+    for pause in current.get("paused", []):
+        paused.add_metric([pause["priority"] or "", pause["command"] or "", pause["queue"] or ""], 1)
+    whole = GaugeMetricFamily(
+        "fastsched_priority_paused", "1 while a pause holds every job of the priority", labels=["priority"]
+    )
+    cancelled = GaugeMetricFamily(
+        "fastsched_cancelled_jobs", "jobs kept as cancelled (stopped while running at an operator's request)",
+        labels=["priority"],
+    )
+    for p in current["priorities"]:
+        whole.add_metric([p["name"]], int(bool(p.get("paused"))))
+        cancelled.add_metric([p["name"]], p.get("cancelled", 0))
+    yield from (paused, whole, cancelled)
 
 
 def _pool_metrics(metrics: Mapping[str, Any], monitor: Monitor) -> Iterator[Metric]:

@@ -15,6 +15,8 @@ key; ``format`` changes when a key changes meaning or disappears; new keys may b
     jobs_per_minute     {"1": ..., "3": ..., "5": ...}: jobs done per minute over the last 1, 3, 5 minutes
     hosts               per host id, its masters (pid, workers, started, heartbeat, age, alive) and children
     failed_recent       the newest failed jobs, with the end of their last error and its last line
+    paused              the pauses in force (fastsched-pool pause): priority, command, queue, who, when
+    actions_recent      the newest operators' actions (pause, resume, retry, cancel, purge): who, when, what, how many
 
 Times are naive UTC datetimes inside fastsched; here they are text, ``2024-05-01T12:00:00.123Z``.
 Nothing in it can hold the database password: the DSN is masked and no setting is included.
@@ -36,10 +38,11 @@ FAILED_SHOWN = 10  # newest failed jobs included
 MAX_ERROR_SHOWN = 2000  # characters of a failed job's last error included (its end)
 MAX_SUMMARY_SHOWN = 200  # characters of the last line of a failed job's error
 PLAN_CAP = 1  # waiting rows plan_counts reads per priority: only running and active are used here
+ACTIONS_SHOWN = 10  # newest operators' actions included
 
 PRIORITY_KEYS = (
     "priority", "name", "waiting", "deferred", "running", "failed", "done_last_hour", "oldest_wait_seconds",
-    "workers", "in_play", "limit", "share",
+    "workers", "in_play", "limit", "share", "cancelled", "paused",
 )
 TOTAL_KEYS = ("waiting", "deferred", "running", "failed", "done_last_hour")
 
@@ -140,6 +143,9 @@ def collect(
         for minutes in JPM_WINDOWS
     }
     failed = backend.failed(failed_limit) if failed_limit > 0 else []
+    pauses = backend.pauses()
+    actions = backend.actions(ACTIONS_SHOWN)
+    whole = {p.priority for p in pauses if p.whole_priority}
 
     waiting = [entry.waiting for entry in stats]
     running = list(counts.running)
@@ -158,6 +164,8 @@ def collect(
             "oldest_wait_seconds": None if oldest is None else round(oldest, 3),
             "workers": running[rank],
             **share[rank],
+            "cancelled": entry.cancelled,
+            "paused": entry.priority in whole,
         })
     next_rank = core.choose_priority(waiting, running, counts.active)
     return {
@@ -189,6 +197,8 @@ def collect(
             }
             for job in failed
         ],
+        "paused": [pause.as_dict() for pause in pauses],
+        "actions_recent": [action.as_dict() for action in actions],
     }
 
 
@@ -228,7 +238,7 @@ def render_text(status: Mapping[str, Any]) -> str:
     rows = [["priority", "waiting", "deferred", "running", "failed", "done/1h", "oldest wait", "workers", "limit"]]
     for p in status["priorities"]:
         rows.append([
-            f"{p['priority']} {p['name']}", str(p["waiting"]), str(p["deferred"]), str(p["running"]),
+            f"{p['priority']} {p['name']}" + (" (paused)" if p.get("paused") else ""), str(p["waiting"]), str(p["deferred"]), str(p["running"]),
             str(p["failed"]), str(p["done_last_hour"]), seconds_text(p["oldest_wait_seconds"]),
             str(p["workers"]), "-" if p["limit"] is None else str(p["limit"]),
         ])
@@ -266,6 +276,7 @@ def render_text(status: Mapping[str, Any]) -> str:
                     f"    children {', '.join(str(child['pid']) for child in children)}: heartbeat "
                     f"{seconds_text(min(ages))} to {seconds_text(max(ages))} ago"
                 )
+    lines += _controls_text(status)
     failed = status["failed_recent"]
     if failed:
         lines.append("")
@@ -274,3 +285,28 @@ def render_text(status: Mapping[str, Any]) -> str:
             error = job["error_summary"] or "(no error recorded)"
             lines.append(f"  #{job['id']} {job['command']} ({job['name']}) at {job['finished']}: {clip(error, 120)}")
     return "\n".join(lines)
+
+
+def _controls_text(status: Mapping[str, Any]) -> list[str]:
+    """The pauses in force, the cancelled jobs and the newest operators' actions."""
+    lines = []
+    paused = status.get("paused") or []
+    if paused:
+        lines.append("")
+        lines.append("paused (no master claims this work; `fastsched-pool resume` with the same flags ends it):")
+        for pause in paused:
+            parts = [f"{key} {pause[key]}" for key in ("priority", "command", "queue") if pause[key] is not None]
+            lines.append(f"  PAUSED {', '.join(parts)}: by {pause['paused_by']} at {pause['paused_at']}")
+    cancelled = sum(int(p.get("cancelled", 0)) for p in status["priorities"])
+    if cancelled:
+        lines.append("")
+        lines.append(f"{cancelled} cancelled job{'s' if cancelled != 1 else ''} kept (purge --include-failed deletes them)")
+    actions = status.get("actions_recent") or []
+    if actions:
+        lines.append("")
+        lines.append("recent actions (newest first):")
+        for action in actions:
+            jobs = f": {action['jobs']} job{'s' if action['jobs'] != 1 else ''}" if action["action"] not in (
+                "pause", "resume") else ""
+            lines.append(f"  {action['at']} {action['by']} {action['action']} {action['target']}{jobs}")
+    return lines

@@ -35,6 +35,7 @@ from fastsched import cli, core, status
 from fastsched.backends import open_backend
 from fastsched.cli.options import START_OPTIONS
 from fastsched.config import PoolSettings
+from fastsched.controls import Pause
 from fastsched.dsn import parse_dsn
 from fastsched.http import Monitor
 from fastsched.jobs import Outcomes
@@ -258,6 +259,8 @@ def test_every_status_key_is_documented_and_every_documented_key_exists(sqlite_d
         batches = backend.claim([0, 1, 0, 0, 0], [2], "docs", 1, now)
         backend.write_outcomes("docs", now, Outcomes(done=[batches[0].jobs[0].id]))
         backend.fail_jobs([2], "boom", now)
+        backend.pause(Pause.of(priority="LOW", command="Notifier"), "docs@host", now)
+        backend.record_action("docs@host", "retry", "job 2", 1, now)
         document = status.collect(backend)
     finally:
         backend.close()
