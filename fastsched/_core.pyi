@@ -2,11 +2,12 @@
 
 The signatures are those of the pure-Python twin, ``fastsched._core_py``, which documents every function.
 """
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 PRIORITIES: tuple[int, ...]
 BATCHED_UP_TO: int
 MAX_COUNT: int
+BUDGET_SLACK: float
 
 def round_half_up(value: float) -> int: ...
 def quadratic_limits(active: int, n: int) -> list[int]: ...
@@ -15,6 +16,12 @@ def choose_priority(waiting: Sequence[int], running: Sequence[int], active: int)
 def plan(
     waiting: Sequence[int], running: Sequence[int], active: int, free_slots: int, fetch_limit: int
 ) -> list[int]: ...
+def plan_sized(
+    waiting: Sequence[int], running: Sequence[int], active: int, free_slots: int, batch_sizes: Sequence[int]
+) -> list[int]: ...
 def count_priorities(priorities: Sequence[int]) -> list[int]: ...
 def batch_ids(ids: Sequence[int], priorities: Sequence[int], fetch_limit: int) -> list[list[int]]: ...
+def time_batches(
+    commands: Sequence[str], estimates: Mapping[str, float], budget: float, cap: int, slots: int
+) -> list[int]: ...
 def allowed_workers(workers: int, load: float, max_load: float, waiting: bool) -> int: ...

@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 __all__ = [
     "BATCHED_UP_TO",
+    "BUDGET_SLACK",
     "MAX_COUNT",
     "PRIORITIES",
     "allowed_workers",
@@ -35,9 +36,11 @@ __all__ = [
     "choose_priority",
     "count_priorities",
     "plan",
+    "plan_sized",
     "quadratic_limits",
     "rank_of",
     "round_half_up",
+    "time_batches",
 ]
 
 PRIORITIES: tuple[int, ...] = (10, 20, 30, 40, 50)
@@ -50,6 +53,10 @@ NEGLIGIBLE take one job at a time (Friendica's ``worker_fetch_limit`` rule)."""
 MAX_COUNT = 2**53 - 1
 """The largest count (of jobs or workers) the core accepts: the largest integer a double holds exactly.
 No real queue comes near it; the bound keeps every intermediate value of the compiled twin in 64 bits."""
+
+BUDGET_SLACK = 1e-9
+"""``time_batches`` lets a batch's estimated time exceed the budget by this share: sums of floats round
+(five 4 ms jobs add up to 0.020000000000000004 s), and five of them should fit 20 ms."""
 
 _PRIORITY_COUNT = len(PRIORITIES)
 _MAX_PRIORITIES_IN_PLAY = _PRIORITY_COUNT
@@ -254,6 +261,37 @@ def plan(
     return claim
 
 
+def plan_sized(
+    waiting: Sequence[int], running: Sequence[int], active: int, free_slots: int, batch_sizes: Sequence[int]
+) -> list[int]:
+    """``plan`` with a batch size per priority: the slot that serves rank r takes
+    ``min(waiting_left[r], batch_sizes[r])`` jobs, for every priority alike (the pool sizes its batches
+    by expected run time, see ``fastsched.batching``). The slots are shared exactly as in ``plan``: a
+    slot is one worker whatever its batch holds. Each batch size must be at least 1.
+    """
+    waiting_left = _count_vector(waiting, "waiting")
+    running_now = _count_vector(running, "running")
+    active = _count(active, "active")
+    free_slots = operator.index(free_slots)
+    if free_slots < 0:
+        raise ValueError(f"free_slots must be >= 0, got {free_slots}")
+    sizes = _count_vector(batch_sizes, "batch_sizes")
+    for rank, size in enumerate(sizes):
+        if size < 1:
+            raise ValueError(f"batch_sizes[{rank}] must be >= 1, got {size}")
+
+    claim = [0] * _PRIORITY_COUNT
+    for _slot in range(free_slots):
+        rank = _choose(waiting_left, running_now, active)
+        if rank < 0:
+            break
+        take = min(waiting_left[rank], sizes[rank])
+        claim[rank] += take
+        waiting_left[rank] -= take
+        running_now[rank] += 1
+    return claim
+
+
 # -------------------------------------------------------------------------------------------- claimed rows
 
 
@@ -307,6 +345,63 @@ def batch_ids(ids: Sequence[int], priorities: Sequence[int], fetch_limit: int) -
     if batch:
         batches.append(batch)
     return batches
+
+
+def time_batches(
+    commands: Sequence[str], estimates: Mapping[str, float], budget: float, cap: int, slots: int
+) -> list[int]:
+    """Cut claimed jobs of one priority, in claim order, into at most ``slots`` batches that each fit a
+    time budget; return the batches' lengths (they cover a prefix of ``commands``, in order).
+
+    ``commands[i]`` is the command of the i-th job; ``estimates`` maps a command to the seconds one of
+    its jobs is expected to run (a command not in it has never been seen). A batch takes the next job,
+    then each following one while it holds fewer than ``cap`` jobs and its estimated time plus the
+    job's stays within ``budget`` seconds. A job of a command never seen is a batch of its own: nothing
+    is known of how long it runs. A job expected to run longer than the budget is alone too.
+
+    >>> time_batches(["a", "a", "a", "new", "a"], {"a": 0.004}, 0.010, 100, 5)
+    [2, 1, 1, 1]
+    """
+    items = _as_list(commands, "commands")
+    if not isinstance(estimates, Mapping):
+        raise TypeError(f"estimates must be a mapping of command to seconds, got {type(estimates).__name__}")
+    limit = _real(budget, "budget")
+    if not limit >= 0.0:  # NaN too
+        raise ValueError(f"budget must be a number of seconds >= 0, got {budget!r}")
+    limit += limit * BUDGET_SLACK
+    cap = operator.index(cap)
+    if cap < 1:
+        raise ValueError(f"cap must be >= 1, got {cap}")
+    slots = operator.index(slots)
+    if slots < 0:
+        raise ValueError(f"slots must be >= 0, got {slots}")
+
+    lengths: list[int] = []
+    if slots == 0:
+        return lengths
+    size = 0
+    total = 0.0
+    open_batch = False  # the current batch may take more jobs: its commands are known, it has room
+    for command in items:
+        cost = estimates.get(command)
+        if cost is not None:
+            cost = _real(cost, f"estimates[{command!r}]")
+            if not cost >= 0.0:
+                raise ValueError(f"estimates[{command!r}] must be a number of seconds >= 0, got {cost!r}")
+        if open_batch and cost is not None and size < cap and total + cost <= limit:
+            size += 1
+            total += cost
+            continue
+        if size:
+            lengths.append(size)
+            if len(lengths) == slots:
+                return lengths
+        size = 1
+        total = 0.0 if cost is None else cost
+        open_batch = cost is not None and cost <= limit
+    if size:
+        lengths.append(size)
+    return lengths
 
 
 # ---------------------------------------------------------------------------------------- load governor

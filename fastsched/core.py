@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 __all__ = [
     "BATCHED_UP_TO",
+    "BUDGET_SLACK",
     "IMPLEMENTATION",
     "MAX_COUNT",
     "PRIORITIES",
@@ -29,9 +30,11 @@ __all__ = [
     "choose_priority",
     "count_priorities",
     "plan",
+    "plan_sized",
     "quadratic_limits",
     "rank_of",
     "round_half_up",
+    "time_batches",
 ]
 
 IMPL_ENV = "FASTSCHED_IMPL"
@@ -66,6 +69,7 @@ _module, IMPLEMENTATION = _load(os.environ.get(IMPL_ENV, ""))
 if TYPE_CHECKING:
     from fastsched._core_py import (
         BATCHED_UP_TO,
+        BUDGET_SLACK,
         MAX_COUNT,
         PRIORITIES,
         allowed_workers,
@@ -73,19 +77,24 @@ if TYPE_CHECKING:
         choose_priority,
         count_priorities,
         plan,
+        plan_sized,
         quadratic_limits,
         rank_of,
         round_half_up,
+        time_batches,
     )
 else:
     PRIORITIES = _module.PRIORITIES
     BATCHED_UP_TO = _module.BATCHED_UP_TO
+    BUDGET_SLACK = _module.BUDGET_SLACK
     MAX_COUNT = _module.MAX_COUNT
     round_half_up = _module.round_half_up
     quadratic_limits = _module.quadratic_limits
     rank_of = _module.rank_of
     choose_priority = _module.choose_priority
     plan = _module.plan
+    plan_sized = _module.plan_sized
+    time_batches = _module.time_batches
     count_priorities = _module.count_priorities
     batch_ids = _module.batch_ids
     allowed_workers = _module.allowed_workers

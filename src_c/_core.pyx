@@ -10,8 +10,9 @@ GIL, and sequences are read without creating Python objects (the item array of a
 typed memoryview for ``array('q')``, numpy ``int64`` and other buffers of 64-bit ints). Every count is
 bounded by ``MAX_COUNT`` (2**53 - 1), so no intermediate value can overflow 64 bits.
 """
+from cpython.dict cimport PyDict_CheckExact, PyDict_GetItemWithError
 from cpython.float cimport PyFloat_CheckExact
-from cpython.list cimport PyList_CheckExact, PyList_GetSlice, PyList_New
+from cpython.list cimport PyList_CheckExact, PyList_GET_SIZE, PyList_GetSlice, PyList_New
 from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_CheckExact, PyLong_FromDouble
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cpython.ref cimport PyObject
@@ -19,16 +20,19 @@ from cpython.sequence cimport PySequence_Fast_GET_SIZE, PySequence_Fast_ITEMS
 from cpython.tuple cimport PyTuple_CheckExact
 from libc.math cimport INFINITY, ceil, pow, round
 
+from collections.abc import Mapping as _Mapping
 from operator import index as _index
 
 PRIORITIES = (10, 20, 30, 40, 50)
 BATCHED_UP_TO = 30
 MAX_COUNT = 2**53 - 1
+BUDGET_SLACK = 1e-9
 
 cdef enum:
     _PRIORITY_COUNT = 5
 cdef long long _C_MAX_COUNT = 9007199254740991  # 2**53 - 1
 cdef double _LOAD_EXPONENT = 3.0
+cdef double _BUDGET_SLACK = 1e-9
 cdef int _BATCHED_RANKS = 3  # ranks 0..2 (priorities 10..30) take fetch_limit jobs per batch
 cdef Py_ssize_t _GIL_FREE_FROM = 1000  # release the GIL for plans with at least this many slots
 
@@ -327,6 +331,41 @@ def plan(waiting, running, active, free_slots, fetch_limit):
     return [claim[0], claim[1], claim[2], claim[3], claim[4]]
 
 
+def plan_sized(waiting, running, active, free_slots, batch_sizes):
+    """``plan`` with a batch size per priority (see the twin)."""
+    cdef long long waiting_left[_PRIORITY_COUNT]
+    cdef long long running_now[_PRIORITY_COUNT]
+    cdef long long sizes[_PRIORITY_COUNT]
+    cdef long long claim[_PRIORITY_COUNT]
+    cdef long long workers, slots, slot, take, waiting_total = 0
+    cdef int rank
+    _count_vector(waiting, "waiting", waiting_left)
+    _count_vector(running, "running", running_now)
+    workers = _count(active, "active", -1)
+    free_slots = _index(free_slots)
+    if free_slots < 0:
+        raise ValueError(f"free_slots must be >= 0, got {free_slots}")
+    _count_vector(batch_sizes, "batch_sizes", sizes)
+    for rank in range(_PRIORITY_COUNT):
+        if sizes[rank] < 1:
+            raise ValueError(f"batch_sizes[{rank}] must be >= 1, got {sizes[rank]}")
+    for rank in range(_PRIORITY_COUNT):
+        waiting_total += waiting_left[rank]
+        claim[rank] = 0
+    slots = waiting_total if free_slots > waiting_total else <long long>free_slots
+    for slot in range(slots):
+        rank = _choose(waiting_left, running_now, workers)
+        if rank < 0:
+            break
+        take = sizes[rank]
+        if take > waiting_left[rank]:
+            take = waiting_left[rank]
+        claim[rank] += take
+        waiting_left[rank] -= take
+        running_now[rank] += 1
+    return [claim[0], claim[1], claim[2], claim[3], claim[4]]
+
+
 # -------------------------------------------------------------------------------------------- claimed rows
 
 
@@ -444,6 +483,77 @@ def batch_ids(ids, priorities, fetch_limit):
         return batches
     finally:
         PyMem_Free(ranks)
+
+
+cdef inline double _estimate(object estimates, bint exact, object command, bint* known) except? -1.0:
+    """The estimate of ``command`` (``known`` says whether there is one), validated as the twin does."""
+    cdef PyObject* found
+    cdef double cost
+    if exact:
+        found = PyDict_GetItemWithError(estimates, command)
+        if found == NULL:
+            known[0] = False
+            return 0.0
+        value = <object>found
+        if value is None:  # as the twin's estimates.get(command)
+            known[0] = False
+            return 0.0
+    else:
+        value = estimates.get(command)
+        if value is None:
+            known[0] = False
+            return 0.0
+    known[0] = True
+    cost = _real(value, f"estimates[{command!r}]")
+    if not cost >= 0.0:
+        raise ValueError(f"estimates[{command!r}] must be a number of seconds >= 0, got {cost!r}")
+    return cost
+
+
+def time_batches(commands, estimates, budget, cap, slots):
+    """Cut claimed jobs of one priority into at most ``slots`` batches that fit a time budget; their
+    lengths (see the twin for the rules)."""
+    cdef object items = _as_fast(commands, "commands")
+    cdef PyObject** entries
+    cdef Py_ssize_t size, i, jobs = 0, batch_cap, batch_slots
+    cdef double limit, total = 0.0, cost
+    cdef bint exact, known, open_batch = False
+    cdef list lengths = []
+    if not isinstance(estimates, _Mapping):
+        raise TypeError(f"estimates must be a mapping of command to seconds, got {type(estimates).__name__}")
+    limit = _real(budget, "budget")
+    if not limit >= 0.0:
+        raise ValueError(f"budget must be a number of seconds >= 0, got {budget!r}")
+    limit += limit * _BUDGET_SLACK
+    cap = _index(cap)
+    if cap < 1:
+        raise ValueError(f"cap must be >= 1, got {cap}")
+    slots = _index(slots)
+    if slots < 0:
+        raise ValueError(f"slots must be >= 0, got {slots}")
+    if slots == 0:
+        return lengths
+    size = PySequence_Fast_GET_SIZE(items)
+    entries = PySequence_Fast_ITEMS(items)
+    batch_cap = size + 1 if cap > size else <Py_ssize_t>cap
+    batch_slots = size + 1 if slots > size else <Py_ssize_t>slots
+    exact = PyDict_CheckExact(estimates)
+    for i in range(size):
+        cost = _estimate(estimates, exact, <object>entries[i], &known)
+        if open_batch and known and jobs < batch_cap and total + cost <= limit:
+            jobs += 1
+            total += cost
+            continue
+        if jobs:
+            lengths.append(jobs)
+            if PyList_GET_SIZE(lengths) == batch_slots:
+                return lengths
+        jobs = 1
+        total = cost
+        open_batch = known and cost <= limit
+    if jobs:
+        lengths.append(jobs)
+    return lengths
 
 
 # ---------------------------------------------------------------------------------------- load governor

@@ -40,11 +40,13 @@ FUNCTIONS = (
     "rank_of",
     "choose_priority",
     "plan",
+    "plan_sized",
     "count_priorities",
     "batch_ids",
+    "time_batches",
     "allowed_workers",
 )
-CONSTANTS = ("PRIORITIES", "BATCHED_UP_TO", "MAX_COUNT")
+CONSTANTS = ("PRIORITIES", "BATCHED_UP_TO", "MAX_COUNT", "BUDGET_SLACK")
 
 
 def _compiled() -> ModuleType:
@@ -345,6 +347,70 @@ def test_plan_errors(core: ModuleType) -> None:
         core.plan([], [0] * 5, 1, 1, 1)
 
 
+def test_plan_sized_takes_each_priority_s_own_batch_size(core: ModuleType) -> None:
+    # Every priority batches, LOW and NEGLIGIBLE included, each by its own size.
+    assert core.plan_sized([0, 0, 100, 0, 100], [0] * 5, 4, 4, [1, 1, 7, 1, 9]) == [0, 0, 21, 0, 9]
+    assert core.plan_sized([0, 0, 0, 100, 0], [0] * 5, 10, 3, [5, 5, 5, 40, 5]) == [0, 0, 0, 100, 0]
+
+
+def test_plan_sized_shares_workers_not_jobs(core: ModuleType) -> None:
+    # The slots go as plan's do whatever the batches hold: 10 workers, shares [5, 3, 1, 1].
+    sizes = [1, 100, 1, 50, 1]
+    claim = core.plan_sized([0, 10**6, 10**6, 10**6, 10**6], [0] * 5, 10, 10, sizes)
+    assert claim == [0, 5 * 100, 3 * 1, 1 * 50, 1 * 1]
+    assert core.plan_sized([2, 10, 10, 10, 10], [0] * 5, 4, 4, [1] * 5) == core.plan([2, 10, 10, 10, 10], [0] * 5, 4, 4, 1)
+
+
+def test_plan_sized_errors(core: ModuleType) -> None:
+    with pytest.raises(ValueError, match=r"^batch_sizes\[3\] must be >= 1, got 0$"):
+        core.plan_sized([0] * 5, [0] * 5, 1, 1, [1, 1, 1, 0, 1])
+    with pytest.raises(ValueError, match=r"^batch_sizes must have 5 entries \(one per priority\), got 4$"):
+        core.plan_sized([0] * 5, [0] * 5, 1, 1, [1] * 4)
+    with pytest.raises(ValueError, match=r"^free_slots must be >= 0, got -1$"):
+        core.plan_sized([0] * 5, [0] * 5, 1, -1, [1] * 5)
+
+
+# ----------------------------------------------------------------------------------------- time_batches
+
+
+def test_time_batches_fill_the_budget(core: ModuleType) -> None:
+    # 4 ms jobs in a 10 ms budget: two per batch; five fill 20 ms, though their float sum is a hair over.
+    assert core.time_batches(["a"] * 7, {"a": 0.004}, 0.010, 100, 10) == [2, 2, 2, 1]
+    assert core.time_batches(["a"] * 7, {"a": 0.004}, 0.020, 100, 10) == [5, 2]
+
+
+def test_time_batches_a_command_never_seen_gets_one_job(core: ModuleType) -> None:
+    assert core.time_batches(["a", "a", "new", "new", "a"], {"a": 0.001}, 0.010, 100, 10) == [2, 1, 1, 1]
+
+
+def test_time_batches_a_slow_command_goes_one_at_a_time(core: ModuleType) -> None:
+    estimates = {"slow": 10.0, "fast": 0.00005}
+    assert core.time_batches(["slow", "slow", "fast", "fast"], estimates, 0.020, 1000, 10) == [1, 1, 2]
+    # Ten thousand 50 µs jobs go in a handful of batches, each capped at the fetch limit.
+    lengths = core.time_batches(["fast"] * 10_000, estimates, 0.020, 1000, 100)
+    assert sum(lengths) == 10_000 and len(lengths) <= 26 and max(lengths) <= 400
+    assert core.time_batches(["fast"] * 10_000, estimates, 0.020, 300, 100) == [300] * 33 + [100]
+
+
+def test_time_batches_stop_at_the_slots_and_the_cap(core: ModuleType) -> None:
+    assert core.time_batches(["a"] * 100, {"a": 0.0}, 0.010, 3, 2) == [3, 3]
+    assert core.time_batches(["a"] * 5, {"a": 0.0}, 0.010, 100, 0) == []
+    assert core.time_batches([], {"a": 0.0}, 0.010, 100, 5) == []
+
+
+def test_time_batches_errors(core: ModuleType) -> None:
+    with pytest.raises(ValueError, match=r"^budget must be a number of seconds >= 0, got -1$"):
+        core.time_batches(["a"], {}, -1, 1, 1)
+    with pytest.raises(ValueError, match=r"^cap must be >= 1, got 0$"):
+        core.time_batches(["a"], {}, 0.01, 0, 1)
+    with pytest.raises(ValueError, match=r"^slots must be >= 0, got -1$"):
+        core.time_batches(["a"], {}, 0.01, 1, -1)
+    with pytest.raises(ValueError, match=r"^estimates\['a'\] must be a number of seconds >= 0, got -0.5$"):
+        core.time_batches(["a"], {"a": -0.5}, 0.01, 1, 1)
+    with pytest.raises(TypeError, match=r"^estimates must be a mapping of command to seconds, got list$"):
+        core.time_batches(["a"], [], 0.01, 1, 1)
+
+
 # ------------------------------------------------------------------------------------ count_priorities
 
 
@@ -531,6 +597,52 @@ def test_fuzz_plan_invalid_inputs(
     waiting: list[int], running: list[int], active: int, free_slots: int, fetch: int
 ) -> None:
     agree("plan", waiting, running, active, free_slots, fetch)
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(small_counts, min_size=5, max_size=5),
+    st.lists(small_counts, min_size=5, max_size=5),
+    small_counts,
+    st.integers(-2, 40),
+    st.lists(st.integers(-1, 60), min_size=4, max_size=6),
+)
+def test_fuzz_plan_sized(
+    waiting: list[int], running: list[int], active: int, free_slots: int, sizes: list[int]
+) -> None:
+    agree("plan_sized", waiting, running, active, free_slots, sizes)
+    if len(sizes) == 5 and min(sizes) >= 1 and free_slots >= 0:
+        result = core_py.plan_sized(waiting, running, active, free_slots, sizes)
+        assert all(0 <= claim <= left for claim, left in zip(result, waiting))
+        # With one size for every priority it is plan where plan batches every priority alike.
+        if len(set(sizes)) == 1 and sizes[0] == 1:
+            assert result == core_py.plan(waiting, running, active, free_slots, 1)
+
+
+@settings(max_examples=500)
+@given(
+    st.lists(st.sampled_from(["a", "b", "c", "new"]), max_size=60),
+    st.dictionaries(
+        st.sampled_from(["a", "b", "c"]),
+        st.one_of(st.floats(0, 0.03), st.just(0.0), st.floats(-1, 1), st.none(), st.integers(0, 2)),
+    ),
+    st.one_of(st.floats(0, 0.05), st.just(float("inf")), st.floats(allow_nan=True), st.integers(-1, 1)),
+    st.one_of(st.integers(-1, 10), st.integers(10**20, 10**21)),
+    st.one_of(st.integers(-1, 10), st.integers(10**20, 10**21)),
+)
+def test_fuzz_time_batches(commands: list[str], estimates: dict[str, Any], budget: float, cap: int, slots: int) -> None:
+    agree("time_batches", commands, estimates, budget, cap, slots)
+    result = outcome(core_py.time_batches, commands, estimates, budget, cap, slots)
+    if result[0] == "ok":
+        lengths = result[1]
+        assert len(lengths) <= slots and all(1 <= n <= cap for n in lengths)
+        assert sum(lengths) <= len(commands)
+        # A command never seen is always alone in its batch.
+        start = 0
+        for n in lengths:
+            batch = commands[start:start + n]
+            assert n == 1 or all(estimates.get(c) is not None for c in batch)
+            start += n
 
 
 @settings(max_examples=300)
