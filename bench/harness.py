@@ -244,9 +244,12 @@ def sqlite_path(dsn: str) -> str:
 # ----------------------------------------------------------------------- pool subprocess
 
 
-def pool_argv(dsn: str, workers: int, fetch_limit: int, *, until_empty: bool, extra: Sequence[str] = ()) -> list[str]:
+def pool_argv(
+    dsn: str, workers: int, fetch_limit: int | None, *, until_empty: bool, extra: Sequence[str] = ()
+) -> list[str]:
     """``fastsched-pool start ...``: the installed console script next to this Python, else the
-    same entry point through ``python -c`` (an uninstalled checkout)."""
+    same entry point through ``python -c`` (an uninstalled checkout). ``fetch_limit`` None: the
+    default flags (no ``--fetch-limit``), what a newcomer runs."""
     script = Path(sys.executable).with_name("fastsched-pool")
     if script.exists():
         head = [str(script)]
@@ -258,11 +261,11 @@ def pool_argv(dsn: str, workers: int, fetch_limit: int, *, until_empty: bool, ex
         dsn,
         "--workers",
         str(workers),
-        "--fetch-limit",
-        str(fetch_limit),
         "--import",
         "bench.jobs",
     ]
+    if fetch_limit is not None:
+        argv += ["--fetch-limit", str(fetch_limit)]
     if until_empty:
         argv.append("--until-empty")
     argv.extend(extra)
@@ -411,13 +414,19 @@ def _cpu(proc: Any) -> float:
         return math.nan
 
 
+CPU_SAMPLE_INTERVAL = 0.01  # seconds between readings of the master's CPU time while it runs
+
+
 def run_pool_until_empty(
-    dsn: str, workers: int, fetch_limit: int, log_dir: Path, *, timeout: float, name: str = "pool",
-    extra: Sequence[str] = (),
+    dsn: str, workers: int, fetch_limit: int | None, log_dir: Path, *, timeout: float, name: str = "pool",
+    extra: Sequence[str] = (), env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """Run ``fastsched-pool start --until-empty``; return its wall time in seconds (start to exit)
-    and the CPU seconds it cost: the master, its children (reaped by the master, so they reach us
-    through RUSAGE_CHILDREN), and the local MariaDB server (shared with anything else using it)."""
+    and the CPU seconds it cost: the master (its own rusage, user + system over all its threads, as
+    the kernel keeps it in /proc, last read at most CPU_SAMPLE_INTERVAL before it exited), its
+    children (reaped by the master, so they reach us through RUSAGE_CHILDREN), and the local
+    MariaDB server (shared with anything else using it). ``env``: extra environment for the pool
+    (FASTSCHED_IMPL=python runs its master on the pure-Python core)."""
     import resource
 
     import psutil
@@ -427,7 +436,7 @@ def run_pool_until_empty(
     server_before = _cpu(server) if server is not None else math.nan
     usage_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     master_cpu = 0.0
-    with PoolProcess(argv, log_dir, name) as pool:
+    with PoolProcess(argv, log_dir, name, env=pool_env(**(env or {}))) as pool:
         master = psutil.Process(pool.pid)
         deadline = time.monotonic() + timeout
         while True:
@@ -437,7 +446,7 @@ def run_pool_until_empty(
             except psutil.Error:
                 pass
             try:
-                code = pool.wait(0.05)
+                code = pool.wait(CPU_SAMPLE_INTERVAL)
                 break
             except subprocess.TimeoutExpired:
                 if time.monotonic() > deadline:

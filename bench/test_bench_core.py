@@ -84,6 +84,20 @@ def _batch_ids(size: int) -> Workload:
     return lambda core: lambda: core.batch_ids(ids, priorities, FETCH_LIMIT)
 
 
+def _plan_sized(size: int) -> Workload:
+    waiting = [0, size * 10, size * 10, size * 10, size * 10]
+    running = [0, 1, 1, 1, 1]
+    return lambda core: lambda: core.plan_sized(waiting, running, 50, size, [1, 7, 3, 40, 1000])
+
+
+def _time_batches(size: int) -> Workload:
+    # claimed rows of one priority: mostly runs of one command, a few others, one never seen
+    rnd = random.Random(SEED)
+    commands = [rnd.choice(("Noop",) * 8 + ("Mail", "Unseen")) for _ in range(size)]
+    estimates = {"Noop": 0.00001, "Mail": 0.002}
+    return lambda core: lambda: core.time_batches(commands, estimates, 0.020, 1000, size)
+
+
 def _allowed_workers(size: int) -> Workload:
     rnd = random.Random(SEED)
     workers = [rnd.randint(0, 64) for _ in range(size)]
@@ -101,6 +115,8 @@ WORKLOADS: dict[str, Callable[[int], Workload]] = {
     "plan": _plan,
     "count_priorities": _count_priorities,
     "batch_ids": _batch_ids,
+    "plan_sized": _plan_sized,
+    "time_batches": _time_batches,
     "allowed_workers": _allowed_workers,
 }
 
