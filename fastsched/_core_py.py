@@ -385,7 +385,8 @@ def time_batches(
     for command in items:
         cost = estimates.get(command)
         if cost is not None:
-            cost = _real(cost, f"estimates[{command!r}]")
+            if type(cost) is not float:
+                cost = _real(cost, f"estimates[{command!r}]")
             if not cost >= 0.0:
                 raise ValueError(f"estimates[{command!r}] must be a number of seconds >= 0, got {cost!r}")
         if open_batch and cost is not None and size < cap and total + cost <= limit:

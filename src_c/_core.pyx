@@ -504,7 +504,10 @@ cdef inline double _estimate(object estimates, bint exact, object command, bint*
             known[0] = False
             return 0.0
     known[0] = True
-    cost = _real(value, f"estimates[{command!r}]")
+    if PyFloat_CheckExact(value):
+        cost = <double>value
+    else:
+        cost = _real(value, f"estimates[{command!r}]")
     if not cost >= 0.0:
         raise ValueError(f"estimates[{command!r}] must be a number of seconds >= 0, got {cost!r}")
     return cost
