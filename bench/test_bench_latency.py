@@ -110,6 +110,10 @@ def test_latency_idle_pool(benchmark: Any, bench_dsn: str, tmp_path: Path) -> No
     )
 
 
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
 def _timings(rounds: int, step: Callable[[], Any]) -> list[float]:
     """Milliseconds each of ``rounds`` calls of ``step`` took, with a short idle pause before each
     (the pool is idle between adds too: nothing is warm in the server's group commit)."""
@@ -201,10 +205,10 @@ def test_latency_parts(benchmark: Any, bench_dsn: str) -> None:
         )
         parts["wake-up datagram sent, alone"] = _timings(PART_ROUNDS, lambda: wakeup.notify("nobody-listens", 30))
         parts["wake-up datagram, send to receipt in another process"] = _wakeup_ms(queue.dsn.identity, PART_ROUNDS)
-        backend.register_master(host, os.getpid(), WORKERS, dt.datetime.utcnow())
+        backend.register_master(host, os.getpid(), WORKERS, _utcnow())
 
         def plan_counts() -> None:
-            now = dt.datetime.utcnow()
+            now = _utcnow()
             backend.plan_counts(now, WORKERS * 1000, now - dt.timedelta(seconds=30))
 
         parts["plan_counts (read only)"] = _timings(PART_ROUNDS, plan_counts)
@@ -213,7 +217,7 @@ def test_latency_parts(benchmark: Any, bench_dsn: str) -> None:
         for n in range(PART_ROUNDS):
             job_id = queue.add(fastsched.PRIORITY_HIGH, "BenchNoop", "claim", n)
             time.sleep(0.002)
-            now = dt.datetime.utcnow()
+            now = _utcnow()
             before = time.perf_counter()
             batches = backend.claim([0, 1, 0, 0, 0], [os.getpid()], host, 1, now)
             claim_times.append((time.perf_counter() - before) * 1000)
