@@ -52,19 +52,32 @@ def rank(priority: int) -> int:
     return PRIORITIES.index(priority)
 
 
-def batch_size(priority: int, fetch_limit: int) -> int:
+BatchSizes = int | list[int]
+"""A fetch limit (Friendica's rule: that many jobs per batch for CRITICAL, HIGH and MEDIUM, one for
+LOW and NEGLIGIBLE), or a list of batch sizes by rank for every priority alike (what fastsched's
+time-sized batches give when every job runs as long: ``fastsched.batching.fit``)."""
+
+
+def batch_size(priority: int, fetch_limit: BatchSizes) -> int:
+    if isinstance(fetch_limit, list):
+        return fetch_limit[rank(priority)]
     return fetch_limit if priority <= core.BATCHED_UP_TO else 1
 
 
 # ------------------------------------------------------------------------------- policies
 
-Policy = Callable[[list[int], list[int], int, int, int], list[tuple[int, int]]]
+Policy = Callable[[list[int], list[int], int, int, BatchSizes], list[tuple[int, int]]]
 """policy(waiting_by_rank, running_by_rank, active, free_slots, fetch_limit) -> [(rank, jobs)],
 one entry per slot to fill (fewer than free_slots when nothing more should start)."""
 
 
-def quadratic_policy(waiting: list[int], running: list[int], active: int, free: int, fetch_limit: int) -> list[tuple[int, int]]:
-    wanted = core.plan(waiting, running, active, free, fetch_limit)
+def quadratic_policy(
+    waiting: list[int], running: list[int], active: int, free: int, fetch_limit: BatchSizes
+) -> list[tuple[int, int]]:
+    if isinstance(fetch_limit, list):
+        wanted = core.plan_sized(waiting, running, active, free, fetch_limit)
+    else:
+        wanted = core.plan(waiting, running, active, free, fetch_limit)
     slots = []
     for r, count in enumerate(wanted):
         size = batch_size(PRIORITIES[r], fetch_limit)
@@ -75,7 +88,9 @@ def quadratic_policy(waiting: list[int], running: list[int], active: int, free: 
     return slots
 
 
-def strict_policy(waiting: list[int], running: list[int], active: int, free: int, fetch_limit: int) -> list[tuple[int, int]]:
+def strict_policy(
+    waiting: list[int], running: list[int], active: int, free: int, fetch_limit: BatchSizes
+) -> list[tuple[int, int]]:
     left = list(waiting)
     slots = []
     for _ in range(free):
@@ -116,7 +131,9 @@ def seed_next_priority(waiting: Sequence[int], running: Sequence[int], active: i
     return None
 
 
-def seed_policy(waiting: list[int], running: list[int], active: int, free: int, fetch_limit: int) -> list[tuple[int, int]]:
+def seed_policy(
+    waiting: list[int], running: list[int], active: int, free: int, fetch_limit: BatchSizes
+) -> list[tuple[int, int]]:
     left, busy = list(waiting), list(running)
     slots = []
     for _ in range(free):  # each idle seed worker fetches for itself, one after the other
@@ -144,7 +161,7 @@ POLICIES: dict[str, Policy] = {"quadratic": quadratic_policy, "strict": strict_p
 # ------------------------------------------------------------------------------- simulation
 
 
-def simulate(trace: Sequence[Job], policy: Policy, workers: int, fetch_limit: int, t_end: float) -> list[Job]:
+def simulate(trace: Sequence[Job], policy: Policy, workers: int, fetch_limit: BatchSizes, t_end: float) -> list[Job]:
     """Replay ``trace`` (arrival order) under ``policy``; return copies with start and end set
     (None for jobs not started, or not finished, by ``t_end``)."""
     jobs = [dataclasses.replace(j, start=None, end=None) for j in sorted(trace, key=lambda j: (j.arrival, j.seq))]

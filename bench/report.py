@@ -43,6 +43,8 @@ SECTIONS = (
     ("test_bench_depth.py", "5. Depth"),
     ("test_bench_memory.py", "6. Memory"),
     ("test_bench_fairness.py", "7. Fairness"),
+    ("test_bench_mixed.py", "8. Mixed load"),
+    ("test_bench_peers.py", "9. Peers (optional)"),
 )
 BAR_WIDTH = 40  # characters of the longest bar in a chart
 

@@ -30,12 +30,13 @@ import fastsched
 from bench import fairness, harness
 from bench.fairness import NAMES, Job
 from bench.harness import PingCollector, PoolProcess, Target, pick, record, table
-from fastsched import core
+from fastsched import batching, config, core
 
 WORKERS = 8
-# Batch sizes run: 1 is Friendica's default worker_fetch_limit (HIGH and MEDIUM batches of one
-# job; LOW and NEGLIGIBLE always take one); 10 shows what batching trades (full mode only).
-FETCH_LIMITS = pick([1, 10], [1])
+# Runs: None is the pool's default flags (batches sized by time, judged by the targets); 1 is
+# Friendica's default worker_fetch_limit (HIGH and MEDIUM batches of one job; LOW and NEGLIGIBLE
+# always take one), for comparison (full mode only).
+FETCH_LIMITS: list[int | None] = pick([None, 1], [None])
 JOB_MS = 5.0
 BACKLOG = pick(50_000, 5_000)
 STEADY_S = pick(10.0, 2.0)
@@ -70,7 +71,20 @@ def planned_arrivals() -> list[tuple[float, int]]:
     return arrivals
 
 
-def run_real(dsn: str, log_dir: Path, fetch_limit: int) -> tuple[list[Job], float]:
+def label(fetch_limit: int | None) -> str:
+    return "default flags" if fetch_limit is None else f"fetch limit {fetch_limit}"
+
+
+def simulated_sizes(fetch_limit: int | None) -> fairness.BatchSizes:
+    """What the simulations batch by: the real run's fetch limit, or under the default flags the
+    time-sized batches of 5 ms jobs (every priority alike, capped at the default fetch limit)."""
+    if fetch_limit is not None:
+        return fetch_limit
+    budget = batching.DEFAULT_BATCH_BUDGET_MS / 1000
+    return [batching.fit(JOB_MS / 1000, budget, config.DEFAULT_FETCH_LIMIT)] * len(fairness.PRIORITIES)
+
+
+def run_real(dsn: str, log_dir: Path, fetch_limit: int | None) -> tuple[list[Job], float]:
     """Run the trace on a real pool; return the jobs (times relative to t0) and t_end."""
     t_end = STEADY_S + SATURATED_S
     queue = fastsched.connect(dsn)
@@ -152,7 +166,7 @@ def _judge(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("fetch_limit", FETCH_LIMITS)
-def test_fairness(benchmark: Any, bench_mysql_dsn: str, tmp_path: Path, fetch_limit: int) -> None:
+def test_fairness(benchmark: Any, bench_mysql_dsn: str, tmp_path: Path, fetch_limit: int | None) -> None:
     real_jobs, t_end = harness.run_once(benchmark, lambda: run_real(bench_mysql_dsn, tmp_path, fetch_limit))
     phases = [
         ("steady", 0.0, STEADY_S),
@@ -165,8 +179,11 @@ def test_fairness(benchmark: Any, bench_mysql_dsn: str, tmp_path: Path, fetch_li
     # The simulations replay the arrivals the real run got; the backlog is what had not started at t0.
     trace = [Job(j.seq, j.priority, j.arrival, j.duration) for j in real_jobs if j.start is None or j.start >= 0]
     results = {"fastsched pool (real)": fairness.measure(real_jobs, phases, t_end, BIN_S, PRIORITIES)}
+    sizes = simulated_sizes(fetch_limit)
     for name, policy in fairness.POLICIES.items():
-        simulated = fairness.simulate(trace, policy, WORKERS, fetch_limit, t_end)
+        # Friendica's seed batches by its own rule, with its default fetch limit when ours is the default.
+        policy_sizes = (1 if fetch_limit is None else fetch_limit) if name == "seed" else sizes
+        simulated = fairness.simulate(trace, policy, WORKERS, policy_sizes, t_end)
         results[f"{name} (simulated)"] = fairness.measure(simulated, phases, t_end, BIN_S, PRIORITIES)
 
     judged = {name: _judge(m) for name, m in results.items()}
@@ -203,11 +220,12 @@ def test_fairness(benchmark: Any, bench_mysql_dsn: str, tmp_path: Path, fetch_li
     saturated = results["fastsched pool (real)"]["phases"]["saturated (settled)"]
     record(
         benchmark,
-        title=f"Fairness, fetch limit {fetch_limit}: {WORKERS} workers, {BACKLOG:,} NEGLIGIBLE backlog, HIGH and MEDIUM arriving "
+        title=f"Fairness, {label(fetch_limit)}: {WORKERS} workers, {BACKLOG:,} NEGLIGIBLE backlog, HIGH and MEDIUM arriving "
         f"({STEADY_S:g} s steady, {SATURATED_S:g} s saturated), {JOB_MS:g} ms jobs, MariaDB",
         figures={
             "workers": WORKERS,
-            "fetch_limit": fetch_limit,
+            "fetch_limit": "default" if fetch_limit is None else fetch_limit,
+            "simulated_batch_sizes": str(sizes),
             "job_ms": JOB_MS,
             "jobs_arrived": len(real_jobs) - BACKLOG,
             "high_p99_wait_ms_steady": real["high_p99_ms"],
@@ -220,11 +238,11 @@ def test_fairness(benchmark: Any, bench_mysql_dsn: str, tmp_path: Path, fetch_li
         },
         tables=tables,
         targets=[
-            Target(f"HIGH p99 wait, steady phase (real pool, fetch limit {fetch_limit})", real["high_p99_ms"],
+            Target(f"HIGH p99 wait, steady phase (real pool, {label(fetch_limit)})", real["high_p99_ms"],
                    "<=", TARGET_HIGH_P99_MS, "ms"),
-            Target(f"longest time a priority with work waiting held no worker (real pool, fetch limit {fetch_limit})",
+            Target(f"longest time a priority with work waiting held no worker (real pool, {label(fetch_limit)})",
                    real["max_starved_s"], "<=", TARGET_MAX_STARVED_S, "s"),
-            Target(f"largest |share - quadratic limit|, saturated phase (real pool, fetch limit {fetch_limit})",
+            Target(f"largest |share - quadratic limit|, saturated phase (real pool, {label(fetch_limit)})",
                    real["share_error"], "<=", TARGET_SHARE_SLACK, "workers"),
         ],
         notes=[
