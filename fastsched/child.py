@@ -5,15 +5,13 @@ database. The protocol, one pipe per child:
 
     master -> child   (seq, jobs)      jobs: a list of (id, command, parameter, priority, retrial)
                       None             exit
-    child -> master   (DONE, seq, processed, seconds, timings)  ONE reply per batch
+    child -> master   (DONE, seq, processed, seconds)           ONE reply per batch
                       (NOTE, seq, index, kind, payload)         per job that did not simply succeed
 
 ``processed`` is how many jobs of the batch were started (fewer than ``len(jobs)`` only when the
 master asked the pool to stop: the rest were never started and are released); ``seconds`` is the
-batch's run time; ``timings`` is a list of ``(command, jobs, seconds)``, one per run of consecutive
-started jobs of one command (one entry for a batch of one command): what the master's run-time
-estimates learn from (``fastsched.batching``). Every job in ``jobs[:processed]`` without a note
-succeeded: success costs nothing per job. A note is sent as soon as its job ends, so that a crash later in the same batch cannot
+batch's run time. Every job in ``jobs[:processed]`` without a note succeeded: success costs nothing
+per job. A note is sent as soon as its job ends, so that a crash later in the same batch cannot
 lose it (the master would otherwise count the failed job as done). Its ``kind``:
 
     ERROR  payload = the traceback text         an attempt that failed: retried later
@@ -150,12 +148,8 @@ def run_batch(
     progress: Any,
     stop: Any,
     send: Callable[[Any], None],
-    timings: list[tuple[str, int, float]] | None = None,
 ) -> int:
-    """Run ``jobs`` in order, sending a note for each job that did not succeed; return how many started.
-
-    ``timings``: when given, gets one ``(command, jobs, seconds)`` per run of consecutive started jobs
-    of one command (a job's time runs from its start to the next one's, so the step between jobs counts)."""
+    """Run ``jobs`` in order, sending a note for each job that did not succeed; return how many started."""
 
     def append(entry: tuple[int, int, Any]) -> None:
         send((NOTE, seq, entry[0], entry[1], entry[2]))
@@ -166,21 +160,11 @@ def run_batch(
     progress[PROGRESS_INDEX] = -1.0
     progress[PROGRESS_SEQ] = seq
     index = 0
-    run_command: Any = None  # the command of the current run of jobs, for timings
-    run_jobs = 0
-    run_started = 0.0
     for job in jobs:
         if stop[0]:
             break
-        progress[PROGRESS_START] = now = monotonic()
+        progress[PROGRESS_START] = monotonic()
         progress[PROGRESS_INDEX] = index
-        if timings is not None:
-            command = job[1]
-            if command != run_command:
-                if run_jobs:
-                    timings.append((run_command, run_jobs, now - run_started))
-                run_command, run_jobs, run_started = command, 0, now
-            run_jobs += 1
         ctx._job = job
         parameter = job[2]
         if parameter == "[]":
@@ -218,8 +202,6 @@ def run_batch(
                 append((index, DEFER, ctx._defer_delay))
                 ctx._deferred = False
         index += 1
-    if run_jobs and timings is not None:
-        timings.append((run_command, run_jobs, monotonic() - run_started))
     ctx._job = None
     ctx._args = None
     return index
@@ -265,10 +247,9 @@ def child_main(
                 break
             seq, jobs = message
             started = monotonic()
-            timings: list[tuple[str, int, float]] = []
-            processed = run_batch(seq, jobs, tasks, progress, stop, send, timings)
+            processed = run_batch(seq, jobs, tasks, progress, stop, send)
             _flush()
-            send((DONE, seq, processed, monotonic() - started, timings))
+            send((DONE, seq, processed, monotonic() - started))
     except _Terminated:
         code = EXIT_TERMINATED
     except BaseException:  # noqa: BLE001 - whatever it is, the child must end with os._exit

@@ -1,13 +1,10 @@
-"""Batches sized by time: the estimates, the fit, and the children's timings they learn from."""
+"""Batches sized by time: the estimates and the fit."""
 from __future__ import annotations
-
-import time
 
 import pytest
 
-from fastsched import batching, child, core
+from fastsched import batching, core
 from fastsched.batching import RunTimes, fit
-from fastsched.tasks import Registry
 
 
 def test_fit_counts_the_jobs_that_fit_the_budget() -> None:
@@ -83,39 +80,3 @@ def test_weight_must_be_a_share() -> None:
 
 def test_the_default_budget_is_twenty_milliseconds() -> None:
     assert batching.DEFAULT_BATCH_BUDGET_MS == 20.0
-
-
-def test_a_child_reports_the_time_of_each_run_of_one_command() -> None:
-    registry = Registry()
-
-    @registry.task("Sleep")
-    def sleep(ms: float) -> None:
-        time.sleep(ms / 1000)
-
-    @registry.task("Quick")
-    def quick() -> None:
-        pass
-
-    jobs = [(1, "Sleep", "[20]", 30, 0), (2, "Sleep", "[20]", 30, 0), (3, "Quick", "[]", 30, 0),
-            (4, "Sleep", "[20]", 30, 0), (5, "Nope", "[]", 30, 0)]
-    timings: list[tuple[str, int, float]] = []
-    sent: list[object] = []
-    processed = child.run_batch(7, jobs, registry.as_dict(), [-1.0, -1.0, 0.0], [0], sent.append, timings)
-    assert processed == 5
-    assert [(command, count) for command, count, _ in timings] == [("Sleep", 2), ("Quick", 1), ("Sleep", 1), ("Nope", 1)]
-    sleeps = [seconds for command, _, seconds in timings if command == "Sleep"]
-    assert sleeps[0] >= 0.040 and sleeps[1] >= 0.020  # time.sleep never returns early
-
-
-def test_a_stopped_child_reports_only_the_jobs_it_started() -> None:
-    registry = Registry()
-
-    @registry.task("Quick")
-    def quick() -> None:
-        pass
-
-    timings: list[tuple[str, int, float]] = []
-    processed = child.run_batch(
-        1, [(1, "Quick", "[]", 30, 0)] * 3, registry.as_dict(), [-1.0, -1.0, 0.0], [1], lambda m: None, timings
-    )
-    assert processed == 0 and timings == []
