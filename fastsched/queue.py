@@ -174,9 +174,12 @@ class Queue:
         - ``dedup`` (default True): if an identical job (same command and args) is pending
           (waiting, deferred or running), add nothing and return that job's id.
 
-        ``connection``: your own open pymysql (MySQL) or sqlite3 (SQLite) connection: the job
-        is inserted inside your transaction and commits or rolls back with it. Masters find it
-        at their next poll (no wake-up is sent for it).
+        ``connection``: your own open connection to the queue's database: the job is inserted
+        inside your transaction and commits or rolls back with it. For MySQL/MariaDB one of
+        pymysql, mysqlclient (``MySQLdb``) or mysql-connector-python; for SQLite a
+        ``sqlite3.Connection``; for either a Django connection (``django.db.connection``). The
+        fastsched tables must exist in that database (they are never created on your connection).
+        Masters find the job at their next poll (no wake-up is sent for it).
         """
         now = self._clock()
         job = self._new_job(priority_or_options, command, args, now)
@@ -229,16 +232,10 @@ class Queue:
         return ids
 
     def _check_connection(self, connection: Any) -> None:
-        """A caller's connection must be of the driver this queue's database uses."""
-        if self._dsn.dialect == "sqlite":
-            name, module = "a sqlite3.Connection", "sqlite3"
-        else:
-            name, module = "a pymysql connection", "pymysql"
-        # By the class's module: importing a driver here only to compare types is not worth it.
-        if not any(cls.__module__.split(".")[0] == module for cls in type(connection).__mro__[:-1]):
-            raise InvalidInput(
-                f"connection must be {name} to this queue's database, got {type(connection).__name__}"
-            )
+        """A caller's connection must be of a driver (or Django vendor) of this queue's database."""
+        from fastsched.backends import callers
+
+        callers.check(connection, self._dsn.dialect)
 
     # --- looking and managing ------------------------------------------------------------------
     def get(self, job_id: int) -> Job:

@@ -93,8 +93,9 @@ class Backend(abc.ABC):
         its id is the pending job's id, and with force_priority the pending job's priority is set to
         the new one if it is unclaimed. Dedup is atomic (a unique index), never check-then-insert.
         Duplicates within ``jobs`` collapse to one id too. ``connection``: a caller's own open DB-API
-        connection (pymysql for MySQL, sqlite3 for SQLite) to enqueue inside its transaction: the
-        backend neither commits nor rolls it back. Without it, the backend commits.
+        connection (any driver ``backends.callers`` accepts) to enqueue inside its transaction: the
+        backend neither commits nor rolls it back, nor creates the schema there. Without it, the
+        backend commits.
         """
 
     @abc.abstractmethod

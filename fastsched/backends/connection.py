@@ -82,10 +82,10 @@ class SQLConnection:
         """The id of the first of the ``rows`` rows that the last add_jobs inserted, all of them."""
         raise NotImplementedError
 
-    def _caller_cursor(self, connection: Any) -> tuple[Any, bool]:
-        """A plain tuple cursor on a caller's own connection, and whether the rows of one
-        executemany INSERT get consecutive ids there."""
-        raise NotImplementedError
+    def _server_consecutive_ids(self, cursor: Any) -> bool:
+        """Whether the server gives the rows of one multi-row INSERT consecutive ids (asked on a
+        caller's connection: see ``callers``)."""
+        return True
 
     # --- the connection -----------------------------------------------------------------------
     def __init__(self, dsn: DSN, *, sleep: Callable[[float], None] = time.sleep) -> None:
@@ -130,8 +130,13 @@ class SQLConnection:
     # --- the schema -----------------------------------------------------------------------------
     def init_schema(self) -> None:
         """Create the tables if missing and record SCHEMA_VERSION; SchemaError for another version
-        (an older one is never migrated here: see :meth:`upgrade_schema`)."""
-        self._transaction(self._create_schema, "init_schema", check_schema=False)
+        (an older one is never migrated here: see :meth:`upgrade_schema`).
+
+        A read first: where the schema is there (nearly always) no write transaction is needed, so
+        opening a queue does not wait behind a writer (SQLite's one write lock, held for instance by
+        an application's transaction that is adding jobs on its own connection)."""
+        if not self._transaction(self._check_version, "init_schema", write=False, check_schema=False):
+            self._transaction(self._create_schema, "init_schema", check_schema=False)
         self._schema_ok = True
 
     def upgrade_schema(self) -> int | None:

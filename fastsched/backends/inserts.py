@@ -15,9 +15,10 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
+from fastsched.backends import callers
 from fastsched.backends.connection import SQLConnection
 from fastsched.backends.sqlfiles import HASH_BYTES, expand_in
-from fastsched.errors import DatabaseError
+from fastsched.errors import DatabaseError, SchemaError
 from fastsched.jobs import NewJob
 
 INSERT_CHUNK_ROWS = 1_000  # rows per multi-row INSERT
@@ -59,12 +60,39 @@ class Inserts(SQLConnection):
             return self._transaction(
                 lambda cursor: self._insert(cursor, jobs, self._consecutive_ids), "add_many"
             )
-        self._cursor_ready()  # the schema exists: checked (or created) on our connection, never the caller's
-        cursor, consecutive = self._caller_cursor(connection)
+        # Our own connection is not needed (nor opened): a web process adding on its own connection
+        # keeps no second one. The schema is never created here: on MySQL the DDL would commit the
+        # caller's transaction.
+        caller = callers.caller_cursor(connection, self.dialect)
         try:
-            return self._insert(cursor, jobs, consecutive and self._consecutive_ids)
-        except self.driver_error as exc:
-            raise self._wrap(exc, "add_many on the caller's connection") from exc
+            caller.open()
+            caller.check_text(jobs)
+            if self._caller_consecutive_ids is None:
+                self._caller_consecutive_ids = self._check_caller_database(caller)
+            consecutive = caller.consecutive and self._caller_consecutive_ids
+            return self._insert(caller.cursor, jobs, consecutive, counts_inserted=not caller.found_rows)
+        except caller.errors as exc:
+            raise self._wrap(callers.driver_exception(exc), "add_many on the caller's connection") from exc
+        finally:
+            caller.close()
+
+    _caller_consecutive_ids: bool | None = None  # on the server of the callers' connections, once checked
+
+    def _check_caller_database(self, caller: callers.CallerCursor) -> bool:
+        """SchemaError unless the caller's database has this release's schema; whether the rows of
+        one multi-row INSERT get consecutive ids on its server."""
+        try:
+            exists = self._check_version(caller.cursor)
+        except caller.errors as exc:
+            if not self._is_missing_table(callers.driver_exception(exc)):
+                raise
+            exists = False
+        if not exists:
+            raise SchemaError(
+                f"the database of the connection given has no fastsched tables: create them with "
+                f"`fastsched-pool init --dsn {self.dsn}` (or, in a Django project, `manage.py migrate`)"
+            )
+        return self._server_consecutive_ids(caller.cursor)
 
     def _insert_alone(self, cursor: Any, job: NewJob) -> int:
         """One job in one autocommitted statement; its id, or 0 if a pending duplicate took it.
@@ -73,8 +101,11 @@ class Inserts(SQLConnection):
         cursor.execute(self._q["add_jobs"], self._job_row(job))
         return self._first_insert_id(cursor, 1) if cursor.rowcount == 1 else 0
 
-    def _insert(self, cursor: Any, jobs: Sequence[NewJob], consecutive: bool) -> list[int]:
-        """Insert ``jobs``; their ids in input order.
+    def _insert(
+        self, cursor: Any, jobs: Sequence[NewJob], consecutive: bool, *, counts_inserted: bool = True
+    ) -> list[int]:
+        """Insert ``jobs``; their ids in input order. ``counts_inserted``: the affected rows of an
+        upsert count the inserted rows only (not so with the CLIENT_FOUND_ROWS flag).
 
         Duplicates within the call collapse first, to the first one (a later force_priority
         duplicate sets its priority). The rows then go in input order, so that ids ascend with it
@@ -98,7 +129,7 @@ class Inserts(SQLConnection):
             slot.append(index)
         ids = [0] * len(rows)
         for kind, chunk in self._chunks(rows):
-            self._insert_chunk(cursor, rows, chunk, kind, consecutive, ids)
+            self._insert_chunk(cursor, rows, chunk, kind, consecutive and (kind == PLAIN or counts_inserted), ids)
         return [ids[i] for i in slot]
 
     def _chunks(self, rows: list[NewJob]) -> list[tuple[str, list[int]]]:

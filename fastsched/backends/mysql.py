@@ -174,9 +174,6 @@ class MySQLBackend(SQLBackend):
     def _first_insert_id(self, cursor: Any, rows: int) -> int:
         return int(cursor.lastrowid)  # a multi-row INSERT reports the id of its first row
 
-    def _caller_cursor(self, connection: Any) -> tuple[Any, bool]:
-        if not isinstance(connection, pymysql.connections.Connection):
-            raise TypeError(
-                f"connection must be a pymysql connection for {self.dsn}, got {type(connection).__name__}"
-            )
-        return connection.cursor(Cursor), True
+    def _server_consecutive_ids(self, cursor: Any) -> bool:
+        cursor.execute(self._q["server_info"])
+        return int(cursor.fetchone()[1]) in CONSECUTIVE_AUTOINC_MODES

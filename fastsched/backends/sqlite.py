@@ -85,14 +85,3 @@ class SQLiteBackend(SQLBackend):
     def _first_insert_id(self, cursor: Any, rows: int) -> int:
         cursor.execute(self._q["last_insert_id"])
         return int(cursor.fetchone()[0]) - rows + 1
-
-    def _caller_cursor(self, connection: Any) -> tuple[Any, bool]:
-        if not isinstance(connection, sqlite3.Connection):
-            raise TypeError(
-                f"connection must be a sqlite3 connection for {self.dsn}, got {type(connection).__name__}"
-            )
-        cursor = connection.cursor()
-        cursor.row_factory = None
-        # In a transaction (explicit, or the implicit one of the legacy isolation levels) nobody
-        # else inserts meanwhile; in autocommit mode each row commits on its own.
-        return cursor, connection.in_transaction or connection.isolation_level is not None

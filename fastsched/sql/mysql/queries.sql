@@ -40,7 +40,10 @@ VALUES (%s, %s, %s, %s, %s, %s)
 ON DUPLICATE KEY UPDATE priority = IF(pid = 0, VALUES(priority), priority)
 
 -- name: ids_by_hash
-SELECT id, dedup_hash FROM workerqueue WHERE dedup_hash IN ({ids})
+-- A locking read sees the latest committed rows, even in a caller's REPEATABLE READ transaction
+-- whose snapshot predates the pending duplicate its upsert just met. It waits for nothing new: the
+-- upsert holds these rows locked already (the duplicates and the rows it inserted).
+SELECT id, dedup_hash FROM workerqueue WHERE dedup_hash IN ({ids}) LOCK IN SHARE MODE
 
 -- name: clear_hashes
 UPDATE workerqueue SET dedup_hash = NULL WHERE id IN ({ids})
