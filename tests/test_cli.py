@@ -679,5 +679,5 @@ def test_failed_retry_cancel_purge(dsn: str, env: dict[str, str], tmp_path: Path
     kept = run("purge", "--older-than", "0", env=env)
     assert kept.returncode == 0 and "purged 0 done jobs" in kept.stdout
     purged = run("purge", "--older-than", "0", "--include-failed", env=env)
-    assert purged.returncode == 0 and "purged 1 done and failed job " in purged.stdout
+    assert purged.returncode == 0 and "purged 1 done, failed and cancelled job " in purged.stdout
     assert _state(dsn, second) is None

@@ -3,7 +3,8 @@
     fastsched-pool init  [--dsn DSN]
     fastsched-pool start [--dsn DSN] [--workers N] [--import MODULE ...] [--until-empty] ...
     fastsched-pool stop  [--dsn DSN] [--host-id ID] [--pidfile PATH] [--wait SECONDS] [--force]
-    fastsched-pool failed [--limit N] | retry ID|--all | cancel ID | purge [--older-than S] [--include-failed]
+    fastsched-pool failed [--limit N] | retry ID|--all|FILTERS | cancel ID|--all|FILTERS | purge [FILTERS]
+    fastsched-pool pause|resume [--priority P] [--command C] [--queue Q]   (resume --all ends every pause)
     fastsched-pool status [--json] [--watch [--interval S]] | explain ID [--json]
     fastsched-pool demo   [--jobs N] [--workers N] [--dsn DSN]
 
@@ -15,8 +16,8 @@ or variable and the value, and exit code 2. The exit codes are ``fastsched.exitc
 The subcommands are the explicit list :data:`COMMANDS`; each is a ``Command`` (name, help, the
 function that adds its arguments, the function that runs it) defined beside its code:
 ``lifecycle`` (init, start, stop), ``observe`` (status, explain, demo), ``jobs`` (failed, retry,
-cancel, purge). To add one, write its Command in one of those modules (or a new one) and list it
-here. The option table of ``start`` and its FASTSCHED_* twins is ``fastsched.cli.options``.
+cancel, purge), ``controls`` (pause, resume; the filters of retry, cancel, purge). To add one,
+write its Command in one of those modules (or a new one) and list it here. The option table of ``start`` and its FASTSCHED_* twins is ``fastsched.cli.options``.
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ import sys
 from collections.abc import Sequence
 
 from fastsched import exitcodes
-from fastsched.cli import jobs, lifecycle, observe
+from fastsched.cli import controls, jobs, lifecycle, observe
 from fastsched.cli.common import PROG, Command, Console
 from fastsched.cli.lifecycle import build_settings
 from fastsched.cli.options import START_OPTIONS
@@ -64,6 +65,8 @@ COMMANDS: tuple[Command, ...] = (
     jobs.RETRY,
     jobs.CANCEL,
     jobs.PURGE,
+    controls.PAUSE,
+    controls.RESUME,
 )
 
 

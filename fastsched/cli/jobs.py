@@ -5,13 +5,17 @@ Each goes through the producer API (``fastsched.connect``) and says what it chan
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import datetime as dt
 import os
 
+from fastsched import controls
 from fastsched.cli.common import Command, Console, add_dsn_option, parse_job_id, resolve_dsn
-from fastsched.cli.options import parse_nonneg_float, parse_positive_int
+from fastsched.cli.controls import add_filter_options, parse_filter, parse_older_than, run_bulk
+from fastsched.cli.options import parse_positive_int
 from fastsched.errors import ConfigError
 from fastsched.exitcodes import EXIT_OK
-from fastsched.jobs import Job
+from fastsched.jobs import Job, JobState
 from fastsched.priority import Priority
 from fastsched.queue import DEFAULT_PURGE_AGE, Queue, connect
 
@@ -86,18 +90,30 @@ FAILED = Command(
 
 def _configure_retry(parser: argparse.ArgumentParser) -> None:
     add_dsn_option(parser)
-    which = parser.add_mutually_exclusive_group(required=True)
-    which.add_argument("job_id", nargs="?", metavar="ID", help="the failed job to put back in the queue")
-    which.add_argument("--all", action="store_true", help="put every failed job back in the queue")
+    parser.add_argument("job_id", nargs="?", metavar="ID", help="the failed job to put back in the queue")
+    parser.add_argument("--all", action="store_true", help="put every failed job back in the queue")
+    add_filter_options(parser)
+
+
+def _which(args: argparse.Namespace, what: str) -> controls.JobFilter | None:
+    """None for the one job ID names; else the filter (empty with --all). ConfigError when the
+    command line names no jobs, or names them twice."""
+    job_filter = parse_filter(args)
+    given = [bool(args.job_id), bool(args.all), bool(job_filter)]
+    if sum(given) != 1:
+        raise ConfigError(f"{what} takes an ID, --all, or filters (--command, --priority, --queue, --error, "
+                          f"--older-than): exactly one of the three")
+    if args.job_id and args.dry_run:
+        raise ConfigError("--dry-run goes with --all or filters, not with an ID")
+    return None if args.job_id else job_filter
 
 
 def cmd_retry(args: argparse.Namespace, console: Console) -> int:
-    job_id = None if args.all else parse_job_id(args.job_id)
+    job_filter = _which(args, "retry")
+    if job_filter is not None:
+        return run_bulk(args, console, controls.RETRY, job_filter)
+    job_id = parse_job_id(args.job_id)
     with _open(args, console) as queue:
-        if job_id is None:
-            count = queue.retry_all()
-            console.say(f"{count} failed job{'s' if count != 1 else ''} put back in the queue")
-            return EXIT_OK
         job = queue.retry(job_id)
     if job.id != job_id:
         console.say(f"job #{job_id} was dropped: the identical job {describe(job)} is pending already")
@@ -108,7 +124,7 @@ def cmd_retry(args: argparse.Namespace, console: Console) -> int:
 
 RETRY = Command(
     "retry",
-    "put a failed job (or --all of them) back in the queue, counters reset",
+    "put a failed job (--all of them, or those a filter matches) back in the queue, counters reset",
     _configure_retry,
     cmd_retry,
 )
@@ -119,18 +135,35 @@ RETRY = Command(
 
 def _configure_cancel(parser: argparse.ArgumentParser) -> None:
     add_dsn_option(parser)
-    parser.add_argument("job_id", metavar="ID", help="a waiting, deferred or failed job")
+    parser.add_argument("job_id", nargs="?", metavar="ID",
+                        help="a waiting, deferred or failed job (deleted), or a running one (stopped by its master)")
+    parser.add_argument("--all", action="store_true", help="cancel every pending and failed job")
+    add_filter_options(parser)
 
 
 def cmd_cancel(args: argparse.Namespace, console: Console) -> int:
+    job_filter = _which(args, "cancel")
+    if job_filter is not None:
+        return run_bulk(args, console, controls.CANCEL, job_filter)
     job_id = parse_job_id(args.job_id)
     with _open(args, console) as queue:
         job = queue.cancel(job_id)
-    console.say(f"cancelled job {describe(job)}, which was {job.state.value}")
+    if job.state is JobState.RUNNING:
+        console.say(
+            f"asked the master of host {job.host!r} to stop job {describe(job)}: it sends its child SIGTERM "
+            f"(SIGKILL after the grace) at its next heartbeat; the job ends cancelled and is never retried"
+        )
+    else:
+        console.say(f"cancelled job {describe(job)}, which was {job.state.value}")
     return EXIT_OK
 
 
-CANCEL = Command("cancel", "delete a waiting, deferred or failed job", _configure_cancel, cmd_cancel)
+CANCEL = Command(
+    "cancel",
+    "delete a waiting, deferred or failed job, or stop a running one (or those a filter matches)",
+    _configure_cancel,
+    cmd_cancel,
+)
 
 
 # --- purge --------------------------------------------------------------------------------------
@@ -142,26 +175,22 @@ def _configure_purge(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--older-than", default=None, metavar="SECONDS",
                         help=f"delete jobs finished more than SECONDS ago [default: {default:g}]")
     parser.add_argument("--include-failed", action="store_true",
-                        help="delete failed jobs too (by default they are kept for a person to see)")
+                        help="delete failed and cancelled jobs too (by default they are kept for a person to see)")
+    add_filter_options(parser, older_than=False)
 
 
 def cmd_purge(args: argparse.Namespace, console: Console) -> int:
-    older_than = DEFAULT_PURGE_AGE.total_seconds()
-    if args.older_than is not None:
-        try:
-            older_than = parse_nonneg_float(args.older_than)
-        except ValueError as exc:
-            raise ConfigError(f"--older-than: invalid value {args.older_than!r}: {exc}") from None
-    with _open(args, console) as queue:
-        count = queue.purge(older_than, include_failed=args.include_failed)
-    what = "done and failed" if args.include_failed else "done"
-    console.say(f"purged {count} {what} job{'s' if count != 1 else ''} finished more than {older_than:g} s ago")
-    return EXIT_OK
+    older_than = parse_older_than(args.older_than)
+    job_filter = dataclasses.replace(
+        parse_filter(args),
+        older_than=dt.timedelta(seconds=DEFAULT_PURGE_AGE.total_seconds() if older_than is None else older_than),
+    )
+    return run_bulk(args, console, controls.PURGE, job_filter, include_failed=args.include_failed)
 
 
 PURGE = Command(
     "purge",
-    "delete finished jobs (done, and with --include-failed failed ones)",
+    "delete finished jobs (done, and with --include-failed failed and cancelled ones)",
     _configure_purge,
     cmd_purge,
 )
