@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from test_cli import _state, env, rundir, run  # noqa: F401 - fixtures
+from test_cli import _state, env, run, rundir  # noqa: F401 - fixtures
 
 import fastsched
 from fastsched import cli
