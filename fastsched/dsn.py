@@ -5,6 +5,7 @@ import dataclasses
 import os
 import re
 import urllib.parse
+from collections.abc import Sequence
 
 from fastsched.errors import ConfigError
 
@@ -27,6 +28,13 @@ class DSN:
     port: int = 0
     database: str = ""  # the MySQL database, or the SQLite file path
     options: tuple[tuple[str, str], ...] = ()
+    # MySQL: every (host, port) the DSN names, in its order (host and port are the first): the
+    # nodes of one multi-primary cluster (Galera), of which a connection uses one at a time.
+    nodes: tuple[tuple[str, int], ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.dialect != "sqlite" and not self.nodes:
+            object.__setattr__(self, "nodes", ((self.host, self.port),))
 
     def __str__(self) -> str:
         return self.masked()
@@ -43,22 +51,34 @@ class DSN:
             auth += ":***"
         if auth:
             auth += "@"
-        host = f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address
         options = [(k, "***" if k.lower() in SECRET_OPTIONS else v) for k, v in self.options]
         query = ("?" + urllib.parse.urlencode(options, safe="*")) if options else ""
         database = urllib.parse.quote(self.database, safe="")
-        return f"mysql://{auth}{host}:{self.port}/{database}{query}"
+        return f"mysql://{auth}{_node_list(self.nodes)}/{database}{query}"
 
     @property
     def identity(self) -> str:
-        """Names the database without secrets: used for wake-up sockets and logs."""
+        """Names the database without secrets: used for wake-up sockets and logs. The nodes of a
+        cluster in any order name one database."""
         if self.dialect == "sqlite":
             return "sqlite:" + os.path.abspath(self.database)
-        return f"mysql:{self.host}:{self.port}/{self.database}"
+        return f"mysql:{_node_list(sorted(self.nodes))}/{self.database}"
+
+    def at_node(self, index: int) -> DSN:
+        """This DSN with only its ``index``-th node: what one connection uses."""
+        host, port = self.nodes[index]
+        return dataclasses.replace(self, host=host, port=port, nodes=((host, port),))
+
+
+def _node_list(nodes: Sequence[tuple[str, int]]) -> str:
+    return ",".join(f"[{host}]:{port}" if ":" in host else f"{host}:{port}" for host, port in nodes)
 
 
 def parse_dsn(dsn: str | DSN | None = None) -> DSN:
     """Parse ``mysql://user:password@host:port/db`` (also ``mariadb://``) or ``sqlite:///path``.
+
+    A MySQL DSN may name several nodes of one multi-primary cluster (MariaDB Galera):
+    ``mysql://user:password@h1:3306,h2:3306,h3:3306/db``, each port defaulting to 3306.
 
     ``None`` means ``$FASTSCHED_DSN``, else ``sqlite:///fastsched.sqlite3`` in the working directory.
     """
@@ -99,6 +119,26 @@ def _parse_sqlite(rest: str) -> DSN:
 
 
 def _parse_mysql(rest: str) -> DSN:
+    """One node (``host:port``), or several separated by commas: ``h1:3306,h2:3306,h3``."""
+    cut = min((i for i in (rest.find("/"), rest.find("?"), rest.find("#")) if i >= 0), default=len(rest))
+    userinfo, at, hosts = rest[:cut].rpartition("@")
+    if "," not in hosts:
+        return _parse_one_mysql(rest)
+    nodes = []
+    for text in hosts.split(","):
+        if not text:
+            raise ConfigError("malformed DSN: an empty host in the list of nodes (mysql://user@h1:3306,h2:3306/db)")
+        node = _parse_one_mysql(text + "/db")  # each node checked as a DSN of its own
+        nodes.append((node.host, node.port))
+    if len(set(nodes)) < len(nodes):
+        raise ConfigError("malformed DSN: a node appears twice in the list of nodes")
+    first = _parse_one_mysql(userinfo + at + hosts.split(",", 1)[0] + rest[cut:])
+    if any(key == "unix_socket" for key, _ in first.options):
+        raise ConfigError("malformed DSN: unix_socket names one local server, not a list of nodes")
+    return dataclasses.replace(first, nodes=tuple(nodes))
+
+
+def _parse_one_mysql(rest: str) -> DSN:
     try:
         parts = urllib.parse.urlsplit("mysql://" + rest)
         port = parts.port

@@ -397,12 +397,6 @@ class GaleraCluster:
         auth = f"{urllib.parse.quote(user, safe='')}:{urllib.parse.quote(password, safe='')}"
         return f"mysql://{auth}@{hosts}/{database}"
 
-    def __enter__(self) -> GaleraCluster:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
 
 def _reaped(node: Node) -> bool:
     """Reap our own child once it exited (else it lingers as a zombie that looks alive)."""

@@ -188,3 +188,49 @@ def test_arbitrary_text_parses_or_raises_config_error(text: str) -> None:
         return
     assert dsn.dialect in ("mysql", "sqlite")
     assert parse_dsn(dsn.masked()).identity == dsn.identity
+
+
+def test_a_dsn_may_name_several_nodes_of_a_cluster() -> None:
+    dsn = parse_dsn(f"mysql://app:{SECRET}@db1:3307,DB2,[::1]:3308/jobs?connect_timeout=3")
+    assert dsn.nodes == (("db1", 3307), ("db2", 3306), ("::1", 3308))
+    assert (dsn.host, dsn.port, dsn.user, dsn.password, dsn.database) == ("db1", 3307, "app", SECRET, "jobs")
+    assert str(dsn) == "mysql://app:***@db1:3307,db2:3306,[::1]:3308/jobs?connect_timeout=3"
+    assert parse_dsn(str(dsn).replace("***", SECRET)) == dsn
+    assert SECRET not in repr(dsn)
+    one = dsn.at_node(1)
+    assert (one.host, one.port, one.nodes, one.password, one.options) == ("db2", 3306, (("db2", 3306),), SECRET, dsn.options)
+
+
+def test_the_nodes_of_a_cluster_in_any_order_name_one_database() -> None:
+    a = parse_dsn("mysql://u@h1:3306,h2:3306,h3:3306/db")
+    b = parse_dsn("mysql://v:pw@h3,h1,h2/db")
+    assert a.identity == b.identity != parse_dsn("mysql://u@h1:3306/db").identity
+    assert parse_dsn("mysql://u@h1/db").nodes == (("h1", 3306),)
+
+
+def test_a_comma_in_the_password_is_not_a_list_of_nodes() -> None:
+    dsn = parse_dsn("mysql://u:a%2Cb,c@h1:3306/db")
+    assert (dsn.password, dsn.nodes) == ("a,b,c", (("h1", 3306),))
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("mysql://u@h1,,h2/db", "an empty host in the list of nodes"),
+        ("mysql://u@h1,/db", "an empty host in the list of nodes"),
+        ("mysql://u@h1:3306,H1/db", "a node appears twice"),
+        ("mysql://u@h1,h2:70000/db", "the port must be a number"),
+        ("mysql://u@h1,h2:x/db", "the port must be a number"),
+        ("mysql://u@h1,h2/db?unix_socket=/run/m.sock", "unix_socket names one local server"),
+        ("mysql://u@h1,h2/", "the database name is missing"),
+    ],
+)
+def test_a_malformed_list_of_nodes_is_refused_naming_what_is_wrong(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        parse_dsn(text)
+
+
+def test_a_malformed_list_of_nodes_never_shows_the_password() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_dsn(f"mysql://u:{SECRET}@h1,h2:port/db")
+    assert SECRET not in str(info.value)

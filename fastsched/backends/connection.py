@@ -32,11 +32,15 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-DEADLOCK_RETRIES = 5  # re-runs of a transaction after a deadlock or lock wait timeout
+# Re-runs of a transaction after a deadlock, a lock wait timeout or (Galera) a certification
+# failure. On one server a deadlock is rare; on a multi-primary cluster, losing certification to
+# another node's write set is an ordinary outcome under contention, so there are more re-runs.
+DEADLOCK_RETRIES = 8
 DEADLOCK_BACKOFF = 0.005  # seconds before the first re-run, doubled for each next one, with jitter
+DEADLOCK_BACKOFF_MAX = 0.2  # seconds: the jitter keeps two nodes that lost to each other out of step
 
 # What a driver error means for the transaction that raised it.
-RETRY = "retry"  # deadlock or lock wait timeout: roll back, re-run
+RETRY = "retry"  # deadlock, lock wait timeout, certification failure: nothing was applied; re-run
 DISCONNECTED = "disconnected"  # the connection is gone: reconnect, re-run unless it was committing
 FAILED = "failed"  # anything else: roll back, raise DatabaseError
 
@@ -99,6 +103,9 @@ class SQLConnection:
         self._host_ids: dict[str, int] = {}  # fastsched_host numbers, which never change
         self._side_backends: list[SQLBackend] = []  # claim()'s extra connections
         self._consecutive_ids = False  # on this connection
+        # Transactions re-run after a deadlock or certification failure, since this object was made:
+        # on Galera, the conflicts between nodes (docs/scaling.md).
+        self.conflicts = 0
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({str(self.dsn)!r})"
@@ -230,7 +237,10 @@ class SQLConnection:
         """Run ``work(cursor)`` in one transaction and commit it.
 
         A deadlock or lock wait timeout re-runs the whole transaction (DEADLOCK_RETRIES times, with
-        backoff). A dropped connection reconnects and re-runs it once, unless it dropped while
+        backoff), and so does a Galera certification failure: error 1213 at COMMIT (or at any
+        statement, when another node's write set aborted this transaction), after which nothing of
+        the transaction was applied anywhere, so a claim that lost is re-run as a whole, never half
+        applied, and an outcome that lost is written again. A dropped connection reconnects and re-runs it once, unless it dropped while
         committing: the outcome is unknown then, so DatabaseUnavailable, and the next operation
         reconnects. Other driver errors roll back and raise DatabaseError. ``what`` names the
         operation in messages; ``write`` starts a write transaction (SQLite: BEGIN IMMEDIATE).
@@ -262,8 +272,10 @@ class SQLConnection:
                     raise self._wrap(exc, what) from exc
                 self._rollback()
                 if kind == RETRY and attempt < DEADLOCK_RETRIES:
-                    delay = DEADLOCK_BACKOFF * (2**attempt) * (1 + random.random())  # jitter, not crypto
+                    backoff = min(DEADLOCK_BACKOFF * (2**attempt), DEADLOCK_BACKOFF_MAX)
+                    delay = backoff * (1 + random.random())  # jitter, not crypto
                     attempt += 1
+                    self.conflicts += 1
                     log.info("%s: %s; re-running the transaction in %.3f s", what, exc, delay)
                     self._sleep(delay)
                     continue

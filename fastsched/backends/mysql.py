@@ -2,11 +2,19 @@
 
 The connection runs in autocommit with explicit BEGIN for transactions, READ COMMITTED (claims with SKIP LOCKED then take no gap
 locks), utf8mb4 and time_zone '+00:00'. Older servers are refused: claiming needs SKIP LOCKED.
+
+A DSN may name several nodes of a MariaDB Galera cluster (``mysql://u:pw@h1:3306,h2:3306/db``): a
+connection goes to the first node that answers and is ready (``wsrep_ready`` ON, in the Primary
+component), in the DSN's order, and after losing its node (dropped, or error 1047: the node left
+the Primary component) the next connection goes to the next ready one. A new connection to a
+Galera node first waits for the node to apply what the cluster committed before (a causal read),
+so that a master that moved sees its own claims and outcomes there.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 from typing import Any
 
@@ -18,7 +26,9 @@ from pymysql.constants import FIELD_TYPE, SERVER_STATUS
 from fastsched.backends.connection import DISCONNECTED, FAILED, RETRY
 from fastsched.backends.sql import SQLBackend
 from fastsched.backends.sqlfiles import split_statements
-from fastsched.errors import ConfigError, UnsupportedServer
+from fastsched.errors import ConfigError, DatabaseUnavailable, UnsupportedServer
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CONNECT_TIMEOUT = 10  # seconds
 MAX_TIMEOUT = 31_536_000  # seconds (a year): the largest timeout pymysql accepts
@@ -30,6 +40,7 @@ CONSECUTIVE_AUTOINC_MODES = (0, 1)
 RETRY_CODES = frozenset({1205, 1213})  # lock wait timeout, deadlock: the transaction is rolled back
 DISCONNECT_CODES = frozenset(
     {
+        1047,  # WSREP has not yet prepared node for application use: out of the Primary component
         1053,  # server shutdown in progress
         1927,  # connection was killed (MariaDB)
         2002,  # can't connect through the socket
@@ -42,6 +53,14 @@ DISCONNECT_CODES = frozenset(
     }
 )
 MISSING_TABLE = 1146
+# Galera, at connect (MariaDB only: MySQL has no wsrep_on). The causal read returns once the node
+# has applied every write set committed in the cluster before it.
+GALERA_ON = "SELECT @@wsrep_on"
+GALERA_STATUS = (
+    "SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_ready', 'wsrep_cluster_status', "
+    "'wsrep_local_state_comment', 'wsrep_local_index', 'wsrep_cluster_size')"
+)
+CAUSAL_WAIT = ("SET SESSION wsrep_sync_wait = 1", "SELECT 1", "SET SESSION wsrep_sync_wait = DEFAULT")
 # DSN query options passed to pymysql.connect, with their types.
 OPTIONS = {
     "connect_timeout": float,
@@ -87,21 +106,34 @@ class Cursor(pymysql.cursors.Cursor):
     max_stmt_length = 1 << 30
 
 
+def _node_name(node: tuple[str, int]) -> str:
+    host, port = node
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _error_code(exc: BaseException) -> int | None:
     args = getattr(exc, "args", ())
     return args[0] if args and isinstance(args[0], int) else None
+
+
+class NodeNotReady(DatabaseUnavailable):
+    """The Galera node answers but is not ready for queries (not synced, or not in the Primary component)."""
 
 
 class MySQLBackend(SQLBackend):
     dialect = "mysql"
     driver_error = pymysql.MySQLError
     claim_connections = 2
+    node = 0  # the index in dsn.nodes of the node of the current (or last) connection
+    # (wsrep_local_index, wsrep_cluster_size) of that node; (0, 1) on a server that is no Galera node
+    galera_position = (0, 1)
 
-    def _connect_kwargs(self) -> dict[str, Any]:
+    def _connect_kwargs(self, node: int = 0) -> dict[str, Any]:
         dsn = self.dsn
+        host, port = dsn.nodes[node]
         kwargs: dict[str, Any] = {
-            "host": dsn.host,
-            "port": dsn.port,
+            "host": host,
+            "port": port,
             "user": dsn.user,
             "password": dsn.password,
             "database": dsn.database,
@@ -132,17 +164,36 @@ class MySQLBackend(SQLBackend):
         return kwargs
 
     def _connect(self) -> tuple[Any, bool]:
+        """The first node, in the DSN's order, that answers and is ready."""
+        nodes = self.dsn.nodes
+        if len(nodes) == 1:
+            return self._connect_node(0)
+        failures = []
+        for index in range(len(nodes)):
+            try:
+                connected = self._connect_node(index)
+            except DatabaseUnavailable as exc:
+                failures.append(f"{_node_name(nodes[index])}: {self._scrub(str(exc.__cause__ or exc))}")
+                continue
+            if index != self.node:
+                log.warning("connected to node %s of %s", _node_name(nodes[index]), self.dsn)
+            self.node = index
+            return connected
+        raise DatabaseUnavailable(f"connecting failed on {self.dsn}: no node is reachable and ready ({'; '.join(failures)})")
+
+    def _connect_node(self, node: int) -> tuple[Any, bool]:
         try:
-            conn = pymysql.connect(**self._connect_kwargs())
+            conn = pymysql.connect(**self._connect_kwargs(node))
         except pymysql.MySQLError as exc:
             raise self._wrap(exc, "connecting") from exc
         try:
             with conn.cursor() as cursor:
                 cursor.execute(self._q["server_info"])
-                version, autoinc_mode = cursor.fetchone()
+                version, autoinc_mode, increment = cursor.fetchone()
                 check_server_version(str(version))
                 for statement in split_statements(self._q["session_setup"]):
                     cursor.execute(statement)
+                self.galera_position = self._galera_ready(cursor, str(version), node)
             conn.commit()
         except pymysql.MySQLError as exc:
             conn.close()
@@ -150,7 +201,30 @@ class MySQLBackend(SQLBackend):
         except BaseException:
             conn.close()
             raise
-        return conn, int(autoinc_mode) in CONSECUTIVE_AUTOINC_MODES
+        return conn, int(autoinc_mode) in CONSECUTIVE_AUTOINC_MODES and int(increment) == 1
+
+    def _galera_ready(self, cursor: Any, version: str, node: int) -> tuple[int, int]:
+        """(local index, cluster size) of a Galera node that is ready, after a causal read;
+        (0, 1) for a server that is no Galera node. NodeNotReady for a node that is not ready."""
+        if "mariadb" not in version.lower():
+            return (0, 1)
+        cursor.execute(GALERA_ON)
+        if not int(cursor.fetchone()[0]):
+            return (0, 1)
+        cursor.execute(GALERA_STATUS)
+        status = {str(name).lower(): str(value) for name, value in cursor.fetchall()}
+        if status.get("wsrep_ready") != "ON" or status.get("wsrep_cluster_status") != "Primary":
+            raise NodeNotReady(
+                f"the Galera node {_node_name(self.dsn.nodes[node])} of {self.dsn} is not ready "
+                f"(wsrep_ready {status.get('wsrep_ready')}, cluster status {status.get('wsrep_cluster_status')}, "
+                f"state {status.get('wsrep_local_state_comment')})"
+            )
+        for statement in CAUSAL_WAIT:
+            cursor.execute(statement)
+        return int(status.get("wsrep_local_index", 0)), max(int(status.get("wsrep_cluster_size", 1)), 1)
+
+    def _scrub(self, text: str) -> str:
+        return text.replace(self.dsn.password, "***") if self.dsn.password else text
 
     def _begin(self, cursor: Any) -> None:
         cursor.execute("BEGIN")

@@ -6,7 +6,9 @@
 -- ---------------------------------------------------------------------------------- connection
 
 -- name: server_info
-SELECT VERSION(), @@innodb_autoinc_lock_mode
+-- The ids of one multi-row INSERT are consecutive only with lock mode 0 or 1 AND an increment of 1
+-- (Galera sets auto_increment_increment to the cluster's size, and needs lock mode 2).
+SELECT VERSION(), @@innodb_autoinc_lock_mode, @@auto_increment_increment
 
 -- name: session_setup
 -- READ COMMITTED: SKIP LOCKED claims then take no gap locks.
