@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import os
 import secrets
+import shutil
 import urllib.parse
 from collections.abc import Iterator
+from typing import Any
 
 import pymysql
 import pytest
@@ -77,3 +79,24 @@ def dsn(request: pytest.FixtureRequest) -> str:
     """Each test that takes ``dsn`` runs once per backend, on real servers."""
     name = "sqlite_dsn" if request.param == "sqlite" else "mysql_dsn"
     return str(request.getfixturevalue(name))
+
+
+@pytest.fixture(scope="session")
+def galera_cluster() -> Iterator[Any]:
+    """A 3-node Galera cluster for the galera-marked tests, started once and stopped at the end."""
+    import galerakit
+
+    base = f"/tmp/fsgalera-test-{os.getpid()}"
+    try:
+        with galerakit.galera_cluster(base) as cluster:
+            yield cluster
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def galera(galera_cluster: Any) -> Any:
+    """The cluster with every node running and synced (a test may have killed one)."""
+    galera_cluster.start()
+    galera_cluster.wait_cluster_size(len(galera_cluster.nodes))
+    return galera_cluster

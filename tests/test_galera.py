@@ -1,0 +1,312 @@
+"""fastsched on a 3-node MariaDB Galera cluster (tests/galerakit.py): what multi-primary needs.
+
+- A certification failure (error 1213 at COMMIT: another node's write set touched the same rows
+  first) re-runs the whole transaction on every write path, and nothing of the losing attempt
+  stays; dedup stays atomic across nodes.
+- A node out of the Primary component (error 1047) is an outage of that connection; a DSN that
+  names several nodes moves to another one, and sees there what it committed before.
+- The schema holds to what Galera needs: a primary key on every table, InnoDB only, no locking
+  read that relies on a gap lock.
+
+Each conflict is made on purpose: just before the backend's COMMIT on node 1, a raw connection to
+node 2 commits a change to one of the rows the transaction wrote.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import galerakit
+import pymysql
+import pytest
+from test_backend_contract import HOST, NOW, SECOND, new_job
+
+from fastsched.backends import open_backend
+from fastsched.backends.base import Backend
+from fastsched.backends.sqlfiles import load_queries
+from fastsched.errors import DatabaseUnavailable
+from fastsched.jobs import Outcomes
+
+pytestmark = pytest.mark.galera
+
+QUERIES = load_queries("mysql")
+LATER = NOW + 3600 * SECOND
+
+
+@pytest.fixture
+def database(galera: galerakit.GaleraCluster) -> tuple[str, str, str]:
+    return galera.database()
+
+
+def backend_on(galera: galerakit.GaleraCluster, database: tuple[str, str, str], *nodes: int) -> Any:
+    backend = open_backend(galera.dsn(*database, nodes=list(nodes)))
+    backend.init_schema()
+    return backend
+
+
+@pytest.fixture
+def node1(galera: galerakit.GaleraCluster, database: tuple[str, str, str]) -> Iterator[Any]:
+    backend = backend_on(galera, database, 0)
+    yield backend
+    backend.close()
+
+
+def raw_on(galera: galerakit.GaleraCluster, database: tuple[str, str, str], node: int) -> pymysql.connections.Connection:
+    """A plain connection to ``node`` whose every statement first waits for what the cluster
+    committed before (wsrep_sync_wait): it sees what the test just did on another node."""
+    name, user, password = database
+    return pymysql.connect(
+        host="127.0.0.1", port=galera.nodes[node].port, user=user, password=password, database=name,
+        autocommit=True, init_command="SET SESSION wsrep_sync_wait = 15",
+    )
+
+
+def rival_before_commit(backend: Any, rival: pymysql.connections.Connection, statement: str, *params: object) -> list[int]:
+    """Just before the backend's next COMMIT, commit ``statement`` on the rival's node (once).
+    Returns a list that holds the rows the rival's statement changed, once it ran."""
+    backend._cursor_ready()
+    conn = backend._conn
+    original = conn.commit
+    changed: list[int] = []
+
+    def commit() -> None:
+        if not changed:
+            with rival.cursor() as cur:
+                changed.append(cur.execute(statement, params))
+        original()
+
+    conn.commit = commit
+    return changed
+
+
+def rows(conn: pymysql.connections.Connection, statement: str, *params: object) -> list[tuple[Any, ...]]:
+    with conn.cursor() as cur:
+        cur.execute(statement, params)
+        return list(cur.fetchall())
+
+
+def pending(backend: Backend, count: int, **kwargs: Any) -> list[int]:
+    return backend.add_many([new_job(i, **kwargs) for i in range(count)])
+
+
+# --- certification failures on every write path --------------------------------------------------
+
+
+def test_a_claim_that_lost_certification_is_rerun_whole(galera: Any, database: Any, node1: Any) -> None:
+    earlier = pending(node1, 4, command="Earlier")
+    (first,) = node1.claim([0, 0, 4, 0, 0], [101], HOST, 10, NOW)
+    fresh = pending(node1, 6)
+    rival = raw_on(galera, database, 1)
+    # The claim's transaction also completes two of the earlier jobs: both parts must land once.
+    changed = rival_before_commit(node1, rival, "UPDATE workerqueue SET last_error = 'rival' WHERE id IN %s", fresh)
+    batches = node1.claim(
+        [0, 0, 6, 0, 0], [102, 103], HOST, 3, NOW, Outcomes(done=[job.id for job in first.jobs[:2]])
+    )
+    assert changed == [6] and node1.conflicts == 1
+    assert sorted(job.id for batch in batches for job in batch.jobs) == fresh
+    found = {job_id: (pid, done) for job_id, pid, done in rows(rival, "SELECT id, pid, done FROM workerqueue")}
+    assert {job_id: found[job_id][1] for job_id in earlier} == {earlier[0]: 1, earlier[1]: 1, earlier[2]: 0, earlier[3]: 0}
+    assert sorted(found[job_id][0] for job_id in fresh) == [102, 102, 102, 103, 103, 103]
+
+
+@pytest.mark.parametrize("outcome", ["done", "released"])
+def test_a_completion_or_release_that_lost_certification_is_written_again(
+    galera: Any, database: Any, node1: Any, outcome: str
+) -> None:
+    ids = pending(node1, 5)
+    node1.claim([0, 0, 5, 0, 0], [101], HOST, 10, NOW)
+    rival = raw_on(galera, database, 1)
+    changed = rival_before_commit(node1, rival, "UPDATE workerqueue SET last_error = 'rival' WHERE id IN %s", ids)
+    node1.write_outcomes(HOST, NOW, Outcomes(**{outcome: ids}))
+    assert changed == [5] and node1.conflicts == 1
+    expected = (1, 101) if outcome == "done" else (0, 0)
+    assert rows(rival, "SELECT DISTINCT done, pid FROM workerqueue") == [expected]
+
+
+def test_a_heartbeat_that_lost_certification_is_rerun(galera: Any, database: Any, node1: Any) -> None:
+    node1.register_master(HOST, 7, 4, NOW)
+    rival = raw_on(galera, database, 1)
+    changed = rival_before_commit(node1, rival, "UPDATE process SET workers = 99 WHERE host = %s", HOST)
+    assert node1.heartbeat(HOST, 7, 4, NOW + SECOND) is True
+    assert changed == [1] and node1.conflicts == 1
+    assert rows(rival, "SELECT workers, heartbeat FROM process WHERE host = %s", HOST) == [(4, NOW + SECOND)]
+
+
+def test_a_recovery_that_lost_certification_is_rerun(galera: Any, database: Any, node1: Any) -> None:
+    node1.register_master("dead-host", 8, 2, NOW)
+    ids = pending(node1, 3)
+    node1.claim([0, 0, 3, 0, 0], [201], "dead-host", 10, NOW)
+    rival = raw_on(galera, database, 1)
+    changed = rival_before_commit(node1, rival, "UPDATE process SET workers = 5 WHERE host = 'dead-host'")
+    assert node1.recover_expired(NOW + 60 * SECOND) == [("dead-host", 3)]
+    assert changed == [1] and node1.conflicts == 1
+    assert rows(rival, "SELECT COUNT(*) FROM process") == [(0,)]
+    assert rows(rival, "SELECT DISTINCT pid FROM workerqueue WHERE id IN %s", ids) == [(0,)]
+
+
+def test_a_purge_that_lost_certification_is_rerun(galera: Any, database: Any, node1: Any) -> None:
+    ids = pending(node1, 4)
+    node1.claim([0, 0, 4, 0, 0], [101], HOST, 10, NOW)
+    node1.write_outcomes(HOST, NOW, Outcomes(done=ids))
+    rival = raw_on(galera, database, 1)
+    changed = rival_before_commit(node1, rival, "UPDATE workerqueue SET last_error = 'rival' WHERE id = %s", ids[0])
+    assert node1.purge(LATER) == 4
+    assert changed == [1] and node1.conflicts == 1
+    assert rows(rival, "SELECT COUNT(*) FROM workerqueue") == [(0,)]
+
+
+def test_a_periodic_lease_that_lost_certification_is_rerun(galera: Any, database: Any, node1: Any) -> None:
+    period = dt.timedelta(minutes=1)
+    assert node1.take_periodic("tick", NOW, period) is True
+    rival = raw_on(galera, database, 1)
+    changed = rival_before_commit(node1, rival, "UPDATE fastsched_meta SET value = 'rival' WHERE name = 'periodic:tick'")
+    assert node1.take_periodic("tick", NOW + period, period) is True
+    assert changed == [1] and node1.conflicts == 1
+    assert rows(rival, "SELECT due FROM fastsched_meta WHERE name = 'periodic:tick'") == [(NOW + 2 * period,)]
+    assert node1.take_periodic("tick", NOW + period, period) is False  # taken once per period
+
+
+def test_an_add_that_lost_to_an_identical_job_on_another_node_returns_that_job(
+    galera: Any, database: Any, node1: Any
+) -> None:
+    jobs = [new_job("twin"), new_job("other")]
+    rival = raw_on(galera, database, 1)
+    changed = rival_before_commit(
+        node1, rival,
+        "INSERT INTO workerqueue (command, parameter, priority, created, next_try, dedup_hash) VALUES (%s, %s, %s, %s, %s, %s)",
+        *jobs[0][:6],
+    )
+    twin, other = node1.add_many(jobs)
+    assert changed == [1] and node1.conflicts == 1
+    assert rows(rival, "SELECT id FROM workerqueue WHERE command = 'Cmd' AND parameter = '[\"twin\"]'") == [(twin,)]
+    assert rows(rival, "SELECT COUNT(*) FROM workerqueue") == [(2,)] and other != twin
+
+
+def test_dedup_is_atomic_across_nodes(galera: Any, database: Any) -> None:
+    """Two producers on two nodes add the same 150 jobs at once, one autocommit INSERT each:
+    every job is stored once, and both producers get its id."""
+    backends = [backend_on(galera, database, node) for node in (0, 1)]
+    jobs = [new_job("same", i) for i in range(150)]
+    got: list[list[int]] = [[], []]
+    start = threading.Barrier(2)
+
+    def produce(index: int) -> None:
+        start.wait()
+        for job in jobs:
+            got[index].extend(backends[index].add_many([job]))
+
+    threads = [threading.Thread(target=produce, args=(index,)) for index in (0, 1)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    try:
+        assert got[0] == got[1] and len(set(got[0])) == len(jobs)
+        stored = rows(raw_on(galera, database, 2), "SELECT id FROM workerqueue ORDER BY id")
+        assert sorted(got[0]) == [job_id for (job_id,) in stored]
+    finally:
+        for backend in backends:
+            backend.close()
+
+
+# --- a node that leaves the cluster --------------------------------------------------------------
+
+
+def isolate(galera: galerakit.GaleraCluster, node: int, on: bool) -> None:
+    conn = galera.nodes[node].connect()
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"SET GLOBAL wsrep_provider_options = 'gmcast.isolate={int(on)}'")
+    finally:
+        conn.close()
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def test_a_node_out_of_the_primary_component_is_an_outage_or_a_move(galera: Any, database: Any) -> None:
+    alone = backend_on(galera, database, 2)
+    moving = backend_on(galera, database, 2, 0, 1)
+    (job_id,) = moving.add_many([new_job("before")])
+    assert (alone.node, moving.node) == (0, 0)
+    isolate(galera, 2, True)
+    try:
+        wait_for(lambda: galera.nodes[2].status().get("wsrep_cluster_status") == "non-Primary", "node 3 to leave")
+        with pytest.raises(DatabaseUnavailable, match="WSREP has not yet prepared node|is not ready"):
+            alone.get(job_id, NOW)
+        # The next node in the DSN: the job added through node 3 is there, and so are new writes.
+        assert moving.get(job_id, NOW).id == job_id and moving.node == 1
+        (after,) = moving.add_many([new_job("after")])
+        with pytest.raises(DatabaseUnavailable, match="is not ready"):
+            open_backend(galera.dsn(*database, nodes=[2])).get(after, NOW)
+    finally:
+        isolate(galera, 2, False)
+    wait_for(galera.nodes[2].synced, "node 3 to rejoin")
+    assert alone.get(after, NOW).id == after  # the same connection object, back on its node
+    alone.close()
+    moving.close()
+
+
+def test_an_unreachable_first_node_is_skipped(galera: Any, database: Any) -> None:
+    name, user, password = database
+    dsn = f"mysql://{user}:{password}@127.0.0.1:4499,127.0.0.1:{galera.nodes[1].port}/{name}"
+    backend = open_backend(dsn)
+    try:
+        assert backend.add_many([new_job(1)]) and backend.node == 1
+    finally:
+        backend.close()
+    with pytest.raises(DatabaseUnavailable, match="no node is reachable and ready") as info:
+        open_backend(f"mysql://{user}:{password}@127.0.0.1:4498,127.0.0.1:4499/{name}").get(1, NOW)
+    assert password not in str(info.value) and "127.0.0.1:4498" in str(info.value)
+
+
+# --- what Galera needs of the schema -------------------------------------------------------------
+
+# Every locking read, and what keeps it off gap locks: SKIP LOCKED, or an equality on a unique key
+# (a gap lock is only ever taken for a range or a missing key, and READ COMMITTED takes none).
+LOCKING_READS = {
+    "lock_job": "PRIMARY",
+    "lock_pending_by_hash": "dedup",
+    "lock_expired_master": "PRIMARY",
+    "claim_priority": "SKIP LOCKED",
+}
+
+
+def test_the_schema_has_what_galera_needs(galera: Any, database: Any, node1: Any) -> None:
+    name = database[0]
+    conn = raw_on(galera, database, 2)
+    tables = rows(
+        conn,
+        "SELECT t.table_name, t.engine, "
+        "(SELECT COUNT(*) FROM information_schema.table_constraints c WHERE c.table_schema = t.table_schema "
+        " AND c.table_name = t.table_name AND c.constraint_type = 'PRIMARY KEY') "
+        "FROM information_schema.tables t WHERE t.table_schema = %s ORDER BY t.table_name",
+        name,
+    )
+    assert {table for table, _, _ in tables} >= {"workerqueue", "process", "fastsched_meta", "fastsched_host"}
+    assert [(table, engine, keys) for table, engine, keys in tables if engine != "InnoDB" or keys != 1] == []
+    locking = {query for query, text in QUERIES.items() if re.search(r"\bFOR\s+UPDATE\b", text)}
+    assert locking == set(LOCKING_READS), "a new locking read: check it takes no gap lock, then list it"
+    job = new_job("locked")
+    (job_id,) = node1.add_many([job])
+    node1.register_master(HOST, 7, 1, NOW)
+    params = {"id": job_id, "hash": job.dedup_hash, "host": HOST, "master_pid": 7, "alive_after": LATER}
+    for query, key in LOCKING_READS.items():
+        text = QUERIES[query]
+        if key == "SKIP LOCKED":
+            assert "SKIP LOCKED" in text
+            continue
+        with conn.cursor() as cur:
+            cur.execute("EXPLAIN " + text, params)
+            plan = list(cur.fetchall())
+        assert any(step[5] == key and step[3] in ("const", "eq_ref", "ref") for step in plan), (query, plan)
+    node1._cursor_ready()
+    assert rows(node1._conn, "SELECT @@tx_isolation") == [("READ-COMMITTED",)]
