@@ -9,7 +9,7 @@ explicitly.
 """
 from __future__ import annotations
 
-from fastsched.context import current_job, defer  # the pool's API: what a running job may ask
+from fastsched.context import Fail, Retry, current_job, defer  # the pool's API: what a running job may do
 from fastsched.errors import (
     ConfigError,
     DatabaseError,
@@ -34,7 +34,13 @@ from fastsched.priority import (
     Priority,
 )
 from fastsched.queue import Queue, add, add_many, cancel, connect, get, purge, retry, stats
-from fastsched.tasks import periodic, task  # the pool's API: registering tasks
+from fastsched.tasks import (  # the pool's API: registering tasks
+    Task,
+    TaskPolicy,
+    on_child_start,
+    periodic,
+    task,
+)
 
 __version__ = "0.1.0"  # keep equal to pyproject.toml's version (tests/test_queue.py checks)
 
@@ -47,6 +53,7 @@ __all__ = [
     "ConfigError",
     "DatabaseError",
     "DatabaseUnavailable",
+    "Fail",
     "FastschedError",
     "InvalidInput",
     "InvalidState",
@@ -57,8 +64,11 @@ __all__ = [
     "PoolAlreadyRunning",
     "Priority",
     "Queue",
+    "Retry",
     "SchemaError",
+    "Task",
     "TaskError",
+    "TaskPolicy",
     "UnsupportedServer",
     "__version__",
     "add",
@@ -68,6 +78,7 @@ __all__ = [
     "current_job",
     "defer",
     "get",
+    "on_child_start",
     "periodic",
     "purge",
     "retry",

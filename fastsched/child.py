@@ -17,7 +17,12 @@ lose it (the master would otherwise count the failed job as done). Its ``kind``:
     ERROR  payload = the traceback text         an attempt that failed: retried later
     DEFER  payload = seconds or None            the job called fastsched.defer(delay)
     FATAL  payload = a message                  cannot ever run (args not a JSON list, signature
-                                                mismatch, unknown command): failed at once
+                                                mismatch, unknown command), or must not be retried
+                                                (fastsched.Fail, the task's no_retry): failed at once
+
+``raise fastsched.Retry(delay)`` is a DEFER note, as ``fastsched.defer(delay)`` is. An ``async def``
+task's coroutine runs to completion on the child's event loop (one per child, made at its first
+coroutine and reused), so a coroutine is never mistaken for a finished job.
 
 Progress, for when the child dies mid-batch: a shared ``RawArray('d', 3)`` per child holds
 ``[seq, index, start]``: the batch being run, the index of the job being run and when it started
@@ -42,6 +47,7 @@ from typing import Any
 
 from fastsched import context
 from fastsched.scheduler import truncate_error
+from fastsched.tasks import TaskPolicy, default_registry
 
 __all__ = [
     "DEFER",
@@ -141,6 +147,34 @@ def _signature_mismatch(function: Callable[..., Any], args: list[Any]) -> str | 
     return None
 
 
+_loop: Any = None  # this child's event loop, made for its first coroutine
+
+
+def _run_coroutine(coroutine: Any) -> Any:
+    """Run an ``async def`` task's coroutine to its end on this child's own event loop."""
+    global _loop
+    if _loop is None or _loop.is_closed():
+        import asyncio
+
+        _loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(_loop)
+    return _loop.run_until_complete(coroutine)
+
+
+def _ended_by_policy(exc: BaseException, policy: TaskPolicy | None) -> tuple[int, Any] | None:
+    """The note for an exception that says how the job ends (Fail, Retry, the task's no_retry);
+    None for one that is an ordinary failed attempt."""
+    if isinstance(exc, context.Fail):
+        return FATAL, truncate_error(exc.reason)
+    if isinstance(exc, context.Retry):
+        return DEFER, exc.delay
+    if policy is not None and policy.no_retry and isinstance(exc, policy.no_retry):
+        return FATAL, truncate_error(
+            f"{type(exc).__name__}: {exc} (in the task's no_retry: not retried)\n\n{traceback.format_exc()}"
+        )
+    return None
+
+
 def run_batch(
     seq: int,
     jobs: Sequence[tuple[Any, ...]],
@@ -148,8 +182,12 @@ def run_batch(
     progress: Any,
     stop: Any,
     send: Callable[[Any], None],
+    policies: Mapping[str, TaskPolicy] | None = None,
 ) -> int:
-    """Run ``jobs`` in order, sending a note for each job that did not succeed; return how many started."""
+    """Run ``jobs`` in order, sending a note for each job that did not succeed; return how many started.
+
+    ``policies``: command -> TaskPolicy (its no_retry); default: the default registry's.
+    """
 
     def append(entry: tuple[int, int, Any]) -> None:
         send((NOTE, seq, entry[0], entry[1], entry[2]))
@@ -157,6 +195,8 @@ def run_batch(
     loads = json.loads
     get = tasks.get
     ctx = context
+    policy_of = (default_registry.policies() if policies is None else policies).get
+    iscoroutine = inspect.iscoroutine
     progress[PROGRESS_INDEX] = -1.0
     progress[PROGRESS_SEQ] = seq
     index = 0
@@ -187,12 +227,17 @@ def run_batch(
             continue
         ctx._args = args
         try:
-            function(*args)
+            result = function(*args)
+            if result is not None and iscoroutine(result):
+                _run_coroutine(result)
         except BaseException as exc:  # noqa: BLE001 - the job boundary: nothing a job raises ends the child
             if _terminating or isinstance(exc, _Terminated):
                 _exit(EXIT_TERMINATED)
-            mismatch = _signature_mismatch(function, args) if isinstance(exc, TypeError) else None
-            if mismatch is not None:
+            ended = _ended_by_policy(exc, policy_of(job[1]))
+            mismatch = _signature_mismatch(function, args) if ended is None and isinstance(exc, TypeError) else None
+            if ended is not None:
+                append((index, ended[0], ended[1]))
+            elif mismatch is not None:
                 append((index, FATAL, mismatch))
             else:
                 append((index, ERROR, truncate_error(traceback.format_exc())))
@@ -236,6 +281,13 @@ def child_main(
         _setup_signals()
         _die_with_parent(master_pid)
         context._retry_limit = retry_limit
+        context._retry_limits = {
+            name: policy.retry_limit
+            for name, policy in default_registry.policies().items()
+            if policy.retry_limit is not None
+        }
+        for hook in default_registry.child_start_hooks():
+            hook()  # an exception here ends the child before any job (EXIT_CHILD_ERROR, logged)
         recv = conn.recv
         send = conn.send
         while True:

@@ -1,4 +1,5 @@
-"""What a running job can ask about itself: ``fastsched.current_job()`` and ``fastsched.defer()``.
+"""What a running job can ask about itself and say about its end: ``fastsched.current_job()``,
+``fastsched.defer()``, ``raise fastsched.Fail("why")`` and ``raise fastsched.Retry(delay=60)``.
 
     @fastsched.task("Delivery")
     def delivery(target):
@@ -19,7 +20,40 @@ from typing import Any
 
 from fastsched.errors import InvalidInput, NotInJob
 
-__all__ = ["JobContext", "current_job", "defer"]
+__all__ = ["Fail", "JobContext", "Retry", "current_job", "defer"]
+
+
+class Fail(Exception):
+    """Raised by a job: fail it at once, with this reason kept in last_error; no retry.
+
+    ``raise fastsched.Fail("the account is gone")``.
+    """
+
+    def __init__(self, reason: str = "failed by the task (fastsched.Fail)") -> None:
+        super().__init__(reason)
+        self.reason = str(reason)
+
+
+class Retry(Exception):
+    """Raised by a job: run it again later, like ``fastsched.defer(delay)``, counted as a retrial.
+
+    ``delay``: seconds until the next attempt; None for the task's (else the pool's) retry delay.
+    Past the retry limit the job is failed, as for defer().
+    """
+
+    def __init__(self, delay: float | None = None) -> None:
+        self.delay = _check_delay(delay, "Retry")
+        super().__init__(f"retry in {self.delay:g}s" if self.delay is not None else "retry later")
+
+
+def _check_delay(delay: float | None, what: str) -> float | None:
+    if delay is None:
+        return None
+    if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not math.isfinite(delay):
+        raise InvalidInput(f"{what}: delay must be None or a finite number of seconds, got {delay!r}")
+    if delay < 0:
+        raise InvalidInput(f"{what}: delay must not be negative, got {delay!r}")
+    return float(delay)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,6 +73,7 @@ _args: Any = None  # the decoded args of _job
 _deferred = False  # defer() was called during this job
 _defer_delay: float | None = None  # seconds asked for; None = the pool's retry delay
 _retry_limit = -1  # the pool's retry limit (set once per child); < 0: unknown
+_retry_limits: dict[str, int] = {}  # command -> its task's retry_limit, where it has one
 
 
 def current_job() -> JobContext:
@@ -64,12 +99,8 @@ def defer(delay: float | None = None) -> bool:
     job = _job
     if job is None:
         raise NotInJob("fastsched.defer() is only valid inside a job run by a fastsched pool")
-    if delay is not None:
-        if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not math.isfinite(delay):
-            raise InvalidInput(f"defer: delay must be None or a finite number of seconds, got {delay!r}")
-        if delay < 0:
-            raise InvalidInput(f"defer: delay must not be negative, got {delay!r}")
-        delay = float(delay)
+    delay = _check_delay(delay, "defer")
     _deferred = True
     _defer_delay = delay
-    return _retry_limit < 0 or job[4] + 1 <= _retry_limit
+    limit = _retry_limits.get(job[1], _retry_limit)
+    return limit < 0 or job[4] + 1 <= limit

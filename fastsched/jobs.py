@@ -43,6 +43,7 @@ class Job:
     pid: int  # child process running it, 0 when unclaimed
     host: str  # host id of the master that owns the claim ('' when unclaimed)
     last_error: str | None
+    queue: str = "default"  # the queue it belongs to (pools started with --queues claim only theirs)
 
 
 class NewJob(NamedTuple):
@@ -55,6 +56,10 @@ class NewJob(NamedTuple):
     next_try: dt.datetime
     dedup_hash: bytes | None  # sha1 over command and parameter; None when dedup is off
     force_priority: bool
+    queue: str = "default"
+    # dedup="waiting": only a duplicate that has not started absorbs this job; a running one gives
+    # its dedup key up to it (so a change made while that one runs is processed by this one).
+    dedup_waiting: bool = False
 
 
 class ClaimedJob(NamedTuple):

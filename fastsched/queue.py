@@ -172,7 +172,13 @@ class Queue:
         - ``force_priority``: with dedup, set the pending duplicate's priority to this one if no
           worker has claimed it yet.
         - ``dedup`` (default True): if an identical job (same command and args) is pending
-          (waiting, deferred or running), add nothing and return that job's id.
+          (waiting, deferred or running), add nothing and return that job's id. ``"waiting"``:
+          only an identical job that has not started (waiting or deferred) absorbs the add; if
+          the identical job is running, a new job is queued, so a change made while it runs is
+          processed too. False: always queue a new job.
+        - ``queue`` (default ``"default"``): the queue the job belongs to; a pool started with
+          ``--queues`` claims only from its queues. Named like a command: ASCII letters, digits
+          and ``_ . : - /``, 1 to 100 characters.
 
         ``connection``: your own open connection to the queue's database: the job is inserted
         inside your transaction and commits or rolls back with it. For MySQL/MariaDB one of

@@ -1,41 +1,55 @@
-"""The registry: command name -> callable. Only registered commands ever run.
+"""The registry: command name -> callable, with each command's policy. Only registered commands run.
 
     import fastsched
 
     @fastsched.task                      # command "notify": the function's __name__
     def notify(user_id): ...
 
-    @fastsched.task("RemoveContact")     # a Friendica-style command name
+    @fastsched.task("RemoveContact", priority=fastsched.PRIORITY_HIGH, retry_limit=3, queue="mail")
     def remove_contact(contact_id): ...
+
+    remove_contact(7)                    # runs inline, here (handy in tests)
+    job_id = remove_contact.add(7)       # queued with the task's priority and queue
 
     @fastsched.periodic(300)             # "Cron": one master in the cluster enqueues it every 300 s
     def Cron(): ...
 
+    @fastsched.on_child_start            # each new child runs it before its first job
+    def close_inherited_connections(): ...
+
 The pool looks commands up by name in this registry and nowhere else: it never imports a module
 or resolves a dotted path named by a database row, so a row whose command says ``os.system`` or
-``builtins.eval`` is failed as "unknown command", not run. The modules that register tasks are the
-operator's choice (``PoolSettings.imports``), imported by the master before it forks its children.
+``builtins.eval`` is never run. The modules that register tasks are the operator's choice
+(``PoolSettings.imports``), imported by the master before it forks its children.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import re
-from collections.abc import Callable
-from typing import Any, TypeVar, overload
+from collections.abc import Callable, Mapping
+from typing import Any, Generic, ParamSpec, TypeVar, Union, overload
 
 from fastsched.errors import TaskError
 from fastsched.priority import Priority, validate_priority
+from fastsched.validation import DEFAULT_QUEUE, queue_error
 
 __all__ = [
+    "DEFAULT_QUEUE",
     "MAX_NAME_LENGTH",
     "PeriodicTask",
     "Registry",
+    "Task",
+    "TaskPolicy",
+    "child_start_hooks",
     "default_registry",
     "get",
     "names",
+    "on_child_start",
     "periodic",
     "periodic_tasks",
+    "policy",
     "task",
 ]
 
@@ -44,6 +58,78 @@ MAX_NAME_LENGTH = 100  # characters: the width of workerqueue.command
 _name_ok = re.compile(rf"[A-Za-z0-9_.:/-]{{1,{MAX_NAME_LENGTH}}}").fullmatch
 
 F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
+
+RetryDelay = Union[str, float, Callable[[int], float]]  # noqa: UP007 - an alias evaluated at run time on 3.10
+"""A task's ``retry_delay``: "friendica", seconds, or a callable of the new retrial number -> seconds."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskPolicy:
+    """What ``@fastsched.task(...)`` says about its command; None means "the pool's own"."""
+
+    priority: Priority | None = None  # the default priority of Task.add()
+    retry_limit: int | None = None
+    retry_delay: RetryDelay | None = None  # "friendica", seconds, or a callable of the new retrial
+    timeout: float | None = None  # seconds: this command's run-time limit, instead of the priority's
+    no_retry: tuple[type[BaseException], ...] = ()  # such exceptions fail the job at once
+    queue: str | None = None  # the default queue of Task.add()
+
+    def describe(self) -> dict[str, Any]:
+        """The options that were given, as JSON-friendly values (``status``, ``explain``)."""
+        shown: dict[str, Any] = {}
+        if self.priority is not None:
+            shown["priority"] = int(self.priority)
+        if self.retry_limit is not None:
+            shown["retry_limit"] = self.retry_limit
+        if self.retry_delay is not None:
+            delay = self.retry_delay
+            shown["retry_delay"] = delay if isinstance(delay, (str, int, float)) else _describe(delay)
+        if self.timeout is not None:
+            shown["timeout"] = self.timeout
+        if self.no_retry:
+            shown["no_retry"] = [cls.__name__ for cls in self.no_retry]
+        if self.queue is not None:
+            shown["queue"] = self.queue
+        return shown
+
+
+DEFAULT_POLICY = TaskPolicy()
+
+
+class Task(Generic[P, R]):
+    """A registered task: call it to run it here, inline; ``.add(*args)`` queues it.
+
+    ``.add`` uses the default queue connection (``fastsched.queue.default_queue``: ``$FASTSCHED_DSN``)
+    with the task's own priority and queue, and returns the job's id.
+    """
+
+    def __init__(self, name: str, function: Callable[P, R], policy: TaskPolicy) -> None:
+        self.name = name
+        self.function = function
+        self.policy = policy
+        functools.update_wrapper(self, function)
+
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R:
+        return self.function(*args, **kwargs)
+
+    def add(self, *args: Any) -> int:
+        """Queue ``name(*args)`` with the task's defaults; the job's id."""
+        from fastsched.queue import default_queue  # the producer API, opened at first use
+
+        return default_queue().add(self.options(), self.name, *args)
+
+    def options(self) -> dict[str, Any]:
+        """The add() options this task's defaults stand for."""
+        policy = self.policy
+        return {
+            "priority": policy.priority if policy.priority is not None else Priority.MEDIUM,
+            "queue": policy.queue if policy.queue is not None else DEFAULT_QUEUE,
+        }
+
+    def __repr__(self) -> str:
+        return f"<fastsched.Task {self.name} {_describe(self.function)}>"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,10 +143,15 @@ class PeriodicTask:
 
 def _same_function(a: Callable[..., Any], b: Callable[..., Any]) -> bool:
     """The same object, or the same definition seen twice (a module reloaded)."""
+    a, b = _unwrap(a), _unwrap(b)
     if a is b:
         return True
     a_id = (getattr(a, "__module__", None), getattr(a, "__qualname__", None))
     return a_id[1] is not None and a_id == (getattr(b, "__module__", None), getattr(b, "__qualname__", None))
+
+
+def _unwrap(function: Callable[..., Any]) -> Callable[..., Any]:
+    return function.function if isinstance(function, Task) else function
 
 
 def _check_name(name: object) -> str:
@@ -74,60 +165,161 @@ def _check_name(name: object) -> str:
     return name
 
 
+def _finite(value: object, what: str, *, minimum: float, strict: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TaskError(f"{what} must be a finite number, got {value!r}")
+    if value < minimum or (strict and value == minimum):
+        raise TaskError(f"{what} must be {'>' if strict else '>='} {minimum:g}, got {value!r}")
+    return float(value)
+
+
+def _check_queue(queue: object, what: str) -> str:
+    problem = queue_error(queue)
+    if problem is not None:
+        raise TaskError(f"{what}: {problem}")
+    return str(queue)
+
+
+def make_policy(
+    name: str,
+    *,
+    priority: object = None,
+    retry_limit: object = None,
+    retry_delay: object = None,
+    timeout: object = None,
+    no_retry: object = (),
+    queue: object = None,
+) -> TaskPolicy:
+    """A TaskPolicy from the decorator's options; TaskError naming the task and the bad option."""
+    what = f"task {name!r}"
+    level = None
+    if priority is not None:
+        try:
+            level = validate_priority(priority)
+        except ValueError as exc:
+            raise TaskError(f"{what}: priority: {exc}") from None
+    limit = None
+    if retry_limit is not None:
+        if isinstance(retry_limit, bool) or not isinstance(retry_limit, int) or retry_limit < 0:
+            raise TaskError(f"{what}: retry_limit must be an int >= 0, got {retry_limit!r}")
+        limit = int(retry_limit)
+    delay: RetryDelay | None = None
+    if retry_delay is not None:
+        if isinstance(retry_delay, str):
+            from fastsched.scheduler import FRIENDICA_DELAY
+
+            if retry_delay.strip().lower() != FRIENDICA_DELAY:
+                raise TaskError(
+                    f"{what}: retry_delay must be {FRIENDICA_DELAY!r}, seconds or a callable of the "
+                    f"retrial number, got {retry_delay!r}"
+                )
+            delay = FRIENDICA_DELAY
+        elif callable(retry_delay):
+            delay = retry_delay
+        else:
+            from fastsched.scheduler import MAX_DELAY
+
+            delay = _finite(retry_delay, f"{what}: retry_delay", minimum=0)
+            if delay > MAX_DELAY:
+                raise TaskError(f"{what}: retry_delay must be at most {MAX_DELAY:g} seconds, got {retry_delay!r}")
+    seconds = None if timeout is None else _finite(timeout, f"{what}: timeout", minimum=0, strict=True)
+    classes = no_retry if isinstance(no_retry, tuple) else (no_retry,)
+    for cls in classes:
+        if not (isinstance(cls, type) and issubclass(cls, BaseException)):
+            raise TaskError(f"{what}: no_retry must be an exception class or a tuple of them, got {cls!r}")
+    return TaskPolicy(
+        priority=level,
+        retry_limit=limit,
+        retry_delay=delay,
+        timeout=seconds,
+        no_retry=classes,
+        queue=None if queue is None else _check_queue(queue, f"{what}: queue"),
+    )
+
+
 class Registry:
-    """Command names and the callables that run them. The pool uses ``default_registry``."""
+    """Command names, the callables that run them and their policies. The pool uses ``default_registry``."""
 
     def __init__(self) -> None:
-        self._tasks: dict[str, Callable[..., Any]] = {}
+        self._tasks: dict[str, Callable[..., Any]] = {}  # what the child calls: the bare function
+        self._registered: dict[str, Callable[..., Any]] = {}  # what was registered (a Task, say)
+        self._policies: dict[str, TaskPolicy] = {}
         self._periodic: dict[str, PeriodicTask] = {}
+        self._child_start: list[Callable[[], Any]] = []
 
     # --- registering ---------------------------------------------------------------------------
-    def register(self, name: str, function: Callable[..., Any]) -> None:
+    def register(self, name: str, function: Callable[..., Any], policy: TaskPolicy | None = None) -> None:
         """Register ``function`` under ``name``. TaskError if another callable has that name."""
         name = _check_name(name)
         if not callable(function):
             raise TaskError(f"task {name!r}: {function!r} is not callable")
-        existing = self._tasks.get(name)
+        existing = self._registered.get(name)
         if existing is not None and not _same_function(existing, function):
             raise TaskError(
-                f"task name {name!r} is registered already, to {_describe(existing)}; "
-                f"cannot register {_describe(function)} under it too"
+                f"task name {name!r} is registered already, to {_describe(_unwrap(existing))}; "
+                f"cannot register {_describe(_unwrap(function))} under it too"
             )
-        self._tasks[name] = function
+        self._registered[name] = function
+        self._tasks[name] = _unwrap(function)
+        if policy is None and isinstance(function, Task):
+            policy = function.policy
+        if policy is not None and policy != DEFAULT_POLICY:
+            self._policies[name] = policy
+        else:
+            self._policies.pop(name, None)
 
     @overload
-    def task(self, name: F, /) -> F: ...
+    def task(self, name: Callable[P, R], /) -> Task[P, R]: ...
 
     @overload
-    def task(self, name: str | None = None, /) -> Callable[[F], F]: ...
+    def task(
+        self,
+        name: str | None = None,
+        /,
+        *,
+        priority: int | None = None,
+        retry_limit: int | None = None,
+        retry_delay: RetryDelay | None = None,
+        timeout: float | None = None,
+        no_retry: type[BaseException] | tuple[type[BaseException], ...] = (),
+        queue: str | None = None,
+    ) -> Callable[[Callable[P, R]], Task[P, R]]: ...
 
-    def task(self, name: Any = None, /) -> Any:
-        """Decorator: ``@task`` (the command is the function's ``__name__``) or ``@task("Name")``."""
+    def task(self, name: Any = None, /, **options: Any) -> Any:
+        """Decorator: ``@task`` (the command is the function's ``__name__``) or ``@task("Name", ...)``
+        with the task's options (``priority``, ``retry_limit``, ``retry_delay``, ``timeout``,
+        ``no_retry``, ``queue``): see TaskPolicy. Returns a :class:`Task`, callable as the function."""
         if callable(name):
-            self.register(getattr(name, "__name__", ""), name)
-            return name
+            return self._make_task(getattr(name, "__name__", ""), name, options)
         if name is not None:
             _check_name(name)
+        shown = name if isinstance(name, str) else "?"
+        make_policy(shown, **options)  # bad options fail at the decorator's line, not at its use
 
-        def decorator(function: F) -> F:
-            self.register(name if name is not None else getattr(function, "__name__", ""), function)
-            return function
+        def decorator(function: Callable[P, R]) -> Task[P, R]:
+            return self._make_task(name if name is not None else getattr(function, "__name__", ""), function, options)
 
         return decorator
 
+    def _make_task(self, name: str, function: Callable[P, R], options: Mapping[str, Any]) -> Task[P, R]:
+        name = _check_name(name)
+        if not callable(function):
+            raise TaskError(f"task {name!r}: {function!r} is not callable")
+        bare: Callable[P, R] = function.function if isinstance(function, Task) else function
+        made = Task(name, bare, make_policy(name, **options))
+        self.register(name, made)
+        return made
+
     def periodic(
         self, seconds: float, priority: int = Priority.MEDIUM, name: str | None = None
-    ) -> Callable[[F], F]:
+    ) -> Callable[[Callable[P, R]], Task[P, R]]:
         """Decorator: register a task that one master in the cluster enqueues every ``seconds``.
 
         Like Friendica's Cron job: the masters race for a lease in the database
         (``Backend.take_periodic``) and the winner enqueues the command with no args, deduplicated,
         so a period that is still pending or running is not queued twice.
         """
-        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not math.isfinite(seconds):
-            raise TaskError(f"periodic: seconds must be a finite number, got {seconds!r}")
-        if seconds <= 0:
-            raise TaskError(f"periodic: seconds must be > 0, got {seconds!r}")
+        _finite(seconds, "periodic: seconds", minimum=0, strict=True)
         try:
             level = validate_priority(priority)
         except ValueError as exc:
@@ -135,18 +327,35 @@ class Registry:
         if name is not None:
             _check_name(name)
 
-        def decorator(function: F) -> F:
+        def decorator(function: Callable[P, R]) -> Task[P, R]:
             command = name if name is not None else getattr(function, "__name__", "")
-            self.register(command, function)
+            made = self._make_task(command, function, {"priority": level})
             self._periodic[command] = PeriodicTask(command, float(seconds), level)
-            return function
+            return made
 
         return decorator
 
+    def on_child_start(self, function: F) -> F:
+        """Decorator: ``function()`` runs in each new pool child before its first job (for instance
+        to drop database connections inherited from the master). An exception ends that child."""
+        if not callable(function):
+            raise TaskError(f"on_child_start: {function!r} is not callable")
+        if not any(_same_function(hook, function) for hook in self._child_start):
+            self._child_start.append(function)
+        return function
+
     # --- looking up ----------------------------------------------------------------------------
     def get(self, name: str) -> Callable[..., Any] | None:
-        """The callable registered under ``name``, or None. Never imports anything."""
-        return self._tasks.get(name)
+        """What was registered under ``name`` (a Task for the decorators), or None. Never imports."""
+        return self._registered.get(name)
+
+    def policy(self, name: str) -> TaskPolicy | None:
+        """The policy of command ``name``; None for an unregistered one or one with no options."""
+        return self._policies.get(name)
+
+    def policies(self) -> Mapping[str, TaskPolicy]:
+        """The live name -> policy mapping of the commands that have options."""
+        return self._policies
 
     def names(self) -> frozenset[str]:
         """Every registered command name."""
@@ -155,6 +364,10 @@ class Registry:
     def periodic_tasks(self) -> list[PeriodicTask]:
         """The periodic tasks, by name."""
         return [self._periodic[name] for name in sorted(self._periodic)]
+
+    def child_start_hooks(self) -> list[Callable[[], Any]]:
+        """The ``on_child_start`` functions, in the order they were registered."""
+        return list(self._child_start)
 
     def as_dict(self) -> dict[str, Callable[..., Any]]:
         """The live name -> callable mapping (the child's hot loop looks commands up in it)."""
@@ -174,10 +387,14 @@ def _describe(function: Callable[..., Any]) -> str:
 
 
 default_registry = Registry()
-"""The registry ``@fastsched.task`` and ``@fastsched.periodic`` fill, and the pool reads."""
+"""The registry ``@fastsched.task``, ``@fastsched.periodic`` and ``@fastsched.on_child_start`` fill,
+and the pool reads."""
 
 task = default_registry.task
 periodic = default_registry.periodic
+on_child_start = default_registry.on_child_start
 get = default_registry.get
+policy = default_registry.policy
 names = default_registry.names
 periodic_tasks = default_registry.periodic_tasks
+child_start_hooks = default_registry.child_start_hooks

@@ -26,7 +26,9 @@ MAX_COMMAND_LENGTH = 100  # characters: the width of workerqueue.command
 MIN_DATETIME = dt.datetime(1000, 1, 1)  # the smallest DATETIME MySQL documents
 MAX_JOB_ID = 2**63 - 1  # SQLite's INTEGER range; MySQL's BIGINT UNSIGNED holds it too
 
-OPTION_KEYS = ("priority", "created", "delay", "force_priority", "dedup")
+OPTION_KEYS = ("priority", "created", "delay", "force_priority", "dedup", "queue")
+DEFAULT_QUEUE = "default"  # the queue of a job whose add names none
+DEDUP_WAITING = "waiting"  # dedup="waiting": only a job that has not started absorbs an identical add
 _OPTION_HINTS = {"delayed": "delay", "prio": "priority", "force": "force_priority"}
 
 _PRIORITY_BY_VALUE: dict[int, Priority] = {int(p): p for p in Priority}
@@ -91,15 +93,31 @@ def short(value: object, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def command_error(command: object) -> str:
+def command_error(command: object, what: str = "command") -> str:
+    """Why ``command`` is not a valid command name (a queue name follows the same rule)."""
     if not isinstance(command, str):
-        return f"command must be a str, got {type(command).__name__}"
+        return f"{what} must be a str, got {type(command).__name__}"
     if not command:
-        return "command must not be empty"
+        return f"{what} must not be empty"
     if len(command) > MAX_COMMAND_LENGTH:
-        return f"command is {len(command)} characters long, the limit is {MAX_COMMAND_LENGTH}"
+        return f"{what} is {len(command)} characters long, the limit is {MAX_COMMAND_LENGTH}"
     bad = next(c for c in command if not _command_ok(c))
-    return f"command {command[:40]!r} contains {bad!r}: use ASCII letters, digits and _ . : - /"
+    return f"{what} {command[:40]!r} contains {bad!r}: use ASCII letters, digits and _ . : - /"
+
+
+def queue_error(queue: object) -> str | None:
+    """Why ``queue`` is not a valid queue name, or None: the rule of command names."""
+    if isinstance(queue, str) and _command_ok(queue):
+        return None
+    return command_error(queue, "queue")
+
+
+def as_queue(queue: object) -> str:
+    """A valid queue name as a plain str; InvalidInput naming what is wrong."""
+    problem = queue_error(queue)
+    if problem is not None:
+        raise InvalidInput(problem)
+    return str(queue)
 
 
 def as_priority(value: object) -> Priority:
@@ -202,6 +220,8 @@ def new_job(
     created = next_try = now
     force = False
     dedup = True
+    waiting_only = False
+    queue = DEFAULT_QUEUE
     if type(first) is int or type(first) is Priority:
         priority = _PRIORITY_BY_VALUE.get(first)
         if priority is None:
@@ -223,7 +243,18 @@ def new_job(
             if delayed is not None:
                 next_try = delayed
         force = bool_option(first, "force_priority", False)
-        dedup = bool_option(first, "dedup", True)
+        if "dedup" in first:
+            dedup_option = first["dedup"]
+            if dedup_option == DEDUP_WAITING and isinstance(dedup_option, str):
+                waiting_only = True
+            elif type(dedup_option) is not bool:
+                raise InvalidInput(
+                    f"option 'dedup' must be True, False or {DEDUP_WAITING!r}, got {short(dedup_option)}"
+                )
+            else:
+                dedup = dedup_option
+        if "queue" in first:
+            queue = as_queue(first["queue"])
     else:
         priority = validate_priority(first, what="the first argument (a priority or a dict of options)")
 
@@ -253,5 +284,7 @@ def new_job(
             next_try,
             _sha1(command.encode() + b"\0" + encoded).digest() if dedup else None,
             force,
+            queue,
+            waiting_only,
         ),
     )

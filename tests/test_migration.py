@@ -1,4 +1,4 @@
-"""Schema migration from version 1 to version 2, on real servers: a version-1 database holding jobs
+"""Schema migrations (1 -> 2 -> 3), on real servers: a version-1 (or 2) database holding jobs
 in every state goes through ``fastsched-pool init`` and must come out as a fresh version-2 database
 would look, with every job, its state, times, dedup behaviour and claim owner intact."""
 from __future__ import annotations
@@ -382,20 +382,41 @@ def snapshot_v1(dsn: str) -> list[tuple[Any, ...]]:
     return query(dsn, "SELECT * FROM workerqueue ORDER BY id") + query(dsn, "SELECT * FROM fastsched_meta")
 
 
+INTERRUPTIONS = [
+    (version, after)
+    for version in range(1, SCHEMA_VERSION)
+    for after in range(len(load_migration("mysql", version) or ()))
+]
+
+
+def migrate_to(dsn: str, version: int, steps_of_last: int | None = None) -> None:
+    """Run the migrations of a version-1 database up to ``version`` as init would, or only the
+    first ``steps_of_last`` steps of the last one (an interrupted init)."""
+    backend: Any = open_backend(dsn)
+    try:
+        for from_version in range(1, version):
+            steps = load_migration(parse_dsn(dsn).dialect, from_version) or ()
+            if steps_of_last is not None and from_version == version - 1:
+                steps = steps[:steps_of_last]
+            for step in steps:
+                backend._transaction(functools.partial(backend._migration_step, step), step.name, check_schema=False)
+    finally:
+        backend.close()
+
+
 @pytest.mark.parametrize("empty_dsn", ["mysql"], indirect=True)
-@pytest.mark.parametrize("interrupted_after", range(len(load_migration("mysql", 1) or ())))
+@pytest.mark.parametrize(("from_version", "interrupted_after"), INTERRUPTIONS)
 def test_an_interrupted_mysql_migration_is_finished_by_running_init_again(
-    empty_dsn: Any, interrupted_after: int, capsys: pytest.CaptureFixture[str]
+    empty_dsn: Any, from_version: int, interrupted_after: int, capsys: pytest.CaptureFixture[str]
 ) -> None:
     # MySQL commits each DDL statement at once: a migration cut short leaves its first steps done.
     dsn, reference = empty_dsn(), empty_dsn()
     build_v1(dsn)
     build_v1(reference)
     init(reference, capsys)
+    migrate_to(dsn, from_version + 1, steps_of_last=interrupted_after)
     backend: Any = open_backend(dsn)
     try:
-        for step in (load_migration("mysql", 1) or ())[:interrupted_after]:
-            backend._transaction(functools.partial(backend._migration_step, step), step.name, check_schema=False)
         with pytest.raises(SchemaError, match="fastsched-pool init"):
             backend.get(1, NOW)  # the version is recorded last: the half-migrated database is refused
     finally:
@@ -403,3 +424,25 @@ def test_an_interrupted_mysql_migration_is_finished_by_running_init_again(
     init(dsn, capsys)
     assert shape(dsn) == shape(reference)
     assert snapshot(dsn) == snapshot(reference)
+
+
+@BOTH
+def test_init_migrates_a_version_2_database_putting_every_job_in_the_default_queue(
+    empty_dsn: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    dsn, fresh = empty_dsn(), empty_dsn()
+    build_v1(dsn)
+    migrate_to(dsn, 2)
+    assert query(dsn, "SELECT value FROM fastsched_meta WHERE name = 'schema_version'") == [("2",)]
+    assert "migrated from version 2" in init(dsn, capsys)
+    init(fresh, capsys)
+    assert shape(dsn) == shape(fresh), "a migrated database must look like a fresh one"
+    q = fastsched.connect(dsn, clock=lambda: NOW)
+    try:
+        assert {q.get(job_id).queue for job_id in range(1, 9)} == {"default"}
+        assert q.get(3).state == JobState.RUNNING and q.get(6).state == JobState.FAILED
+        mail = q.add({"queue": "mail"}, "Cmd", 100)
+        assert q.get(mail).queue == "mail"
+        assert q.add(30, "Cmd", 1) == 1, "pending jobs still collide after the migration"
+    finally:
+        q.close()

@@ -422,7 +422,11 @@ BAD_ADDS: list[tuple[tuple[object, ...], str]] = [
     (({"delay": 1e300}, "Cmd"), "delay is too large"),
     (({"delay": dt.timedelta.max}, "Cmd"), "delay is too large"),
     (({"force_priority": "yes"}, "Cmd"), "option 'force_priority' must be True or False"),
-    (({"dedup": 1}, "Cmd"), "option 'dedup' must be True or False"),
+    (({"dedup": 1}, "Cmd"), "option 'dedup' must be True, False or 'waiting'"),
+    (({"dedup": "running"}, "Cmd"), "option 'dedup' must be True, False or 'waiting'"),
+    (({"queue": "mail box"}, "Cmd"), "queue 'mail box' contains ' '"),
+    (({"queue": ""}, "Cmd"), "queue must not be empty"),
+    (({"queue": 7}, "Cmd"), "queue must be a str, got int"),
     # commands
     ((30, 5), "command must be a str, got int"),
     ((30, None), "command must be a str, got NoneType"),

@@ -79,8 +79,8 @@ class SQLConnection:
         return value
 
     def _job_row(self, job: NewJob) -> tuple[Any, ...]:
-        """The add_jobs parameters: command, parameter, priority, created, next_try, dedup_hash."""
-        return job[:6]
+        """The add_jobs parameters: command, parameter, priority, created, next_try, dedup_hash, queue."""
+        return (job[0], job[1], job[2], job[3], job[4], job[5], job[7])
 
     def _first_insert_id(self, cursor: Any, rows: int) -> int:
         """The id of the first of the ``rows`` rows that the last add_jobs inserted, all of them."""

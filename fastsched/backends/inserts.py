@@ -47,7 +47,7 @@ class Inserts(SQLConnection):
         """
         if not jobs:
             return []
-        if connection is None and len(jobs) == 1 and not jobs[0].force_priority:
+        if connection is None and len(jobs) == 1 and not jobs[0].force_priority and not jobs[0].dedup_waiting:
             job_id = self._transaction(
                 lambda cursor: self._insert_alone(cursor, jobs[0]), "add", single_statement=True
             )
@@ -124,9 +124,17 @@ class Inserts(SQLConnection):
             if index is None:
                 by_hash[key] = index = len(rows)
                 rows.append(job)
-            elif job.force_priority:
-                rows[index] = rows[index]._replace(priority=job.priority, force_priority=True)
+            else:
+                if job.force_priority:
+                    rows[index] = rows[index]._replace(priority=job.priority, force_priority=True)
+                if job.dedup_waiting:
+                    rows[index] = rows[index]._replace(dedup_waiting=True)
             slot.append(index)
+        handed = [job.dedup_hash for job in rows if job.dedup_waiting and job.dedup_hash is not None]
+        for part in chunks(handed, IN_CHUNK):
+            # In the same transaction as the inserts: a duplicate claimed after this statement
+            # absorbs the add, and rightly so, since its run starts after the add was made.
+            cursor.execute(expand_in(self._q["hand_over_hashes"], part))
         ids = [0] * len(rows)
         for kind, chunk in self._chunks(rows):
             self._insert_chunk(cursor, rows, chunk, kind, consecutive and (kind == PLAIN or counts_inserted), ids)
@@ -163,7 +171,7 @@ class Inserts(SQLConnection):
         placeholders = kind == PLAIN and not consecutive
         if placeholders:
             keys = [os.urandom(HASH_BYTES) for _ in chunk]
-            params = [row[:5] + (key,) for row, key in zip(params, keys)]
+            params = [row[:5] + (key,) + row[6:] for row, key in zip(params, keys)]
         cursor.executemany(self._q["add_jobs_force_priority" if kind == FORCED else "add_jobs"], params)
         if consecutive and kind != FORCED and cursor.rowcount == len(chunk):
             first = self._first_insert_id(cursor, len(chunk))

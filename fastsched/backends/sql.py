@@ -46,7 +46,7 @@ LEASE_PREFIX = "periodic:"  # fastsched_meta names of take_periodic leases
 PURGE_WINDOW_MIN = 1_000  # rows purge reads per window at least, however small its limit
 
 _JOB_COLUMNS = 14  # get_job, lock_job and failed_jobs select these, then failed_hash
-_PID, _NEXT_TRY, _DONE, _FAILED_HASH = 10, 5, 13, 14  # positions in those rows
+_PID, _NEXT_TRY, _DONE, _FAILED_HASH, _QUEUE = 10, 5, 13, 14, 15  # positions in those rows
 
 
 def _state(done: int, pid: int, next_try: dt.datetime, now: dt.datetime) -> JobState:
@@ -146,6 +146,7 @@ class SQLBackend(ControlsMixin, Inserts, Backend):
             pid=int(pid),
             host=host,
             last_error=last_error,
+            queue=row[_QUEUE],
         )
 
     def _get_row(self, cursor: Any, job_id: int, *, lock: bool) -> Sequence[Any]:

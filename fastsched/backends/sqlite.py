@@ -80,7 +80,7 @@ class SQLiteBackend(SQLBackend):
         return _db_time(value)
 
     def _job_row(self, job: NewJob) -> tuple[Any, ...]:
-        return (job[0], job[1], job[2], _db_time(job[3]), _db_time(job[4]), job[5])
+        return (job[0], job[1], job[2], _db_time(job[3]), _db_time(job[4]), job[5], job[7])
 
     def _first_insert_id(self, cursor: Any, rows: int) -> int:
         cursor.execute(self._q["last_insert_id"])

@@ -38,5 +38,17 @@ CREATE TABLE IF NOT EXISTS fastsched_action (
     PRIMARY KEY (id)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
 
+-- name: add_queue
+-- One statement, so atomic: the column (every job so far is of the queue 'default') and the index
+-- of the per-queue claims come together or not at all. The column follows command, as in a fresh
+-- version-3 table.
+ALTER TABLE workerqueue
+    ADD COLUMN queue VARCHAR(100) NOT NULL DEFAULT 'default' AFTER command,
+    ADD KEY claim_queue (done, queue, priority, next_try)
+
+-- name: add_queue_done
+SELECT COUNT(*) FROM information_schema.columns
+WHERE table_schema = DATABASE() AND table_name = 'workerqueue' AND column_name = 'queue'
+
 -- name: record_version
 UPDATE fastsched_meta SET value = '3' WHERE name = 'schema_version' AND value = '2'

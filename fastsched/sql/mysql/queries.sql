@@ -32,13 +32,13 @@ SELECT LAST_INSERT_ID()
 -- name: add_jobs
 -- One row here; pymysql's executemany sends a chunk as ONE multi-row INSERT. A duplicate of a
 -- pending job is a no-op (0 affected rows), so "affected == rows sent" means none collided.
-INSERT INTO workerqueue (command, parameter, priority, created, next_try, dedup_hash)
-VALUES (%s, %s, %s, %s, %s, %s)
+INSERT INTO workerqueue (command, parameter, priority, created, next_try, dedup_hash, queue)
+VALUES (%s, %s, %s, %s, %s, %s, %s)
 ON DUPLICATE KEY UPDATE id = id
 
 -- name: add_jobs_force_priority
-INSERT INTO workerqueue (command, parameter, priority, created, next_try, dedup_hash)
-VALUES (%s, %s, %s, %s, %s, %s)
+INSERT INTO workerqueue (command, parameter, priority, created, next_try, dedup_hash, queue)
+VALUES (%s, %s, %s, %s, %s, %s, %s)
 ON DUPLICATE KEY UPDATE priority = IF(pid = 0, VALUES(priority), priority)
 
 -- name: ids_by_hash
@@ -50,18 +50,24 @@ SELECT id, dedup_hash FROM workerqueue WHERE dedup_hash IN ({ids}) LOCK IN SHARE
 -- name: clear_hashes
 UPDATE workerqueue SET dedup_hash = NULL WHERE id IN ({ids})
 
+-- name: hand_over_hashes
+-- dedup="waiting": a running job (claimed: pid <> 0) gives its dedup key up, so the identical add
+-- after this is queued instead of absorbed; an unclaimed duplicate keeps its key and absorbs it.
+UPDATE workerqueue SET failed_hash = dedup_hash, dedup_hash = NULL
+WHERE dedup_hash IN ({ids}) AND done = 0 AND pid <> 0
+
 -- name: get_job
 SELECT id, command, parameter, priority, created, next_try,
        NULLIF(executed, '1000-01-01 00:00:00'), NULLIF(finished, '1000-01-01 00:00:00'), retrial, crashes,
        pid, COALESCE((SELECT name FROM fastsched_host WHERE fastsched_host.id = host_id), ''),
-       last_error, done, failed_hash
+       last_error, done, failed_hash, queue
 FROM workerqueue WHERE id = %(id)s
 
 -- name: lock_job
 SELECT id, command, parameter, priority, created, next_try,
        NULLIF(executed, '1000-01-01 00:00:00'), NULLIF(finished, '1000-01-01 00:00:00'), retrial, crashes,
        pid, COALESCE((SELECT name FROM fastsched_host WHERE fastsched_host.id = host_id), ''),
-       last_error, done, failed_hash
+       last_error, done, failed_hash, queue
 FROM workerqueue WHERE id = %(id)s FOR UPDATE
 
 -- name: lock_pending_by_hash
@@ -85,7 +91,7 @@ SELECT id FROM workerqueue WHERE done = 2 AND id > %(after)s ORDER BY id LIMIT %
 SELECT id, command, parameter, priority, created, next_try,
        NULLIF(executed, '1000-01-01 00:00:00'), NULLIF(finished, '1000-01-01 00:00:00'), retrial, crashes,
        pid, COALESCE((SELECT name FROM fastsched_host WHERE fastsched_host.id = host_id), ''),
-       last_error, done, failed_hash
+       last_error, done, failed_hash, queue
 FROM workerqueue WHERE done = 2 ORDER BY finished DESC, id DESC LIMIT %(limit)s
 
 -- name: purge_window
@@ -211,8 +217,10 @@ WHERE id = %(id)s AND host_id = %(host_id)s AND done = 0
 
 -- name: fail_job
 -- MySQL assigns left to right: failed_hash takes dedup_hash before it is cleared.
+-- COALESCE: a running job that gave its dedup key to a newer one (add with dedup="waiting")
+-- keeps it in failed_hash; a retry then finds the newer one.
 UPDATE workerqueue
-SET done = 2, finished = %(now)s, failed_hash = dedup_hash, dedup_hash = NULL,
+SET done = 2, finished = %(now)s, failed_hash = COALESCE(dedup_hash, failed_hash), dedup_hash = NULL,
     retrial = %(retrial)s, crashes = %(crashes)s, last_error = %(error)s
 WHERE id = %(id)s AND host_id = %(host_id)s AND done = 0
 

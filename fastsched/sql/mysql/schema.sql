@@ -5,6 +5,7 @@
 CREATE TABLE IF NOT EXISTS workerqueue (
     id          BIGINT UNSIGNED NOT NULL AUTO_INCREMENT,
     command     VARCHAR(100) NOT NULL,                   -- a registered task name, e.g. 'RemoveContact'
+    queue       VARCHAR(100) NOT NULL DEFAULT 'default', -- pools started with --queues claim only theirs
     parameter   MEDIUMTEXT NOT NULL,                     -- the args as a JSON array
     priority    TINYINT UNSIGNED NOT NULL DEFAULT 30,    -- 10 CRITICAL .. 50 NEGLIGIBLE
     created     DATETIME(6) NOT NULL,
@@ -28,6 +29,12 @@ CREATE TABLE IF NOT EXISTS workerqueue (
     -- rows always have host_id 0. The same index counts waiting and deferred jobs per priority,
     -- and the running workers (distinct host_id, pid of done=0 AND pid<>0) from the index alone.
     KEY claim (done, pid, host_id, priority, next_try),
+    -- The claim of a pool started with --queues: WHERE done=0 AND queue=? AND priority=? AND
+    -- next_try<=? (AND pid=0 AND host_id=0, read from the row) ORDER BY next_try, id LIMIT k, one
+    -- range in index order per queue. Without pid, a claim (which sets pid) never moves an entry
+    -- of this index: only completions do. The claimed rows it reads past are the running ones, a
+    -- few per worker. It also counts pending and failed jobs per queue from the index alone.
+    KEY claim_queue (done, queue, priority, next_try),
     -- Dedup is atomic: an identical pending job collides here and INSERT ... ON DUPLICATE KEY
     -- returns the existing id (Friendica checked an unindexed text column, then inserted: racy).
     UNIQUE KEY dedup (dedup_hash)

@@ -36,4 +36,11 @@ CREATE TABLE IF NOT EXISTS fastsched_action (
 )
 
 ;
+-- Every job so far is of the queue 'default'. A constant default: ADD COLUMN rewrites no row, and
+-- puts the column last, where a fresh version-3 table has it.
+ALTER TABLE workerqueue ADD COLUMN queue TEXT NOT NULL DEFAULT 'default'
+;
+-- The claim index of pools started with --queues (see schema.sql).
+CREATE INDEX IF NOT EXISTS workerqueue_claim_queue ON workerqueue (done, queue, priority, next_try)
+;
 UPDATE fastsched_meta SET value = '3' WHERE name = 'schema_version' AND value = '2'

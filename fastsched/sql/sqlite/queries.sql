@@ -32,13 +32,13 @@ SELECT last_insert_rowid()
 -- name: add_jobs
 -- Run with executemany inside the write transaction. A duplicate of a pending job is a no-op (no
 -- change counted), so "changes == rows sent" means none collided.
-INSERT INTO workerqueue (command, parameter, priority, created, next_try, dedup_hash)
-VALUES (?, ?, ?, ?, ?, ?)
+INSERT INTO workerqueue (command, parameter, priority, created, next_try, dedup_hash, queue)
+VALUES (?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (dedup_hash) WHERE dedup_hash IS NOT NULL DO NOTHING
 
 -- name: add_jobs_force_priority
-INSERT INTO workerqueue (command, parameter, priority, created, next_try, dedup_hash)
-VALUES (?, ?, ?, ?, ?, ?)
+INSERT INTO workerqueue (command, parameter, priority, created, next_try, dedup_hash, queue)
+VALUES (?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (dedup_hash) WHERE dedup_hash IS NOT NULL
 DO UPDATE SET priority = excluded.priority WHERE pid = 0
 
@@ -48,16 +48,22 @@ SELECT id, dedup_hash FROM workerqueue WHERE dedup_hash IN ({ids})
 -- name: clear_hashes
 UPDATE workerqueue SET dedup_hash = NULL WHERE id IN ({ids})
 
+-- name: hand_over_hashes
+-- dedup="waiting": a running job (claimed: pid <> 0) gives its dedup key up, so the identical add
+-- after this is queued instead of absorbed; an unclaimed duplicate keeps its key and absorbs it.
+UPDATE workerqueue SET failed_hash = dedup_hash, dedup_hash = NULL
+WHERE dedup_hash IN ({ids}) AND done = 0 AND pid <> 0
+
 -- name: get_job
 SELECT id, command, parameter, priority, created, next_try, executed, finished, retrial, crashes,
        pid, COALESCE((SELECT name FROM fastsched_host WHERE fastsched_host.id = host_id), ''),
-       last_error, done, failed_hash
+       last_error, done, failed_hash, queue
 FROM workerqueue WHERE id = :id
 
 -- name: lock_job
 SELECT id, command, parameter, priority, created, next_try, executed, finished, retrial, crashes,
        pid, COALESCE((SELECT name FROM fastsched_host WHERE fastsched_host.id = host_id), ''),
-       last_error, done, failed_hash
+       last_error, done, failed_hash, queue
 FROM workerqueue WHERE id = :id
 
 -- name: lock_pending_by_hash
@@ -80,7 +86,7 @@ SELECT id FROM workerqueue WHERE done = 2 AND id > :after ORDER BY id LIMIT :lim
 -- name: failed_jobs
 SELECT id, command, parameter, priority, created, next_try, executed, finished, retrial, crashes,
        pid, COALESCE((SELECT name FROM fastsched_host WHERE fastsched_host.id = host_id), ''),
-       last_error, done, failed_hash
+       last_error, done, failed_hash, queue
 FROM workerqueue WHERE done = 2 ORDER BY finished DESC, id DESC LIMIT :limit
 
 -- name: purge_window
@@ -205,8 +211,10 @@ WHERE id = :id AND host_id = :host_id AND done = 0
 
 -- name: fail_job
 -- SQLite reads every right-hand side before assigning: failed_hash takes the old dedup_hash.
+-- COALESCE: a running job that gave its dedup key to a newer one (add with dedup="waiting")
+-- keeps it in failed_hash; a retry then finds the newer one.
 UPDATE workerqueue
-SET done = 2, finished = :now, failed_hash = dedup_hash, dedup_hash = NULL,
+SET done = 2, finished = :now, failed_hash = COALESCE(dedup_hash, failed_hash), dedup_hash = NULL,
     retrial = :retrial, crashes = :crashes, last_error = :error
 WHERE id = :id AND host_id = :host_id AND done = 0
 

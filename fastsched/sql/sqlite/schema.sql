@@ -19,7 +19,9 @@ CREATE TABLE IF NOT EXISTS workerqueue (
     done        INTEGER NOT NULL DEFAULT 0,
     last_error  TEXT NULL,
     dedup_hash  BLOB NULL,
-    failed_hash BLOB NULL
+    failed_hash BLOB NULL,
+    -- Last, where ALTER TABLE ADD COLUMN puts it: migrated databases look like fresh ones.
+    queue       TEXT NOT NULL DEFAULT 'default'
 )
 ;
 -- The claim: WHERE done=0 AND pid=0 AND host_id=0 AND priority=? AND next_try<=?
@@ -30,6 +32,10 @@ CREATE INDEX IF NOT EXISTS workerqueue_claim ON workerqueue (done, pid, host_id,
 -- Dedup is atomic: INSERT ... ON CONFLICT(dedup_hash) WHERE dedup_hash IS NOT NULL. Partial, so
 -- finished rows (dedup_hash NULL) cost no index entry.
 CREATE UNIQUE INDEX IF NOT EXISTS workerqueue_dedup ON workerqueue (dedup_hash) WHERE dedup_hash IS NOT NULL
+;
+-- The claim of a pool started with --queues, one range per queue (see mysql/schema.sql);
+-- after the dedup index, in the order the migration creates them.
+CREATE INDEX IF NOT EXISTS workerqueue_claim_queue ON workerqueue (done, queue, priority, next_try)
 ;
 CREATE TABLE IF NOT EXISTS fastsched_host (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,

@@ -1,0 +1,291 @@
+"""Tasks that carry their own policy (issue 13): the decorator's options, Fail and Retry, ``.add``,
+``async def`` tasks, on_child_start, queues on a job and dedup="waiting"; on real servers."""
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import fastsched
+from fastsched import child, tasks
+from fastsched.errors import InvalidInput, TaskError
+from fastsched.jobs import JobState
+from fastsched.priority import Priority
+from fastsched.queue import reset_default
+from tests.test_pool import all_done, pools, wait_for  # noqa: F401 - pools is a fixture
+
+NOW = dt.datetime(2030, 1, 2, 3, 4, 5)
+
+
+@pytest.fixture
+def registry() -> tasks.Registry:
+    return tasks.Registry()
+
+
+@pytest.fixture
+def q(dsn: str) -> Iterator[fastsched.Queue]:
+    queue = fastsched.connect(dsn)
+    yield queue
+    queue.close()
+
+
+def lines(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# --- the decorator -------------------------------------------------------------------------------
+
+
+def test_the_decorator_keeps_both_forms_and_records_the_options(registry):
+    @registry.task
+    def plain(x):
+        return x * 2
+
+    class Gone(Exception):
+        pass
+
+    @registry.task("SendMail", priority=fastsched.PRIORITY_HIGH, retry_limit=3, retry_delay=30,
+                   timeout=2.5, no_retry=(Gone, KeyError), queue="mail")
+    def send_mail(to):
+        return f"sent to {to}"
+
+    assert plain(21) == 42 and send_mail("ann") == "sent to ann"  # callable directly: runs inline
+    assert isinstance(send_mail, fastsched.Task) and send_mail.__name__ == "send_mail"
+    assert registry.get("SendMail") is send_mail and registry.as_dict()["SendMail"] is send_mail.function
+    assert registry.policy("plain") is None
+    policy = registry.policy("SendMail")
+    assert policy == fastsched.TaskPolicy(priority=Priority.HIGH, retry_limit=3, retry_delay=30.0,
+                                          timeout=2.5, no_retry=(Gone, KeyError), queue="mail")
+    assert policy.describe() == {"priority": 20, "retry_limit": 3, "retry_delay": 30.0, "timeout": 2.5,
+                                 "no_retry": ["Gone", "KeyError"], "queue": "mail"}
+
+
+def test_retry_delay_takes_friendica_seconds_or_a_callable(registry):
+    def backoff(retrial: int) -> float:
+        return 10.0 * retrial
+
+    assert registry.task("A", retry_delay="friendica")(lambda: None).policy.retry_delay == "friendica"
+    assert registry.task("B", retry_delay=0)(lambda: None).policy.retry_delay == 0.0
+    assert registry.task("C", retry_delay=backoff)(lambda: None).policy.retry_delay is backoff
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"priority": 35}, "priority"),
+        ({"retry_limit": -1}, "retry_limit must be an int >= 0"),
+        ({"retry_limit": True}, "retry_limit must be an int >= 0"),
+        ({"retry_delay": "soon"}, "retry_delay must be 'friendica'"),
+        ({"retry_delay": -5}, "retry_delay must be >= 0"),
+        ({"retry_delay": float("nan")}, "retry_delay must be a finite number"),
+        ({"timeout": 0}, "timeout must be > 0"),
+        ({"timeout": "10"}, "timeout must be a finite number"),
+        ({"no_retry": ValueError("x")}, "no_retry must be an exception class"),
+        ({"no_retry": (ValueError, int)}, "no_retry must be an exception class"),
+        ({"queue": "mail box"}, "queue 'mail box' contains ' '"),
+        ({"queue": ""}, "queue must not be empty"),
+    ],
+)
+def test_bad_options_are_refused_naming_the_task_and_the_option(registry, options, message):
+    with pytest.raises(TaskError, match=message) as info:
+        registry.task("Bad", **options)
+    assert "'Bad'" in str(info.value)
+    assert "Bad" not in registry
+
+
+def test_add_queues_the_task_with_its_defaults_on_the_default_queue(dsn, monkeypatch, registry):
+    monkeypatch.setenv("FASTSCHED_DSN", dsn)
+    reset_default()
+
+    @fastsched.task("TestPolicyAddMail", priority=fastsched.PRIORITY_LOW, queue="mail")
+    def mail(to, subject):
+        return None
+
+    @fastsched.task
+    def test_policy_add_plain(n):
+        return None
+
+    try:
+        mail_id = mail.add("ann@example.org", "hello")
+        plain_id = test_policy_add_plain.add(5)
+        job = fastsched.get(mail_id)
+        assert (job.command, job.args, job.priority, job.queue, job.state) == (
+            "TestPolicyAddMail", ["ann@example.org", "hello"], 40, "mail", JobState.WAITING)
+        plain = fastsched.get(plain_id)
+        assert (plain.command, plain.args, plain.priority, plain.queue) == (
+            "test_policy_add_plain", [5], 30, "default")
+        assert mail.add("ann@example.org", "hello") == mail_id  # dedup as for any add
+        with pytest.raises(InvalidInput, match="JSON-serializable"):
+            mail.add(object(), "x")
+    finally:
+        reset_default()
+
+
+# --- in the child: Fail, Retry, no_retry and async def -------------------------------------------
+
+
+class Sent(list):
+    def __call__(self, message):
+        self.append(message)
+
+
+def run(jobs, registry):
+    sent = Sent()
+    processed = child.run_batch(3, jobs, registry.as_dict(), [-1.0, -1.0, 0.0], [0], sent, registry.policies())
+    return processed, [message[2:] for message in sent]
+
+
+def test_fail_retry_and_no_retry_say_how_the_job_ends(registry):
+    class Permanent(Exception):
+        pass
+
+    @registry.task
+    def fails():
+        raise fastsched.Fail("no such recipient")
+
+    @registry.task
+    def retries(delay):
+        raise fastsched.Retry(delay=delay)
+
+    @registry.task(no_retry=Permanent)
+    def permanent():
+        raise Permanent("the account is gone")
+
+    @registry.task
+    def ordinary():
+        raise Permanent("not in this task's no_retry")
+
+    jobs = [(1, "fails", "[]", 30, 0), (2, "retries", "[7.5]", 30, 0), (3, "retries", "[null]", 30, 0),
+            (4, "permanent", "[]", 30, 0), (5, "ordinary", "[]", 30, 0)]
+    processed, notes = run(jobs, registry)
+    assert processed == 5
+    assert notes[:3] == [(0, child.FATAL, "no such recipient"), (1, child.DEFER, 7.5), (2, child.DEFER, None)]
+    assert notes[3][:2] == (3, child.FATAL) and notes[3][2].startswith("Permanent: the account is gone")
+    assert notes[4][:2] == (4, child.ERROR) and "Traceback" in notes[4][2]
+
+
+def test_retry_checks_its_delay():
+    with pytest.raises(InvalidInput, match="Retry: delay must not be negative"):
+        fastsched.Retry(delay=-1)
+    with pytest.raises(InvalidInput, match="Retry: delay must be None or a finite number"):
+        fastsched.Retry(delay=float("inf"))
+
+
+def test_an_async_task_runs_to_completion_on_one_loop_per_child(registry):
+    ran: list[tuple[int, int]] = []
+
+    @registry.task
+    async def fetch(n):
+        await asyncio.sleep(0)
+        ran.append((n, id(asyncio.get_running_loop())))
+
+    @registry.task
+    async def broken():
+        await asyncio.sleep(0)
+        raise ValueError("inside the coroutine")
+
+    processed, notes = run([(1, "fetch", "[1]", 30, 0), (2, "broken", "[]", 30, 0), (3, "fetch", "[2]", 30, 0)],
+                           registry)
+    assert processed == 3
+    assert [n for n, _ in ran] == [1, 2], "every coroutine ran its body"
+    assert ran[0][1] == ran[1][1], "the child's loop is reused"
+    assert len(notes) == 1 and notes[0][:2] == (1, child.ERROR) and "inside the coroutine" in notes[0][2]
+
+
+# --- in a real pool ------------------------------------------------------------------------------
+
+
+def test_async_fail_and_no_retry_jobs_in_a_pool_on_child_start_first(dsn, q, tmp_path, pools):  # noqa: F811
+    out = tmp_path / "out.jsonl"
+    hooks = tmp_path / "hooks.jsonl"
+    async_ids = [q.add(30, "async_record", str(out), n) for n in range(6)]
+    failing = q.add(30, "async_fail", str(out))
+    fail_id = q.add(30, "fail_at_once", str(out))
+    permanent_id = q.add(30, "permanent", str(out))
+    ids = [*async_ids, failing, fail_id, permanent_id]
+    pool = pools(dsn, imports=["tests.taskjobs"], retry_limit=0, env={"TASKJOBS_HOOK_FILE": str(hooks)})
+    try:
+        wait_for(lambda: all_done(q, ids), what="every job to end")
+    finally:
+        pool.stop()
+    records = lines(out)
+    ran = sorted(r["n"] for r in records if r["event"] == "async")
+    assert ran == list(range(6)), "no async job is done without its body having run"
+    assert all(q.get(i).state == JobState.DONE for i in async_ids)
+    assert all(r["hook_ran"] for r in records if r["event"] == "async"), "on_child_start runs before the jobs"
+    assert {r["pid"] for r in lines(hooks)} >= {r["pid"] for r in records}
+    assert q.get(failing).state == JobState.FAILED and "async body failed" in (q.get(failing).last_error or "")
+    for job_id, reason in ((fail_id, "no such recipient"), (permanent_id, "Permanent: the account is gone")):
+        job = q.get(job_id)
+        assert job.state == JobState.FAILED and reason in (job.last_error or ""), job
+        assert job.retrial == 0
+    assert [r["event"] for r in records].count("fail") == 1 and [r["event"] for r in records].count("permanent") == 1
+
+
+# --- queues and dedup="waiting" on the backends --------------------------------------------------
+
+
+def test_a_job_belongs_to_the_queue_its_add_names(q):
+    mail = q.add({"priority": fastsched.PRIORITY_HIGH, "queue": "mail"}, "SendMail", "ann")
+    plain = q.add(30, "SendMail", "bob")
+    assert q.get(mail).queue == "mail" and q.get(plain).queue == "default"
+    assert q.add_many([({"queue": "a.b:c/d-e_f"}, "X", 1), (30, "X", 2)]) == [plain + 1, plain + 2]
+    assert [q.get(i).queue for i in (plain + 1, plain + 2)] == ["a.b:c/d-e_f", "default"]
+    assert q.add({"queue": "other"}, "SendMail", "ann") == mail, "dedup is on command and args"
+
+
+def claim_all(q: fastsched.Queue) -> list[int]:
+    backend = q.backend
+    claimed = []
+    for rank in range(5):
+        wanted = [0] * 5
+        wanted[rank] = 100
+        for batch in backend.claim(wanted, [4242] * 100, "policy-host", 100, fastsched.queue.utcnow()):
+            claimed += [job.id for job in batch.jobs]
+    return claimed
+
+
+def test_dedup_waiting_is_absorbed_only_by_a_job_that_has_not_started(q):
+    first = q.add(30, "Sync", 1)
+    assert q.add({"dedup": "waiting"}, "Sync", 1) == first, "an identical waiting job absorbs it"
+    assert claim_all(q) == [first]  # now running
+    assert q.add(30, "Sync", 1) == first, "the default still returns the running job"
+    second = q.add({"dedup": "waiting"}, "Sync", 1)
+    assert second != first and q.get(second).state == JobState.WAITING
+    assert q.add({"dedup": "waiting"}, "Sync", 1) == second
+    assert q.add(30, "Sync", 1) == second
+    assert q.add_many([({"dedup": "waiting"}, "Sync", 1), ({"dedup": "waiting"}, "Sync", 2)])[0] == second
+    assert q.get(first).state == JobState.RUNNING
+    # The running one fails: a retry of it merges into the pending twin (dedup still holds).
+    from fastsched.jobs import Failure, Outcomes
+
+    q.backend.write_outcomes("policy-host", fastsched.queue.utcnow(), Outcomes(failed=[Failure(first, 0, 0, "x")]))
+    assert q.retry(first).id == second
+
+
+def test_on_child_start_registers_each_function_once(registry):
+    def hook():
+        return None
+
+    assert registry.on_child_start(hook) is hook
+    registry.on_child_start(hook)
+    assert registry.child_start_hooks() == [hook]
+    with pytest.raises(TaskError, match="not callable"):
+        registry.on_child_start(42)  # type: ignore[arg-type]
+
+
+def test_the_test_module_is_importable_in_a_pool(tmp_path):
+    # The pool imports tests.taskjobs by name: it must register what the tests above add jobs for.
+    import tests.taskjobs
+
+    for name in ("async_record", "async_fail", "fail_at_once", "permanent", "retry_twice"):
+        assert name in tasks.default_registry
+    assert os.path.exists(tests.taskjobs.__file__)
