@@ -45,6 +45,7 @@ SECTIONS = (
     ("test_bench_fairness.py", "7. Fairness"),
     ("test_bench_mixed.py", "8. Mixed load"),
     ("test_bench_peers.py", "9. Peers (optional)"),
+    ("test_bench_async.py", "10. Enqueue from asyncio"),
 )
 BAR_WIDTH = 40  # characters of the longest bar in a chart
 

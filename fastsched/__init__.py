@@ -33,7 +33,19 @@ from fastsched.priority import (
     PRIORITY_NEGLIGIBLE,
     Priority,
 )
-from fastsched.queue import Queue, add, add_many, cancel, connect, get, purge, retry, stats
+from fastsched.queue import (
+    Queue,
+    add,
+    add_async,
+    add_many,
+    add_many_async,
+    cancel,
+    connect,
+    get,
+    purge,
+    retry,
+    stats,
+)
 from fastsched.tasks import (  # the pool's API: registering tasks
     Task,
     TaskPolicy,
@@ -72,7 +84,9 @@ __all__ = [
     "UnsupportedServer",
     "__version__",
     "add",
+    "add_async",
     "add_many",
+    "add_many_async",
     "cancel",
     "connect",
     "current_job",

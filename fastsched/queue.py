@@ -25,11 +25,12 @@ from __future__ import annotations
 import datetime as dt
 import os
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 from typing import Any
 
 from fastsched import controls, validation, wakeup
+from fastsched.aio import AsyncWorkers
 from fastsched.dsn import DSN, parse_dsn
 from fastsched.errors import ConfigError, FastschedError, InvalidInput
 from fastsched.jobs import Job, JobState, NewJob
@@ -47,7 +48,9 @@ __all__ = [
     "DEFAULT_PURGE_AGE",
     "Queue",
     "add",
+    "add_async",
     "add_many",
+    "add_many_async",
     "cancel",
     "canonical_parameter",
     "connect",
@@ -108,6 +111,7 @@ class Queue:
         self._identity = self._dsn.identity
         self._lock = threading.Lock()
         self._backend = self._open()
+        self._async = AsyncWorkers(self._dsn)  # add_async's threads: none until its first call
 
     def _open(self) -> Any:
         from fastsched.backends import open_backend  # the drivers load on first connect, not on import
@@ -139,7 +143,9 @@ class Queue:
         return self._backend
 
     def close(self) -> None:
-        """Close the connection; the queue reconnects if it is used again."""
+        """Close the connection (and add_async's, after the calls under way); the queue
+        reconnects if it is used again."""
+        self._async.close()
         with self._lock:
             self._backend.close()
 
@@ -191,8 +197,7 @@ class Queue:
         job = self._new_job(priority_or_options, command, args, now)
         if connection is not None:
             self._check_connection(connection)
-        with self._lock:
-            job_id: int = self._backend.add_many((job,), connection=connection)[0]
+        job_id = self._store((job,), connection)[0]
         if connection is None and job.next_try <= now:
             wakeup.notify(self._identity, job.priority)
         return job_id
@@ -231,11 +236,33 @@ class Queue:
             return []
         if connection is not None:
             self._check_connection(connection)
-        with self._lock:
-            ids: list[int] = self._backend.add_many(batch, connection=connection)
+        ids = self._store(batch, connection)
         if connection is None and any(job.next_try <= now for job in batch):
             wakeup.notify(self._identity)
         return ids
+
+    def _store(self, batch: Sequence[NewJob], connection: Any) -> list[int]:
+        backend = self._async.backend()  # on one of add_async's threads: its own connection
+        if backend is not None:
+            ids: list[int] = backend.add_many(batch, connection=connection)
+            return ids
+        with self._lock:
+            ids = self._backend.add_many(batch, connection=connection)
+        return ids
+
+    async def add_async(
+        self, priority_or_options: object, command: str, *args: object, connection: Any = None
+    ) -> int:
+        """``add`` for asyncio code: the same arguments, dedup, errors and result, and the event
+        loop runs on meanwhile (see ``fastsched.aio``). Safe for many concurrent callers. A
+        ``connection`` is used from a worker thread (so a sqlite3 one needs
+        ``check_same_thread=False``); a cancelled await may still have added the job."""
+        return await self._async.run(self.add, priority_or_options, command, *args, connection=connection)
+
+    async def add_many_async(self, jobs: Iterable[Any], *, connection: Any = None) -> list[int]:
+        """``add_many`` for asyncio code, as :meth:`add_async` is ``add``'s (the batch is
+        validated on the worker thread too, so a big one does not hold up the loop)."""
+        return await self._async.run(self.add_many, jobs, connection=connection)
 
     def _check_connection(self, connection: Any) -> None:
         """A caller's connection must be of a driver (or Django vendor) of this queue's database."""
@@ -520,6 +547,27 @@ def add(priority_or_options: object, command: str, *args: object, connection: An
 def add_many(jobs: Iterable[Any], *, connection: Any = None) -> list[int]:
     """``Queue.add_many`` on the default queue."""
     return default_queue().add_many(jobs, connection=connection)
+
+
+async def add_async(priority_or_options: object, command: str, *args: object, connection: Any = None) -> int:
+    """``Queue.add_async`` on the default queue (opened on a worker thread the first time)."""
+    queue = await _default_queue_async()
+    return await queue.add_async(priority_or_options, command, *args, connection=connection)
+
+
+async def add_many_async(jobs: Iterable[Any], *, connection: Any = None) -> list[int]:
+    """``Queue.add_many_async`` on the default queue."""
+    queue = await _default_queue_async()
+    return await queue.add_many_async(jobs, connection=connection)
+
+
+async def _default_queue_async() -> Queue:
+    queue = _default
+    if queue is not None and _default_pid == os.getpid():
+        return queue
+    import asyncio
+
+    return await asyncio.to_thread(default_queue)  # opening connects: not on the loop
 
 
 def get(job_id: int) -> Job:
