@@ -1,16 +1,29 @@
-"""One frozen settings object for the pool, from flags, FASTSCHED_* environment and defaults.
+"""One frozen settings object for the pool, from flags, FASTSCHED_* environment and defaults, and
+the one place its rules live.
 
-The CLI (fastsched/cli/) builds it; the pool (fastsched/pool.py) only reads it.
+The CLI (fastsched/cli/) builds it from text; the pool (fastsched/pool.py) only reads it. What a
+value must be is said once, here: :func:`setting_problem` for one field (the CLI asks it for each
+flag and variable as it parses them, so its messages name the flag or variable and the text),
+:func:`validate` for a whole PoolSettings (every field again, then the rules between fields), as
+``Pool(settings)`` and ``fastsched-pool start`` both run it. A bad value is a
+:class:`SettingError` (a ConfigError) naming the field.
 """
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import math
 import os
+import re
 import socket
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from fastsched.dsn import DSN, parse_dsn
+from fastsched.errors import ConfigError
+from fastsched.logsetup import LOG_FORMATS, LOG_LEVELS
 from fastsched.priority import Priority
+from fastsched.scheduler import MAX_DELAY, parse_retry_delay
 
 DEFAULT_FETCH_LIMIT = 1  # jobs per child batch, as Friendica's worker_fetch_limit
 DEFAULT_POLL_INTERVAL = 0.05  # seconds between polls when idle and not woken
@@ -60,3 +73,200 @@ class PoolSettings:
     http_token: str | None = None  # bearer token required when bound beyond loopback
     log_format: str = "text"  # or "json"
     log_level: str = "INFO"
+
+
+# --- the rules -----------------------------------------------------------------------------------
+
+MAX_HOST_ID_LENGTH = 255  # characters: the width of process.host and workerqueue.host
+LEASE_HEARTBEATS = 3  # the lease must cover this many heartbeat intervals (one late beat is no death)
+LOOPBACK_NAMES = ("localhost", "localhost.")
+_MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+# A check takes a value and returns None if it is fine, else what the value must be.
+Check = Callable[[Any], "str | None"]
+
+
+class SettingError(ConfigError):
+    """A setting is invalid: ``field`` is the PoolSettings field, ``problem`` what it must be."""
+
+    def __init__(self, field: str, problem: str, value: Any = None, *, shown: str | None = None) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: invalid value {shown if shown is not None else repr(value)}: {problem}")
+
+
+def whole_number(minimum: int) -> Check:
+    def check(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            return f"must be a whole number of {minimum} or more"
+        return None
+
+    return check
+
+
+def number(minimum: float, *, above: bool = False) -> Check:
+    """A finite number of ``minimum`` or more (``above``: more than ``minimum``)."""
+    expected = f"must be a number above {minimum:g}" if above else f"must be a number of {minimum:g} or more"
+
+    def check(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            return expected
+        return expected if (value <= minimum if above else value < minimum) else None
+
+    return check
+
+
+def one_of(choices: tuple[str, ...]) -> Check:
+    def check(value: Any) -> str | None:
+        return None if value in choices else f"must be one of {', '.join(choices)}"
+
+    return check
+
+
+def _optional(check: Check) -> Check:
+    return lambda value: None if value is None else check(value)
+
+
+def _text(value: Any) -> str | None:
+    return None if isinstance(value, str) and value else "must not be empty"
+
+
+def _flag(value: Any) -> str | None:
+    return None if isinstance(value, bool) else "must be true or false"
+
+
+def _dsn(value: Any) -> str | None:
+    return None if isinstance(value, DSN) else "must be a DSN (fastsched.dsn.parse_dsn)"
+
+
+def host_id_problem(value: Any) -> str | None:
+    if not isinstance(value, str) or not value:
+        return "must not be empty"
+    if len(value) > MAX_HOST_ID_LENGTH:
+        return f"must be at most {MAX_HOST_ID_LENGTH} characters"
+    if not value.isprintable() or any(c.isspace() for c in value):
+        return "must be printable, without spaces"
+    return None
+
+
+def _modules(value: Any) -> str | None:
+    if not isinstance(value, tuple) or not all(isinstance(name, str) and _MODULE_NAME.fullmatch(name) for name in value):
+        return "not a module name (like myapp.jobs)"
+    return None
+
+
+def _retry_delay(value: Any) -> str | None:
+    try:
+        parse_retry_delay(value)
+    except ConfigError:
+        return f"must be 'friendica' or a number of seconds from 0 to {MAX_DELAY:.0f}"
+    return None
+
+
+minutes_problem = number(0)  # a run-time limit in minutes; 0 means none
+
+
+def _max_duration(value: Any) -> str | None:
+    if not isinstance(value, Mapping):
+        return "must map priorities to minutes"
+    for priority, minutes in value.items():
+        if priority not in {int(p) for p in Priority} or isinstance(priority, bool):
+            return f"{priority!r} is not one of the priorities {', '.join(str(int(p)) for p in Priority)}"
+        problem = minutes_problem(minutes)
+        if problem:
+            return f"minutes {minutes!r} for priority {priority}: {problem}"
+    return None
+
+
+def split_http_address(address: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[::1]:9100`` for IPv6) as (host without brackets, port); port 0 lets the
+    system choose. ValueError saying what is expected."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host.strip("[]"):
+        raise ValueError("must be HOST:PORT, like 127.0.0.1:9100")
+    if ":" in host and not (host.startswith("[") and host.endswith("]")):
+        raise ValueError("write an IPv6 address in brackets, like [::1]:9100")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise ValueError("the port must be a number from 0 to 65535")
+    return host.strip("[]"), int(port)
+
+
+def _http(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return "must be HOST:PORT, like 127.0.0.1:9100"
+    try:
+        split_http_address(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def is_loopback_host(host: str) -> bool:
+    """Whether ``host`` (a name or address, brackets allowed) means this machine only: the
+    ``localhost`` name in any case, or a loopback address. The one rule for what a token-less
+    HTTP server may bind to and which Host headers it answers."""
+    host = host.strip("[]").lower()
+    if host in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+FIELD_CHECKS: dict[str, Check] = {
+    "dsn": _dsn,
+    "workers": whole_number(1),
+    "imports": _modules,
+    "fetch_limit": whole_number(1),
+    "until_empty": _flag,
+    "max_load": number(0),
+    "host_id": host_id_problem,
+    "poll_interval": number(0, above=True),
+    "lease": number(0, above=True),
+    "heartbeat_interval": number(0, above=True),
+    "shutdown_grace": number(0),
+    "kill_grace": number(0),
+    "retry_limit": whole_number(0),
+    "crash_limit": whole_number(1),
+    "retry_delay": _retry_delay,
+    "retention": number(0),
+    "maintenance_interval": number(0, above=True),
+    "max_duration_minutes": _max_duration,
+    "pidfile": _optional(_text),
+    "http": _optional(_http),
+    "http_token": _optional(_text),
+    "log_format": one_of(LOG_FORMATS),
+    "log_level": one_of(LOG_LEVELS),
+}
+
+
+def setting_problem(field: str, value: Any) -> str | None:
+    """What ``value`` must be to be the setting ``field``, or None when it is fine."""
+    return FIELD_CHECKS[field](value)
+
+
+def validate(settings: PoolSettings) -> None:
+    """SettingError for the first invalid field of ``settings``, or rule between fields."""
+    for field in dataclasses.fields(settings):
+        value = getattr(settings, field.name)
+        problem = setting_problem(field.name, value)
+        if problem:
+            shown = "(value not shown)" if field.name == "http_token" else None
+            raise SettingError(field.name, problem, value, shown=shown)
+    least_lease = LEASE_HEARTBEATS * settings.heartbeat_interval
+    if settings.lease < least_lease:
+        raise SettingError(
+            "lease",
+            f"must be at least {least_lease:g} s ({LEASE_HEARTBEATS} heartbeat intervals of "
+            f"{settings.heartbeat_interval:g} s), or one late heartbeat gets healthy children killed "
+            f"and the master declared dead",
+            settings.lease,
+        )
+    if settings.http and not settings.http_token and not is_loopback_host(split_http_address(settings.http)[0]):
+        raise SettingError(
+            "http",
+            "is reachable from other hosts: give a bearer token (--http-token or FASTSCHED_HTTP_TOKEN; "
+            "http_token in PoolSettings), or bind to 127.0.0.1",
+            settings.http,
+        )

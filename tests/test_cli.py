@@ -22,11 +22,14 @@ from pathlib import Path
 import pymysql
 import pytest
 
+import fastsched
 from fastsched import cli, pidfile
 from fastsched.cli.options import START_OPTIONS
-from fastsched.config import DEFAULT_MAX_DURATION_MINUTES
+from fastsched.config import DEFAULT_MAX_DURATION_MINUTES, PoolSettings
 from fastsched.dsn import parse_dsn
 from fastsched.errors import ConfigError
+from fastsched.jobs import JobState
+from fastsched.pool import Pool as MasterPool
 from fastsched.priority import Priority
 
 REPO = Path(__file__).resolve().parents[1]
@@ -226,6 +229,7 @@ BAD_FLAGS = [
     (["--max-load", "nan"], "--max-load", "'nan'"),
     (["--lease", "0"], "--lease", "'0'"),
     (["--lease", "1"], "--lease", "heartbeat"),  # must outlast the heartbeat interval
+    (["--lease", "2"], "--lease", "at least 3 s (3 heartbeat intervals of 1 s)"),  # one late beat is no death
     (["--shutdown-grace", "soon"], "--shutdown-grace", "'soon'"),
     (["--retry-limit", "-1"], "--retry-limit", "'-1'"),
     (["--crash-limit", "0"], "--crash-limit", "'0'"),
@@ -432,6 +436,38 @@ def test_start_until_empty_from_the_environment(dsn: str, env: dict[str, str], h
     assert mark.exists()
 
 
+@pytest.mark.mysql
+def test_a_lease_under_three_heartbeats_is_refused_before_anything_happens(
+    mysql_dsn: str, env: dict[str, str], host_id: str, tmp_path: Path
+) -> None:
+    """A 2 s lease with heartbeats every second would get healthy children killed at every late
+    beat (a 2-second job started 13 times in 12 s): refused, by flag, variable and API alike."""
+    mark = tmp_path / "touched"
+    job_id = _enqueue(mysql_dsn, "Touch", str(mark))
+    pid_path = tmp_path / "pool.pid"
+    by_flag = run("start", "--dsn", mysql_dsn, "--import", "clijobs", "--until-empty", "--host-id", host_id,
+                  "--pidfile", str(pid_path), "--lease", "2", env=env, cwd=TESTS)
+    by_variable = run("start", "--dsn", mysql_dsn, "--import", "clijobs", "--until-empty", "--host-id", host_id,
+                      "--pidfile", str(pid_path), env={**env, "FASTSCHED_LEASE": "2.5"}, cwd=TESTS)
+    for result, named, shown in ((by_flag, "--lease", "'2'"), (by_variable, "FASTSCHED_LEASE", "'2.5'")):
+        assert result.returncode == cli.EXIT_CONFIG, result.stderr
+        message = result.stderr.strip()
+        assert message == (
+            f"fastsched-pool: error: {named}: invalid value {shown}: must be at least 3 s (3 heartbeat intervals "
+            "of 1 s), or one late heartbeat gets healthy children killed and the master declared dead"
+        )
+    with pytest.raises(ConfigError, match=r"^lease: invalid value 2\.0: must be at least 3 s"):
+        MasterPool(PoolSettings(dsn=parse_dsn(mysql_dsn), lease=2.0, host_id=host_id))
+    with fastsched.connect(mysql_dsn) as queue:
+        assert queue.get(job_id).state is JobState.WAITING  # nothing claimed, nothing ran
+        assert queue.backend.processes() == []  # no master registered
+    assert not mark.exists() and not pid_path.exists()
+    accepted = run("start", "--dsn", mysql_dsn, "--import", "clijobs", "--until-empty", "--host-id", host_id,
+                   "--pidfile", str(pid_path), "--lease", "3", env=env, cwd=TESTS)
+    assert accepted.returncode == 0, accepted.stderr
+    assert mark.exists()
+
+
 def test_text_log_lines_carry_the_pid(sqlite_dsn: str, env: dict[str, str], host_id: str, tmp_path: Path) -> None:
     result = run("start", "--dsn", sqlite_dsn, "--until-empty", "--workers", "1", "--host-id", host_id, env=env,
                  cwd=tmp_path)
@@ -464,10 +500,11 @@ def test_json_log_lines_parse_and_carry_the_pid(
 def test_unreachable_database_exits_3_and_never_shows_the_password(
     log_format: str, env: dict[str, str], host_id: str, tmp_path: Path
 ) -> None:
-    # Start-up retries for a few seconds, or the lease if shorter: a short lease keeps the test short.
+    # Start-up retries for a few seconds, or the lease if shorter: the shortest lease allowed (three
+    # heartbeats) keeps the test short.
     pid_path = tmp_path / "pool.pid"
     result = run("start", "--dsn", UNREACHABLE_DSN, "--host-id", host_id, "--pidfile", str(pid_path), "--lease",
-                 "2", "--log-format", log_format, "--log-level", "DEBUG", env=env, cwd=tmp_path)
+                 "3", "--log-format", log_format, "--log-level", "DEBUG", env=env, cwd=tmp_path)
     assert result.returncode == cli.EXIT_DB_UNREACHABLE, result.stderr
     assert "topsecret" not in result.stdout + result.stderr
     assert "root:***@127.0.0.1:1/x" in result.stderr
@@ -476,7 +513,7 @@ def test_unreachable_database_exits_3_and_never_shows_the_password(
     if log_format == "json":
         for line in result.stderr.splitlines():
             json.loads(line)
-    env.update({"FASTSCHED_DSN": UNREACHABLE_DSN, "FASTSCHED_LEASE": "2"})
+    env.update({"FASTSCHED_DSN": UNREACHABLE_DSN, "FASTSCHED_LEASE": "3"})
     again = run("start", "--host-id", host_id, "--pidfile", str(pid_path), env=env, cwd=tmp_path)
     assert again.returncode == cli.EXIT_DB_UNREACHABLE
     assert "topsecret" not in again.stdout + again.stderr

@@ -270,7 +270,7 @@ def test_the_password_shows_nowhere_even_when_things_fail(
         for args, extra in (
             (["status", "--dsn", text], {}),
             (["status"], {"FASTSCHED_DSN": text}),
-            (["start", "--dsn", text, "--lease", "2", "--log-level", "DEBUG"], {}),
+            (["start", "--dsn", text, "--lease", "3", "--log-level", "DEBUG"], {}),
         ):
             done = subprocess.run(
                 [sys.executable, "-m", "fastsched", *args],

@@ -28,8 +28,7 @@ from collections.abc import Sequence
 from fastsched import exitcodes
 from fastsched.cli import controls, jobs, lifecycle, observe
 from fastsched.cli.common import PROG, Command, Console
-from fastsched.cli.lifecycle import build_settings
-from fastsched.cli.options import START_OPTIONS
+from fastsched.cli.options import START_OPTIONS, build_settings
 from fastsched.errors import DatabaseUnavailable, FastschedError
 from fastsched.exitcodes import (
     EXIT_ALREADY_RUNNING,

@@ -12,7 +12,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from fastsched import logsetup, pidfile
@@ -26,8 +26,7 @@ from fastsched.cli.common import (
     resolve_dsn,
     start_option,
 )
-from fastsched.cli.options import START_OPTIONS, parse_host_id, parse_nonneg_float, resolve
-from fastsched.config import DEFAULT_MAX_DURATION_MINUTES, PoolSettings
+from fastsched.cli.options import START_OPTIONS, build_settings, parse_host_id, parse_nonneg_float, resolve
 from fastsched.dsn import DSN
 from fastsched.errors import ConfigError, FastschedError, PoolAlreadyRunning
 from fastsched.exitcodes import EXIT_FAILURE, EXIT_OK, ExitCode
@@ -40,50 +39,6 @@ FORCE_SIGNAL_GAP = 0.5  # seconds between the two SIGTERMs of ``stop --force``, 
 
 
 # --- settings -----------------------------------------------------------------------------------
-
-
-def build_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[PoolSettings, dict[str, str]]:
-    """PoolSettings from the flags in ``args``, then ``environ``, then the defaults.
-
-    Returns the settings and, per field set by a flag or variable, where it came from (for messages).
-    Raises ConfigError naming the flag or variable and the bad value.
-    """
-    values: dict[str, Any] = {}
-    sources: dict[str, str] = {}
-    for option in START_OPTIONS:
-        raw = getattr(args, option.field, None)
-        value = resolve(option, raw, environ)
-        if value is not None:
-            values[option.field] = value
-            sources[option.field] = option.flag if raw is not None else option.env
-    if "max_duration_minutes" in values:
-        values["max_duration_minutes"] = {**DEFAULT_MAX_DURATION_MINUTES, **values["max_duration_minutes"]}
-    settings = PoolSettings(**values)
-    if settings.lease <= settings.heartbeat_interval:
-        raise ConfigError(
-            f"{sources.get('lease', '--lease')}: invalid value {settings.lease:g}: must be more than the "
-            f"heartbeat interval ({settings.heartbeat_interval:g} s), or the master is declared dead "
-            f"between two heartbeats"
-        )
-    if settings.http and not settings.http_token and not _is_loopback(settings.http):
-        where = sources.get("http", "--http")
-        raise ConfigError(
-            f"{where} {settings.http!r} is reachable from other hosts: give a bearer token with "
-            f"--http-token (or FASTSCHED_HTTP_TOKEN), or bind to 127.0.0.1"
-        )
-    return settings, sources
-
-
-def _is_loopback(address: str) -> bool:
-    import ipaddress
-
-    host = address.rpartition(":")[0].strip("[]")
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def import_modules(names: Sequence[str], source: str) -> None:

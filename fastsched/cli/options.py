@@ -2,18 +2,23 @@
 
 One table, :data:`START_OPTIONS`, drives the argument parser, the ``--help`` text and the
 settings: a value comes from the flag, else from the environment variable, else from
-``PoolSettings``' default. Parsers take text and raise ``ValueError`` saying what is expected;
-:func:`resolve` turns that into a ``ConfigError`` naming the flag or variable and the value.
+``PoolSettings``' default. A parser here only reads text (a number, a word, a DSN) and raises
+``ValueError`` saying what is expected; what a setting's value must be is
+``fastsched.config``'s rule, which :func:`resolve` applies to each value it reads, turning either
+failure into a ``ConfigError`` naming the flag or variable and the text. :func:`build_settings`
+makes the PoolSettings and runs ``config.validate`` on it (the rules between settings), naming
+the flag or variable of a setting it refuses.
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import math
 import os
-import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any
 
+from fastsched import config
 from fastsched.config import (
     DEFAULT_CRASH_LIMIT,
     DEFAULT_FETCH_LIMIT,
@@ -22,16 +27,16 @@ from fastsched.config import (
     DEFAULT_RETENTION,
     DEFAULT_RETRY_LIMIT,
     DEFAULT_SHUTDOWN_GRACE,
+    PoolSettings,
+    SettingError,
 )
 from fastsched.dsn import DEFAULT_DSN, DSN, parse_dsn
 from fastsched.errors import ConfigError
-from fastsched.logsetup import LOG_FORMATS, LOG_LEVELS
+from fastsched.logsetup import LOG_LEVELS
 from fastsched.priority import Priority
 
-MAX_HOST_ID_LENGTH = 255  # characters: the width of process.host and workerqueue.host
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
-_MODULE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 # --- parsers: text in, value out, ValueError saying what is expected ---------------------------
@@ -54,32 +59,28 @@ def _float(text: str) -> float:
     return value
 
 
-def parse_positive_int(text: str) -> int:
-    value = _int(text)
-    if value < 1:
-        raise ValueError("must be a whole number of 1 or more")
-    return value
+def _checked(read: Callable[[str], Any], check: config.Check) -> Callable[[str], Any]:
+    """A parser that reads with ``read`` and refuses what ``check`` (a config rule) refuses."""
+
+    def parse(text: str) -> Any:
+        value = read(text)
+        problem = check(value)
+        if problem:
+            raise ValueError(problem)
+        return value
+
+    return parse
 
 
-def parse_nonneg_int(text: str) -> int:
-    value = _int(text)
-    if value < 0:
-        raise ValueError("must be a whole number of 0 or more")
-    return value
+# For the arguments of other subcommands (--limit, --wait, a job id...): the settings' own rules.
+parse_positive_int: Callable[[str], int] = _checked(_int, config.whole_number(1))
+parse_nonneg_int: Callable[[str], int] = _checked(_int, config.whole_number(0))
+parse_positive_float: Callable[[str], float] = _checked(_float, config.number(0, above=True))
+parse_nonneg_float: Callable[[str], float] = _checked(_float, config.number(0))
 
 
-def parse_positive_float(text: str) -> float:
-    value = _float(text)
-    if value <= 0:
-        raise ValueError("must be a number above 0")
-    return value
-
-
-def parse_nonneg_float(text: str) -> float:
-    value = _float(text)
-    if value < 0:
-        raise ValueError("must be a number of 0 or more")
-    return value
+def _strip(text: str) -> str:
+    return text.strip()
 
 
 def parse_bool(text: str) -> bool:
@@ -100,30 +101,10 @@ def parse_dsn_text(text: str) -> DSN:
 
 def parse_host_id(text: str) -> str:
     value = text.strip()
-    if not value:
-        raise ValueError("must not be empty")
-    if len(value) > MAX_HOST_ID_LENGTH:
-        raise ValueError(f"must be at most {MAX_HOST_ID_LENGTH} characters")
-    if not value.isprintable() or any(c.isspace() for c in value):
-        raise ValueError("must be printable, without spaces")
+    problem = config.host_id_problem(value)
+    if problem:
+        raise ValueError(problem)
     return value
-
-
-def parse_module(text: str) -> str:
-    value = text.strip()
-    if not _MODULE_NAME.fullmatch(value):
-        raise ValueError("not a module name (like myapp.jobs)")
-    return value
-
-
-def parse_retry_delay(text: str) -> str:
-    from fastsched.scheduler import MAX_DELAY, parse_retry_delay  # the pool's own rule, checked early
-
-    try:
-        parse_retry_delay(text)
-    except ConfigError:
-        raise ValueError(f"must be 'friendica' or a number of seconds from 0 to {MAX_DELAY:.0f}") from None
-    return text.strip().lower()
 
 
 def parse_priority(text: str) -> int:
@@ -142,28 +123,16 @@ def parse_max_duration(text: str) -> tuple[int, float]:
     if not sep:
         raise ValueError("must be PRIORITY=MINUTES, like HIGH=10")
     try:
-        value = parse_nonneg_float(minutes)
+        value = _checked(_float, config.minutes_problem)(minutes)
     except ValueError as exc:
         raise ValueError(f"minutes {minutes.strip()!r}: {exc}") from None
     return parse_priority(priority), value
 
 
 def parse_http(text: str) -> str:
-    """``HOST:PORT`` (``[::1]:9100`` for IPv6); port 0 lets the system choose."""
-    host, sep, port = text.strip().rpartition(":")
-    if not sep or not host.strip("[]"):
-        raise ValueError("must be HOST:PORT, like 127.0.0.1:9100")
-    if ":" in host and not (host.startswith("[") and host.endswith("]")):
-        raise ValueError("write an IPv6 address in brackets, like [::1]:9100")
-    if not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise ValueError("the port must be a number from 0 to 65535")
-    return f"{host}:{int(port)}"
-
-
-def parse_token(text: str) -> str:
-    if not text.strip():
-        raise ValueError("must not be empty")
-    return text.strip()
+    """``HOST:PORT`` as config.split_http_address reads it, the port written plainly."""
+    host, port = config.split_http_address(text.strip())
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def parse_path(text: str) -> str:
@@ -172,12 +141,11 @@ def parse_path(text: str) -> str:
     return os.path.abspath(os.path.expanduser(text.strip()))
 
 
-def parse_choice(choices: Sequence[str], *, upper: bool = False) -> Callable[[str], str]:
+def parse_word(*, upper: bool = False) -> Callable[[str], str]:
+    """A word, in the case its setting is written in (the setting's rule says which words)."""
+
     def parse(text: str) -> str:
-        value = text.strip().upper() if upper else text.strip().lower()
-        if value not in choices:
-            raise ValueError(f"must be one of {', '.join(choices)}")
-        return value
+        return text.strip().upper() if upper else text.strip().lower()
 
     return parse
 
@@ -224,7 +192,7 @@ START_OPTIONS: tuple[Option, ...] = (
            "mariadb://..., or sqlite:///path", DEFAULT_DSN, "DSN"),
     Option("--workers", "workers", parse_positive_int, "child processes running jobs",
            f"the number of CPUs ({os.cpu_count() or 1})", "N"),
-    Option("--import", "imports", parse_module, "modules to import that register commands with "
+    Option("--import", "imports", _strip, "modules to import that register commands with "
            "@fastsched.task (the working directory is searched first); repeatable; the variable is "
            "comma-separated", "none", "MODULE", kind="list", env_name="FASTSCHED_IMPORT"),
     Option("--fetch-limit", "fetch_limit", parse_positive_int, "jobs a child is given per claim",
@@ -236,14 +204,14 @@ START_OPTIONS: tuple[Option, ...] = (
     Option("--host-id", "host_id", parse_host_id, "this master's name in the database; a second "
            "pool with the same host id and database is refused", "the hostname", "ID"),
     Option("--lease", "lease", parse_positive_float, "seconds without a heartbeat after which a "
-           "master is declared dead and its jobs are released", f"{DEFAULT_LEASE:g}", "SECONDS"),
+           "master is declared dead and its jobs are released; at least 3 heartbeat intervals (3 s)", f"{DEFAULT_LEASE:g}", "SECONDS"),
     Option("--shutdown-grace", "shutdown_grace", parse_nonneg_float, "seconds running jobs may take "
            "to finish after the first SIGTERM/SIGINT", f"{DEFAULT_SHUTDOWN_GRACE:g}", "SECONDS"),
     Option("--retry-limit", "retry_limit", parse_nonneg_int, "retries of a failing job before it is "
            "kept as failed", str(DEFAULT_RETRY_LIMIT), "N"),
     Option("--crash-limit", "crash_limit", parse_positive_int, "child processes a job may kill "
            "before it is failed as a poison pill", str(DEFAULT_CRASH_LIMIT), "N"),
-    Option("--retry-delay", "retry_delay", parse_retry_delay, "delay before a retry: 'friendica' "
+    Option("--retry-delay", "retry_delay", parse_word(), "delay before a retry: 'friendica' "
            "((retrial+2)^4 + rand(1,30)*retrial seconds) or a fixed number of seconds",
            "friendica", "friendica|SECONDS"),
     Option("--retention", "retention", parse_nonneg_float, "seconds done jobs are kept before they "
@@ -256,27 +224,42 @@ START_OPTIONS: tuple[Option, ...] = (
            "<runtime dir>/fastsched-<uid>/<database digest>/<host id>.pid", "PATH"),
     Option("--http", "http", parse_http, "serve /metrics, /status.json and the dashboard at "
            "HOST:PORT", "off", "HOST:PORT"),
-    Option("--http-token", "http_token", parse_token, "bearer token the HTTP endpoints require "
+    Option("--http-token", "http_token", _strip, "bearer token the HTTP endpoints require "
            "(needed when --http is not on loopback); prefer the variable: flags show in ps",
            "none", "TOKEN", secret=True),
-    Option("--log-format", "log_format", parse_choice(LOG_FORMATS), "text, or json (one object "
+    Option("--log-format", "log_format", parse_word(), "text, or json (one object "
            "per line)", "text", "text|json"),
-    Option("--log-level", "log_level", parse_choice(LOG_LEVELS, upper=True), "the least severe "
+    Option("--log-level", "log_level", parse_word(upper=True), "the least severe "
            "level logged: " + ", ".join(LOG_LEVELS), "INFO", "LEVEL"),
 )
 
 
+def _shown(option: Option, text: str) -> str:
+    if option.secret:
+        return "(value not shown)"
+    if option.field == "dsn":
+        return repr(redact_dsn(text))
+    return repr(text)
+
+
+def _as_setting(option: Option, value: Any) -> Any:
+    """One item of a list or pairs option, as the setting's rule sees a whole value."""
+    if option.kind == "list":
+        return (value,)
+    if option.kind == "pairs":
+        return dict([value])
+    return value
+
+
 def _parse_one(option: Option, source: str, text: str) -> Any:
     try:
-        return option.parse(text)
+        value = option.parse(text)
+        problem = config.setting_problem(option.field, _as_setting(option, value))
+        if problem:
+            raise ValueError(problem)
     except ValueError as exc:
-        if option.secret:
-            shown = "(value not shown)"
-        elif option.field == "dsn":
-            shown = repr(redact_dsn(text))
-        else:
-            shown = repr(text)
-        raise ConfigError(f"{source}: invalid value {shown}: {exc}") from None
+        raise ConfigError(f"{source}: invalid value {_shown(option, text)}: {exc}") from None
+    return value
 
 
 def resolve(option: Option, raw: Any, environ: Mapping[str, str]) -> Any:
@@ -308,3 +291,36 @@ def resolve(option: Option, raw: Any, environ: Mapping[str, str]) -> Any:
 
 def _split(text: str) -> list[str]:
     return [item for item in (part.strip() for part in text.split(",")) if item]
+
+
+def build_settings(args: argparse.Namespace, environ: Mapping[str, str]) -> tuple[PoolSettings, dict[str, str]]:
+    """PoolSettings from the flags in ``args``, then ``environ``, then the defaults, checked by
+    ``config.validate``.
+
+    Returns the settings and, per field set by a flag or variable, where it came from (for messages).
+    Raises ConfigError naming the flag or variable and the bad value.
+    """
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    texts: dict[str, str] = {}
+    for option in START_OPTIONS:
+        raw = getattr(args, option.field, None)
+        value = resolve(option, raw, environ)
+        if value is not None:
+            values[option.field] = value
+            sources[option.field] = option.flag if raw is not None else option.env
+            if option.kind == "value":
+                texts[option.field] = _shown(option, raw if raw is not None else environ.get(option.env, ""))
+    if "max_duration_minutes" in values:
+        values["max_duration_minutes"] = {**DEFAULT_MAX_DURATION_MINUTES, **values["max_duration_minutes"]}
+    settings = PoolSettings(**values)
+    try:
+        config.validate(settings)
+    except SettingError as exc:
+        refused = next((o for o in START_OPTIONS if o.field == exc.field), None)
+        if refused is None:
+            raise
+        where = sources.get(exc.field, refused.flag)
+        shown = texts.get(exc.field) or _shown(refused, str(getattr(settings, exc.field)))
+        raise ConfigError(f"{where}: invalid value {shown}: {exc.problem}") from None
+    return settings, sources
