@@ -52,8 +52,9 @@ from typing import Any
 
 from fastsched import core, scheduler, tasks
 from fastsched.children import CHILD_EXIT_WAIT, EWMA_WEIGHT, KILL_OPERATOR, KILL_TIMEOUT, Child, signal_pid
-from fastsched.config import PoolSettings
+from fastsched.config import PoolSettings, validate
 from fastsched.errors import ConfigError, DatabaseError
+from fastsched.exitcodes import EXIT_CONFIG, EXIT_DB_UNREACHABLE, EXIT_FAILURE, EXIT_KILLED, EXIT_OK
 from fastsched.jobs import ClaimedJob, Outcomes
 from fastsched.pool_duties import DB_RETRY_MAX, DB_RETRY_MIN, DB_TIME_KINDS, DutiesMixin, Watchdog
 from fastsched.priority import Priority
@@ -69,16 +70,9 @@ __all__ = [
     "Pool",
 ]
 
-# Exit codes of Pool.run() (the CLI maps them to its own).
-EXIT_OK = 0  # stopped cleanly (or until_empty found nothing left)
-EXIT_FAILURE = 1  # an unexpected error ended the pool
-EXIT_CONFIG = 2  # the settings are invalid
-EXIT_DB_UNREACHABLE = 3  # the final outcomes could not be written: the database stayed unreachable
-EXIT_KILLED = 4  # force-stopped (second request, or the shutdown grace ran out): running jobs were killed
 
 COALESCE_SHARE = 0.5  # wait at most this share of a claim's duration for a batch about to end
 COALESCE_MAX = 0.02  # seconds: the longest such wait
-HEARTBEAT_WARN_FRACTION = 1 / 3  # warn when heartbeat_interval exceeds this share of the lease
 
 _RANK = {int(p): rank for rank, p in enumerate(core.PRIORITIES)}
 _UTC = dt.timezone.utc
@@ -113,7 +107,8 @@ class Pool(DutiesMixin):
         sleep: Callable[[float], None] | None = None,
     ) -> None:
         self.settings = settings
-        self._fixed_delay = _validate(settings)
+        validate(settings)
+        self._fixed_delay = scheduler.parse_retry_delay(settings.retry_delay)
         self._backend = backend
         self._own_backend = backend is None
         self._clock: Callable[[], dt.datetime] = clock or utcnow
@@ -276,11 +271,6 @@ class Pool(DutiesMixin):
             settings.retry_delay, settings.crash_limit, dict(settings.max_duration_minutes),
             settings.until_empty, ",".join(settings.imports) or "-",
         )
-        if settings.heartbeat_interval > self._lease * HEARTBEAT_WARN_FRACTION:
-            log.warning(
-                "heartbeat_interval %gs is more than a third of the lease %gs: a slow heartbeat may get "
-                "this master declared dead", settings.heartbeat_interval, self._lease,
-            )
         for name in settings.imports:
             try:
                 importlib.import_module(name)
@@ -789,38 +779,5 @@ class Pool(DutiesMixin):
         if self._own_backend and self._backend is not None:
             with contextlib.suppress(Exception):
                 self._backend.close()
-
-
-def _validate(settings: PoolSettings) -> float | None:
-    """ConfigError for settings the pool cannot run with; returns the fixed retry delay (or None)."""
-
-    def number(name: str, minimum: float, *, strict: bool = False, integer: bool = False) -> None:
-        value = getattr(settings, name)
-        if isinstance(value, bool) or not isinstance(value, (int,) if integer else (int, float)):
-            raise ConfigError(f"{name} must be {'an int' if integer else 'a number'}, got {value!r}")
-        if math.isnan(value) or (value <= minimum if strict else value < minimum):
-            raise ConfigError(f"{name} must be {'>' if strict else '>='} {minimum:g}, got {value!r}")
-
-    number("workers", 1, integer=True)
-    number("fetch_limit", 1, integer=True)
-    number("retry_limit", 0, integer=True)
-    number("crash_limit", 1, integer=True)
-    for name in ("poll_interval", "lease", "heartbeat_interval", "maintenance_interval"):
-        number(name, 0, strict=True)
-    for name in ("shutdown_grace", "kill_grace", "retention", "max_load"):
-        number(name, 0)
-    if settings.heartbeat_interval >= settings.lease:
-        raise ConfigError(
-            f"heartbeat_interval ({settings.heartbeat_interval:g}s) must be shorter than the lease "
-            f"({settings.lease:g}s), or the master is declared dead between two heartbeats"
-        )
-    for priority, minutes in dict(settings.max_duration_minutes).items():
-        if priority not in _RANK:
-            raise ConfigError(f"max_duration_minutes: {priority!r} is not one of the priorities 10..50")
-        if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or math.isnan(minutes) or minutes < 0:
-            raise ConfigError(f"max_duration_minutes[{priority}] must be a number of minutes >= 0, got {minutes!r}")
-    if not isinstance(settings.host_id, str) or not settings.host_id or len(settings.host_id) > 255:
-        raise ConfigError(f"host_id must be 1 to 255 characters, got {settings.host_id!r}")
-    return scheduler.parse_retry_delay(settings.retry_delay)
 
 
