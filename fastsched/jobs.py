@@ -52,14 +52,17 @@ class NewJob(NamedTuple):
     command: str
     parameter: str  # canonical JSON of the args
     priority: int
-    created: dt.datetime
-    next_try: dt.datetime
+    # None: the database server's clock at the insert (a producer's own clock may be off; the
+    # claims compare next_try with the server's clock).
+    created: dt.datetime | None
+    next_try: dt.datetime | None  # None: the server's clock at the insert, plus delay_us
     dedup_hash: bytes | None  # sha1 over command and parameter; None when dedup is off
     force_priority: bool
     queue: str = "default"
     # dedup="waiting": only a duplicate that has not started absorbs this job; a running one gives
     # its dedup key up to it (so a change made while that one runs is processed by this one).
     dedup_waiting: bool = False
+    delay_us: int = 0  # microseconds added to the server's clock when next_try is None
 
 
 class ClaimedJob(NamedTuple):

@@ -31,6 +31,7 @@ from typing import Any
 
 from fastsched import controls, validation, wakeup
 from fastsched.aio import AsyncWorkers
+from fastsched.dbclock import utcnow
 from fastsched.dsn import DSN, parse_dsn
 from fastsched.errors import ConfigError, FastschedError, InvalidInput
 from fastsched.jobs import Job, JobState, NewJob
@@ -67,20 +68,23 @@ __all__ = [
 ]
 
 DEFAULT_PURGE_AGE = dt.timedelta(hours=1)  # done jobs are kept this long (Friendica: one hour)
-_UTC = dt.timezone.utc
 
 
-def utcnow() -> dt.datetime:
-    """The default clock: now, as a naive UTC datetime."""
-    return dt.datetime.now(_UTC).replace(tzinfo=None)
+def _runnable(job: NewJob, now: dt.datetime | None) -> bool:
+    """Whether a job just added may run at once (worth a wake-up)."""
+    if job.next_try is None:
+        return job.delay_us == 0
+    return job.next_try <= (utcnow() if now is None else now)
 
 
 class Queue:
     """A connection to one fastsched database, for producers (and for looking at jobs).
 
     ``dsn``: ``mysql://user:password@host:port/db`` (also ``mariadb://``) or ``sqlite:///path``;
-    None means ``$FASTSCHED_DSN``, else ``sqlite:///fastsched.sqlite3``. ``clock``: a callable
-    returning now as a naive UTC datetime (tests inject one). ``max_parameter_bytes``: the
+    None means ``$FASTSCHED_DSN``, else ``sqlite:///fastsched.sqlite3``. ``clock``: None (the
+    default) takes every time from the database server's clock, so that a producer whose clock is
+    off neither delays its jobs nor jumps the line; or a callable returning now as a naive UTC
+    datetime, used instead (tests inject one). ``max_parameter_bytes``: the
     largest JSON of a job's args, in bytes of UTF-8.
 
     Opening connects and creates the tables if they are missing: a database that cannot be
@@ -106,7 +110,7 @@ class Queue:
                 f"max_parameter_bytes must be an int from 2 to {MAX_PARAMETER_BYTES_LIMIT}, "
                 f"got {short(max_parameter_bytes)}"
             )
-        self._clock: Callable[[], dt.datetime] = clock or utcnow
+        self._clock: Callable[[], dt.datetime] | None = clock
         self.max_parameter_bytes = max_parameter_bytes
         self._identity = self._dsn.identity
         self._lock = threading.Lock()
@@ -161,7 +165,15 @@ class Queue:
         return f"<fastsched.Queue {self._dsn.masked()}>"
 
     # --- producing -----------------------------------------------------------------------------
-    def _new_job(self, first: object, command: object, args: tuple[object, ...], now: dt.datetime) -> NewJob:
+    def _now(self) -> dt.datetime:
+        """Now for reading states: the injected clock, else the database server's."""
+        if self._clock is not None:
+            return self._clock()
+        with self._lock:
+            now: dt.datetime = self._backend.server_now()
+        return now
+
+    def _new_job(self, first: object, command: object, args: tuple[object, ...], now: dt.datetime | None) -> NewJob:
         """Validate one add() call and build the row to store. Raises InvalidInput."""
         return validation.new_job(first, command, args, now, self.max_parameter_bytes)
 
@@ -193,12 +205,12 @@ class Queue:
         fastsched tables must exist in that database (they are never created on your connection).
         Masters find the job at their next poll (no wake-up is sent for it).
         """
-        now = self._clock()
+        now = self._clock() if self._clock is not None else None
         job = self._new_job(priority_or_options, command, args, now)
         if connection is not None:
             self._check_connection(connection)
         job_id = self._store((job,), connection)[0]
-        if connection is None and job.next_try <= now:
+        if connection is None and _runnable(job, now):
             wakeup.notify(self._identity, job.priority)
         return job_id
 
@@ -210,7 +222,7 @@ class Queue:
         too. Every job is validated first: if one is invalid, InvalidInput names its index and
         nothing is stored.
         """
-        now = self._clock()
+        now = self._clock() if self._clock is not None else None
         new_job = self._new_job
         batch: list[NewJob] = []
         append = batch.append
@@ -237,7 +249,7 @@ class Queue:
         if connection is not None:
             self._check_connection(connection)
         ids = self._store(batch, connection)
-        if connection is None and any(job.next_try <= now for job in batch):
+        if connection is None and any(_runnable(job, now) for job in batch):
             wakeup.notify(self._identity)
         return ids
 
@@ -274,7 +286,7 @@ class Queue:
     def get(self, job_id: int) -> Job:
         """The job with this id (JobNotFound if there is none, e.g. purged or cancelled)."""
         job_id = as_job_id(job_id)
-        now = self._clock()
+        now = self._now()
         with self._lock:
             job: Job = self._backend.get(job_id, now)
         return job
@@ -285,7 +297,7 @@ class Queue:
         Each has ``priority``, ``waiting``, ``deferred``, ``running``, ``failed``,
         ``done_last_hour`` and ``oldest_waiting_seconds`` (None when nothing waits).
         """
-        now = self._clock()
+        now = self._now()
         with self._lock:
             return list(self._backend.stats(now))
 
@@ -301,7 +313,7 @@ class Queue:
         """
         job_id = as_job_id(job_id)
         actor = controls.as_actor(by)
-        now = self._clock()
+        now = self._now()
         with self._lock:
             job: Job = self._backend.cancel(job_id, actor, now)
             what = "asked its master to stop it" if job.state is JobState.RUNNING else "deleted"
@@ -316,7 +328,7 @@ class Queue:
         """
         job_id = as_job_id(job_id)
         actor = controls.as_actor(by)
-        now = self._clock()
+        now = self._now()
         with self._lock:
             job: Job = self._backend.retry(job_id, now)
             self._backend.record_action(actor, controls.RETRY, f"job {job_id}", 1, now)
@@ -382,7 +394,7 @@ class Queue:
         if not isinstance(job_filter, controls.JobFilter):
             raise InvalidInput(f"job_filter must be a fastsched.controls.JobFilter, got {short(job_filter)}")
         actor = controls.as_actor(by)
-        now = self._clock()
+        now = self._now()
         with self._lock:
             result: controls.BulkResult = self._backend.bulk(
                 action, job_filter, now, by=actor, dry_run=dry_run, include_failed=include_failed
@@ -409,7 +421,7 @@ class Queue:
         Return the pause as stored (who made it and when)."""
         pause = controls.Pause.of(priority, command, queue)
         actor = controls.as_actor(by)
-        now = self._clock()
+        now = self._now()
         with self._lock:
             if self._backend.pause(pause, actor, now):
                 self._backend.record_action(actor, controls.PAUSE, pause.describe(), 0, now)
@@ -433,7 +445,7 @@ class Queue:
             raise InvalidInput("resume everything, or one pause by its parts: not both")
         pause = None if everything else controls.Pause.of(priority, command, queue)
         actor = controls.as_actor(by)
-        now = self._clock()
+        now = self._now()
         with self._lock:
             removed: int = self._backend.resume(pause)
             if removed:

@@ -16,6 +16,8 @@ import re
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from fastsched.dbclock import MICROSECOND as _MICROSECOND
+from fastsched.dbclock import utcnow as _utcnow
 from fastsched.errors import InvalidInput, JobNotFound
 from fastsched.jobs import NewJob
 from fastsched.priority import Priority, validate_priority
@@ -143,8 +145,9 @@ def as_utc(value: object, what: str) -> dt.datetime:
     return value
 
 
-def next_try_of(delay: object, now: dt.datetime) -> dt.datetime | None:
-    """The next_try a delay asks for; None for no delay (0 seconds)."""
+def next_try_of(delay: object, now: dt.datetime | None) -> dt.datetime | dt.timedelta | None:
+    """The next_try a delay asks for; None for no delay (0 seconds). ``now`` None: the delay as
+    a timedelta, for the database server to add to its own clock (an absolute time stays one)."""
     if isinstance(delay, dt.datetime):
         return as_utc(delay, "delay")
     if isinstance(delay, dt.timedelta):
@@ -165,7 +168,10 @@ def next_try_of(delay: object, now: dt.datetime) -> dt.datetime | None:
     if seconds == 0:
         return None
     try:
-        return now + (delay if isinstance(delay, dt.timedelta) else dt.timedelta(seconds=seconds))
+        step = delay if isinstance(delay, dt.timedelta) else dt.timedelta(seconds=seconds)
+        # The server adds it to its clock: one close to this host's must not overflow either.
+        moment = (now or _utcnow()) + step
+        return moment if now is not None else step
     except OverflowError:
         raise InvalidInput(f"delay is too large: {short(delay)}") from None
 
@@ -214,10 +220,16 @@ def as_job_id(job_id: object) -> int:
 
 
 def new_job(
-    first: object, command: object, args: tuple[object, ...], now: dt.datetime, max_parameter_bytes: int
+    first: object, command: object, args: tuple[object, ...], now: dt.datetime | None, max_parameter_bytes: int
 ) -> NewJob:
-    """Validate one add() call and build the row to store. Raises InvalidInput."""
-    created = next_try = now
+    """Validate one add() call and build the row to store. Raises InvalidInput.
+
+    ``now`` None (no injected clock): created and next_try are left to the database server's
+    clock, the delay added there; a ``created`` or an absolute ``delay`` given is kept as given.
+    """
+    created: dt.datetime | None = now
+    next_try: dt.datetime | None = now
+    delay_us = 0
     force = False
     dedup = True
     waiting_only = False
@@ -240,7 +252,10 @@ def new_job(
             created = next_try = as_utc(first["created"], "created")
         if "delay" in first:
             delayed = next_try_of(first["delay"], now)
-            if delayed is not None:
+            if isinstance(delayed, dt.timedelta):
+                next_try = None
+                delay_us = delayed // _MICROSECOND
+            elif delayed is not None:
                 next_try = delayed
         force = bool_option(first, "force_priority", False)
         if "dedup" in first:
@@ -286,5 +301,6 @@ def new_job(
             force,
             queue,
             waiting_only,
+            delay_us,
         ),
     )

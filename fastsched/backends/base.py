@@ -99,6 +99,10 @@ class Backend(abc.ABC):
         """
 
     @abc.abstractmethod
+    def server_now(self) -> dt.datetime:
+        """Now by the database server's clock, naive UTC (SQLite: this host's; see fastsched.dbclock)."""
+
+    @abc.abstractmethod
     def get(self, job_id: int, now: dt.datetime) -> Job:
         """The job, its state computed against ``now``. JobNotFound if no such id."""
 
@@ -211,15 +215,16 @@ class Backend(abc.ABC):
         Also hand back rows released by hand (pid set to 0, the claim's host_id left behind)."""
 
     @abc.abstractmethod
-    def register_master(self, host: str, pid: int, workers: int, now: dt.datetime) -> None:
-        """Insert or replace this master's process row."""
+    def register_master(self, host: str, pid: int, workers: int, now: dt.datetime | None) -> None:
+        """Insert or replace this master's process row. ``now`` None, here and in the heartbeat:
+        the server's clock, the one every master's lease is measured on (fastsched.dbclock)."""
 
     @abc.abstractmethod
-    def register_children(self, host: str, master_pid: int, pids: Sequence[int], now: dt.datetime) -> None:
+    def register_children(self, host: str, master_pid: int, pids: Sequence[int], now: dt.datetime | None) -> None:
         """Insert or replace child rows, and delete this master's child rows not in ``pids``."""
 
     @abc.abstractmethod
-    def heartbeat(self, host: str, master_pid: int, workers: int, now: dt.datetime) -> bool:
+    def heartbeat(self, host: str, master_pid: int, workers: int, now: dt.datetime | None) -> bool:
         """Refresh the master's and its children's heartbeat; False if the master's row is gone
         (another master declared it dead and took its claims: stop the children at once)."""
 

@@ -74,13 +74,15 @@ class SQLConnection:
         committing them would only cost a round trip."""
         return True
 
-    def _to_db_time(self, value: dt.datetime) -> Any:
-        """A datetime as the driver should receive it."""
+    def _to_db_time(self, value: dt.datetime | None) -> Any:
+        """A datetime as the driver should receive it; None: the server's clock (the queries
+        take UTC_TIMESTAMP(6) for NULL, see fastsched.dbclock)."""
         return value
 
     def _job_row(self, job: NewJob) -> tuple[Any, ...]:
-        """The add_jobs parameters: command, parameter, priority, created, next_try, dedup_hash, queue."""
-        return (job[0], job[1], job[2], job[3], job[4], job[5], job[7])
+        """The add_jobs parameters: command, parameter, priority, dedup_hash, queue, created,
+        next_try, and the delay in microseconds (added to the server's clock when next_try is None)."""
+        return (job[0], job[1], job[2], job[5], job[7], job[3], job[4], job[9])
 
     def _first_insert_id(self, cursor: Any, rows: int) -> int:
         """The id of the first of the ``rows`` rows that the last add_jobs inserted, all of them."""

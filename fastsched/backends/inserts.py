@@ -94,6 +94,10 @@ class Inserts(SQLConnection):
             )
         return self._server_consecutive_ids(caller.cursor)
 
+    def _insert_rows(self, cursor: Any, query: str, params: list[tuple[Any, ...]]) -> None:
+        """Run the one-row INSERT ``query`` for every row of ``params``: ONE statement."""
+        cursor.executemany(query, params)
+
     def _insert_alone(self, cursor: Any, job: NewJob) -> int:
         """One job in one autocommitted statement; its id, or 0 if a pending duplicate took it.
 
@@ -171,8 +175,8 @@ class Inserts(SQLConnection):
         placeholders = kind == PLAIN and not consecutive
         if placeholders:
             keys = [os.urandom(HASH_BYTES) for _ in chunk]
-            params = [row[:5] + (key,) + row[6:] for row, key in zip(params, keys)]
-        cursor.executemany(self._q["add_jobs_force_priority" if kind == FORCED else "add_jobs"], params)
+            params = [self._job_row(rows[i]._replace(dedup_hash=key)) for i, key in zip(chunk, keys)]
+        self._insert_rows(cursor, self._q["add_jobs_force_priority" if kind == FORCED else "add_jobs"], params)
         if consecutive and kind != FORCED and cursor.rowcount == len(chunk):
             first = self._first_insert_id(cursor, len(chunk))
             for offset, index in enumerate(chunk):

@@ -14,6 +14,7 @@ so that a master that moved sees its own claims and outcomes there.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import re
 from typing import Any
@@ -96,6 +97,14 @@ def _datetime(text: str) -> Any:
 
 # pymysql's conversions with the fast DATETIME decoder: claims read one per job.
 CONVERSIONS = {**pymysql.converters.conversions, FIELD_TYPE.DATETIME: _datetime}
+
+
+@functools.lru_cache(maxsize=8)
+def _insert_parts(query: str) -> tuple[str, str, str]:
+    """An ``INSERT ... VALUES (...) ON DUPLICATE ...`` cut into (head, the row, tail)."""
+    start = query.index("VALUES") + len("VALUES")
+    end = query.index("ON DUPLICATE")
+    return query[:start] + " ", query[start:end].strip(), " " + query[end:]
 
 
 class Cursor(pymysql.cursors.Cursor):
@@ -226,6 +235,13 @@ class MySQLBackend(SQLBackend):
     def _scrub(self, text: str) -> str:
         return text.replace(self.dsn.password, "***") if self.dsn.password else text
 
+    def server_now(self) -> dt.datetime:
+        def work(cursor: Any) -> dt.datetime:
+            cursor.execute(self._q["server_now"])
+            return cursor.fetchone()[0]  # type: ignore[no-any-return]
+
+        return self._transaction(work, "server_now", write=False)
+
     def _begin(self, cursor: Any) -> None:
         cursor.execute("BEGIN")
 
@@ -244,6 +260,14 @@ class MySQLBackend(SQLBackend):
 
     def _is_missing_table(self, exc: BaseException) -> bool:
         return _error_code(exc) == MISSING_TABLE
+
+    def _insert_rows(self, cursor: Any, query: str, params: list[tuple[Any, ...]]) -> None:
+        # pymysql's executemany folds rows into one INSERT only when VALUES holds bare
+        # placeholders; ours take the server's clock (COALESCE(..., UTC_TIMESTAMP(6))), so the
+        # rows are folded here, each escaped by the driver as executemany would.
+        head, values, tail = _insert_parts(query)
+        rows = ",".join(cursor.mogrify(values, row) for row in params)
+        cursor.execute(f"{head}{rows}{tail}")
 
     def _first_insert_id(self, cursor: Any, rows: int) -> int:
         return int(cursor.lastrowid)  # a multi-row INSERT reports the id of its first row

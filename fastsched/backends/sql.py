@@ -584,7 +584,7 @@ class SQLBackend(ControlsMixin, Inserts, Backend):
 
         return self._transaction(work, "fail_malformed")
 
-    def register_master(self, host: str, pid: int, workers: int, now: dt.datetime) -> None:
+    def register_master(self, host: str, pid: int, workers: int, now: dt.datetime | None) -> None:
         t = self._to_db_time(now)
         self._transaction(
             lambda cursor: cursor.execute(
@@ -593,7 +593,7 @@ class SQLBackend(ControlsMixin, Inserts, Backend):
             "register_master",
         )
 
-    def register_children(self, host: str, master_pid: int, pids: Sequence[int], now: dt.datetime) -> None:
+    def register_children(self, host: str, master_pid: int, pids: Sequence[int], now: dt.datetime | None) -> None:
         t = self._to_db_time(now)
         pids = [int(pid) for pid in pids]
 
@@ -609,7 +609,7 @@ class SQLBackend(ControlsMixin, Inserts, Backend):
 
         self._transaction(work, "register_children")
 
-    def heartbeat(self, host: str, master_pid: int, workers: int, now: dt.datetime) -> bool:
+    def heartbeat(self, host: str, master_pid: int, workers: int, now: dt.datetime | None) -> bool:
         params = {"host": host, "master_pid": master_pid, "workers": workers, "now": self._to_db_time(now)}
 
         def work(cursor: Any) -> bool:

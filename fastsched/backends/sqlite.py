@@ -16,6 +16,7 @@ from typing import Any
 from fastsched.backends.connection import DISCONNECTED, FAILED, RETRY
 from fastsched.backends.sql import SQLBackend
 from fastsched.backends.sqlfiles import split_statements
+from fastsched.dbclock import MICROSECOND, utcnow
 from fastsched.errors import UnsupportedServer
 from fastsched.jobs import NewJob
 
@@ -76,11 +77,14 @@ class SQLiteBackend(SQLBackend):
     def _is_missing_table(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.OperationalError) and "no such table" in str(exc)
 
-    def _to_db_time(self, value: dt.datetime) -> str:
-        return _db_time(value)
+    def _to_db_time(self, value: dt.datetime | None) -> str:
+        return _db_time(utcnow() if value is None else value)  # one host: its clock is the server's
 
     def _job_row(self, job: NewJob) -> tuple[Any, ...]:
-        return (job[0], job[1], job[2], _db_time(job[3]), _db_time(job[4]), job[5], job[7])
+        now = utcnow()
+        created = now if job.created is None else job.created
+        next_try = now + job.delay_us * MICROSECOND if job.next_try is None else job.next_try
+        return (job[0], job[1], job[2], _db_time(created), _db_time(next_try), job[5], job[7])
 
     def _first_insert_id(self, cursor: Any, rows: int) -> int:
         cursor.execute(self._q["last_insert_id"])

@@ -1,7 +1,9 @@
 -- fastsched queries for MariaDB 10.6+ / MySQL 8.0+ through pymysql (paramstyle %s / %(name)s).
 -- Every block starts with "-- name: <query_name>"; sqlite/queries.sql defines the same names.
 -- {ids} is replaced by a validated list of ids or hashes (fastsched.backends.sqlfiles.expand_in).
--- Times are naive UTC DATETIME(6) passed in by the caller: no NOW() here, so tests inject time.
+-- Times are naive UTC DATETIME(6). Where several hosts compare them (job times, heartbeats, leases)
+-- the server's clock decides: COALESCE(%(now)s, UTC_TIMESTAMP(6)), with now None but in tests, which
+-- pass a time of their own (fastsched.dbclock).
 
 -- ---------------------------------------------------------------------------------- connection
 
@@ -23,6 +25,9 @@ SELECT value FROM fastsched_meta WHERE name = 'schema_version'
 INSERT INTO fastsched_meta (name, value) VALUES ('schema_version', %(version)s)
 ON DUPLICATE KEY UPDATE name = name
 
+-- name: server_now
+SELECT UTC_TIMESTAMP(6)
+
 -- name: last_insert_id
 -- Unused here: pymysql reads the first id of a multi-row INSERT from the OK packet (cursor.lastrowid).
 SELECT LAST_INSERT_ID()
@@ -32,13 +37,17 @@ SELECT LAST_INSERT_ID()
 -- name: add_jobs
 -- One row here; pymysql's executemany sends a chunk as ONE multi-row INSERT. A duplicate of a
 -- pending job is a no-op (0 affected rows), so "affected == rows sent" means none collided.
-INSERT INTO workerqueue (command, parameter, priority, created, next_try, dedup_hash, queue)
-VALUES (%s, %s, %s, %s, %s, %s, %s)
+-- created and next_try: the given times, else the server's clock (next_try plus the delay in
+-- microseconds): a producer whose clock is off neither delays its jobs nor jumps the line.
+INSERT INTO workerqueue (command, parameter, priority, dedup_hash, queue, created, next_try)
+VALUES (%s, %s, %s, %s, %s, COALESCE(CAST(%s AS DATETIME(6)), UTC_TIMESTAMP(6)),
+        COALESCE(CAST(%s AS DATETIME(6)), UTC_TIMESTAMP(6) + INTERVAL %s MICROSECOND))
 ON DUPLICATE KEY UPDATE id = id
 
 -- name: add_jobs_force_priority
-INSERT INTO workerqueue (command, parameter, priority, created, next_try, dedup_hash, queue)
-VALUES (%s, %s, %s, %s, %s, %s, %s)
+INSERT INTO workerqueue (command, parameter, priority, dedup_hash, queue, created, next_try)
+VALUES (%s, %s, %s, %s, %s, COALESCE(CAST(%s AS DATETIME(6)), UTC_TIMESTAMP(6)),
+        COALESCE(CAST(%s AS DATETIME(6)), UTC_TIMESTAMP(6) + INTERVAL %s MICROSECOND))
 ON DUPLICATE KEY UPDATE priority = IF(pid = 0, VALUES(priority), priority)
 
 -- name: ids_by_hash
@@ -246,7 +255,8 @@ WHERE done = 0 AND pid = 0 AND host_id = 0
 
 -- name: register_process
 INSERT INTO process (host, pid, role, master_pid, workers, started, heartbeat)
-VALUES (%s, %s, %s, %s, %s, %s, %s)
+VALUES (%s, %s, %s, %s, %s, COALESCE(CAST(%s AS DATETIME(6)), UTC_TIMESTAMP(6)),
+        COALESCE(CAST(%s AS DATETIME(6)), UTC_TIMESTAMP(6)))
 ON DUPLICATE KEY UPDATE role = VALUES(role), master_pid = VALUES(master_pid), workers = VALUES(workers),
                         started = VALUES(started), heartbeat = VALUES(heartbeat)
 
@@ -258,14 +268,14 @@ WHERE host = %(host)s AND master_pid = %(master_pid)s AND role = 'child' AND pid
 DELETE FROM process WHERE host = %(host)s AND master_pid = %(master_pid)s AND role = 'child'
 
 -- name: heartbeat_master
-UPDATE process SET heartbeat = %(now)s, workers = %(workers)s
+UPDATE process SET heartbeat = COALESCE(CAST(%(now)s AS DATETIME(6)), UTC_TIMESTAMP(6)), workers = %(workers)s
 WHERE host = %(host)s AND pid = %(master_pid)s AND role = 'master'
 
 -- name: master_exists
 SELECT 1 FROM process WHERE host = %(host)s AND pid = %(master_pid)s AND role = 'master'
 
 -- name: heartbeat_children
-UPDATE process SET heartbeat = %(now)s
+UPDATE process SET heartbeat = COALESCE(CAST(%(now)s AS DATETIME(6)), UTC_TIMESTAMP(6))
 WHERE host = %(host)s AND master_pid = %(master_pid)s AND role = 'child'
 
 -- name: unregister

@@ -2,7 +2,8 @@
 -- Every block starts with "-- name: <query_name>"; mysql/queries.sql defines the same names.
 -- Write transactions run under BEGIN IMMEDIATE (one writer at a time): no FOR UPDATE, no SKIP LOCKED.
 -- {ids} is replaced by a validated list of ids or hashes (fastsched.backends.sqlfiles.expand_in).
--- Times are fixed-width UTC text passed in by the caller: no NOW() here, so tests inject time.
+-- Times are fixed-width UTC text passed in by the caller: SQLite is one host, whose clock the backend
+-- reads where MySQL's queries take the server's (fastsched.dbclock).
 
 -- ---------------------------------------------------------------------------------- connection
 

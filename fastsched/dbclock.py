@@ -1,0 +1,22 @@
+"""One clock for every decision that more than one host reads: the database server's.
+
+Leases, heartbeats, recovery and the times of jobs (``created``, ``next_try``) are compared by
+processes on different hosts, whose wall clocks may disagree or step. So they are taken on the
+database server: MySQL/MariaDB evaluates ``UTC_TIMESTAMP(6)`` in the statement itself (the named
+queries write ``COALESCE(%(now)s, UTC_TIMESTAMP(6))``, and a backend passes None for "the
+server's clock"). SQLite is one file on one host: its "server clock" is this host's, read here.
+
+A test injects time by passing a datetime where None would mean "the server's clock".
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+_UTC = dt.timezone.utc
+MICROSECOND = dt.timedelta(microseconds=1)
+
+
+def utcnow() -> dt.datetime:
+    """This host's wall clock: now, as a naive UTC datetime."""
+    return dt.datetime.now(_UTC).replace(tzinfo=None)
