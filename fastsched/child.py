@@ -24,12 +24,26 @@ lose it (the master would otherwise count the failed job as done). Its ``kind``:
 task's coroutine runs to completion on the child's event loop (one per child, made at its first
 coroutine and reused), so a coroutine is never mistaken for a finished job.
 
-Progress, for when the child dies mid-batch: a shared ``RawArray('d', 3)`` per child holds
-``[seq, index, start]``: the batch being run, the index of the job being run and when it started
-(``time.monotonic()``). The master reads it after the child's death (jobs before ``index``
-succeeded, the job at ``index`` crashed, the rest are released) and while it lives (run-time
-limits). A shared ``RawArray('i', 1)`` for all children is the stop flag: when set, a child
-finishes its current job and reports the rest as unstarted.
+Progress, for when the child dies mid-batch: a shared ``RawArray('d', 4)`` per child holds
+``[seq, index, start, term]``: the batch being run, the index of the job being run and when it
+started (``time.monotonic()``), and the master's word (see Signals). The master reads it after the
+child's death (jobs before ``index`` succeeded, the job at ``index`` crashed, the rest are
+released) and while it lives (run-time limits). A shared ``RawArray('i', 1)`` for all children is
+the stop flag: when set, a child finishes its current job and reports the rest as unstarted.
+
+Fencing: a shared ``RawArray('d', 1)`` for all children, the fence, holds the monotonic time until
+which the master's lease is known good: the master moves it to (start of its last successful
+heartbeat) + half the lease after each heartbeat. No other master may take this master's claims
+before the lease has run out since that heartbeat, on the database's clock, so a child whose fence
+has passed kills its job's process group (the child leads a process group of its own; a job's
+subprocesses are in it unless they leave it) and dies, and starts no job while it is past. This
+holds when the master cannot act: stopped (SIGSTOP, a debugger, a frozen cgroup), swapping, stuck.
+A fenced child exits by SIGKILL of its group; the master knows it by the fence it published.
+
+Signals: a child stops on its master's word only. The master sets ``progress[PROGRESS_TERM]``
+before it sends SIGTERM (a run-time limit); a SIGTERM without it (systemd's control-group kill,
+``kill -TERM -<pgid>``, an init that signals the group) is not for the child: the master got it
+too and stops the pool gracefully, letting the job finish. SIGINT is ignored.
 """
 from __future__ import annotations
 
@@ -40,6 +54,8 @@ import json
 import os
 import signal
 import sys
+import threading
+import time
 import traceback
 from collections.abc import Callable, Mapping, Sequence
 from time import monotonic
@@ -61,6 +77,7 @@ __all__ = [
     "PROGRESS_INDEX",
     "PROGRESS_SEQ",
     "PROGRESS_START",
+    "PROGRESS_TERM",
     "child_main",
     "run_batch",
 ]
@@ -78,6 +95,9 @@ FATAL = 3
 PROGRESS_SEQ = 0
 PROGRESS_INDEX = 1
 PROGRESS_START = 2
+PROGRESS_TERM = 3  # set by the master just before its SIGTERM: the signal is its word
+PROGRESS_SLOTS = 4
+FENCE_POLL = 0.05  # seconds: the longest a fence guard sleeps before it reads the fence again
 
 # Exit codes of a child (the master only needs "it died"; these make logs readable).
 EXIT_TERMINATED = 75  # SIGTERM from the master (a run-time limit): the job was interrupted
@@ -92,17 +112,54 @@ class _Terminated(BaseException):
 
 
 _terminating = False
+_progress: Any = None  # this child's progress array, for the SIGTERM handler
+_in_job = False  # a job's code runs now (the fence guard kills only then)
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
     global _terminating
+    if _progress is not None and len(_progress) > PROGRESS_TERM and not _progress[PROGRESS_TERM]:
+        # Not the master's word: a signal to the whole group or cgroup. The master stops the pool.
+        with contextlib.suppress(OSError):
+            os.write(2, b"fastsched child %d: SIGTERM not sent by the master: ignored\n" % os.getpid())
+        return
     _terminating = True
     raise _Terminated()
 
 
+def _lead_own_group() -> None:
+    """Lead a process group of our own: the fence kills the job's subprocesses with it, and a
+    signal to the master's group (a terminal, a shell's ``kill -<pgid>``) does not reach us."""
+    with contextlib.suppress(OSError):
+        os.setpgid(0, 0)
+
+
+def _kill_own_group() -> None:
+    """SIGKILL this child and every process of its group (the job's subprocesses)."""
+    _flush()
+    if os.getpgrp() == os.getpid():
+        with contextlib.suppress(OSError):
+            os.killpg(os.getpid(), signal.SIGKILL)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def fenced(fence: Any) -> bool:
+    """Whether the master's lease may have run out: its fence has passed."""
+    return fence is not None and monotonic() >= fence[0]
+
+
+def _guard_fence(fence: Any) -> None:
+    """The fence guard, a thread of the child: it kills the job once the fence has passed."""
+    while True:
+        left = fence[0] - monotonic()
+        if left <= 0 and _in_job:
+            _kill_own_group()
+        time.sleep(min(max(left, 0.0), FENCE_POLL) or FENCE_POLL)
+
+
 def _setup_signals() -> None:
     """Drop the master's handlers: SIGINT is ignored (the master handles shutdown), SIGTERM ends the
-    job at once (the master sends it only for a run-time limit), everything else is the default."""
+    job at once when it is the master's word (see the module's doc), everything else is the default."""
     try:
         signal.set_wakeup_fd(-1)
     except (ValueError, OSError):
@@ -183,11 +240,14 @@ def run_batch(
     stop: Any,
     send: Callable[[Any], None],
     policies: Mapping[str, TaskPolicy] | None = None,
+    fence: Any = None,
 ) -> int:
-    """Run ``jobs`` in order, sending a note for each job that did not succeed; return how many started.
+    """Run ``jobs`` in order, sending a note for each job that did not succeed; return how many
+    started. None starts once the stop flag is set, or once the fence has passed.
 
     ``policies``: command -> TaskPolicy (its no_retry); default: the default registry's.
     """
+    global _in_job
 
     def append(entry: tuple[int, int, Any]) -> None:
         send((NOTE, seq, entry[0], entry[1], entry[2]))
@@ -201,7 +261,7 @@ def run_batch(
     progress[PROGRESS_SEQ] = seq
     index = 0
     for job in jobs:
-        if stop[0]:
+        if stop[0] or fenced(fence):
             break
         progress[PROGRESS_START] = monotonic()
         progress[PROGRESS_INDEX] = index
@@ -226,11 +286,13 @@ def run_batch(
             index += 1
             continue
         ctx._args = args
+        _in_job = True
         try:
             result = function(*args)
             if result is not None and iscoroutine(result):
                 _run_coroutine(result)
         except BaseException as exc:  # noqa: BLE001 - the job boundary: nothing a job raises ends the child
+            _in_job = False
             if _terminating or isinstance(exc, _Terminated):
                 _exit(EXIT_TERMINATED)
             ended = _ended_by_policy(exc, policy_of(job[1]))
@@ -243,6 +305,7 @@ def run_batch(
                 append((index, ERROR, truncate_error(traceback.format_exc())))
             ctx._deferred = False
         else:
+            _in_job = False
             if ctx._deferred:
                 append((index, DEFER, ctx._defer_delay))
                 ctx._deferred = False
@@ -274,12 +337,19 @@ def child_main(
     master_pid: int,
     retry_limit: int,
     tasks: Mapping[str, Callable[..., Any]],
+    fence: Any = None,
 ) -> None:
-    """The child's whole life: receive batches, run them, reply; exit on None, EOF or SIGTERM."""
+    """The child's whole life: receive batches, run them, reply; exit on None, EOF or the
+    master's SIGTERM. ``fence``: the master's fence (see the module's doc), None for none."""
+    global _progress
     code = 0
     try:
+        _progress = progress
         _setup_signals()
+        _lead_own_group()
         _die_with_parent(master_pid)
+        if fence is not None:
+            threading.Thread(target=_guard_fence, args=(fence,), name="fastsched-fence", daemon=True).start()
         context._retry_limit = retry_limit
         context._retry_limits = {
             name: policy.retry_limit
@@ -299,7 +369,7 @@ def child_main(
                 break
             seq, jobs = message
             started = monotonic()
-            processed = run_batch(seq, jobs, tasks, progress, stop, send)
+            processed = run_batch(seq, jobs, tasks, progress, stop, send, fence=fence)
             _flush()
             send((DONE, seq, processed, monotonic() - started))
     except _Terminated:
