@@ -262,12 +262,12 @@ class MySQLBackend(SQLBackend):
         return _error_code(exc) == MISSING_TABLE
 
     def _insert_rows(self, cursor: Any, query: str, params: list[tuple[Any, ...]]) -> None:
-        # pymysql's executemany folds rows into one INSERT only when VALUES holds bare
+        # The drivers' executemany folds rows into one INSERT only when VALUES holds bare
         # placeholders; ours take the server's clock (COALESCE(..., UTC_TIMESTAMP(6))), so the
-        # rows are folded here, each escaped by the driver as executemany would.
+        # rows are folded here: the row's placeholders once per row, the parameters in a row.
         head, values, tail = _insert_parts(query)
-        rows = ",".join(cursor.mogrify(values, row) for row in params)
-        cursor.execute(f"{head}{rows}{tail}")
+        flat = [value for row in params for value in row]
+        cursor.execute(f"{head}{','.join([values] * len(params))}{tail}", flat)
 
     def _first_insert_id(self, cursor: Any, rows: int) -> int:
         return int(cursor.lastrowid)  # a multi-row INSERT reports the id of its first row
