@@ -235,13 +235,6 @@ class MySQLBackend(SQLBackend):
     def _scrub(self, text: str) -> str:
         return text.replace(self.dsn.password, "***") if self.dsn.password else text
 
-    def server_now(self) -> dt.datetime:
-        def work(cursor: Any) -> dt.datetime:
-            cursor.execute(self._q["server_now"])
-            return cursor.fetchone()[0]  # type: ignore[no-any-return]
-
-        return self._transaction(work, "server_now", write=False)
-
     def _begin(self, cursor: Any) -> None:
         cursor.execute("BEGIN")
 

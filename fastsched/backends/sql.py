@@ -157,6 +157,13 @@ class SQLBackend(ControlsMixin, Inserts, Backend):
         return row  # type: ignore[no-any-return]
 
     # --- producer and admin -------------------------------------------------------------------
+    def server_now(self) -> dt.datetime:
+        def work(cursor: Any) -> dt.datetime:
+            cursor.execute(self._q["server_now"])
+            return self._time(cursor.fetchone()[0])
+
+        return self._transaction(work, "server_now", write=False)
+
     def get(self, job_id: int, now: dt.datetime) -> Job:
         return self._transaction(
             lambda cursor: self._job(self._get_row(cursor, job_id, lock=False), now), "get", write=False

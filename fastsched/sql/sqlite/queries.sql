@@ -24,6 +24,10 @@ SELECT value FROM fastsched_meta WHERE name = 'schema_version'
 INSERT INTO fastsched_meta (name, value) VALUES ('schema_version', :version)
 ON CONFLICT (name) DO NOTHING
 
+-- name: server_now
+-- This host's clock (SQLite is one host), as the fixed-width text times are stored in.
+SELECT strftime('%Y-%m-%d %H:%M:%f000', 'now')
+
 -- name: last_insert_id
 -- The LAST id of the rows just inserted (executemany leaves cursor.lastrowid unset).
 SELECT last_insert_rowid()
