@@ -159,7 +159,7 @@ class SQLBackend(ControlsMixin, Inserts, Backend):
     # --- producer and admin -------------------------------------------------------------------
     def server_now(self) -> dt.datetime:
         def work(cursor: Any) -> dt.datetime:
-            cursor.execute(self._q["server_now"])
+            cursor.execute(self._q["server_now"], {"now": self._to_db_time(None)})
             return self._time(cursor.fetchone()[0])
 
         return self._transaction(work, "server_now", write=False)

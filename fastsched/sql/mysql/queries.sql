@@ -26,7 +26,7 @@ INSERT INTO fastsched_meta (name, value) VALUES ('schema_version', %(version)s)
 ON DUPLICATE KEY UPDATE name = name
 
 -- name: server_now
-SELECT UTC_TIMESTAMP(6)
+SELECT COALESCE(CAST(%(now)s AS DATETIME(6)), UTC_TIMESTAMP(6))
 
 -- name: last_insert_id
 -- Unused here: pymysql reads the first id of a multi-row INSERT from the OK packet (cursor.lastrowid).

@@ -25,8 +25,9 @@ INSERT INTO fastsched_meta (name, value) VALUES ('schema_version', :version)
 ON CONFLICT (name) DO NOTHING
 
 -- name: server_now
--- This host's clock (SQLite is one host), as the fixed-width text times are stored in.
-SELECT strftime('%Y-%m-%d %H:%M:%f000', 'now')
+-- SQLite is one host: its clock is this host's, read by the backend (SQLite's own 'now' has
+-- milliseconds only, the stored times microseconds).
+SELECT :now
 
 -- name: last_insert_id
 -- The LAST id of the rows just inserted (executemany leaves cursor.lastrowid unset).
