@@ -242,9 +242,12 @@ class BulkResult:
         return sum(self.counts.values())
 
     def describe(self) -> str:
-        """``3 jobs (2 failed, 1 pending)``."""
-        parts = ", ".join(f"{n} {state}" for state, n in self.counts.items() if n)
-        return f"{self.total} job{'s' if self.total != 1 else ''}" + (f" ({parts})" if parts else "")
+        """``3 jobs (2 failed, 1 pending)``, or ``2 failed jobs`` when all are of one state."""
+        jobs = f"job{'s' if self.total != 1 else ''}"
+        if len(self.counts) == 1:
+            return f"{self.total} {next(iter(self.counts))} {jobs}"
+        parts = ", ".join(f"{n} {state}" for state, n in self.counts.items())
+        return f"{self.total} {jobs}" + (f" ({parts})" if parts else "")
 
 
 @dataclasses.dataclass(frozen=True)

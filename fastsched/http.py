@@ -4,6 +4,8 @@
     /status.json    the status (``fastsched.status.collect``): the same document as ``status --json``
     /history.json   samples of the queue and this pool's counters over the last minutes (the charts)
     /metrics        Prometheus text format, written by prometheus_client from its own registry
+    /actions.json   whether the dashboard's actions are allowed here; POST /actions/<name> runs one
+                    (``fastsched.http_actions``: with the token only)
 
 The server runs in threads of the master: one accepts, one per request, one samples the history.
 What they show comes from a ``fastsched.metrics.Monitor`` (its own backend under one lock, a
@@ -37,8 +39,10 @@ from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from fastsched import http_actions
 from fastsched.config import PoolSettings
 from fastsched.errors import ConfigError, FastschedError
+from fastsched.http_actions import Actions
 from fastsched.metrics import STATUS_MAX_AGE, Monitor
 
 log = logging.getLogger(__name__)
@@ -90,6 +94,7 @@ def split_address(address: str) -> tuple[str, int]:
 class _Server(http.server.ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    actions: Actions  # the dashboard's actions (fastsched.http_actions), set by HTTPServer
 
     def __init__(self, address: tuple[str, int], family: socket.AddressFamily, monitor: Monitor,
                  token: str | None, static: Mapping[str, Path]) -> None:
@@ -180,6 +185,20 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             log.exception("http: %s %s failed", self.command, parts.path)
             self._error(500, "internal error (see the pool's log)")
 
+    def do_POST(self) -> None:
+        """The dashboard's actions (fastsched.http_actions): the same access rules as GET first."""
+        if not self._authorized():
+            if self.server.token:
+                self._error(401, "a bearer token is required", {"WWW-Authenticate": "Bearer"})
+            else:
+                self._error(403, http_actions.NO_TOKEN)
+            return
+        try:
+            http_actions.handle_post(self)
+        except Exception:  # one bad request must not end the thread quietly
+            log.exception("http: POST %s failed", urllib.parse.urlsplit(self.path).path)
+            self._error(500, "internal error (see the pool's log)")
+
     def _route(self, path: str) -> None:
         monitor = self.server.monitor
         if path == "/status.json":
@@ -189,6 +208,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 self._json(503, {"error": str(exc)})
         elif path == "/history.json":
             self._json(200, monitor.history())
+        elif path == "/actions.json":
+            self._json(200, self.server.actions.info())
         elif path == "/metrics":
             self._send(200, generate_latest(monitor.registry), CONTENT_TYPE_LATEST)
         elif path in ("/", "/index.html"):
@@ -220,6 +241,7 @@ class HTTPServer:
             self._server = _Server((host, port), family, monitor, token, static)
         except (OSError, OverflowError) as exc:
             raise ConfigError(f"--http {address!r}: cannot listen there: {exc}") from exc
+        self._server.actions = http_actions.Actions(monitor.dsn, enabled=bool(token))
         self.monitor = monitor
         self.host = host
         self.port: int = self._server.server_address[1]
@@ -252,6 +274,7 @@ class HTTPServer:
         self._server.server_close()
         for thread in self._threads:
             thread.join(timeout=5)
+        self._server.actions.close()
         self.monitor.close()
 
 

@@ -379,6 +379,7 @@ class Queue:
         *,
         dry_run: bool = False,
         include_failed: bool = False,
+        failed_only: bool = False,
         by: str | None = None,
     ) -> controls.BulkResult:
         """``retry``, ``cancel`` or ``purge`` the jobs ``job_filter`` matches, by state.
@@ -386,21 +387,24 @@ class Queue:
         It works through the table in windows of ``backends.controls.BULK_WINDOW`` rows, each a
         short transaction, so a million matching rows never hold long locks; jobs added after it
         began are not taken. ``dry_run``: count what would change, change nothing. Every real run
-        is recorded in the history (:meth:`actions`).
+        is recorded in the history (:meth:`actions`). ``include_failed`` (purge): failed and
+        cancelled jobs too; ``failed_only`` (cancel): failed jobs only.
         """
-        if type(dry_run) is not bool or type(include_failed) is not bool:
-            raise InvalidInput(f"dry_run and include_failed must be True or False, got {short(dry_run)}, "
-                               f"{short(include_failed)}")
+        for name, flag in (("dry_run", dry_run), ("include_failed", include_failed), ("failed_only", failed_only)):
+            if type(flag) is not bool:
+                raise InvalidInput(f"{name} must be True or False, got {short(flag)}")
         if not isinstance(job_filter, controls.JobFilter):
             raise InvalidInput(f"job_filter must be a fastsched.controls.JobFilter, got {short(job_filter)}")
         actor = controls.as_actor(by)
         now = self._now()
         with self._lock:
             result: controls.BulkResult = self._backend.bulk(
-                action, job_filter, now, by=actor, dry_run=dry_run, include_failed=include_failed
+                action, job_filter, now, by=actor, dry_run=dry_run, include_failed=include_failed,
+                failed_only=failed_only,
             )
             if not dry_run:
                 target = job_filter.describe() + (" (failed and cancelled too)" if include_failed else "")
+                target += " (failed jobs only)" if failed_only and action == controls.CANCEL else ""
                 self._backend.record_action(actor, action, target, result.total, now)
         if action == controls.RETRY and result.total and not dry_run:
             wakeup.notify(self._identity)

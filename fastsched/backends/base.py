@@ -289,9 +289,10 @@ class Backend(abc.ABC):
         by: str = "",
         dry_run: bool = False,
         include_failed: bool = False,
+        failed_only: bool = False,
     ) -> BulkResult:
         """``retry`` (failed jobs), ``cancel`` (pending and failed jobs deleted, running ones asked
-        to stop) or ``purge`` (done; with include_failed, failed and cancelled) every job matching
+        to stop; with failed_only the failed ones only) or ``purge`` (done; with include_failed, failed and cancelled) every job matching
         the filter, in windows of bounded size, each its own short transaction; with ``dry_run``
         count them and change nothing."""
 

@@ -145,13 +145,15 @@ class ControlsMixin(SQLConnection):
         by: str = "",
         dry_run: bool = False,
         include_failed: bool = False,
+        failed_only: bool = False,
     ) -> BulkResult:
         """Retry failed jobs, cancel pending and failed ones (delete them; ask the masters running
-        them to stop the running ones), or purge finished ones (done; with ``include_failed``
-        failed and cancelled too) that match ``job_filter``; see the module's docstring."""
+        them to stop the running ones; with ``failed_only`` failed ones only), or purge finished
+        ones (done; with ``include_failed`` failed and cancelled too) that match ``job_filter``;
+        see the module's docstring."""
         states = {
             RETRY: (DONE_FAILED,),
-            CANCEL: (DONE_PENDING, DONE_FAILED),
+            CANCEL: (DONE_FAILED,) if failed_only else (DONE_PENDING, DONE_FAILED),
             PURGE: (DONE_OK, DONE_FAILED, DONE_CANCELLED) if include_failed else (DONE_OK,),
         }.get(action)
         if states is None:

@@ -83,11 +83,13 @@ def _jobs(count: int) -> str:
 
 def run_bulk(
     args: argparse.Namespace, console: Console, action: str, job_filter: controls.JobFilter,
-    *, include_failed: bool = False,
+    *, include_failed: bool = False, failed_only: bool = False,
 ) -> int:
     """Run (or with --dry-run count) a bulk action and say what changed, by state."""
     with open_queue(args, console) as queue:
-        result = queue.bulk(action, job_filter, dry_run=args.dry_run, include_failed=include_failed)
+        result = queue.bulk(
+            action, job_filter, dry_run=args.dry_run, include_failed=include_failed, failed_only=failed_only
+        )
     states = ", ".join(f"{n} {state}" for state, n in result.counts.items())
     if action == controls.PURGE:
         age = job_filter.older_than.total_seconds() if job_filter.older_than is not None else 0.0

@@ -138,13 +138,14 @@ def _configure_cancel(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("job_id", nargs="?", metavar="ID",
                         help="a waiting, deferred or failed job (deleted), or a running one (stopped by its master)")
     parser.add_argument("--all", action="store_true", help="cancel every pending and failed job")
+    parser.add_argument("--failed", action="store_true", help="with --all or filters: failed jobs only")
     add_filter_options(parser)
 
 
 def cmd_cancel(args: argparse.Namespace, console: Console) -> int:
     job_filter = _which(args, "cancel")
     if job_filter is not None:
-        return run_bulk(args, console, controls.CANCEL, job_filter)
+        return run_bulk(args, console, controls.CANCEL, job_filter, failed_only=args.failed)
     job_id = parse_job_id(args.job_id)
     with _open(args, console) as queue:
         job = queue.cancel(job_id)
