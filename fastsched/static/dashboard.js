@@ -1,5 +1,7 @@
 // The fastsched dashboard: polls /status.json and /history.json on its own server and draws
 // plain SVG charts. No library, no other origin (the server's Content-Security-Policy forbids it).
+// With the HTTP token its buttons act (POST /actions/<name>, fastsched/http_actions.py): each
+// asks for confirmation first, with the count of a dry run for a filter, and says what changed.
 "use strict";
 
 const PRIORITIES = ["CRITICAL", "HIGH", "MEDIUM", "LOW", "NEGLIGIBLE"];
@@ -126,8 +128,8 @@ function cards(status) {
 function priorityTable(status) {
   const body = document.querySelector("#priorities tbody");
   body.replaceChildren(...status.priorities.map((p) => {
-    const row = el("tr", { "data-priority": p.name });
-    const cells = [p.priority + " " + p.name, p.waiting, p.deferred, p.running, p.failed, p.done_last_hour,
+    const row = el("tr", { "data-priority": p.name, "data-paused": String(Boolean(p.paused)) });
+    const cells = [p.priority + " " + p.name + (p.paused ? " (paused)" : ""), p.waiting, p.deferred, p.running, p.failed, p.done_last_hour,
       seconds(p.oldest_wait_seconds), p.workers, p.limit === null ? "-" : p.limit];
     for (const cell of cells) row.appendChild(el("td", {}, String(cell)));
     return row;
@@ -161,7 +163,7 @@ function failedTable(status) {
   const body = document.querySelector("#failed tbody");
   if (!status.failed_recent.length) {
     const row = el("tr");
-    row.appendChild(el("td", { colspan: "6", class: "muted" }, "No failed jobs."));
+    row.appendChild(el("td", { colspan: "7", class: "muted" }, "No failed jobs."));
     body.replaceChildren(row);
     return;
   }
@@ -176,6 +178,11 @@ function failedTable(status) {
     details.append(el("summary", {}, job.error_summary || "(no error recorded)"), el("pre", {}, job.error));
     error.appendChild(details);
     row.appendChild(error);
+    const act = el("td", { class: "act" });
+    act.append(
+      el("button", { type: "button", class: "act", "data-action": "retry-job", "data-id": job.id }, "retry"),
+      el("button", { type: "button", class: "act", "data-action": "cancel-job", "data-id": job.id }, "cancel"));
+    row.appendChild(act);
     return row;
   }));
 }
@@ -197,6 +204,9 @@ function renderStatus(status) {
   priorityTable(status);
   hosts(status);
   failedTable(status);
+  pausesList(status);
+  historyTable(status);
+  enableActions();
   shareChart(document.getElementById("chart-share"), status);
   const s = status.scheduler;
   document.getElementById("scheduler").textContent = s.running_workers + " of " + s.active_workers +
@@ -237,12 +247,7 @@ async function getJSON(url) {
 }
 
 async function pollStatus() {
-  try {
-    renderStatus(await getJSON("/status.json"));
-    setConnection("live", "live");
-  } catch (error) {
-    setConnection("error", String(error.message || error));
-  }
+  await refreshStatus();
   setTimeout(pollStatus, STATUS_EVERY);
 }
 
@@ -255,7 +260,170 @@ async function pollHistory() {
   setTimeout(pollHistory, HISTORY_EVERY);
 }
 
+// --- actions: with the HTTP token only (the server refuses them otherwise) --------------------
+
+let actionsEnabled = false;
+
+function enableActions() {
+  for (const button of document.querySelectorAll("button.act")) button.disabled = !actionsEnabled;
+}
+
+function pausesList(status) {
+  const box = document.getElementById("pauses");
+  if (!status.paused.length) {
+    box.replaceChildren(el("p", { class: "muted" }, "Nothing is paused."));
+    return;
+  }
+  box.replaceChildren(...status.paused.map((pause) => {
+    const parts = ["priority", "command", "queue"].filter((key) => pause[key] !== null);
+    const row = el("p", { class: "paused-rule", "data-pause": parts.map((key) => key + "=" + pause[key]).join(",") });
+    const button = el("button", { type: "button", class: "act", "data-action": "resume" }, "resume");
+    for (const key of parts) button.setAttribute("data-" + key, pause[key]);
+    row.append(el("span", { class: "paused-badge" }, "PAUSED "), parts.map((key) => key + " " + pause[key]).join(", ") +
+      " — by " + pause.paused_by + " at " + pause.paused_at + " ", button);
+    return row;
+  }));
+}
+
+function historyTable(status) {
+  const body = document.querySelector("#history tbody");
+  if (!status.actions_recent.length) {
+    const row = el("tr");
+    row.appendChild(el("td", { colspan: "5", class: "muted" }, "No action yet."));
+    body.replaceChildren(row);
+    return;
+  }
+  body.replaceChildren(...status.actions_recent.map((action) => {
+    const row = el("tr", { class: "action", "data-action": action.action, "data-jobs": action.jobs });
+    for (const cell of [action.at, action.by, action.action, action.target, action.jobs]) {
+      row.appendChild(el("td", {}, String(cell)));
+    }
+    return row;
+  }));
+}
+
+function filterFromForm() {
+  const value = (id) => document.getElementById(id).value.trim();
+  const olderThan = value("f-older-than");
+  return {
+    command: value("f-command") || null, priority: value("f-priority") || null, queue: value("f-queue") || null,
+    error: value("f-error") || null, older_than: olderThan === "" ? null : Number(olderThan),
+  };
+}
+
+function describeFilter(filter) {
+  const parts = Object.entries(filter).filter(([, v]) => v !== null).map(([k, v]) => k.replace("_", " ") + " " + v);
+  return parts.length ? parts.join(", ") : "no filter: every job";
+}
+
+async function postAction(name, body) {
+  const response = await fetch("/actions/" + name, {
+    method: "POST", cache: "no-store", credentials: "same-origin",
+    headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
+  });
+  const answer = await response.json().catch(() => ({ error: "HTTP " + response.status }));
+  if (!response.ok) throw new Error(answer.error || "HTTP " + response.status);
+  return answer;
+}
+
+// What a button asks the server to do: [action, body, whether a dry run tells the count first].
+function requestOf(button) {
+  const kind = button.getAttribute("data-action");
+  const filter = filterFromForm();
+  if (kind === "retry-job" || kind === "cancel-job") {
+    return [kind.split("-")[0], { id: Number(button.getAttribute("data-id")) }, false,
+      (kind === "retry-job" ? "Retry" : "Cancel (delete)") + " failed job #" + button.getAttribute("data-id") + "?"];
+  }
+  if (kind === "pause") {
+    const parts = { priority: filter.priority, command: filter.command, queue: filter.queue };
+    return ["pause", parts, false, "Pause " + describeFilter(parts) + "? No master claims that work until it is " +
+      "resumed; running jobs go on."];
+  }
+  if (kind === "resume") {
+    const parts = {};
+    for (const key of ["priority", "command", "queue"]) parts[key] = button.getAttribute("data-" + key);
+    return ["resume", parts, false, "Resume " + describeFilter(parts) + "?"];
+  }
+  const body = { filter, failed_only: kind === "cancel-failed-filter" };
+  return [kind === "retry-filter" ? "retry" : "cancel", body, true, null];
+}
+
+function showResult(state, text) {
+  const result = document.getElementById("action-result");
+  result.setAttribute("data-state", state);
+  result.textContent = text;
+}
+
+function confirmAction(text) {
+  const dialog = document.getElementById("confirm");
+  document.getElementById("confirm-text").textContent = text;
+  return new Promise((resolve) => {
+    const yes = document.getElementById("confirm-yes"), no = document.getElementById("confirm-no");
+    const done = (answer) => {
+      yes.onclick = no.onclick = null;
+      dialog.close();
+      resolve(answer);
+    };
+    yes.onclick = () => done(true);
+    no.onclick = () => done(false);
+    dialog.showModal();
+  });
+}
+
+async function act(button) {
+  const [name, body, dryRunFirst, question] = requestOf(button);
+  try {
+    let text = question;
+    if (dryRunFirst) {
+      const preview = await postAction(name, { ...body, dry_run: true });
+      if (!preview.total) {
+        showResult("ok", "Nothing to do: " + preview.message + ".");
+        return;
+      }
+      text = (name === "retry" ? "Retry " : "Cancel ") + preview.message.replace(/ would be .*$/, "") + "?";
+    }
+    if (!(await confirmAction(text))) {
+      showResult("ok", "Nothing was changed.");
+      return;
+    }
+    const answer = await postAction(name, body);
+    showResult("ok", "Done: " + answer.message + ".");
+  } catch (error) {
+    showResult("error", "Refused: " + String(error.message || error));
+  }
+  refreshStatus();
+}
+
+async function checkActions() {
+  const mode = document.getElementById("controls-mode");
+  try {
+    const info = await getJSON("/actions.json");
+    actionsEnabled = Boolean(info.enabled);
+    mode.textContent = actionsEnabled ? "each action asks for confirmation first" : "read-only: " + info.reason;
+  } catch (error) {
+    actionsEnabled = false;
+    mode.textContent = "read-only: " + String(error.message || error);
+  }
+  mode.setAttribute("data-enabled", String(actionsEnabled));
+  enableActions();
+}
+
+async function refreshStatus() {
+  try {
+    renderStatus(await getJSON("/status.json"));
+    setConnection("live", "live");
+  } catch (error) {
+    setConnection("error", String(error.message || error));
+  }
+}
+
+document.addEventListener("click", (event) => {
+  const button = event.target.closest("button.act");
+  if (button && !button.disabled) act(button);
+});
+
 document.addEventListener("DOMContentLoaded", () => {
+  checkActions();
   pollStatus();
   pollHistory();
 });
