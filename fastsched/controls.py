@@ -23,16 +23,22 @@ import socket
 from collections.abc import Iterable
 from typing import Any
 
+from fastsched import validation
 from fastsched.errors import InvalidInput
 from fastsched.priority import Priority, validate_priority
 from fastsched.status import iso, priority_name
-from fastsched.validation import MAX_COMMAND_LENGTH, _command_ok, as_timedelta, command_error, short
+from fastsched.validation import (
+    DEFAULT_QUEUE,
+    MAX_COMMAND_LENGTH,
+    _command_ok,
+    as_timedelta,
+    command_error,
+    short,
+)
 
-MAX_QUEUE_LENGTH = 100  # characters: the width of fastsched_pause.queue
 MAX_ERROR_FILTER = 1000  # characters of an --error filter
 MAX_ACTOR_LENGTH = 255  # characters: the width of fastsched_action.actor
 MAX_TARGET_LENGTH = 1000  # characters: the width of fastsched_action.target
-DEFAULT_QUEUE = "default"  # the queue of a job added without one
 
 # Action names, as stored and shown.
 PAUSE = "pause"
@@ -68,14 +74,7 @@ def _as_command(value: object) -> str | None:
 
 
 def _as_queue(value: object) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str) or not value or len(value) > MAX_QUEUE_LENGTH or not _command_ok(value):
-        raise InvalidInput(
-            f"queue must be a name of 1 to {MAX_QUEUE_LENGTH} ASCII letters, digits and _ . : - /, "
-            f"got {short(value)}"
-        )
-    return value
+    return None if value is None else validation.as_queue(value)
 
 
 def _as_priority(value: object) -> Priority | None:

@@ -15,7 +15,7 @@ from typing import Any
 from fastsched import core
 from fastsched.backends.base import Backend
 from fastsched.config import DEFAULT_LEASE, DEFAULT_MAX_DURATION_MINUTES, DEFAULT_RETENTION
-from fastsched.controls import DEFAULT_QUEUE, pause_flags, paused_by_any
+from fastsched.controls import pause_flags, paused_by_any
 from fastsched.errors import JobNotFound
 from fastsched.jobs import Job, JobState
 from fastsched.queue import dedup_hash
@@ -202,7 +202,7 @@ def explain(
         lines.append(f"`fastsched-pool retry {job.id}` puts it back in the queue with its counters reset.")
 
     if job.state in (JobState.WAITING, JobState.DEFERRED):
-        pause = paused_by_any(backend.pauses(), job.priority, job.command, getattr(job, "queue", DEFAULT_QUEUE))
+        pause = paused_by_any(backend.pauses(), job.priority, job.command, job.queue)
         result["paused"] = None if pause is None else pause.as_dict()
         if pause is not None:
             lines.append(

@@ -42,7 +42,8 @@ class Browser:
              "--disable-dev-shm-usage", "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
              f"--user-data-dir={profile}", f"--window-size={window[0]},{window[1]}", "--remote-debugging-pipe",
              *flags, "about:blank"],
-            pass_fds=(3, 4), preexec_fn=pipes_at_3_and_4, stdin=subprocess.DEVNULL, stdout=self._log,
+            pass_fds=(3, 4), preexec_fn=pipes_at_3_and_4,  # noqa: PLW1509 - two dup2 calls only
+            stdin=subprocess.DEVNULL, stdout=self._log,
             stderr=subprocess.STDOUT, cwd=profile,
         )
         for fd in (to_chrome_r, from_chrome_w, *high):

@@ -68,8 +68,8 @@ def test_pause_is_stored_listed_and_resumed_by_the_same_parts(q: fastsched.Queue
         ({"priority": "URGENT"}, "priority must be one of CRITICAL"),
         ({"priority": 35}, "priority must be one of 10, 20"),
         ({"command": "rm -rf"}, "contains ' '"),
-        ({"queue": ""}, "queue must be a name"),
-        ({"queue": "x" * 101}, "queue must be a name"),
+        ({"queue": ""}, "queue must not be empty"),
+        ({"queue": "x" * 101}, "queue is 101 characters long"),
     ],
 )
 def test_pause_refuses_bad_parts_and_stores_nothing(q: fastsched.Queue, kwargs: dict[str, object], message: str) -> None:
@@ -166,6 +166,17 @@ def test_purge_by_filter_and_dry_run(q: fastsched.Queue, dsn: str) -> None:
     assert [row[1] for row in stored(dsn)] == ["B", "A"]
     assert q.purge(command="A", include_failed=True, error="boom") == 1
     assert [row[1] for row in stored(dsn)] == ["B"]
+
+
+def test_bulk_actions_by_queue(q: fastsched.Queue, dsn: str) -> None:
+    mail = [q.add({"queue": "mail"}, "Send", i) for i in range(3)]
+    other = q.add(30, "Send", 99)
+    q.backend.fail_jobs([*mail, other], "boom", T0)
+    assert q.retry_all(queue="mail", dry_run=True) == 3
+    assert q.retry_all(queue="mail") == 3
+    assert {q.get(i).state for i in mail} == {JobState.WAITING} and q.get(other).state is JobState.FAILED
+    assert q.cancel_all(queue="mail", command="Send") == 3 and q.get(other).state is JobState.FAILED
+    assert q.actions()[0].target == "command Send, queue mail"
 
 
 def test_bulk_actions_work_window_by_window(

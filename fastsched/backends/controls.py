@@ -163,11 +163,10 @@ class ControlsMixin(SQLConnection):
             **{f"state_{i + 1}": states[min(i, len(states) - 1)] for i in range(3)},  # done IN (...)
             "command": job_filter.command,
             "priority": None if job_filter.priority is None else int(job_filter.priority),
+            "queue": job_filter.queue,
             "error": job_filter.error,
             "before": None if cutoff is None else self._to_db_time(cutoff),
         }
-        if job_filter.queue is not None:
-            raise InvalidInput("--queue needs the queue column of workerqueue, which this schema lacks")
 
         def last_id(cursor: Any) -> int:
             cursor.execute(self._q["bulk_last_id"])

@@ -386,6 +386,7 @@ SELECT id, done, pid FROM workerqueue
 WHERE id > %(after)s AND id <= %(upto)s AND done IN (%(state_1)s, %(state_2)s, %(state_3)s)
   AND (%(command)s IS NULL OR command = %(command)s)
   AND (%(priority)s IS NULL OR priority = %(priority)s)
+  AND (%(queue)s IS NULL OR queue = %(queue)s)
   AND (%(error)s IS NULL OR INSTR(COALESCE(last_error, ''), %(error)s) > 0)
   AND (%(before)s IS NULL OR (CASE WHEN done = 0 THEN created ELSE finished END) < %(before)s)
 

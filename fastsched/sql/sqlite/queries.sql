@@ -374,6 +374,7 @@ SELECT id, done, pid FROM workerqueue
 WHERE id > :after AND id <= :upto AND done IN (:state_1, :state_2, :state_3)
   AND (:command IS NULL OR command = :command)
   AND (:priority IS NULL OR priority = :priority)
+  AND (:queue IS NULL OR queue = :queue)
   AND (:error IS NULL OR INSTR(COALESCE(last_error, ''), :error) > 0)
   AND (:before IS NULL OR (CASE WHEN done = 0 THEN created ELSE finished END) < :before)
 
