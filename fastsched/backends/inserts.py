@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 from fastsched.backends import callers
 from fastsched.backends.connection import SQLConnection
@@ -60,9 +60,9 @@ class Inserts(SQLConnection):
             return self._transaction(
                 lambda cursor: self._insert(cursor, jobs, self._consecutive_ids), "add_many"
             )
-        # Our own connection is not needed (nor opened): a web process adding on its own connection
-        # keeps no second one. The schema is never created here: on MySQL the DDL would commit the
-        # caller's transaction.
+        # Our own connection is not needed (nor opened) for jobs without dedup: a web process adding
+        # on its own connection keeps no second one. The schema is never created here: on MySQL the
+        # DDL would commit the caller's transaction.
         caller = callers.caller_cursor(connection, self.dialect)
         try:
             caller.open()
@@ -70,13 +70,44 @@ class Inserts(SQLConnection):
             if self._caller_consecutive_ids is None:
                 self._caller_consecutive_ids = self._check_caller_database(caller)
             consecutive = caller.consecutive and self._caller_consecutive_ids
-            return self._insert(caller.cursor, jobs, consecutive, counts_inserted=not caller.found_rows)
+            running = self._running_duplicates(jobs) if self.caller_dedup_locks_rows else {}
+            if not running:
+                return self._insert(caller.cursor, jobs, consecutive, counts_inserted=not caller.found_rows)
+            rest = [job for job in jobs if job.dedup_hash not in running]
+            inserted = iter(
+                self._insert(caller.cursor, rest, consecutive, counts_inserted=not caller.found_rows) if rest else []
+            )
+            return [running[job.dedup_hash] if job.dedup_hash in running else next(inserted) for job in jobs]
         except caller.errors as exc:
             raise self._wrap(callers.driver_exception(exc), "add_many on the caller's connection") from exc
         finally:
             caller.close()
 
     _caller_consecutive_ids: bool | None = None  # on the server of the callers' connections, once checked
+    # An upsert that meets a duplicate locks that row until the caller commits (InnoDB): a running
+    # job's row then blocks its master's completion write, for as long as the caller's transaction.
+    caller_dedup_locks_rows: ClassVar[bool] = False
+
+    def _running_duplicates(self, jobs: Sequence[NewJob]) -> dict[bytes | None, int]:
+        """For a caller's transaction, on our own connection and committed at once: hand over the
+        dedup keys of running duplicates of dedup="waiting" jobs, and the running duplicates of the
+        others by hash. Those add nothing on the caller's connection, so it locks no claimed row.
+        An unclaimed duplicate is left to the upsert: a claim skips the rows it locks."""
+        waiting = [job.dedup_hash for job in jobs if job.dedup_hash is not None and job.dedup_waiting]
+        merging = [job.dedup_hash for job in jobs if job.dedup_hash is not None and not job.dedup_waiting]
+        if not waiting and not merging:
+            return {}
+
+        def work(cursor: Any) -> dict[bytes | None, int]:
+            for part in chunks(waiting, IN_CHUNK):
+                cursor.execute(expand_in(self._q["hand_over_hashes"], part))
+            found: dict[bytes | None, int] = {}
+            for part in chunks(merging, IN_CHUNK):
+                cursor.execute(expand_in(self._q["running_by_hash"], part))
+                found.update((bytes(key), int(job_id)) for job_id, key in cursor.fetchall())
+            return found
+
+        return self._transaction(work, "add_many")
 
     def _check_caller_database(self, caller: callers.CallerCursor) -> bool:
         """SchemaError unless the caller's database has this release's schema; whether the rows of

@@ -59,6 +59,10 @@ SELECT id, dedup_hash FROM workerqueue WHERE dedup_hash IN ({ids}) LOCK IN SHARE
 -- name: clear_hashes
 UPDATE workerqueue SET dedup_hash = NULL WHERE id IN ({ids})
 
+-- name: running_by_hash
+-- Running duplicates (claimed: pid <> 0), read before a caller's upsert so that it never meets them.
+SELECT id, dedup_hash FROM workerqueue WHERE dedup_hash IN ({ids}) AND done = 0 AND pid <> 0
+
 -- name: hand_over_hashes
 -- dedup="waiting": a running job (claimed: pid <> 0) gives its dedup key up, so the identical add
 -- after this is queued instead of absorbed; an unclaimed duplicate keeps its key and absorbs it.
