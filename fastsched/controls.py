@@ -30,9 +30,9 @@ from fastsched.status import iso, priority_name
 from fastsched.validation import (
     DEFAULT_QUEUE,
     MAX_COMMAND_LENGTH,
-    _command_ok,
     as_timedelta,
     command_error,
+    is_command_name,
     short,
 )
 
@@ -68,7 +68,7 @@ def as_actor(value: object) -> str:
 def _as_command(value: object) -> str | None:
     if value is None:
         return None
-    if not isinstance(value, str) or not _command_ok(value):
+    if not isinstance(value, str) or not is_command_name(value):
         raise InvalidInput(command_error(value))
     return value
 

@@ -27,13 +27,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-import re
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, ParamSpec, TypeVar, Union, overload
 
 from fastsched.errors import TaskError
 from fastsched.priority import Priority, validate_priority
-from fastsched.validation import DEFAULT_QUEUE, queue_error
+from fastsched.validation import DEFAULT_QUEUE, is_command_name, queue_error
+from fastsched.validation import MAX_COMMAND_LENGTH as MAX_NAME_LENGTH
 
 __all__ = [
     "DEFAULT_QUEUE",
@@ -53,9 +53,6 @@ __all__ = [
     "task",
 ]
 
-MAX_NAME_LENGTH = 100  # characters: the width of workerqueue.command
-# The same characters the producer API accepts in a command (fastsched.queue).
-_name_ok = re.compile(rf"[A-Za-z0-9_.:/-]{{1,{MAX_NAME_LENGTH}}}").fullmatch
 
 F = TypeVar("F", bound=Callable[..., Any])
 P = ParamSpec("P")
@@ -157,7 +154,7 @@ def _unwrap(function: Callable[..., Any]) -> Callable[..., Any]:
 def _check_name(name: object) -> str:
     if not isinstance(name, str):
         raise TaskError(f"a task name must be a str, got {type(name).__name__}")
-    if not _name_ok(name):
+    if not is_command_name(name):
         raise TaskError(
             f"task name {name[:40]!r} is not a valid command: 1 to {MAX_NAME_LENGTH} ASCII letters, "
             f"digits and _ . : - /"

@@ -35,7 +35,9 @@ _OPTION_HINTS = {"delayed": "delay", "prio": "priority", "force": "force_priorit
 
 _PRIORITY_BY_VALUE: dict[int, Priority] = {int(p): p for p in Priority}
 _MEDIUM = Priority.MEDIUM
-_command_ok = re.compile(rf"[A-Za-z0-9_.:/-]{{1,{MAX_COMMAND_LENGTH}}}").fullmatch
+# The one rule for a command name (and a queue name): a task registers under one, a producer adds
+# a job with one, a control names one.
+is_command_name = re.compile(rf"[A-Za-z0-9_.:/-]{{1,{MAX_COMMAND_LENGTH}}}").fullmatch
 # The canonical parameter: json.dumps(list(args), separators=(",", ":"), ensure_ascii=False,
 # sort_keys=True, allow_nan=False). json.dumps builds an encoder per call (3 us); the C encoder is
 # built once here, without a circular-reference memo (a cycle ends in RecursionError instead).
@@ -103,13 +105,13 @@ def command_error(command: object, what: str = "command") -> str:
         return f"{what} must not be empty"
     if len(command) > MAX_COMMAND_LENGTH:
         return f"{what} is {len(command)} characters long, the limit is {MAX_COMMAND_LENGTH}"
-    bad = next(c for c in command if not _command_ok(c))
+    bad = next(c for c in command if not is_command_name(c))
     return f"{what} {command[:40]!r} contains {bad!r}: use ASCII letters, digits and _ . : - /"
 
 
 def queue_error(queue: object) -> str | None:
     """Why ``queue`` is not a valid queue name, or None: the rule of command names."""
-    if isinstance(queue, str) and _command_ok(queue):
+    if isinstance(queue, str) and is_command_name(queue):
         return None
     return command_error(queue, "queue")
 
@@ -273,8 +275,8 @@ def new_job(
     else:
         priority = validate_priority(first, what="the first argument (a priority or a dict of options)")
 
-    if type(command) is not str or not _command_ok(command):
-        if not (isinstance(command, str) and _command_ok(command)):
+    if type(command) is not str or not is_command_name(command):
+        if not (isinstance(command, str) and is_command_name(command)):
             raise InvalidInput(command_error(command))
         command = str(command)  # a str subclass (a StrEnum member, say): stored as the plain text
     try:
