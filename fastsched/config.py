@@ -266,7 +266,7 @@ def validate(settings: PoolSettings) -> None:
     if settings.http and not settings.http_token and not is_loopback_host(split_http_address(settings.http)[0]):
         raise SettingError(
             "http",
-            "is reachable from other hosts: give a bearer token (--http-token or FASTSCHED_HTTP_TOKEN; "
-            "http_token in PoolSettings), or bind to 127.0.0.1",
+            "is reachable from other hosts: give a bearer token with --http-token (or FASTSCHED_HTTP_TOKEN, "
+            "or http_token in PoolSettings), or bind to 127.0.0.1",
             settings.http,
         )

@@ -7,7 +7,14 @@
     /actions.json   whether the dashboard's actions are allowed here; POST /actions/<name> runs one
                     (``fastsched.http_actions``: with the token only)
 
-The server runs in threads of the master: one accepts, one per request, one samples the history.
+The server runs in a fixed set of threads of the master, all started with it: one accepts, a few
+(``HANDLER_THREADS``) answer, one samples the history. The HTTP side never starts a thread per
+connection and never holds more than ``HANDLER_THREADS + PENDING_CONNECTIONS`` connections: one
+more is answered 503 and closed at once. A request's whole head (request line and headers, at
+most ``MAX_HEAD_BYTES``) must arrive within ``HEAD_DEADLINE`` seconds of its connection being
+accepted, or the connection is dropped; only then is the token (or the Host rule) checked, before
+anything else is done. So slow or unauthenticated clients can delay the dashboard, never take the
+master's threads, memory or file descriptors from the pool; and nothing raised here reaches it.
 What they show comes from a ``fastsched.metrics.Monitor`` (its own backend under one lock, a
 status reading reused for ``STATUS_MAX_AGE`` seconds, the pool's counters and cycle histograms;
 both names are re-exported here, where callers found them first). The threads start before the
@@ -15,7 +22,9 @@ master forks its children; a child never touches what they hold (their database 
 logging's locks are reset in a forked child. (Python 3.12+ warns about fork() in a process with
 threads; the children are forked before the threads run a request, and again only to replace one.)
 
-Security: it binds where it is told (the CLI refuses an address beyond loopback without a token).
+Security: it binds where it is told; without a token only to loopback (``config.validate`` refuses
+anything else, and :func:`serve` checks the address it bound). ``config.is_loopback_host`` is the
+one rule for "loopback", for the address and for the Host header alike.
 With a token (``settings.http_token``) every request must carry ``Authorization: Bearer TOKEN``
 or the cookie set by opening ``/?token=TOKEN`` once in a browser. Without one, requests must name
 a loopback host in their Host header (a page elsewhere cannot reach it by DNS rebinding). Every
@@ -24,14 +33,17 @@ the DSN is masked and database errors are scrubbed before they are shown.
 """
 from __future__ import annotations
 
+import contextlib
 import hmac
 import http.cookies
 import http.server
-import ipaddress
+import io
 import json
 import logging
+import queue
 import socket
 import threading
+import time
 import urllib.parse
 from collections.abc import Mapping
 from pathlib import Path
@@ -40,14 +52,23 @@ from typing import Any
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from fastsched import http_actions
-from fastsched.config import PoolSettings
+from fastsched.config import PoolSettings, is_loopback_host, split_http_address
 from fastsched.errors import ConfigError, FastschedError
 from fastsched.http_actions import Actions
 from fastsched.metrics import STATUS_MAX_AGE, Monitor
 
 log = logging.getLogger(__name__)
 
-REQUEST_TIMEOUT = 10.0  # seconds a client may take to send its request
+HEAD_DEADLINE = 5.0  # seconds from accept for a client to send its whole request head
+MAX_HEAD_BYTES = 16 * 1024  # a request head longer than this is dropped
+SEND_TIMEOUT = 10.0  # seconds a client may take to take each part of a response
+HANDLER_THREADS = 4  # requests answered at once
+PENDING_CONNECTIONS = 32  # accepted connections waiting for a handler; one more is refused with 503
+LISTEN_BACKLOG = 64  # connections the kernel holds before they are accepted
+BUSY_RESPONSE = (
+    b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 15\r\n"
+    b"Retry-After: 1\r\nConnection: close\r\n\r\ntoo many clients"
+)
 TOKEN_COOKIE = "fastsched_token"
 STATIC_DIR = Path(__file__).with_name("static")
 DASHBOARD = "dashboard.html"
@@ -67,33 +88,71 @@ SECURITY_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-LOOPBACK_NAMES = ("localhost", "localhost.")
-
-
-def _is_loopback_host(host: str) -> bool:
-    host = host.strip("[]").lower()
-    if host in LOOPBACK_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def split_address(address: str) -> tuple[str, int]:
-    """``HOST:PORT`` (``[::1]:9100`` for IPv6) as (host, port)."""
-    host, sep, port = address.rpartition(":")
-    if not sep or not port.isdigit():
-        raise ConfigError(f"--http {address!r}: must be HOST:PORT, like 127.0.0.1:9100")
-    return host.strip("[]"), int(port)
+    """``HOST:PORT`` (``[::1]:9100`` for IPv6) as (host, port); ConfigError naming the address."""
+    try:
+        return split_http_address(address)
+    except ValueError as exc:
+        raise ConfigError(f"--http {address!r}: {exc}") from None
 
 
 # --- the server ---------------------------------------------------------------------------------
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
+def read_head(connection: socket.socket, deadline: float) -> bytes | None:
+    """What the client sent up to the blank line that ends its request head (and whatever came
+    with it), read from ``connection`` by the monotonic ``deadline``; None if it is late, too
+    long, or the client went away."""
+    head = bytearray()
+    while b"\r\n\r\n" not in head and b"\n\n" not in head:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0 or len(head) > MAX_HEAD_BYTES:
+            return None
+        connection.settimeout(remaining)
+        try:
+            chunk = connection.recv(4096)
+        except OSError:  # the deadline (TimeoutError) or a reset
+            return None
+        if not chunk:
+            return None
+        head += chunk
+    return bytes(head) if len(head) <= MAX_HEAD_BYTES + 4096 else None
+
+
+class _AfterHead(io.RawIOBase):
+    """The request as a file: what read_head received, then the rest of a body from the socket,
+    all of it by ``deadline`` (a body is read only once the token was checked)."""
+
+    def __init__(self, received: bytes, connection: socket.socket, deadline: float) -> None:
+        super().__init__()
+        self._received = memoryview(received)
+        self._connection = connection
+        self._deadline = deadline
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self._received:
+            count = min(len(buffer), len(self._received))
+            buffer[:count] = self._received[:count]
+            self._received = self._received[count:]
+            return count
+        remaining = self._deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the request took too long")
+        self._connection.settimeout(remaining)
+        return self._connection.recv_into(buffer)
+
+
+class _Server(http.server.HTTPServer):
+    """An HTTPServer whose accept loop hands connections to a fixed set of handler threads
+    through a bounded queue (see the module's docstring)."""
+
     allow_reuse_address = True
+    request_queue_size = LISTEN_BACKLOG
     actions: Actions  # the dashboard's actions (fastsched.http_actions), set by HTTPServer
 
     def __init__(self, address: tuple[str, int], family: socket.AddressFamily, monitor: Monitor,
@@ -103,14 +162,58 @@ class _Server(http.server.ThreadingHTTPServer):
         self.token = token
         self.static = static
         self.bound_host = address[0]
+        self.pending: queue.Queue[tuple[socket.socket, Any, float] | None] = queue.Queue(PENDING_CONNECTIONS)
         super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        try:
+            self.pending.put_nowait((request, client_address, time.monotonic() + HEAD_DEADLINE))
+        except queue.Full:
+            with contextlib.suppress(OSError):
+                request.settimeout(0)
+                request.send(BUSY_RESPONSE)
+            self.shutdown_request(request)
+
+    def handle_requests(self) -> None:
+        """A handler thread's life: answer queued connections until None."""
+        while True:
+            item = self.pending.get()
+            if item is None:
+                return
+            request, client_address, deadline = item
+            try:
+                _Handler(request, client_address, self, deadline)
+            except Exception:  # one connection's failure must not end a handler thread
+                log.debug("http: a connection from %s failed", client_address, exc_info=True)
+            finally:
+                self.shutdown_request(request)
+
+    def drop_pending(self) -> None:
+        while True:
+            try:
+                item = self.pending.get_nowait()
+            except queue.Empty:
+                return
+            if item is not None:
+                self.shutdown_request(item[0])
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     server: _Server
     server_version = "fastsched"
     sys_version = ""
-    timeout = REQUEST_TIMEOUT
+
+    def __init__(self, request: Any, client_address: Any, server: _Server, deadline: float | None = None) -> None:
+        self.deadline = time.monotonic() + HEAD_DEADLINE if deadline is None else deadline
+        super().__init__(request, client_address, server)
+
+    def setup(self) -> None:
+        super().setup()
+        received = read_head(self.connection, self.deadline)
+        self.rfile.close()  # handle() reads the head from memory, then any body through _AfterHead
+        self.rfile = io.BufferedReader(_AfterHead(received or b"", self.connection, self.deadline + HEAD_DEADLINE))
+        self.connection.settimeout(SEND_TIMEOUT)
+        self.close_connection = True
 
     def log_message(self, format: str, *args: Any) -> None:
         log.debug("http %s: " + format, self.address_string(), *args)
@@ -130,7 +233,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             if host is None:
                 return True
             name = host.rpartition(":")[0] if host.rpartition(":")[2].isdigit() else host
-            return _is_loopback_host(name) or name.strip("[]") == self.server.bound_host
+            return is_loopback_host(name) or name.strip("[]") == self.server.bound_host
         scheme, _, value = self.headers.get("Authorization", "").partition(" ")
         if scheme.lower() == "bearer" and self._token_ok(value.strip()):
             return True
@@ -245,6 +348,7 @@ class HTTPServer:
         self.monitor = monitor
         self.host = host
         self.port: int = self._server.server_address[1]
+        self.bound_address: str = str(self._server.server_address[0])  # what the name resolved to
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
 
@@ -258,6 +362,9 @@ class HTTPServer:
             threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.5},
                              name="fastsched-http", daemon=True),
             threading.Thread(target=self._sample_loop, name="fastsched-history", daemon=True),
+        ] + [
+            threading.Thread(target=self._server.handle_requests, name=f"fastsched-http-{n}", daemon=True)
+            for n in range(HANDLER_THREADS)
         ]
         for thread in self._threads:
             thread.start()
@@ -271,6 +378,9 @@ class HTTPServer:
         self._stop.set()
         if self._threads:
             self._server.shutdown()
+            self._server.drop_pending()
+            for _ in range(HANDLER_THREADS):
+                self._server.pending.put(None)
         self._server.server_close()
         for thread in self._threads:
             thread.join(timeout=5)
@@ -289,6 +399,12 @@ def serve(settings: PoolSettings, pool: Any = None) -> HTTPServer:
         settings.dsn, lease=settings.lease, metrics=getattr(pool, "metrics", None), workers=settings.workers
     )
     server = HTTPServer(settings.http, monitor, token=settings.http_token)
+    if not settings.http_token and not is_loopback_host(server.bound_address):
+        server.stop()  # a name like localhost that resolves beyond loopback: refused as its spelling would be
+        raise ConfigError(
+            f"--http {settings.http!r} is bound to {server.bound_address}, which is reachable from other hosts: "
+            "give a bearer token (--http-token or FASTSCHED_HTTP_TOKEN), or bind to 127.0.0.1"
+        )
     if pool is not None:
         pool.on_cycle = monitor.observe_cycle
     server.start()
@@ -298,8 +414,6 @@ def serve(settings: PoolSettings, pool: Any = None) -> HTTPServer:
         "bearer token required" if settings.http_token else "no token: loopback host names only",
         extra={"fields": {"http_url": bound, "http_token_required": bool(settings.http_token)}},
     )
-    if not settings.http_token and not _is_loopback_host(server.host):
-        log.warning("http: %s is reachable from other hosts without a token", bound)
     return server
 
 

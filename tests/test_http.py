@@ -10,6 +10,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -305,6 +306,90 @@ def test_start_refuses_a_public_address_without_a_token_and_a_busy_port(sqlite_d
     finally:
         server.stop()
     assert busy.returncode == 2 and "cannot listen there" in busy.stderr
+
+
+def test_loopback_is_one_rule_for_the_address_and_the_host_header(sqlite_dsn, pools):
+    """``--http LOCALHOST:0`` without a token: the settings accept it as loopback (the CLI used
+    to refuse it while the server counted it as loopback), it binds to 127.0.0.1, and a request
+    naming LOCALHOST in its Host header is answered; another name is not."""
+    from fastsched.config import is_loopback_host
+
+    run = pools(sqlite_dsn, "--workers", "1", "--http", "LOCALHOST:0")
+    port = urllib.parse.urlsplit(run.url).port
+    assert request(f"http://127.0.0.1:{port}/", "/status.json", {"Host": f"LOCALHOST:{port}"})[0] == 200
+    assert request(f"http://127.0.0.1:{port}/", "/status.json", {"Host": "pool.example"})[0] == 403
+    assert run.stop() == 0
+    assert all(is_loopback_host(h) for h in ("LOCALHOST", "localhost.", "127.0.0.2", "[::1]"))
+    assert not any(is_loopback_host(h) for h in ("0.0.0.0", "localhost.example", "10.0.0.1", "::"))
+
+
+SLOW_CLIENTS = 300  # connections that send half a request head and then nothing
+SIEGE_JOBS = 30  # jobs the pool must run while they hang on
+
+
+def _threads_and_fds(pid: int) -> tuple[int, int]:
+    with open(f"/proc/{pid}/status") as handle:
+        threads = next(int(line.split()[1]) for line in handle if line.startswith("Threads:"))
+    return threads, len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def _closed_by_the_server(client: socket.socket) -> bool:
+    """Whether the server has closed ``client`` (after a 503 or nothing at all); False while open."""
+    try:
+        while client.recv(4096):
+            pass
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+@pytest.mark.mysql
+def test_slow_unauthenticated_clients_hold_neither_threads_nor_the_pool(mysql_dsn, tmp_path, pools):
+    """300 clients that open a connection, send half a request head without a token and wait:
+    the master keeps its fixed threads and a bounded number of connections, drops each of them
+    within the head deadline (or at once, with a 503, when the queue is full), runs its jobs all
+    along, and answers an authorized request afterwards."""
+    from fastsched import http as fastsched_http
+
+    token = "t0ken-" + secrets.token_hex(8)
+    q = fastsched.connect(mysql_dsn)
+    run = pools(mysql_dsn, "--workers", "2", "--http", "127.0.0.1:0", env=cli_env(FASTSCHED_HTTP_TOKEN=token))
+    assert request(run.url, "/status.json", {"Authorization": f"Bearer {token}"})[0] == 200
+    threads_before, fds_before = _threads_and_fds(run.process.pid)
+    port = urllib.parse.urlsplit(run.url).port
+    clients = []
+    try:
+        for _ in range(SLOW_CLIENTS):
+            client = socket.create_connection(("127.0.0.1", port), timeout=10)
+            client.sendall(b"GET /status.json HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: ")  # and nothing more
+            client.setblocking(False)
+            clients.append(client)
+        ids = q.add_many([(fastsched.Priority.MEDIUM, "noop", "siege", i) for i in range(SIEGE_JOBS)])
+        peak_threads, peak_fds = threads_before, fds_before
+
+        def all_done() -> bool:
+            nonlocal peak_threads, peak_fds
+            threads, fds = _threads_and_fds(run.process.pid)
+            peak_threads, peak_fds = max(peak_threads, threads), max(peak_fds, fds)
+            return all(q.get(i).state is fastsched.JobState.DONE for i in ids)
+
+        wait_for(all_done, what="the jobs added during the siege to run")
+        # A claim may run a side thread or two for a moment; the HTTP side adds none.
+        assert peak_threads <= threads_before + 3, (threads_before, peak_threads)
+        bound = fastsched_http.HANDLER_THREADS + fastsched_http.PENDING_CONNECTIONS
+        assert peak_fds <= fds_before + bound + 4, (fds_before, peak_fds, bound)
+        wait_for(lambda: all(_closed_by_the_server(c) for c in clients),
+                 timeout=4 * fastsched_http.HEAD_DEADLINE + 10, what="the slow clients to be dropped")
+    finally:
+        for client in clients:
+            client.close()
+    assert run.process.poll() is None, run.log()[-3000:]
+    assert request(run.url, "/status.json")[0] == 401
+    code, _, body = request(run.url, "/status.json", {"Authorization": f"Bearer {token}"})
+    assert code == 200 and json.loads(body)["totals"]["waiting"] == 0
+    assert run.stop() == 0, run.log()[-3000:]
 
 
 # --- secrets and the log lines ------------------------------------------------------------------
