@@ -144,7 +144,10 @@ class _AfterHead(io.RawIOBase):
         if remaining <= 0:
             raise TimeoutError("the request took too long")
         self._connection.settimeout(remaining)
-        return self._connection.recv_into(buffer)
+        try:
+            return self._connection.recv_into(buffer)
+        finally:
+            self._connection.settimeout(SEND_TIMEOUT)  # for the response
 
 
 class _Server(http.server.HTTPServer):
