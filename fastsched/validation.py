@@ -116,6 +116,29 @@ def queue_error(queue: object) -> str | None:
     return command_error(queue, "queue")
 
 
+def queue_set(queues: Iterable[object]) -> tuple[str, ...]:
+    """Queue names as a pool serves them: validated, each once, sorted (the empty tuple: every
+    queue). InvalidInput names the first bad one."""
+    return tuple(sorted({as_queue(name) for name in queues}))
+
+
+def parse_queues(text: str) -> tuple[str, ...]:
+    """``--queues mail,default`` (and ``FASTSCHED_QUEUES``): a queue set; "" is every queue."""
+    names = [part.strip() for part in text.split(",")]
+    if names == [""]:
+        return ()
+    for name in names:
+        problem = queue_error(name)
+        if problem is not None:
+            raise InvalidInput(f"{problem} (in the list {text!r}: names separated by commas)")
+    return queue_set(names)
+
+
+def queue_set_text(queues: Iterable[str]) -> str:
+    """A queue set as stored in process.queues: the sorted names joined by commas, "" for all."""
+    return ",".join(queue_set(queues))
+
+
 def as_queue(queue: object) -> str:
     """A valid queue name as a plain str; InvalidInput naming what is wrong."""
     problem = queue_error(queue)

@@ -27,6 +27,9 @@ def test_queries_use_the_in_marker_only_in_in_lists(dialect: str) -> None:
         if name == "claim_batches":  # and its per-batch CASE, built from ints in sql.py
             assert sql.count("CASE {pid_cases} END") == 1, name
             sql = sql.replace("{pid_cases}", "")
+        if "{queues}" in sql:  # expand_queues: validated queue names, in IN lists only
+            assert sql.count("{queues}") == sql.count("IN ({queues})"), name
+            sql = sql.replace("IN ({queues})", "")
         assert "{" not in sql.replace("{ids}", ""), name
 
 

@@ -14,6 +14,9 @@ import pytest
 
 import fastsched
 from fastsched import child, tasks
+from fastsched.backends import open_backend
+from fastsched.backends.base import PlanCounts, QueueStats
+from fastsched.backends.sqlfiles import expand_queues
 from fastsched.errors import InvalidInput, TaskError
 from fastsched.jobs import JobState
 from fastsched.priority import Priority
@@ -289,3 +292,92 @@ def test_the_test_module_is_importable_in_a_pool(tmp_path):
     for name in ("async_record", "async_fail", "fail_at_once", "permanent", "retry_twice"):
         assert name in tasks.default_registry
     assert os.path.exists(tests.taskjobs.__file__)
+
+
+# --- queue counts on the backends ----------------------------------------------------------------
+
+SECOND = dt.timedelta(seconds=1)
+
+
+@pytest.fixture
+def backend(dsn: str) -> Iterator[Any]:
+    b = open_backend(dsn)
+    yield b
+    b.close()
+
+
+def add_jobs(q: fastsched.Queue, queue: str, priority: int, count: int, **options: Any) -> list[int]:
+    return q.add_many([({"priority": priority, "queue": queue, **options}, "Cmd", queue, priority, n)
+                       for n in range(count)])
+
+
+def test_plan_counts_and_queue_stats_per_queue_set(dsn, backend):
+    now = fastsched.queue.utcnow()
+    q = fastsched.connect(dsn, clock=lambda: now)
+    try:
+        add_jobs(q, "mail", 20, 4)
+        add_jobs(q, "mail", 30, 3)
+        add_jobs(q, "default", 30, 5)
+        add_jobs(q, "reports", 10, 2)
+        add_jobs(q, "reports", 40, 2, delay=3600)
+    finally:
+        q.close()
+    backend.claim([0, 1, 0, 0, 0], [7], "host-a", 5, now)  # priority 20: a mail job runs
+    backend.register_master("host-a", 100, 3, now, queues=["mail"])
+    backend.register_master("host-b", 100, 5, now)
+    backend.register_master("host-c", 100, 2, now, queues=["mail", "reports"])
+    alive = now - 30 * SECOND
+    everything = backend.plan_counts(now, 100, alive)
+    assert everything == PlanCounts([2, 3, 8, 0, 0], [0, 1, 0, 0, 0], 10)
+    mail = backend.plan_counts(now, 100, alive, ["mail"])
+    assert mail == PlanCounts([0, 3, 3, 0, 0], [0, 1, 0, 0, 0], 3), "CRITICAL reports are not mail's"
+    assert backend.plan_counts(now, 2, alive, ["reports", "mail"]) == PlanCounts([2, 2, 2, 0, 0], [0, 1, 0, 0, 0], 2)
+    assert backend.plan_counts(now, 100, alive, ["nothing.here"]) == PlanCounts([0] * 5, [0] * 5, 0)
+    assert backend.queue_stats(now) == [
+        QueueStats("default", 5, 0, 0, 0),
+        QueueStats("mail", 6, 0, 1, 0),
+        QueueStats("reports", 2, 2, 0, 0),
+    ]
+    masters = {p.host: p.queues for p in backend.processes() if p.role == "master"}
+    assert masters == {"host-a": ("mail",), "host-b": (), "host-c": ("mail", "reports")}
+
+
+def test_expand_queues_inlines_only_valid_queue_names():
+    assert expand_queues("queue IN ({queues}) OR q IN ({queues})", ["a", "b.c"]) == (
+        "queue IN ('a', 'b.c') OR q IN ('a', 'b.c')")
+    for bad in (["x'; DROP TABLE workerqueue; --"], ["a b"], [""], []):
+        with pytest.raises(ValueError):
+            expand_queues("queue IN ({queues})", bad)
+
+
+def test_per_queue_claims_and_counts_read_the_claim_queue_index_on_mariadb(mysql_dsn):
+    """EXPLAIN on a backlog of another queue: the per-queue claim is one range of claim_queue in
+    index order (no filesort), and its counts read LIMITed ranges of it (no full scan)."""
+    now = fastsched.queue.utcnow()
+    q = fastsched.connect(mysql_dsn, clock=lambda: now)
+    backend = q.backend
+    try:
+        q.add_many([({"priority": 30, "queue": "bulk"}, "Cmd", n) for n in range(20_000)])
+        q.add_many([({"priority": 30, "queue": "mail"}, "Cmd", "m", n) for n in range(50)])
+
+        def explain(sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+            def work(cursor: Any) -> list[dict[str, Any]]:
+                cursor.execute("ANALYZE TABLE workerqueue")
+                cursor.fetchall()
+                cursor.execute("EXPLAIN " + sql, params)
+                names = [d[0] for d in cursor.description]
+                return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+            return backend._transaction(work, "explain", write=False)  # type: ignore[no-any-return]
+
+        claim = explain(backend._q["claim_priority_queue"],
+                        {"queue": "mail", "priority": 30, "now": now, "limit": 10})
+        assert [(r["key"], r["type"]) for r in claim] == [("claim_queue", "range")], claim
+        assert "filesort" not in (claim[0]["Extra"] or "")
+        plan = explain(expand_queues(backend._q["plan_counts_queues"], ["mail"]),
+                       {"now": now, "cap": 100, "alive_after": now, "queues": "mail"})
+        on_workerqueue = [r for r in plan if r["table"] == "workerqueue"]
+        assert on_workerqueue and all(r["type"] != "ALL" for r in on_workerqueue), plan
+        assert {r["key"] for r in on_workerqueue} <= {"claim_queue", "claim"}, plan
+    finally:
+        q.close()

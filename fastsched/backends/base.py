@@ -38,6 +38,19 @@ class PlanCounts:
     waiting: list[int]  # per priority rank (0=CRITICAL..4=NEGLIGIBLE), each capped at the cap asked for
     running: list[int]  # per rank: distinct (host, pid) workers holding a pending claim, cluster-wide
     active: int  # the workers of all live masters (sum of their ``workers``), cluster-wide
+    # With queues (plan_counts(queues=...)): waiting and running among those queues' jobs, active
+    # the workers of the live masters serving the same queue set.
+
+
+@dataclasses.dataclass(frozen=True)
+class QueueStats:
+    """The pending and failed jobs of one queue (``Backend.queue_stats``)."""
+
+    queue: str
+    waiting: int
+    deferred: int
+    running: int
+    failed: int
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,6 +74,7 @@ class ProcessInfo:
     workers: int
     started: dt.datetime
     heartbeat: dt.datetime
+    queues: tuple[str, ...] = ()  # for a master: the queues it claims from; () = every queue
 
 
 @dataclasses.dataclass(frozen=True)
@@ -167,10 +181,18 @@ class Backend(abc.ABC):
 
     # --- the pool master --------------------------------------------------------------------
     @abc.abstractmethod
-    def plan_counts(self, now: dt.datetime, cap: int, alive_after: dt.datetime) -> PlanCounts:
+    def plan_counts(
+        self, now: dt.datetime, cap: int, alive_after: dt.datetime, queues: Sequence[str] = ()
+    ) -> PlanCounts:
         """Waiting counts per priority (each capped at ``cap``, so a million pending rows cost no more
         than a thousand), running workers per priority and active workers cluster-wide, where a master
-        is alive if its heartbeat is at or after ``alive_after``."""
+        is alive if its heartbeat is at or after ``alive_after``. With ``queues`` (a queue set as
+        ``validation.queue_set`` makes it): among the jobs of those queues, and the active workers
+        of the live masters that serve the same queue set."""
+
+    @abc.abstractmethod
+    def queue_stats(self, now: dt.datetime) -> list[QueueStats]:
+        """Waiting, deferred, running and failed jobs per queue that has any, by name."""
 
     @abc.abstractmethod
     def claim(
@@ -215,9 +237,12 @@ class Backend(abc.ABC):
         Also hand back rows released by hand (pid set to 0, the claim's host_id left behind)."""
 
     @abc.abstractmethod
-    def register_master(self, host: str, pid: int, workers: int, now: dt.datetime | None) -> None:
-        """Insert or replace this master's process row. ``now`` None, here and in the heartbeat:
-        the server's clock, the one every master's lease is measured on (fastsched.dbclock)."""
+    def register_master(
+        self, host: str, pid: int, workers: int, now: dt.datetime | None, queues: Sequence[str] = ()
+    ) -> None:
+        """Insert or replace this master's process row; ``queues``: those it claims from (() = all).
+        ``now`` None, here and in the heartbeat: the server's clock, the one every master's lease is
+        measured on (fastsched.dbclock)."""
 
     @abc.abstractmethod
     def register_children(self, host: str, master_pid: int, pids: Sequence[int], now: dt.datetime | None) -> None:

@@ -21,14 +21,15 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from fastsched import core
-from fastsched.backends.base import Backend, Batch, PlanCounts, PriorityStats, ProcessInfo
+from fastsched.backends.base import Backend, Batch, PlanCounts, PriorityStats, ProcessInfo, QueueStats
 from fastsched.backends.controls import ControlsMixin
 from fastsched.backends.inserts import IN_CHUNK, Inserts, chunks
-from fastsched.backends.sqlfiles import expand_in
+from fastsched.backends.sqlfiles import expand_in, expand_queues
 from fastsched.controls import RETRY, JobFilter
 from fastsched.errors import DatabaseError, InvalidState, JobNotFound
 from fastsched.jobs import DONE_CANCELLED, DONE_FAILED, DONE_OK, ClaimedJob, Job, JobState, Outcomes
 from fastsched.priority import ALL_PRIORITIES
+from fastsched.validation import queue_set, queue_set_text
 
 log = logging.getLogger(__name__)
 
@@ -319,6 +320,27 @@ class SQLBackend(ControlsMixin, Inserts, Backend):
             )
         return result
 
+    def queue_stats(self, now: dt.datetime) -> list[QueueStats]:
+        def work(cursor: Any) -> list[Any]:
+            cursor.execute(self._q["queue_counts"], {"now": self._to_db_time(now)})
+            return list(cursor.fetchall())
+
+        found: dict[str, list[int]] = {}
+        for queue, pending, due, failed, running in self._transaction(work, "queue_stats", write=False):
+            entry = found.setdefault(str(queue), [0, 0, 0, 0])
+            for index, value in enumerate((pending, due, failed, running)):
+                entry[index] += int(value or 0)
+        return [
+            QueueStats(
+                queue=name,
+                waiting=max(0, due - running),
+                deferred=max(0, pending - due),
+                running=running,
+                failed=failed,
+            )
+            for name, (pending, due, failed, running) in sorted(found.items())
+        ]
+
     def finished_since(self, since: dt.datetime) -> int:
         def work(cursor: Any) -> int:
             cursor.execute(self._q["finished_since"], {"since": self._to_db_time(since)})
@@ -353,11 +375,18 @@ class SQLBackend(ControlsMixin, Inserts, Backend):
             known = self._host_ids[host] = self._transaction(work, "host_id")
         return known
 
-    def plan_counts(self, now: dt.datetime, cap: int, alive_after: dt.datetime) -> PlanCounts:
+    def plan_counts(
+        self, now: dt.datetime, cap: int, alive_after: dt.datetime, queues: Sequence[str] = ()
+    ) -> PlanCounts:
         params = {"now": self._to_db_time(now), "cap": int(cap), "alive_after": self._to_db_time(alive_after)}
+        if queues:
+            params["queues"] = queue_set_text(queues)
+            query = expand_queues(self._q["plan_counts_queues"], queue_set(queues))
+        else:
+            query = self._q["plan_counts"]
 
         def work(cursor: Any) -> Sequence[Any]:
-            cursor.execute(self._q["plan_counts"], params)
+            cursor.execute(query, params)
             return cursor.fetchall()  # type: ignore[no-any-return]
 
         counts = {"waiting": [0] * len(PRIORITIES), "running": [0] * len(PRIORITIES)}
@@ -591,11 +620,14 @@ class SQLBackend(ControlsMixin, Inserts, Backend):
 
         return self._transaction(work, "fail_malformed")
 
-    def register_master(self, host: str, pid: int, workers: int, now: dt.datetime | None) -> None:
+    def register_master(
+        self, host: str, pid: int, workers: int, now: dt.datetime | None, queues: Sequence[str] = ()
+    ) -> None:
         t = self._to_db_time(now)
+        listed = queue_set_text(queues)
         self._transaction(
             lambda cursor: cursor.execute(
-                self._q["register_process"], (host, pid, "master", 0, workers, t, t)
+                self._q["register_process"], (host, pid, "master", 0, workers, t, t, listed)
             ),
             "register_master",
         )
@@ -608,7 +640,7 @@ class SQLBackend(ControlsMixin, Inserts, Backend):
             key = {"host": host, "master_pid": master_pid}
             if pids:
                 cursor.executemany(
-                    self._q["register_process"], [(host, pid, "child", master_pid, 0, t, t) for pid in pids]
+                    self._q["register_process"], [(host, pid, "child", master_pid, 0, t, t, "") for pid in pids]
                 )
                 cursor.execute(expand_in(self._q["delete_other_children"], pids), key)
             else:
@@ -650,6 +682,7 @@ class SQLBackend(ControlsMixin, Inserts, Backend):
                 workers=int(row[4]),
                 started=self._time(row[5]),
                 heartbeat=self._time(row[6]),
+                queues=tuple(row[7].split(",")) if row[7] else (),
             )
             for row in self._transaction(work, "processes", write=False)
         ]

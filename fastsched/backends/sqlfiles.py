@@ -7,7 +7,8 @@ query names (``tests/test_sql_dialects.py`` checks it). ``migrate_<v>_to_<v+1>.s
 steps from one schema version to the next (:func:`load_migration`).
 
 No SQL is built with string formatting anywhere in fastsched except by :func:`expand_in`, which
-inlines a validated list of ids (or of 20-byte dedup hashes) in place of ``{ids}``.
+inlines a validated list of ids (or of 20-byte dedup hashes) in place of ``{ids}``, and
+:func:`expand_queues`, which inlines validated queue names in place of every ``{queues}``.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 IN_MARKER = "{ids}"  # where expand_in puts the list, as in ``WHERE id IN ({ids})``
+QUEUES_MARKER = "{queues}"  # where expand_queues puts the names, as in ``AND queue IN ({queues})``
 HASH_BYTES = 20  # sha1 digests, as stored in workerqueue.dedup_hash
 _INT_ONLY = {int}
 _NAME = re.compile(r"^--\s*name:\s*([A-Za-z_][A-Za-z0-9_]*)\s*$")
@@ -142,3 +144,23 @@ def expand_in(sql: str, values: Sequence[int] | Sequence[bytes]) -> str:
         else:
             raise ValueError(f"an IN list holds ints or {HASH_BYTES}-byte hashes, got {value!r}")
     return sql.replace(IN_MARKER, ",".join(parts))
+
+
+def expand_queues(sql: str, queues: Sequence[str]) -> str:
+    """``sql`` with every ``{queues}`` marker replaced by the quoted, validated queue names.
+
+    A name is inlined only if it passes the rule of queue names (ASCII letters, digits and
+    ``_ . : - /``, 1 to 100 characters): no quote or backslash can get through. ValueError for an
+    empty list or any other name.
+    """
+    from fastsched.validation import queue_error
+
+    if not queues:
+        raise ValueError("expand_queues needs at least one queue name")
+    if QUEUES_MARKER not in sql:
+        raise ValueError(f"the query holds no {QUEUES_MARKER} marker")
+    for name in queues:
+        problem = queue_error(name)
+        if problem is not None or type(name) is not str:
+            raise ValueError(f"not a queue name to inline: {problem or repr(name)}")
+    return sql.replace(QUEUES_MARKER, ", ".join(f"'{name}'" for name in queues))

@@ -50,5 +50,12 @@ ALTER TABLE workerqueue
 SELECT COUNT(*) FROM information_schema.columns
 WHERE table_schema = DATABASE() AND table_name = 'workerqueue' AND column_name = 'queue'
 
+-- name: add_process_queues
+ALTER TABLE process ADD COLUMN queues VARCHAR(1000) NOT NULL DEFAULT '' AFTER heartbeat
+
+-- name: add_process_queues_done
+SELECT COUNT(*) FROM information_schema.columns
+WHERE table_schema = DATABASE() AND table_name = 'process' AND column_name = 'queues'
+
 -- name: record_version
 UPDATE fastsched_meta SET value = '3' WHERE name = 'schema_version' AND value = '2'

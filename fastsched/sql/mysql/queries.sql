@@ -157,6 +157,15 @@ UNION ALL SELECT * FROM (SELECT 'oldest', priority, 0, created FROM workerqueue
                          WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 50 AND next_try <= %(now)s
                          ORDER BY next_try, id LIMIT 1) AS o50
 
+-- name: queue_counts
+-- (queue, pending, due, failed) from the claim_queue index alone, and (queue, running) from the
+-- claimed rows: per queue, waiting = due - running (a claimed row's next_try has passed) and
+-- deferred = pending - due.
+SELECT queue, SUM(done = 0), SUM(done = 0 AND next_try <= %(now)s), SUM(done = 2), 0 FROM workerqueue
+WHERE done = 0 OR done = 2 GROUP BY queue
+UNION ALL
+SELECT queue, 0, 0, 0, COUNT(*) FROM workerqueue WHERE done = 0 AND pid > 0 GROUP BY queue
+
 -- name: finished_since
 SELECT COUNT(*) FROM workerqueue WHERE done = 1 AND finished >= %(since)s
 
@@ -194,6 +203,45 @@ SELECT 'running', priority, COUNT(DISTINCT (host_id << 32) | pid) FROM workerque
 WHERE done = 0 AND pid > 0 GROUP BY priority
 UNION ALL
 SELECT 'active', 0, COALESCE(SUM(workers), 0) FROM process WHERE role = 'master' AND heartbeat >= %(alive_after)s
+
+-- name: plan_counts_queues
+-- plan_counts among the jobs of some queues (a pool started with --queues): 'waiting' per priority
+-- from LIMITed ranges of the claim_queue index, one per queue (the claimed rows, a few per worker,
+-- are told apart by reading the row); 'running' workers per priority among those queues, from
+-- the claimed rows of the claim index; 'active' workers of the live masters of the same queue set.
+SELECT 'waiting', priority, COUNT(*) FROM (
+  (SELECT priority FROM workerqueue FORCE INDEX (claim_queue) WHERE done = 0 AND queue IN ({queues}) AND priority = 10
+   AND next_try <= %(now)s AND pid = 0 AND host_id = 0 LIMIT %(cap)s)
+  UNION ALL
+  (SELECT priority FROM workerqueue FORCE INDEX (claim_queue) WHERE done = 0 AND queue IN ({queues}) AND priority = 20
+   AND next_try <= %(now)s AND pid = 0 AND host_id = 0 LIMIT %(cap)s)
+  UNION ALL
+  (SELECT priority FROM workerqueue FORCE INDEX (claim_queue) WHERE done = 0 AND queue IN ({queues}) AND priority = 30
+   AND next_try <= %(now)s AND pid = 0 AND host_id = 0 LIMIT %(cap)s)
+  UNION ALL
+  (SELECT priority FROM workerqueue FORCE INDEX (claim_queue) WHERE done = 0 AND queue IN ({queues}) AND priority = 40
+   AND next_try <= %(now)s AND pid = 0 AND host_id = 0 LIMIT %(cap)s)
+  UNION ALL
+  (SELECT priority FROM workerqueue FORCE INDEX (claim_queue) WHERE done = 0 AND queue IN ({queues}) AND priority = 50
+   AND next_try <= %(now)s AND pid = 0 AND host_id = 0 LIMIT %(cap)s)
+) AS waiting GROUP BY priority
+UNION ALL
+SELECT 'running', priority, COUNT(DISTINCT (host_id << 32) | pid) FROM workerqueue
+WHERE done = 0 AND pid > 0 AND queue IN ({queues}) GROUP BY priority
+UNION ALL
+SELECT 'active', 0, COALESCE(SUM(workers), 0) FROM process
+WHERE role = 'master' AND heartbeat >= %(alive_after)s AND queues = %(queues)s
+
+-- name: claim_priority_queue
+-- claim_priority within one queue: one range of claim_queue in (next_try, id) order, the running
+-- rows in it skipped by the row's pid. next_try comes last, to merge the claims of several queues.
+SELECT id, command, parameter, priority, retrial, crashes, next_try
+FROM workerqueue FORCE INDEX (claim_queue) 
+WHERE done = 0 AND queue = %(queue)s AND priority = %(priority)s AND next_try <= %(now)s
+  AND pid = 0 AND host_id = 0
+ORDER BY next_try, id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
 
 -- name: claim_priority
 -- Oldest next_try first, in claim-index order; rows other masters hold are skipped, not waited for.
@@ -258,11 +306,11 @@ WHERE done = 0 AND pid = 0 AND host_id = 0
 -- ---------------------------------------------------------------------------- process registry
 
 -- name: register_process
-INSERT INTO process (host, pid, role, master_pid, workers, started, heartbeat)
+INSERT INTO process (host, pid, role, master_pid, workers, started, heartbeat, queues)
 VALUES (%s, %s, %s, %s, %s, COALESCE(CAST(%s AS DATETIME(6)), UTC_TIMESTAMP(6)),
-        COALESCE(CAST(%s AS DATETIME(6)), UTC_TIMESTAMP(6)))
+        COALESCE(CAST(%s AS DATETIME(6)), UTC_TIMESTAMP(6)), %s)
 ON DUPLICATE KEY UPDATE role = VALUES(role), master_pid = VALUES(master_pid), workers = VALUES(workers),
-                        started = VALUES(started), heartbeat = VALUES(heartbeat)
+                        started = VALUES(started), heartbeat = VALUES(heartbeat), queues = VALUES(queues)
 
 -- name: delete_other_children
 DELETE FROM process
@@ -288,7 +336,7 @@ WHERE host = %(host)s AND ((role = 'master' AND pid = %(master_pid)s)
                            OR (role = 'child' AND master_pid = %(master_pid)s))
 
 -- name: processes
-SELECT host, pid, role, master_pid, workers, started, heartbeat FROM process
+SELECT host, pid, role, master_pid, workers, started, heartbeat, queues FROM process
 ORDER BY CASE WHEN role = 'master' THEN 0 ELSE 1 END, host, pid
 
 -- name: release_host

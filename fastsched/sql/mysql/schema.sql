@@ -59,6 +59,7 @@ CREATE TABLE IF NOT EXISTS process (
     workers     INT UNSIGNED NOT NULL DEFAULT 0,         -- for a master: its children (the cluster's active workers sum these)
     started     DATETIME(6) NOT NULL,
     heartbeat   DATETIME(6) NOT NULL,                    -- a master whose heartbeat is older than the lease is dead
+    queues      VARCHAR(1000) NOT NULL DEFAULT '',       -- for a master: the queues it claims from (--queues), '' = all
     PRIMARY KEY (host, pid)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
 ;

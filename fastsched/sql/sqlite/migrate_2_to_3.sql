@@ -40,6 +40,9 @@ CREATE TABLE IF NOT EXISTS fastsched_action (
 -- puts the column last, where a fresh version-3 table has it.
 ALTER TABLE workerqueue ADD COLUMN queue TEXT NOT NULL DEFAULT 'default'
 ;
+-- The queues a master claims from ('' = all), for the counts per queue set.
+ALTER TABLE process ADD COLUMN queues TEXT NOT NULL DEFAULT ''
+;
 -- The claim index of pools started with --queues (see schema.sql).
 CREATE INDEX IF NOT EXISTS workerqueue_claim_queue ON workerqueue (done, queue, priority, next_try)
 ;

@@ -147,6 +147,15 @@ UNION ALL SELECT * FROM (SELECT 'oldest', priority, 0, created FROM workerqueue
                          WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 50 AND next_try <= :now
                          ORDER BY next_try, id LIMIT 1) AS o50
 
+-- name: queue_counts
+-- (queue, pending, due, failed) from the claim_queue index alone, and (queue, running) from the
+-- claimed rows: per queue, waiting = due - running (a claimed row's next_try has passed) and
+-- deferred = pending - due.
+SELECT queue, SUM(done = 0), SUM(done = 0 AND next_try <= :now), SUM(done = 2), 0 FROM workerqueue
+WHERE done = 0 OR done = 2 GROUP BY queue
+UNION ALL
+SELECT queue, 0, 0, 0, COUNT(*) FROM workerqueue WHERE done = 0 AND pid > 0 GROUP BY queue
+
 -- name: finished_since
 SELECT COUNT(*) FROM workerqueue WHERE done = 1 AND finished >= :since
 
@@ -184,6 +193,44 @@ SELECT 'running', priority, COUNT(DISTINCT (host_id << 32) | pid) FROM workerque
 WHERE done = 0 AND pid > 0 GROUP BY priority
 UNION ALL
 SELECT 'active', 0, COALESCE(SUM(workers), 0) FROM process WHERE role = 'master' AND heartbeat >= :alive_after
+
+-- name: plan_counts_queues
+-- plan_counts among the jobs of some queues (a pool started with --queues): 'waiting' per priority
+-- from LIMITed ranges of the claim_queue index, one per queue (the claimed rows, a few per worker,
+-- are told apart by reading the row); 'running' workers per priority among those queues, from
+-- the claimed rows of the claim index; 'active' workers of the live masters of the same queue set.
+SELECT 'waiting', priority, COUNT(*) FROM (
+  SELECT priority FROM (SELECT priority FROM workerqueue INDEXED BY workerqueue_claim_queue WHERE done = 0 AND queue IN ({queues}) AND priority = 10
+   AND next_try <= :now AND pid = 0 AND host_id = 0 LIMIT :cap)
+  UNION ALL
+  SELECT priority FROM (SELECT priority FROM workerqueue INDEXED BY workerqueue_claim_queue WHERE done = 0 AND queue IN ({queues}) AND priority = 20
+   AND next_try <= :now AND pid = 0 AND host_id = 0 LIMIT :cap)
+  UNION ALL
+  SELECT priority FROM (SELECT priority FROM workerqueue INDEXED BY workerqueue_claim_queue WHERE done = 0 AND queue IN ({queues}) AND priority = 30
+   AND next_try <= :now AND pid = 0 AND host_id = 0 LIMIT :cap)
+  UNION ALL
+  SELECT priority FROM (SELECT priority FROM workerqueue INDEXED BY workerqueue_claim_queue WHERE done = 0 AND queue IN ({queues}) AND priority = 40
+   AND next_try <= :now AND pid = 0 AND host_id = 0 LIMIT :cap)
+  UNION ALL
+  SELECT priority FROM (SELECT priority FROM workerqueue INDEXED BY workerqueue_claim_queue WHERE done = 0 AND queue IN ({queues}) AND priority = 50
+   AND next_try <= :now AND pid = 0 AND host_id = 0 LIMIT :cap)
+) AS waiting GROUP BY priority
+UNION ALL
+SELECT 'running', priority, COUNT(DISTINCT (host_id << 32) | pid) FROM workerqueue
+WHERE done = 0 AND pid > 0 AND queue IN ({queues}) GROUP BY priority
+UNION ALL
+SELECT 'active', 0, COALESCE(SUM(workers), 0) FROM process
+WHERE role = 'master' AND heartbeat >= :alive_after AND queues = :queues
+
+-- name: claim_priority_queue
+-- claim_priority within one queue: one range of claim_queue in (next_try, id) order, the running
+-- rows in it skipped by the row's pid. next_try comes last, to merge the claims of several queues.
+SELECT id, command, parameter, priority, retrial, crashes, next_try
+FROM workerqueue INDEXED BY workerqueue_claim_queue 
+WHERE done = 0 AND queue = :queue AND priority = :priority AND next_try <= :now
+  AND pid = 0 AND host_id = 0
+ORDER BY next_try, id
+LIMIT :limit
 
 -- name: claim_priority
 -- Oldest next_try first, in claim-index order. BEGIN IMMEDIATE makes the claimer the only writer.
@@ -255,10 +302,11 @@ WHERE id IN (
 -- ---------------------------------------------------------------------------- process registry
 
 -- name: register_process
-INSERT INTO process (host, pid, role, master_pid, workers, started, heartbeat)
-VALUES (?, ?, ?, ?, ?, ?, ?)
+INSERT INTO process (host, pid, role, master_pid, workers, started, heartbeat, queues)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (host, pid) DO UPDATE SET role = excluded.role, master_pid = excluded.master_pid,
-    workers = excluded.workers, started = excluded.started, heartbeat = excluded.heartbeat
+    workers = excluded.workers, started = excluded.started, heartbeat = excluded.heartbeat,
+    queues = excluded.queues
 
 -- name: delete_other_children
 DELETE FROM process
@@ -284,7 +332,7 @@ WHERE host = :host AND ((role = 'master' AND pid = :master_pid)
                            OR (role = 'child' AND master_pid = :master_pid))
 
 -- name: processes
-SELECT host, pid, role, master_pid, workers, started, heartbeat FROM process
+SELECT host, pid, role, master_pid, workers, started, heartbeat, queues FROM process
 ORDER BY CASE WHEN role = 'master' THEN 0 ELSE 1 END, host, pid
 
 -- name: release_host

@@ -50,6 +50,8 @@ CREATE TABLE IF NOT EXISTS process (
     workers     INTEGER NOT NULL DEFAULT 0,
     started     TEXT NOT NULL,
     heartbeat   TEXT NOT NULL,
+    -- For a master: the queues it claims from (--queues), '' = all. Last, as ADD COLUMN puts it.
+    queues      TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (host, pid)
 )
 ;
