@@ -10,11 +10,17 @@ the highest priority waiting.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-from fastsched import core
+from fastsched import core, tasks
 from fastsched.backends.base import Backend
-from fastsched.config import DEFAULT_LEASE, DEFAULT_MAX_DURATION_MINUTES, DEFAULT_RETENTION
+from fastsched.config import (
+    DEFAULT_LEASE,
+    DEFAULT_MAX_DURATION_MINUTES,
+    DEFAULT_RETENTION,
+    DEFAULT_RETRY_LIMIT,
+)
 from fastsched.controls import pause_flags, paused_by_any
 from fastsched.errors import JobNotFound
 from fastsched.jobs import Job, JobState
@@ -43,7 +49,41 @@ def _job_dict(job: Job) -> dict[str, Any]:
         "host": job.host,
         "pid": job.pid,
         "last_error": None if job.last_error is None else clip(job.last_error, MAX_SHOWN_ERROR),
+        "queue": job.queue,
     }
+
+
+def _policy(job: Job, pool: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The task policy that applies to ``job`` (its task's options, else the pool's settings given
+    in ``pool``: retry_limit, retry_delay, max_duration_minutes) and a sentence about it."""
+    from fastsched.scheduler import FRIENDICA_DELAY, parse_retry_delay
+
+    minutes = {**DEFAULT_MAX_DURATION_MINUTES, **dict(pool.get("max_duration_minutes") or {})}
+    fixed = parse_retry_delay(str(pool.get("retry_delay", FRIENDICA_DELAY)))
+    limit = minutes.get(job.priority, 0) or 0
+    registered = job.command in tasks.default_registry
+    applied = tasks.applied_policy(
+        tasks.policy(job.command),
+        retry_limit=int(pool.get("retry_limit", DEFAULT_RETRY_LIMIT)),
+        retry_delay=FRIENDICA_DELAY if fixed is None else fixed,
+        timeout=float(limit) * 60.0 if limit > 0 else None,
+    )
+    facts = {"registered_here": registered, **applied.describe()}
+    if registered:
+        return facts, [f"Its task's policy: {applied.text()}."]
+    unregistered = (
+        f"Its command {job.command} is not registered in the modules imported here (--import, "
+        f"FASTSCHED_IMPORTS): the pool's policy would be {applied.text()}."
+    )
+    return facts, [unregistered]
+
+
+def _serving(processes: Sequence[Any], alive_after: dt.datetime, queue: str) -> list[Any]:
+    """The live masters that claim from ``queue`` (those started without --queues claim from all)."""
+    return [
+        p for p in processes
+        if p.role == "master" and p.heartbeat >= alive_after and (not p.queues or queue in p.queues)
+    ]
 
 
 def _dedup_holder(backend: Backend, key: bytes) -> int | None:
@@ -119,9 +159,15 @@ def _rule_lines(
 
 
 def explain(
-    backend: Backend, job_id: int, now: dt.datetime | None = None, *, lease: float = DEFAULT_LEASE
+    backend: Backend,
+    job_id: int,
+    now: dt.datetime | None = None,
+    *,
+    lease: float = DEFAULT_LEASE,
+    pool: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Why job ``job_id`` has (not) run, as facts and sentences (``lines``)."""
+    """Why job ``job_id`` has (not) run, as facts and sentences (``lines``). ``pool``: the pool's
+    retry_limit, retry_delay and max_duration_minutes where they are not the defaults."""
     now = now or utcnow()
     try:
         job = backend.get(job_id, now)
@@ -147,6 +193,7 @@ def explain(
     result: dict[str, Any] = {"found": True, "job": _job_dict(job), "state": job.state.value}
     lines: list[str] = []
     pending = job.state in (JobState.WAITING, JobState.DEFERRED, JobState.RUNNING)
+    policy_facts, policy_lines = _policy(job, pool or {})
 
     if job.state is JobState.WAITING:
         lines.append(
@@ -172,9 +219,11 @@ def explain(
                 f"The master of host {job.host!r} has no heartbeat within the lease ({lease:g} s): any master "
                 f"will release the job at its next maintenance, and it runs again."
             )
-        limit = DEFAULT_MAX_DURATION_MINUTES.get(job.priority, 0)
-        if limit:
-            lines.append(f"{name} jobs may run {limit:g} minutes by default (--max-duration) before they are stopped.")
+        if policy_facts["timeout_seconds"] is not None:
+            source = "its task's timeout" if policy_facts["sources"]["timeout"] == tasks.TASK else "--max-duration"
+            lines.append(
+                f"It may run {seconds_text(policy_facts['timeout_seconds'])} ({source}) before it is stopped."
+            )
         requested = backend.cancel_request(job.id)
         if requested is not None:
             result["cancel_requested"] = {"by": requested[0], "at": iso(requested[1])}
@@ -201,6 +250,21 @@ def explain(
         )
         lines.append(f"`fastsched-pool retry {job.id}` puts it back in the queue with its counters reset.")
 
+    result["policy"] = policy_facts
+    lines += policy_lines
+    if pending:
+        serving = _serving(processes, alive_after, job.queue)
+        result["queue"] = {"name": job.queue, "masters": [{"host": p.host, "pid": p.pid} for p in serving]}
+        if live_masters and not serving:
+            lines.append(
+                f"It belongs to the queue {job.queue!r}, and no live master claims from it: every one was started "
+                f"with --queues naming others. Start one with --queues {job.queue} (or without --queues)."
+            )
+        elif any(p.queues for p in live_masters):
+            lines.append(
+                f"It belongs to the queue {job.queue!r}: {len(serving)} of the {len(live_masters)} live masters "
+                f"claim from it."
+            )
     if job.state in (JobState.WAITING, JobState.DEFERRED):
         pause = paused_by_any(backend.pauses(), job.priority, job.command, job.queue)
         result["paused"] = None if pause is None else pause.as_dict()

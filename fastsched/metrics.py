@@ -207,6 +207,14 @@ def _queue_metrics(current: Mapping[str, Any]) -> Iterator[Metric]:
     for minutes, value in current["jobs_per_minute"].items():
         jpm.add_metric([f"{minutes}m"], value)
     yield jpm
+    by_queue = GaugeMetricFamily(
+        "fastsched_queue_jobs_by_queue", "jobs by queue and state (cluster-wide; queues holding pending or failed jobs)",
+        labels=["queue", "state"],
+    )
+    for entry in current.get("queues", []):
+        for state in ("waiting", "deferred", "running", "failed"):
+            by_queue.add_metric([entry["queue"], state], entry[state])
+    yield by_queue
     masters = GaugeMetricFamily("fastsched_masters", "registered pool masters", labels=["state"])
     alive = [m["alive"] for host in current["hosts"] for m in host["masters"]]
     masters.add_metric(["alive"], sum(alive))

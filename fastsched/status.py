@@ -17,12 +17,17 @@ key; ``format`` changes when a key changes meaning or disappears; new keys may b
     failed_recent       the newest failed jobs, with the end of their last error and its last line
     paused              the pauses in force (fastsched-pool pause): priority, command, queue, who, when
     actions_recent      the newest operators' actions (pause, resume, retry, cancel, purge): who, when, what, how many
+    queues              per queue holding pending or failed jobs: waiting, deferred, running, failed; by name
+    tasks               the registered tasks of the modules given with --import (the pool's FASTSCHED_IMPORTS):
+                        command, and the options of their decorator (priority, queue, retry_limit, retry_delay,
+                        timeout, no_retry); what a task leaves out, the pool's settings decide
 
 Times are naive UTC datetimes inside fastsched; here they are text, ``2024-05-01T12:00:00.123Z``.
 Nothing in it can hold the database password: the DSN is masked and no setting is included.
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -31,6 +36,9 @@ from fastsched import core
 from fastsched.backends.base import Backend, ProcessInfo
 from fastsched.config import DEFAULT_LEASE
 from fastsched.priority import Priority
+from fastsched.tasks import TaskPolicy
+
+_NO_POLICY = TaskPolicy()
 
 FORMAT = "fastsched.status/1"
 JPM_WINDOWS = (1, 3, 5)  # minutes, as Friendica's jobs-per-minute
@@ -105,6 +113,7 @@ def _process_entry(info: ProcessInfo, now: dt.datetime, alive_after: dt.datetime
     if info.role == "master":
         entry["workers"] = info.workers
         entry["alive"] = info.heartbeat >= alive_after
+        entry["queues"] = list(info.queues)  # [] = it claims from every queue
     return entry
 
 
@@ -131,8 +140,10 @@ def collect(
     *,
     lease: float = DEFAULT_LEASE,
     failed_limit: int = FAILED_SHOWN,
+    tasks: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """The status of the queue and the pools working on it, read from ``backend`` at ``now``."""
+    """The status of the queue and the pools working on it, read from ``backend`` at ``now``;
+    ``tasks``: the registered tasks to show (:func:`task_entries`)."""
     now = now or utcnow()
     alive_after = now - dt.timedelta(seconds=lease)
     stats = backend.stats(now)
@@ -199,7 +210,18 @@ def collect(
         ],
         "paused": [pause.as_dict() for pause in pauses],
         "actions_recent": [action.as_dict() for action in actions],
+        "queues": [dataclasses.asdict(entry) for entry in backend.queue_stats(now)],
+        "tasks": [dict(entry) for entry in tasks],
     }
+
+
+def task_entries(registry: Any) -> list[dict[str, Any]]:
+    """The tasks of a ``fastsched.tasks.Registry`` as ``collect`` shows them: command, and the options
+    its decorator gave (an empty ``policy``: all the pool's), by name."""
+    return [
+        {"command": name, "policy": (registry.policy(name) or _NO_POLICY).describe()}
+        for name in sorted(registry.names())
+    ]
 
 
 # --- text ---------------------------------------------------------------------------------------
@@ -265,8 +287,9 @@ def render_text(status: Mapping[str, Any]) -> str:
         lines.append(f"host {host['host']}")
         for master in host["masters"]:
             state = "alive" if master["alive"] else f"DEAD (no heartbeat for more than {status['lease_seconds']:g} s)"
+            served = ", ".join(master.get("queues") or []) or "every queue"
             lines.append(
-                f"  master pid {master['pid']}: {master['workers']} workers, heartbeat "
+                f"  master pid {master['pid']}: {master['workers']} workers on {served}, heartbeat "
                 f"{seconds_text(master['heartbeat_age_seconds'])} ago, {state}, started {master['started']}"
             )
             children = master["children"]
@@ -276,6 +299,7 @@ def render_text(status: Mapping[str, Any]) -> str:
                     f"    children {', '.join(str(child['pid']) for child in children)}: heartbeat "
                     f"{seconds_text(min(ages))} to {seconds_text(max(ages))} ago"
                 )
+    lines += _queues_text(status)
     lines += _controls_text(status)
     failed = status["failed_recent"]
     if failed:
@@ -285,6 +309,34 @@ def render_text(status: Mapping[str, Any]) -> str:
             error = job["error_summary"] or "(no error recorded)"
             lines.append(f"  #{job['id']} {job['command']} ({job['name']}) at {job['finished']}: {clip(error, 120)}")
     return "\n".join(lines)
+
+
+def _queues_text(status: Mapping[str, Any]) -> list[str]:
+    """The queues that hold jobs, and the policies of the registered tasks (when known)."""
+    lines: list[str] = []
+    queues = status.get("queues") or []
+    if queues:
+        lines.append("")
+        rows = [["queue", "waiting", "deferred", "running", "failed"]]
+        rows += [[q["queue"], str(q["waiting"]), str(q["deferred"]), str(q["running"]), str(q["failed"])] for q in queues]
+        lines += _table(rows)
+    tasks = status.get("tasks") or []
+    if tasks:
+        lines.append("")
+        lines.append("task policies (the rest is the pool's: --retry-limit, --retry-delay, --max-duration):")
+        for task in tasks:
+            options = task["policy"]
+            shown = ", ".join(f"{key} {_option_text(value)}" for key, value in options.items()) or "the pool's"
+            lines.append(f"  {task['command']}: {shown}")
+    return lines
+
+
+def _option_text(value: Any) -> str:
+    if isinstance(value, list):
+        return ",".join(str(item) for item in value)
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
 
 
 def _controls_text(status: Mapping[str, Any]) -> list[str]:

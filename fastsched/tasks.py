@@ -38,10 +38,12 @@ from fastsched.validation import MAX_COMMAND_LENGTH as MAX_NAME_LENGTH
 __all__ = [
     "DEFAULT_QUEUE",
     "MAX_NAME_LENGTH",
+    "AppliedPolicy",
     "PeriodicTask",
     "Registry",
     "Task",
     "TaskPolicy",
+    "applied_policy",
     "child_start_hooks",
     "default_registry",
     "get",
@@ -93,6 +95,69 @@ class TaskPolicy:
 
 
 DEFAULT_POLICY = TaskPolicy()
+
+TASK = "task"  # AppliedPolicy.sources: the task's decorator set it
+POOL = "pool"  # ... the pool's settings (--retry-limit, --retry-delay, --max-duration)
+
+
+@dataclasses.dataclass(frozen=True)
+class AppliedPolicy:
+    """The retry and time-limit policy that applies to a command's jobs: the task's own options,
+    else the pool's settings (``applied_policy``). One home for "task first, then pool"."""
+
+    retry_limit: int
+    retry_delay: RetryDelay  # "friendica", seconds, or a callable of the new retrial number
+    timeout: float | None  # seconds; None: no limit
+    no_retry: tuple[type[BaseException], ...]
+    sources: Mapping[str, str]  # retry_limit, retry_delay, timeout -> TASK or POOL
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-friendly, for ``status``, ``explain`` and the dashboard."""
+        delay = self.retry_delay
+        return {
+            "retry_limit": self.retry_limit,
+            "retry_delay": delay if isinstance(delay, (str, int, float)) else _describe(delay),
+            "timeout_seconds": self.timeout,
+            "no_retry": [cls.__name__ for cls in self.no_retry],
+            "sources": dict(self.sources),
+        }
+
+    def text(self) -> str:
+        """``retry limit 3 (task), retry delay friendica (pool), time limit 90 s (pool)``."""
+        shown = self.describe()
+        delay = shown["retry_delay"]
+        parts = [
+            f"retry limit {self.retry_limit} ({self.sources['retry_limit']})",
+            f"retry delay {delay if isinstance(delay, str) else f'{delay:g} s'} ({self.sources['retry_delay']})",
+            "no time limit" if self.timeout is None else f"time limit {self.timeout:g} s ({self.sources['timeout']})",
+        ]
+        if self.no_retry:
+            parts.append("failed at once on " + ", ".join(shown["no_retry"]))
+        return ", ".join(parts)
+
+
+def applied_policy(
+    policy: TaskPolicy | None,
+    *,
+    retry_limit: int,
+    retry_delay: RetryDelay,
+    timeout: float | None,
+) -> AppliedPolicy:
+    """The policy for a command whose task says ``policy`` (None: no options), in a pool whose own
+    settings are ``retry_limit``, ``retry_delay`` and the run-time limit ``timeout`` (seconds, of
+    the job's priority; None for none)."""
+    own = policy or DEFAULT_POLICY
+    return AppliedPolicy(
+        retry_limit=retry_limit if own.retry_limit is None else own.retry_limit,
+        retry_delay=retry_delay if own.retry_delay is None else own.retry_delay,
+        timeout=timeout if own.timeout is None else own.timeout,
+        no_retry=own.no_retry,
+        sources={
+            "retry_limit": POOL if own.retry_limit is None else TASK,
+            "retry_delay": POOL if own.retry_delay is None else TASK,
+            "timeout": POOL if own.timeout is None else TASK,
+        },
+    )
 
 
 class Task(Generic[P, R]):

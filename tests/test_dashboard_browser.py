@@ -175,6 +175,7 @@ def test_the_dashboard_renders_its_charts_in_chromium(chromium, profile, mysql_d
                   fastsched.Priority.NEGLIGIBLE]
     failing = q.add(fastsched.Priority.HIGH, "fail", str(tmp_path / "rec"), "the <b>mailbox</b> is full")
     q.add_many([(priorities[i % 4], "Sleep", 0.5 + i / 1000) for i in range(120)])  # 20 s of work for 3
+    q.add({"queue": "mail", "delay": 3600}, "Sleep", 1)  # a second queue, deferred
     run = pool(mysql_dsn, "--workers", "3", "--retry-limit", "0", "--http", "127.0.0.1:0", "--http-token", token)
     headers = {"Authorization": f"Bearer {token}"}
 
@@ -221,6 +222,7 @@ def test_the_dashboard_renders_its_charts_in_chromium(chromium, profile, mysql_d
     assert "RuntimeError: the <b>mailbox</b> is full" in found.text  # shown as text, never as markup
     assert not [e for e in found.found if e["tag"] == "b"]
     assert len(found.select("tr", "priorities")) == 1 + 5  # the header and one row per priority
+    assert [row["data-queue"] for row in found.select("tr", "queues") if "data-queue" in row] == ["default", "mail"]
     assert found.select("li", "hosts", **{"class": "master"})
     assert "active workers" in found.text
 

@@ -381,3 +381,66 @@ def test_per_queue_claims_and_counts_read_the_claim_queue_index_on_mariadb(mysql
         assert {r["key"] for r in on_workerqueue} <= {"claim_queue", "claim"}, plan
     finally:
         q.close()
+
+
+# --- what status and explain show ----------------------------------------------------------------
+
+
+def cli_json(capsys: pytest.CaptureFixture[str], *argv: str) -> Any:
+    from fastsched import cli
+
+    code = cli.main([*argv, "--json"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    return json.loads(out)
+
+
+def test_status_and_explain_show_queues_and_the_policy_that_applies(dsn, backend, capsys):
+    now = fastsched.queue.utcnow()
+    q = fastsched.connect(dsn)
+    try:
+        mail = q.add({"queue": "mail"}, "retry_twice", "x")
+        plain = q.add(30, "permanent", "y")
+        unknown = q.add(20, "NotRegisteredAnywhere")
+    finally:
+        q.close()
+    backend.register_master("host-a", 100, 3, now, queues=["reports"])
+
+    shown = cli_json(capsys, "status", "--dsn", dsn, "--import", "tests.taskjobs")
+    assert {(e["queue"], e["waiting"]) for e in shown["queues"]} == {("mail", 1), ("default", 2)}
+    assert shown["hosts"][0]["masters"][0]["queues"] == ["reports"]
+    policies = {t["command"]: t["policy"] for t in shown["tasks"]}
+    assert policies["retry_twice"] == {"retry_limit": 2}
+    assert policies["permanent"] == {"no_retry": ["Permanent"]}
+    assert policies["async_record"] == {}
+
+    facts = cli_json(capsys, "explain", str(mail), "--dsn", dsn, "--import", "tests.taskjobs", "--retry-delay", "7")
+    assert facts["job"]["queue"] == "mail"
+    assert facts["policy"]["retry_limit"] == 2 and facts["policy"]["sources"]["retry_limit"] == "task"
+    assert facts["policy"]["retry_delay"] == 7.0 and facts["policy"]["sources"]["retry_delay"] == "pool"
+    assert facts["queue"] == {"name": "mail", "masters": []}
+    text = " ".join(facts["lines"])
+    assert "retry limit 2 (task)" in text and "retry delay 7 s (pool)" in text
+    assert "no live master claims from it" in text and "--queues mail" in text
+
+    facts = cli_json(capsys, "explain", str(plain), "--dsn", dsn, "--import", "tests.taskjobs")
+    assert facts["policy"]["no_retry"] == ["Permanent"] and facts["policy"]["sources"]["retry_limit"] == "pool"
+    facts = cli_json(capsys, "explain", str(unknown), "--dsn", dsn)
+    assert facts["policy"]["registered_here"] is False
+    assert "not registered in the modules imported here" in " ".join(facts["lines"])
+
+
+def test_status_text_has_a_queue_table_and_the_task_policies(dsn, backend, capsys):
+    from fastsched import cli
+
+    q = fastsched.connect(dsn)
+    try:
+        q.add({"queue": "mail", "delay": 60}, "retry_twice", "x")
+    finally:
+        q.close()
+    backend.register_master("host-a", 100, 3, fastsched.queue.utcnow(), queues=["mail", "default"])
+    assert cli.main(["status", "--dsn", dsn, "--import", "tests.taskjobs"]) == 0
+    out = capsys.readouterr().out
+    assert any(line.split() == ["mail", "0", "1", "0", "0"] for line in out.splitlines()), out
+    assert "3 workers on default, mail" in out
+    assert "  retry_twice: retry_limit 2" in out and "  permanent: no_retry Permanent" in out

@@ -23,7 +23,7 @@ CLEAR_SCREEN = "\x1b[H\x1b[2J"
 
 
 def _configure_status(parser: argparse.ArgumentParser) -> None:
-    add_start_options(parser, "dsn", "lease")
+    add_start_options(parser, "dsn", "lease", "imports")
     parser.add_argument("--json", action="store_true", help="print the status as JSON (docs/monitoring.md)")
     parser.add_argument("--watch", action="store_true",
                         help="print it again every --interval seconds until interrupted (with --json: one "
@@ -39,13 +39,24 @@ def _status_backend(args: argparse.Namespace, console: Console) -> tuple[Any, fl
     dsn = resolve_dsn(args, os.environ)
     console.secrets.append(dsn.password)
     lease = resolve(start_option("lease"), args.lease, os.environ) or DEFAULT_LEASE
+    _import_tasks(args)
     return open_backend(dsn), lease
+
+
+def _import_tasks(args: argparse.Namespace) -> None:
+    """The task modules of --import (FASTSCHED_IMPORTS, as the pool has them): their policies are
+    what status and explain show."""
+    from fastsched.cli.lifecycle import import_modules
+
+    modules = resolve(start_option("imports"), getattr(args, "imports", None), os.environ) or ()
+    import_modules(modules, "--import")
 
 
 def cmd_status(args: argparse.Namespace, console: Console) -> int:
     import json
 
     from fastsched import status
+    from fastsched.tasks import default_registry
 
     interval = DEFAULT_WATCH_INTERVAL
     if args.interval is not None:
@@ -57,7 +68,7 @@ def cmd_status(args: argparse.Namespace, console: Console) -> int:
     clear = args.watch and not args.json and sys.stdout.isatty()
     try:
         while True:
-            current = status.collect(backend, lease=lease)
+            current = status.collect(backend, lease=lease, tasks=status.task_entries(default_registry))
             text = json.dumps(current, indent=None if args.watch else 2) if args.json else status.render_text(current)
             console.say((CLEAR_SCREEN if clear else "") + text + ("" if args.json or clear or not args.watch else "\n"))
             if not args.watch:
@@ -78,7 +89,7 @@ STATUS = Command(
 
 
 def _configure_explain(parser: argparse.ArgumentParser) -> None:
-    add_start_options(parser, "dsn", "lease")
+    add_start_options(parser, "dsn", "lease", "imports", "retry_limit", "retry_delay", "max_duration_minutes")
     parser.add_argument("job_id", metavar="ID", help="the job")
     parser.add_argument("--json", action="store_true", help="print the facts and sentences as JSON")
 
@@ -90,8 +101,12 @@ def cmd_explain(args: argparse.Namespace, console: Console) -> int:
 
     job_id = parse_job_id(args.job_id)
     backend, lease = _status_backend(args, console)
+    pool = {
+        field: resolve(start_option(field), getattr(args, field, None), os.environ)
+        for field in ("retry_limit", "retry_delay", "max_duration_minutes")
+    }
     try:
-        result = explain.explain(backend, job_id, lease=lease)
+        result = explain.explain(backend, job_id, lease=lease, pool={k: v for k, v in pool.items() if v is not None})
     finally:
         backend.close()
     console.say(json.dumps(result, indent=2) if args.json else explain.render_text(result))

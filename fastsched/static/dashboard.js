@@ -149,13 +149,35 @@ function hosts(status) {
     for (const m of host.masters) {
       const item = el("li", { class: "master", "data-pid": m.pid });
       item.append(
-        "master " + m.pid + ": " + m.workers + " workers, heartbeat " + seconds(m.heartbeat_age_seconds) + " ago ",
+        "master " + m.pid + ": " + m.workers + " workers on " +
+          ((m.queues && m.queues.length) ? "queues " + m.queues.join(", ") : "every queue") + ", heartbeat " + seconds(m.heartbeat_age_seconds) + " ago ",
         el("span", { class: m.alive ? "muted" : "dead" }, m.alive ? "alive" : "DEAD"),
         "; children " + (m.children.map((c) => c.pid + " (" + seconds(c.heartbeat_age_seconds) + ")").join(", ") || "none"));
       list.appendChild(item);
     }
     div.appendChild(list);
     return div;
+  }));
+}
+
+function queueTable(status) {
+  const body = document.querySelector("#queues tbody");
+  const queues = status.queues || [];
+  if (!queues.length) {
+    const row = el("tr");
+    row.appendChild(el("td", { colspan: "6", class: "muted" }, "No queue holds a job."));
+    body.replaceChildren(row);
+    return;
+  }
+  const masters = status.hosts.flatMap((host) => host.masters.filter((m) => m.alive)
+    .map((m) => ({ name: host.host + " " + m.pid, queues: m.queues || [] })));
+  body.replaceChildren(...queues.map((q) => {
+    const row = el("tr", { "data-queue": q.queue });
+    const serving = masters.filter((m) => !m.queues.length || m.queues.includes(q.queue)).length;
+    for (const cell of [q.queue, q.waiting, q.deferred, q.running, q.failed, serving]) {
+      row.appendChild(el("td", {}, String(cell)));
+    }
+    return row;
   }));
 }
 
@@ -203,6 +225,7 @@ function renderStatus(status) {
   cards(status);
   priorityTable(status);
   hosts(status);
+  queueTable(status);
   failedTable(status);
   pausesList(status);
   historyTable(status);
