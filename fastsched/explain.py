@@ -73,7 +73,7 @@ def _policy(job: Job, pool: Mapping[str, Any]) -> tuple[dict[str, Any], list[str
         return facts, [f"Its task's policy: {applied.text()}."]
     unregistered = (
         f"Its command {job.command} is not registered in the modules imported here (--import, "
-        f"FASTSCHED_IMPORTS): the pool's policy would be {applied.text()}."
+        f"FASTSCHED_IMPORT): the pool's policy would be {applied.text()}."
     )
     return facts, [unregistered]
 

@@ -18,7 +18,7 @@ key; ``format`` changes when a key changes meaning or disappears; new keys may b
     paused              the pauses in force (fastsched-pool pause): priority, command, queue, who, when
     actions_recent      the newest operators' actions (pause, resume, retry, cancel, purge): who, when, what, how many
     queues              per queue holding pending or failed jobs: waiting, deferred, running, failed; by name
-    tasks               the registered tasks of the modules given with --import (the pool's FASTSCHED_IMPORTS):
+    tasks               the registered tasks of the modules given with --import (the pool's FASTSCHED_IMPORT):
                         command, and the options of their decorator (priority, queue, retry_limit, retry_delay,
                         timeout, no_retry); what a task leaves out, the pool's settings decide
 

@@ -123,7 +123,7 @@ def queue_set(queues: Iterable[object]) -> tuple[str, ...]:
 
 
 def parse_queues(text: str) -> tuple[str, ...]:
-    """``--queues mail,default`` (and ``FASTSCHED_QUEUES``): a queue set; "" is every queue."""
+    """A comma-separated list of queue names (``mail,default``) as a queue set; "" is every queue."""
     names = [part.strip() for part in text.split(",")]
     if names == [""]:
         return ()

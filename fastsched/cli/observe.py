@@ -44,7 +44,7 @@ def _status_backend(args: argparse.Namespace, console: Console) -> tuple[Any, fl
 
 
 def _import_tasks(args: argparse.Namespace) -> None:
-    """The task modules of --import (FASTSCHED_IMPORTS, as the pool has them): their policies are
+    """The task modules of --import (FASTSCHED_IMPORT, as the pool has them): their policies are
     what status and explain show."""
     from fastsched.cli.lifecycle import import_modules
 
