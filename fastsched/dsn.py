@@ -138,6 +138,15 @@ def _parse_mysql(rest: str) -> DSN:
     return dataclasses.replace(first, nodes=tuple(nodes))
 
 
+def _latin1(text: str) -> bool:
+    """Whether ``text`` can be sent as pymysql sends a password (encoded as Latin-1)."""
+    try:
+        text.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _parse_one_mysql(rest: str) -> DSN:
     try:
         parts = urllib.parse.urlsplit("mysql://" + rest)
@@ -164,10 +173,17 @@ def _parse_one_mysql(rest: str) -> DSN:
     if parts.fragment:
         raise ConfigError("malformed DSN: unexpected '#...' (percent-encode # in a password as %23)")
     options = tuple(urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+    password = urllib.parse.unquote(parts.password or "")
+    if not password.isascii() and not _latin1(password):
+        # No part of it in the message, nor a UnicodeEncodeError (it names the character and where).
+        raise ConfigError(
+            "the DSN's password has a character outside Latin-1 (ISO 8859-1), which the MySQL driver "
+            "cannot send: give the database user a password of Latin-1 characters"
+        )
     return DSN(
         dialect="mysql",
         user=urllib.parse.unquote(parts.username or ""),
-        password=urllib.parse.unquote(parts.password or ""),
+        password=password,
         host=host,
         port=port,
         database=database,

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import urllib.parse
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -161,7 +164,9 @@ def test_a_dsn_must_be_text(value: object) -> None:
 # --- properties --------------------------------------------------------------------------------
 
 _names = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc")), min_size=1, max_size=12)
-_passwords = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), min_size=4, max_size=20)
+# What the MySQL driver can send as a password: Latin-1 (another character is a ConfigError, below).
+_passwords = st.text(st.characters(codec="latin-1"), min_size=4, max_size=20)
+_beyond_latin1 = st.characters(codec="utf-8", exclude_categories=("Cs",)).filter(lambda c: ord(c) > 255)
 
 
 @given(user=_names, password=_passwords, database=_names.filter(lambda s: "/" not in s and "@" not in s),
@@ -234,3 +239,46 @@ def test_a_malformed_list_of_nodes_never_shows_the_password() -> None:
     with pytest.raises(ConfigError) as info:
         parse_dsn(f"mysql://u:{SECRET}@h1,h2:port/db")
     assert SECRET not in str(info.value)
+
+
+NOT_LATIN1 = (
+    "the DSN's password has a character outside Latin-1 (ISO 8859-1), which the MySQL driver "
+    "cannot send: give the database user a password of Latin-1 characters"
+)
+
+
+@given(head=_passwords, odd=_beyond_latin1, tail=_passwords)
+def test_a_password_beyond_latin1_is_a_config_error_naming_no_part_of_it(head: str, odd: str, tail: str) -> None:
+    password = head + odd + tail
+    with pytest.raises(ConfigError) as info:
+        parse_dsn(f"mysql://app:{urllib.parse.quote(password, safe='')}@db.example:3306/jobs")
+    assert str(info.value) == NOT_LATIN1  # a fixed sentence: it cannot carry any part of the password
+    assert info.value.__cause__ is None and info.value.__context__ is None
+    assert odd not in repr(info.value)
+
+
+@pytest.mark.mysql
+def test_a_password_beyond_latin1_stops_every_command_with_exit_code_2(mysql_dsn: str, tmp_path: Path) -> None:
+    """On the real server: before, pymysql's raw UnicodeEncodeError named the character and its
+    position (exit code 1, a traceback); the producer API raised it too."""
+    import fastsched
+
+    password = "Zq€🔑Ω-s3cr"
+    parts = urllib.parse.urlsplit(mysql_dsn)
+    dsn = f"mysql://{parts.username}:{urllib.parse.quote(password, safe='')}@{parts.hostname}:{parts.port}{parts.path}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FASTSCHED_")}
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    for args, extra in ((["status", "--dsn", dsn], {}), (["start", "--until-empty"], {"FASTSCHED_DSN": dsn})):
+        done = subprocess.run([sys.executable, "-m", "fastsched", *args], env={**env, **extra}, cwd=tmp_path,
+                              capture_output=True, text=True, timeout=60, check=False)
+        named = "--dsn" if "--dsn" in args else "FASTSCHED_DSN"
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.strip() == (
+            f"fastsched-pool: error: {named}: invalid value 'mysql://{parts.username}:***@{parts.hostname}:"
+            f"{parts.port}{parts.path}': {NOT_LATIN1}"
+        )
+        assert not any(c in done.stdout + done.stderr for c in "€🔑Ω"), done.stderr
+        assert "s3cr" not in done.stderr and "Zq" not in done.stderr
+    with pytest.raises(ConfigError, match="outside Latin-1") as info:
+        fastsched.connect(dsn)
+    assert not any(c in repr(info.value) for c in "€🔑Ω")
