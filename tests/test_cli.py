@@ -74,7 +74,8 @@ def rundir() -> Iterator[str]:
 def env(rundir: str) -> dict[str, str]:
     """The environment of a CLI run: no FASTSCHED_* setting leaks in from the caller's."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("FASTSCHED_") or k == "FASTSCHED_IMPL"}
-    clean["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
+    # tests/ for --import clijobs: a pool never imports from its working directory.
+    clean["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), str(TESTS), os.environ.get("PYTHONPATH")]))
     clean["XDG_RUNTIME_DIR"] = rundir
     return clean
 
@@ -300,6 +301,7 @@ def test_bad_environment_value_names_the_variable(
 
 def test_import_error_inside_the_module_is_named(env: dict[str, str], tmp_path: Path) -> None:
     (tmp_path / "brokenjobs.py").write_text("raise RuntimeError('half-written module')\n")
+    env["PYTHONPATH"] += os.pathsep + str(tmp_path)  # found through the configured path
     result = run("start", "--dsn", f"sqlite:///{tmp_path / 'db.sqlite3'}", "--import", "brokenjobs",
                  "--until-empty", env=env, cwd=tmp_path)
     assert result.returncode == cli.EXIT_CONFIG
@@ -466,6 +468,33 @@ def test_a_lease_under_three_heartbeats_is_refused_before_anything_happens(
                    "--pidfile", str(pid_path), "--lease", "3", env=env, cwd=TESTS)
     assert accepted.returncode == 0, accepted.stderr
     assert mark.exists()
+
+
+@pytest.mark.parametrize("launcher", sorted(LAUNCHERS))
+def test_a_module_planted_in_the_working_directory_is_never_imported(
+    launcher: str, mysql_dsn: str, env: dict[str, str], host_id: str, tmp_path: Path
+) -> None:
+    """A pool started in a shared directory where someone planted clijobs.py (the name of the task
+    module it imports) and cwdonly.py: it imports the configured clijobs (tests/, on PYTHONPATH),
+    runs its job, and imports neither planted file, even when asked for one by name."""
+    workdir = tmp_path / "shared"
+    workdir.mkdir()
+    planted = tmp_path / "planted-was-imported"
+    for name in ("clijobs", "cwdonly"):
+        (workdir / f"{name}.py").write_text(f"open({str(planted)!r}, 'a').write({name!r})\n")
+    mark = tmp_path / "touched"
+    _enqueue(mysql_dsn, "Touch", str(mark))
+    result = run("start", "--dsn", mysql_dsn, "--import", "clijobs", "--until-empty", "--workers", "1",
+                 "--host-id", host_id, "--pidfile", str(tmp_path / "pool.pid"), env=env, cwd=workdir,
+                 launcher=launcher)
+    assert result.returncode == 0, result.stderr
+    assert mark.exists() and not planted.exists()
+    refused = run("start", "--dsn", mysql_dsn, "--import", "cwdonly", "--until-empty", "--host-id", host_id,
+                  "--pidfile", str(tmp_path / "pool.pid"), env=env, cwd=workdir, launcher=launcher)
+    assert refused.returncode == cli.EXIT_CONFIG, refused.stderr
+    assert "--import: cannot import module 'cwdonly'" in refused.stderr
+    assert "the working directory is not searched" in refused.stderr
+    assert not planted.exists()
 
 
 def test_text_log_lines_carry_the_pid(sqlite_dsn: str, env: dict[str, str], host_id: str, tmp_path: Path) -> None:

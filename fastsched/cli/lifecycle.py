@@ -41,18 +41,30 @@ FORCE_SIGNAL_GAP = 0.5  # seconds between the two SIGTERMs of ``stop --force``, 
 # --- settings -----------------------------------------------------------------------------------
 
 
+def drop_working_directory_from_path() -> None:
+    """Take off sys.path the entry Python puts first for the working directory (``''`` for
+    ``python -c``, the directory itself for ``python -m``): a module planted in a shared working
+    directory must not be what ``--import`` (or any import after it) finds. A directory named in
+    PYTHONPATH stays: that path is configured."""
+    if sys.path and sys.path[0] in ("", os.getcwd()):
+        del sys.path[0]
+
+
 def import_modules(names: Sequence[str], source: str) -> None:
-    """Import the modules that register commands, the working directory first on sys.path (as
-    ``celery -A`` does). A failure is a ConfigError naming the module."""
-    cwd = os.getcwd()
-    if cwd not in sys.path and "" not in sys.path:
-        sys.path.insert(0, cwd)
+    """Import the modules that register commands, from sys.path as installed packages and
+    PYTHONPATH make it, never from the working directory unless PYTHONPATH names it. A failure is
+    a ConfigError naming the module."""
+    drop_working_directory_from_path()
     for name in names:
         try:
             importlib.import_module(name)
         except (Exception, SystemExit) as exc:
             detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            raise ConfigError(f"{source}: cannot import module {name!r} ({detail})") from exc
+            hint = (
+                " (the working directory is not searched: install the module or put its directory on PYTHONPATH)"
+                if isinstance(exc, ModuleNotFoundError) and exc.name == name.split(".")[0] else ""
+            )
+            raise ConfigError(f"{source}: cannot import module {name!r} ({detail}){hint}") from exc
 
 
 def _pidfile_path(settings_pidfile: str | None, dsn: DSN, host_id: str) -> str:

@@ -193,8 +193,8 @@ START_OPTIONS: tuple[Option, ...] = (
     Option("--workers", "workers", parse_positive_int, "child processes running jobs",
            f"the number of CPUs ({os.cpu_count() or 1})", "N"),
     Option("--import", "imports", _strip, "modules to import that register commands with "
-           "@fastsched.task (the working directory is searched first); repeatable; the variable is "
-           "comma-separated", "none", "MODULE", kind="list", env_name="FASTSCHED_IMPORT"),
+           "@fastsched.task, from the installed packages and PYTHONPATH (never the working directory "
+           "unless PYTHONPATH names it); repeatable; the variable is comma-separated", "none", "MODULE", kind="list", env_name="FASTSCHED_IMPORT"),
     Option("--fetch-limit", "fetch_limit", parse_positive_int, "jobs a child is given per claim",
            str(DEFAULT_FETCH_LIMIT), "K"),
     Option("--until-empty", "until_empty", parse_bool, "exit 0 once no job is runnable or running "
