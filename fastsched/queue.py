@@ -88,7 +88,9 @@ class Queue:
     largest JSON of a job's args, in bytes of UTF-8.
 
     Opening connects and creates the tables if they are missing: a database that cannot be
-    reached raises ``DatabaseUnavailable`` here, not at the first ``add()``.
+    reached raises ``DatabaseUnavailable`` here, not at the first ``add()``. With ``lazy=True``
+    nothing connects until an operation needs the queue's own connection, which adding on a
+    ``connection`` of your own never does (a web process then holds no second connection).
     """
 
     def __init__(
@@ -97,6 +99,7 @@ class Queue:
         *,
         clock: Callable[[], dt.datetime] | None = None,
         max_parameter_bytes: int = DEFAULT_MAX_PARAMETER_BYTES,
+        lazy: bool = False,
     ) -> None:
         self._dsn = parse_dsn(dsn)
         if clock is not None and not callable(clock):
@@ -114,14 +117,16 @@ class Queue:
         self.max_parameter_bytes = max_parameter_bytes
         self._identity = self._dsn.identity
         self._lock = threading.Lock()
-        self._backend = self._open()
+        self._backend = self._open(connect=not lazy)
         self._async = AsyncWorkers(self._dsn)  # add_async's threads: none until its first call
 
-    def _open(self) -> Any:
+    def _open(self, *, connect: bool) -> Any:
         from fastsched.backends import open_backend  # the drivers load on first connect, not on import
 
         try:
             backend = open_backend(self._dsn)
+            if not connect:
+                return backend
             try:
                 backend.init_schema()
             except BaseException:

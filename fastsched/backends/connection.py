@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from fastsched.backends.base import SCHEMA_VERSION
+from fastsched.backends.callers import driver_exception
 from fastsched.backends.sqlfiles import MigrationStep, load_migration, load_queries, load_schema
 from fastsched.dsn import DSN
 from fastsched.errors import DatabaseError, DatabaseUnavailable, SchemaError
@@ -148,9 +149,11 @@ class SQLConnection:
             self._transaction(self._create_schema, "init_schema", check_schema=False)
         self._schema_ok = True
 
-    def upgrade_schema(self) -> int | None:
+    def upgrade_schema(self, cursor: Any = None) -> int | None:
         """:meth:`init_schema`, migrating an older schema to SCHEMA_VERSION first; the version found
-        (None: there was no schema).
+        (None: there was no schema). With ``cursor`` (a caller's: Django's migration of
+        ``fastsched.contrib.django``), every statement runs there, in the caller's transaction,
+        and nothing is committed here.
 
         Only ``fastsched-pool init`` calls this: a migration rewrites workerqueue, so it is the
         operator's explicit step, taken with no pool running on the database (docs/operations.md).
@@ -158,9 +161,12 @@ class SQLConnection:
         short leaves some done; the steps check what exists, so running it again finishes the job.
         The version is recorded last, and every other command refuses the database until then.
         """
-        found = self._transaction(
-            self._schema_version, "reading the schema version", write=False, check_schema=False
-        )
+        def run(work: Callable[[Any], T], what: str, write: bool = True) -> T:
+            if cursor is not None:
+                return work(cursor)
+            return self._transaction(work, what, write=write, check_schema=False)
+
+        found = run(self._schema_version, "reading the schema version", write=False)
         if found is not None and found < SCHEMA_VERSION:
             for version in range(found, SCHEMA_VERSION):
                 steps = load_migration(self.dialect, version)
@@ -172,12 +178,14 @@ class SQLConnection:
                     )
                 log.warning("migrating %s from fastsched schema version %d to %d", self.dsn, version, version + 1)
                 for step in steps:
-                    self._transaction(
+                    run(
                         functools.partial(self._migration_step, step),
                         f"migrating the schema from version {version} ({step.name})",
-                        check_schema=False,
                     )
-        self.init_schema()
+        if cursor is None:
+            self.init_schema()
+        else:
+            self._create_schema(cursor)
         return found
 
     def _migration_step(self, step: MigrationStep, cursor: Any) -> None:
@@ -201,8 +209,8 @@ class SQLConnection:
         """The recorded schema version; None when there is no schema yet."""
         try:
             cursor.execute(self._q["schema_version"])
-        except self.driver_error as exc:
-            if not self._is_missing_table(exc):
+        except Exception as exc:  # any driver's, or Django's (on a caller's cursor)
+            if not self._is_missing_table(driver_exception(exc)):
                 raise
             return None
         row = cursor.fetchone()

@@ -112,13 +112,7 @@ class Inserts(SQLConnection):
     def _check_caller_database(self, caller: callers.CallerCursor) -> bool:
         """SchemaError unless the caller's database has this release's schema; whether the rows of
         one multi-row INSERT get consecutive ids on its server."""
-        try:
-            exists = self._check_version(caller.cursor)
-        except caller.errors as exc:
-            if not self._is_missing_table(callers.driver_exception(exc)):
-                raise
-            exists = False
-        if not exists:
+        if not self._check_version(caller.cursor):
             raise SchemaError(
                 f"the database of the connection given has no fastsched tables: create them with "
                 f"`fastsched-pool init --dsn {self.dsn}` (or, in a Django project, `manage.py migrate`)"

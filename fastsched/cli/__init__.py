@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from fastsched import exitcodes
 from fastsched.cli import controls, jobs, lifecycle, observe
@@ -48,9 +49,11 @@ __all__ = [
     "EXIT_FAILURE",
     "EXIT_KILLED",
     "EXIT_OK",
+    "add_commands",
     "build_parser",
     "build_settings",
     "main",
+    "run_parsed",
 ]
 
 COMMANDS: tuple[Command, ...] = (
@@ -79,7 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=exitcodes.help_text() + "\n" + environment,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_commands(parser.add_subparsers(dest="command", metavar="COMMAND"))
+    return parser
+
+
+def add_commands(subparsers: Any) -> None:
+    """A parser for each of COMMANDS (``manage.py fastsched_pool`` builds on this too)."""
     for command in COMMANDS:
         sub = subparsers.add_parser(
             command.name,
@@ -90,7 +98,6 @@ def build_parser() -> argparse.ArgumentParser:
         )
         sub.set_defaults(run=command.run)
         command.configure(sub)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -103,6 +110,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not args.command:
         parser.print_help(sys.stderr)
         return ExitCode.CONFIG
+    return run_parsed(args)
+
+
+def run_parsed(args: argparse.Namespace) -> int:
+    """Run the subcommand that ``args`` (parsed by a parser of :func:`add_commands`) names; its
+    exit code, every fastsched error reported and mapped to its code."""
     console = Console()
     try:
         return ExitCode(args.run(args, console))

@@ -1,0 +1,28 @@
+"""Settings of the test project: the database comes from TEST_DJANGO_* (tests/test_django.py)."""
+import os
+
+SECRET_KEY = "fastsched-tests-only"  # a test project's, guarding nothing
+DEBUG = False
+USE_TZ = True
+INSTALLED_APPS = ["fastsched.contrib.django", "shop"]
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+if os.environ["TEST_DJANGO_ENGINE"] == "mysql":
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.mysql",  # mysqlclient, Django's default MySQL driver
+            "NAME": os.environ["TEST_DJANGO_NAME"],
+            "HOST": os.environ["TEST_DJANGO_HOST"],
+            "PORT": os.environ["TEST_DJANGO_PORT"],
+            "USER": os.environ["TEST_DJANGO_USER"],
+            "PASSWORD": os.environ.get("TEST_DJANGO_PASSWORD", ""),
+        }
+    }
+else:
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": os.environ["TEST_DJANGO_NAME"],
+            "OPTIONS": {"timeout": 20},
+        }
+    }
