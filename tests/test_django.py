@@ -234,7 +234,7 @@ def test_the_last_migration_of_the_app_creates_this_releases_schema_version() ->
 
 
 @pytest.mark.parametrize("new_database", ["sqlite"], indirect=True)
-def test_fastsched_dsn_naming_another_database_is_refused(new_database: Any, tmp_path: Path) -> None:
+def test_fastsched_dsn_naming_another_database_is_refused_and_bad_flags_exit_as_in_the_cli(new_database: Any, tmp_path: Path) -> None:
     engine, make = new_database
     project = project_on(engine, *make(), tmp_path)
     project.manage("migrate")
@@ -244,6 +244,8 @@ def test_fastsched_dsn_naming_another_database_is_refused(new_database: Any, tmp
     assert "FASTSCHED_DSN names sqlite:///" in result.stderr and "the pool would never see them" in result.stderr
     project.env["FASTSCHED_DSN"] = project.dsn  # the same database, named explicitly: fine
     assert project.manage("fastsched_pool", "status", "--json").returncode == 0
+    bad = project.manage("fastsched_pool", "start", "--workers", "0", check=False)
+    assert bad.returncode == 2 and "--workers: invalid value '0'" in bad.stderr  # fastsched-pool's codes
 
 
 def test_the_dsn_is_derived_from_the_databases_entry() -> None:
