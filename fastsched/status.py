@@ -50,7 +50,7 @@ ACTIONS_SHOWN = 10  # newest operators' actions included
 
 PRIORITY_KEYS = (
     "priority", "name", "waiting", "deferred", "running", "failed", "done_last_hour", "oldest_wait_seconds",
-    "workers", "in_play", "limit", "share", "cancelled", "paused",
+    "workers", "in_play", "limit", "share", "cancelled", "paused", "paused_jobs",
 )
 TOTAL_KEYS = ("waiting", "deferred", "running", "failed", "done_last_hour")
 
@@ -177,6 +177,7 @@ def collect(
             **share[rank],
             "cancelled": entry.cancelled,
             "paused": entry.priority in whole,
+            "paused_jobs": entry.paused,
         })
     next_rank = core.choose_priority(waiting, running, counts.active)
     return {

@@ -78,6 +78,29 @@ def test_pause_refuses_bad_parts_and_stores_nothing(q: fastsched.Queue, kwargs: 
     assert q.paused() == [] and q.actions() == []
 
 
+def test_a_narrow_pause_sets_its_jobs_aside_and_resume_hands_them_back(
+    q: fastsched.Queue, dsn: str, clock: Clock
+) -> None:
+    mail = [q.add(40, "SendMail", i) for i in range(3)]
+    other = q.add(40, "Index", 1)
+    running = q.add(40, "SendMail", 99)
+    mark_running(dsn, running)
+    q.pause(command="SendMail")
+    low = {s.priority: s for s in q.stats()}[40]
+    assert (low.waiting, low.running, low.paused) == (1, 1, 3)  # the paused ones are neither waiting nor claimable
+    assert {q.get(i).state for i in mail} == {JobState.WAITING}  # still pending, still theirs to run later
+    assert q.get(running).state is JobState.RUNNING and q.get(running).pid == 4242  # running work is not touched
+    q.backend.fail_malformed(clock())  # the maintenance's repair of hand-released rows leaves them aside
+    assert {s.priority: s for s in q.stats()}[40].paused == 3
+    q.pause(priority="LOW", command="SendMail")  # a second pause holding them too
+    assert q.resume(command="SendMail") == 1
+    assert {s.priority: s for s in q.stats()}[40].paused == 3  # still held
+    assert q.resume(priority="LOW", command="SendMail") == 1
+    low = {s.priority: s for s in q.stats()}[40]
+    assert (low.waiting, low.paused) == (4, 0)
+    assert q.get(other).state is JobState.WAITING
+
+
 def test_a_pause_matches_every_part_it_sets() -> None:
     pauses = [Pause.of(priority="LOW"), Pause.of(command="SendMail", queue="mail")]
     assert paused_by_any(pauses, 40, "Anything") is pauses[0]

@@ -63,6 +63,7 @@ class PriorityStats:
     done_last_hour: int
     oldest_waiting_seconds: float | None  # age of the oldest waiting job (now - created), None if none waits
     cancelled: int = 0  # jobs stopped at an operator's request, kept like failed ones
+    paused: int = 0  # pending jobs a pause of their command or queue has set aside (not in waiting/deferred)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from fastsched.backends.connection import SQLConnection
@@ -23,6 +23,10 @@ from fastsched.errors import InvalidInput, InvalidState, JobNotFound
 from fastsched.jobs import DONE_CANCELLED, DONE_FAILED, DONE_OK, DONE_PENDING
 
 BULK_WINDOW = 10_000  # rows a bulk action reads (and at most changes) per transaction
+# The host_id of pending jobs a pause has set aside: the claims, the waiting counts and the plan
+# read host_id = 0 only, so these cost them nothing (an index range they never enter). No host
+# gets this number (fastsched_host ids count up from 1). repair_unclaimed (the queries) leaves it.
+PARKED_HOST_ID = 4294967295
 STATE_NAMES = {DONE_PENDING: "pending", DONE_OK: "done", DONE_FAILED: "failed", DONE_CANCELLED: "cancelled"}
 RUNNING = "running"
 
@@ -42,17 +46,61 @@ class ControlsMixin(SQLConnection):
 
     # --- pauses ---------------------------------------------------------------------------------
     def pause(self, pause: Pause, by: str, now: dt.datetime) -> bool:
-        """Store a pause; False if the same one existed already (it keeps who made it and when)."""
+        """Store a pause; False if the same one existed already (it keeps who made it and when).
+
+        A pause of a whole priority costs the claims nothing: they skip the priority. A narrower
+        one (a command, a queue) also sets the pending jobs it holds aside (``park``), so that the
+        claims of their priority do not read them over and over."""
         params = {**pause.key(), "by": by, "now": self._to_db_time(now)}
 
         def work(cursor: Any) -> bool:
             cursor.execute(self._q["pause_add"], params)
             return bool(cursor.rowcount)
 
-        return self._transaction(work, "pause")
+        added = self._transaction(work, "pause")
+        if not pause.whole_priority:
+            self.park(pause)
+        return added
+
+    def park(self, pause: Pause) -> int:
+        """Set aside the unclaimed pending jobs ``pause`` holds, window by window; how many."""
+        match = {
+            "state_1": DONE_PENDING, "state_2": DONE_PENDING, "state_3": DONE_PENDING,
+            "command": pause.command, "priority": pause.priority, "queue": pause.queue, "error": None, "before": None,
+        }
+        parked = [0]
+
+        def handle(cursor: Any, rows: list[tuple[int, int, int]]) -> None:
+            ids = [job_id for job_id, _, pid in rows if not pid]
+            for part in chunks(ids, IN_CHUNK):
+                cursor.execute(expand_in(self._q["park_jobs"], part), {"parked": PARKED_HOST_ID})
+                parked[0] += int(cursor.rowcount)
+
+        self._walk("bulk_match", match, handle, "park")
+        return parked[0]
+
+    def unpark(self) -> int:
+        """Hand back to the claims the set-aside jobs that no pause holds any more; how many."""
+
+        def any_parked(cursor: Any) -> bool:
+            cursor.execute(self._q["any_parked"], {"parked": PARKED_HOST_ID})
+            return cursor.fetchone() is not None
+
+        if not self._transaction(any_parked, "unpark", write=False):
+            return 0
+        unparked = [0]
+
+        def handle(cursor: Any, rows: list[tuple[int, int, int]]) -> None:
+            for part in chunks([job_id for job_id, _, _ in rows], IN_CHUNK):
+                cursor.execute(expand_in(self._q["unpark_jobs"], part), {"parked": PARKED_HOST_ID})
+                unparked[0] += int(cursor.rowcount)
+
+        self._walk("parked_in_window", {"parked": PARKED_HOST_ID}, handle, "unpark")
+        return unparked[0]
 
     def resume(self, pause: Pause | None) -> int:
-        """Delete this pause (None: every pause); how many were deleted."""
+        """Delete this pause (None: every pause); how many were deleted. The jobs it had set aside
+        go back to the claims, unless another pause holds them."""
 
         def work(cursor: Any) -> int:
             if pause is None:
@@ -61,7 +109,10 @@ class ControlsMixin(SQLConnection):
                 cursor.execute(self._q["pause_remove"], pause.key())
             return int(cursor.rowcount)
 
-        return self._transaction(work, "resume")
+        removed = self._transaction(work, "resume")
+        if removed:
+            self.unpark()
+        return removed
 
     def pauses(self) -> list[Pause]:
         def work(cursor: Any) -> list[Any]:
@@ -168,35 +219,50 @@ class ControlsMixin(SQLConnection):
             "before": None if cutoff is None else self._to_db_time(cutoff),
         }
 
+        counts: Counter[str] = Counter()
+        change = {"now": self._to_db_time(now), "by": by}
+
+        def handle(cursor: Any, rows: list[tuple[int, int, int]]) -> None:
+            if dry_run:
+                counts.update(_state_name(done, pid) for _, done, pid in rows)
+            else:
+                counts.update(self._bulk_change(cursor, action, rows, change, now))
+
+        self._walk("bulk_match", match, handle, "bulk " + action, write=not dry_run)
+        order = ("pending", RUNNING, "failed", "done", "cancelled")
+        return BulkResult(action, dry_run, {state: counts[state] for state in order if counts[state]})
+
+    def _walk(
+        self, query: str, params: dict[str, Any], handle: Callable[[Any, list[tuple[int, int, int]]], None],
+        what: str, *, write: bool = True,
+    ) -> None:
+        """Read the table in windows of at most BULK_WINDOW rows in id order, up to the highest id
+        now, one transaction each: ``query`` gives a window's (id, done, pid) rows, ``handle`` acts
+        on those in the same transaction."""
+
         def last_id(cursor: Any) -> int:
             cursor.execute(self._q["bulk_last_id"])
             return int(cursor.fetchone()[0])
 
-        upto = self._transaction(last_id, "bulk", write=False)
-        counts: Counter[str] = Counter()
-        change = {"now": self._to_db_time(now), "by": by}
+        upto = self._transaction(last_id, what, write=False)
 
         def window(cursor: Any, after: int) -> int | None:
             cursor.execute(self._q["bulk_window"], {"after": after, "upto": upto, "window": BULK_WINDOW})
             end, rows = cursor.fetchone()
             if not rows:
                 return None
-            cursor.execute(self._q["bulk_match"], {**match, "after": after, "upto": int(end)})
-            matched = [(int(i), int(done), int(pid)) for i, done, pid in cursor.fetchall()]
-            if dry_run:
-                counts.update(_state_name(done, pid) for _, done, pid in matched)
-            elif matched:
-                counts.update(self._bulk_change(cursor, action, matched, change, now))
+            cursor.execute(self._q[query], {**params, "after": after, "upto": int(end)})
+            found = [(int(i), int(done), int(pid)) for i, done, pid in cursor.fetchall()]
+            if found:
+                handle(cursor, found)
             return int(end)
 
         after = 0
         while after < upto:
-            end = self._transaction(functools.partial(window, after=after), "bulk " + action, write=not dry_run)
+            end = self._transaction(functools.partial(window, after=after), what, write=write)
             if end is None:
                 break
             after = end
-        order = ("pending", RUNNING, "failed", "done", "cancelled")
-        return BulkResult(action, dry_run, {state: counts[state] for state in order if counts[state]})
 
     def _bulk_change(
         self, cursor: Any, action: str, matched: Sequence[tuple[int, int, int]], change: dict[str, Any],

@@ -312,6 +312,7 @@ class SQLBackend(ControlsMixin, Inserts, Backend):
                     running=found.get(("running", priority), 0),
                     failed=found.get(("failed", priority), 0),
                     cancelled=found.get(("cancelled", priority), 0),
+                    paused=found.get(("paused", priority), 0),
                     done_last_hour=found.get(("done", priority), 0),
                     oldest_waiting_seconds=None
                     if oldest is None

@@ -139,6 +139,8 @@ UNION ALL SELECT 'failed', priority, COUNT(*), NULL FROM workerqueue
 WHERE done = 2 GROUP BY priority
 UNION ALL SELECT 'cancelled', priority, COUNT(*), NULL FROM workerqueue
 WHERE done = 3 GROUP BY priority
+UNION ALL SELECT 'paused', priority, COUNT(*), NULL FROM workerqueue
+WHERE done = 0 AND pid = 0 AND host_id = 4294967295 GROUP BY priority
 UNION ALL SELECT 'done', priority, COUNT(*), NULL FROM workerqueue
 WHERE done = 1 AND finished >= %(hour_ago)s GROUP BY priority
 UNION ALL SELECT * FROM (SELECT 'oldest', priority, 0, created FROM workerqueue
@@ -181,22 +183,28 @@ WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = %(priority)s
 -- One statement, rows of (kind, priority, count): 'waiting' per priority, each a LIMITed range
 -- scan of the claim index (a million waiting rows cost no more than ``cap``), counted over one
 -- derived table; 'running' workers (distinct host_id, pid) per priority from ONE index-only scan of
--- the claimed rows; 'active' workers of the live masters. Five derived counts cost twice as much.
+-- the claimed rows; 'active' workers of the live masters. A priority paused whole counts no
+-- waiting job: its WHERE is impossible, no row is read. Five derived counts cost twice as much.
 SELECT 'waiting', priority, COUNT(*) FROM (
   (SELECT priority FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 10
-   AND next_try <= %(now)s LIMIT %(cap)s)
+   AND next_try <= %(now)s
+   AND NOT EXISTS (SELECT 1 FROM fastsched_pause WHERE priority IN (0, 10) AND command = '' AND queue = '') LIMIT %(cap)s)
   UNION ALL
   (SELECT priority FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 20
-   AND next_try <= %(now)s LIMIT %(cap)s)
+   AND next_try <= %(now)s
+   AND NOT EXISTS (SELECT 1 FROM fastsched_pause WHERE priority IN (0, 20) AND command = '' AND queue = '') LIMIT %(cap)s)
   UNION ALL
   (SELECT priority FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 30
-   AND next_try <= %(now)s LIMIT %(cap)s)
+   AND next_try <= %(now)s
+   AND NOT EXISTS (SELECT 1 FROM fastsched_pause WHERE priority IN (0, 30) AND command = '' AND queue = '') LIMIT %(cap)s)
   UNION ALL
   (SELECT priority FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 40
-   AND next_try <= %(now)s LIMIT %(cap)s)
+   AND next_try <= %(now)s
+   AND NOT EXISTS (SELECT 1 FROM fastsched_pause WHERE priority IN (0, 40) AND command = '' AND queue = '') LIMIT %(cap)s)
   UNION ALL
   (SELECT priority FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 50
-   AND next_try <= %(now)s LIMIT %(cap)s)
+   AND next_try <= %(now)s
+   AND NOT EXISTS (SELECT 1 FROM fastsched_pause WHERE priority IN (0, 50) AND command = '' AND queue = '') LIMIT %(cap)s)
 ) AS waiting GROUP BY priority
 UNION ALL
 SELECT 'running', priority, COUNT(DISTINCT (host_id << 32) | pid) FROM workerqueue
@@ -248,6 +256,15 @@ FOR UPDATE SKIP LOCKED
 SELECT id, command, parameter, priority, retrial, crashes
 FROM workerqueue
 WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = %(priority)s AND next_try <= %(now)s
+  -- Paused work (fastsched_pause; fastsched.controls) is not claimed. A pause of the whole priority
+  -- makes the WHERE impossible before any row is read (the first test is constant); a narrower one
+  -- is checked per row, and costs little: the pause set the jobs it held aside (PARKED_HOST_ID),
+  -- so only the few added since are read here.
+  AND NOT EXISTS (SELECT 1 FROM fastsched_pause AS whole
+                  WHERE whole.priority IN (0, %(priority)s) AND whole.command = '' AND whole.queue = '')
+  AND NOT EXISTS (SELECT 1 FROM fastsched_pause AS p
+                  WHERE p.priority IN (0, %(priority)s) AND p.command IN ('', workerqueue.command)
+                    AND p.queue IN ('', workerqueue.queue))
 ORDER BY next_try, id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
@@ -293,7 +310,8 @@ WHERE id IN ({ids}) AND done = 0
 -- name: repair_unclaimed
 -- pid = 0 with a host_id left over: only a hand-written UPDATE (Friendica's operators release a job
 -- with "SET pid = 0") makes one, and the claims, which read host_id = 0, would never take it.
-UPDATE workerqueue SET host_id = 0 WHERE done = 0 AND pid = 0 AND host_id > 0
+-- 4294967295 is PARKED_HOST_ID (backends/controls.py): jobs a pause set aside stay aside.
+UPDATE workerqueue SET host_id = 0 WHERE done = 0 AND pid = 0 AND host_id > 0 AND host_id <> 4294967295
 
 -- name: fail_malformed
 -- Ranges on (done, pid, priority) of the claim index: the unclaimed rows no claim would take.
@@ -461,3 +479,22 @@ DELETE FROM workerqueue WHERE id IN ({ids}) AND done = %(done)s AND (done <> 0 O
 -- name: bulk_request_cancel
 INSERT IGNORE INTO fastsched_cancel (job_id, requested_by, requested_at)
 SELECT id, %(by)s, %(now)s FROM workerqueue WHERE id IN ({ids}) AND done = 0 AND pid > 0
+
+-- name: park_jobs
+-- Pending jobs a pause holds, set aside (backends/controls.py, PARKED_HOST_ID): out of the claims' range.
+UPDATE workerqueue SET host_id = %(parked)s WHERE id IN ({ids}) AND done = 0 AND pid = 0 AND host_id = 0
+
+-- name: any_parked
+SELECT 1 FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = %(parked)s LIMIT 1
+
+-- name: parked_in_window
+SELECT id, done, pid FROM workerqueue
+WHERE id > %(after)s AND id <= %(upto)s AND done = 0 AND pid = 0 AND host_id = %(parked)s
+
+-- name: unpark_jobs
+-- Back in the claims' range unless a pause still holds them.
+UPDATE workerqueue SET host_id = 0
+WHERE id IN ({ids}) AND done = 0 AND pid = 0 AND host_id = %(parked)s
+  AND NOT EXISTS (SELECT 1 FROM fastsched_pause AS p
+                  WHERE p.priority IN (0, workerqueue.priority) AND p.command IN ('', workerqueue.command)
+                    AND p.queue IN ('', workerqueue.queue))

@@ -129,6 +129,8 @@ UNION ALL SELECT 'failed', priority, COUNT(*), NULL FROM workerqueue
 WHERE done = 2 GROUP BY priority
 UNION ALL SELECT 'cancelled', priority, COUNT(*), NULL FROM workerqueue
 WHERE done = 3 GROUP BY priority
+UNION ALL SELECT 'paused', priority, COUNT(*), NULL FROM workerqueue
+WHERE done = 0 AND pid = 0 AND host_id = 4294967295 GROUP BY priority
 UNION ALL SELECT 'done', priority, COUNT(*), NULL FROM workerqueue
 WHERE done = 1 AND finished >= :hour_ago GROUP BY priority
 UNION ALL SELECT * FROM (SELECT 'oldest', priority, 0, created FROM workerqueue
@@ -171,22 +173,23 @@ WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = :priority
 -- One statement, rows of (kind, priority, count): 'waiting' per priority, each a LIMITed range
 -- scan of the claim index (a million waiting rows cost no more than ``cap``), counted over one
 -- derived table; 'running' workers (distinct host_id, pid) per priority from ONE index-only scan of
--- the claimed rows; 'active' workers of the live masters. Five derived counts cost twice as much.
+-- the claimed rows; 'active' workers of the live masters. A priority paused whole counts no
+-- waiting job: its WHERE is impossible, no row is read. Five derived counts cost twice as much.
 SELECT 'waiting', priority, COUNT(*) FROM (
   SELECT priority FROM (SELECT priority FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = 0
-                        AND priority = 10 AND next_try <= :now LIMIT :cap)
+                        AND priority = 10 AND next_try <= :now AND NOT EXISTS (SELECT 1 FROM fastsched_pause WHERE priority IN (0, 10) AND command = '' AND queue = '') LIMIT :cap)
   UNION ALL
   SELECT priority FROM (SELECT priority FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = 0
-                        AND priority = 20 AND next_try <= :now LIMIT :cap)
+                        AND priority = 20 AND next_try <= :now AND NOT EXISTS (SELECT 1 FROM fastsched_pause WHERE priority IN (0, 20) AND command = '' AND queue = '') LIMIT :cap)
   UNION ALL
   SELECT priority FROM (SELECT priority FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = 0
-                        AND priority = 30 AND next_try <= :now LIMIT :cap)
+                        AND priority = 30 AND next_try <= :now AND NOT EXISTS (SELECT 1 FROM fastsched_pause WHERE priority IN (0, 30) AND command = '' AND queue = '') LIMIT :cap)
   UNION ALL
   SELECT priority FROM (SELECT priority FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = 0
-                        AND priority = 40 AND next_try <= :now LIMIT :cap)
+                        AND priority = 40 AND next_try <= :now AND NOT EXISTS (SELECT 1 FROM fastsched_pause WHERE priority IN (0, 40) AND command = '' AND queue = '') LIMIT :cap)
   UNION ALL
   SELECT priority FROM (SELECT priority FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = 0
-                        AND priority = 50 AND next_try <= :now LIMIT :cap)
+                        AND priority = 50 AND next_try <= :now AND NOT EXISTS (SELECT 1 FROM fastsched_pause WHERE priority IN (0, 50) AND command = '' AND queue = '') LIMIT :cap)
 ) AS waiting GROUP BY priority
 UNION ALL
 SELECT 'running', priority, COUNT(DISTINCT (host_id << 32) | pid) FROM workerqueue
@@ -237,6 +240,15 @@ LIMIT :limit
 SELECT id, command, parameter, priority, retrial, crashes
 FROM workerqueue
 WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = :priority AND next_try <= :now
+  -- Paused work (fastsched_pause; fastsched.controls) is not claimed. A pause of the whole priority
+  -- makes the WHERE impossible before any row is read (the first test is constant); a narrower one
+  -- is checked per row, and costs little: the pause set the jobs it held aside (PARKED_HOST_ID),
+  -- so only the few added since are read here.
+  AND NOT EXISTS (SELECT 1 FROM fastsched_pause AS whole
+                  WHERE whole.priority IN (0, :priority) AND whole.command = '' AND whole.queue = '')
+  AND NOT EXISTS (SELECT 1 FROM fastsched_pause AS p
+                  WHERE p.priority IN (0, :priority) AND p.command IN ('', workerqueue.command)
+                    AND p.queue IN ('', workerqueue.queue))
 ORDER BY next_try, id
 LIMIT :limit
 
@@ -283,7 +295,8 @@ WHERE id IN ({ids}) AND +done = 0
 -- name: repair_unclaimed
 -- pid = 0 with a host_id left over: only a hand-written UPDATE (Friendica's operators release a job
 -- with "SET pid = 0") makes one, and the claims, which read host_id = 0, would never take it.
-UPDATE workerqueue SET host_id = 0 WHERE done = 0 AND pid = 0 AND host_id > 0
+-- 4294967295 is PARKED_HOST_ID (backends/controls.py): jobs a pause set aside stay aside.
+UPDATE workerqueue SET host_id = 0 WHERE done = 0 AND pid = 0 AND host_id > 0 AND host_id <> 4294967295
 
 -- name: fail_malformed
 -- The unclaimed rows no claim would take, as six ranges of the claim index: SQLite's planner scans
@@ -447,3 +460,22 @@ DELETE FROM workerqueue WHERE id IN ({ids}) AND done = :done AND (done <> 0 OR p
 -- name: bulk_request_cancel
 INSERT OR IGNORE INTO fastsched_cancel (job_id, requested_by, requested_at)
 SELECT id, :by, :now FROM workerqueue WHERE id IN ({ids}) AND done = 0 AND pid > 0
+
+-- name: park_jobs
+-- Pending jobs a pause holds, set aside (backends/controls.py, PARKED_HOST_ID): out of the claims' range.
+UPDATE workerqueue SET host_id = :parked WHERE id IN ({ids}) AND done = 0 AND pid = 0 AND host_id = 0
+
+-- name: any_parked
+SELECT 1 FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = :parked LIMIT 1
+
+-- name: parked_in_window
+SELECT id, done, pid FROM workerqueue
+WHERE id > :after AND id <= :upto AND done = 0 AND pid = 0 AND host_id = :parked
+
+-- name: unpark_jobs
+-- Back in the claims' range unless a pause still holds them.
+UPDATE workerqueue SET host_id = 0
+WHERE id IN ({ids}) AND done = 0 AND pid = 0 AND host_id = :parked
+  AND NOT EXISTS (SELECT 1 FROM fastsched_pause AS p
+                  WHERE p.priority IN (0, workerqueue.priority) AND p.command IN ('', workerqueue.command)
+                    AND p.queue IN ('', workerqueue.queue))
