@@ -415,6 +415,35 @@ def mysql_user(mysql_dsn: str) -> Iterator[tuple[str, str]]:
         admin.close()
 
 
+def _cmdline(pid: int) -> str:
+    with open(f"/proc/{pid}/cmdline", "rb") as handle:
+        return handle.read().replace(b"\0", b" ").decode(errors="replace")
+
+
+def test_ps_never_shows_the_dsn_password_or_the_token_of_a_pool(mysql_user, pools):
+    """A pool started with the password in --dsn and the token in --http-token on its command
+    line: neither shows in /proc/PID/cmdline (what ps reads) of the master or of its children."""
+    dsn, password = mysql_user
+    token = "Tk-" + secrets.token_hex(8)
+    q = fastsched.connect(dsn)
+    q.add_many([(fastsched.Priority.MEDIUM, "Sleep", 3 + i / 10) for i in range(2)])
+    run = pools(dsn, "--workers", "2", "--http", "127.0.0.1:0", "--http-token", token, env=cli_env())
+    master = run.process.pid
+
+    def children() -> list[int]:
+        with open(f"/proc/{master}/task/{master}/children") as handle:
+            return [int(pid) for pid in handle.read().split()]
+
+    kids = wait_for(lambda: len(children()) >= 2 and children(), what="the children to start")
+    titles = {pid: _cmdline(pid) for pid in [master, *kids]}
+    ps = subprocess.run(["ps", "-eo", "pid,args", "ww"], capture_output=True, text=True, check=True).stdout
+    assert run.stop() == 0
+    for pid, title in titles.items():
+        assert password not in title and token not in title, (pid, title)
+        assert "fastsched start" in title and ":***@" in title and "--http-token ***" in title, title
+    assert password not in ps and token not in ps
+
+
 @pytest.mark.slow
 def test_the_password_is_never_shown_and_the_log_lines_carry_fields(mysql_user, tmp_path, pools):
     user_dsn, password = mysql_user

@@ -28,7 +28,7 @@ from typing import Any
 
 from fastsched import exitcodes
 from fastsched.cli import controls, jobs, lifecycle, observe
-from fastsched.cli.common import PROG, Command, Console
+from fastsched.cli.common import PROG, Command, Console, hide_secrets_from_process_title
 from fastsched.cli.options import START_OPTIONS, build_settings
 from fastsched.errors import DatabaseUnavailable, FastschedError
 from fastsched.exitcodes import (
@@ -102,9 +102,12 @@ def add_commands(subparsers: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``fastsched-pool`` with ``argv`` (default: sys.argv[1:]); return the exit code."""
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    if argv is None:  # this process's own command line: take its secrets out of ps at once
+        hide_secrets_from_process_title(arguments)
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(arguments)
     except SystemExit as exc:  # --help (0) or a usage error (2, argparse has said why)
         return exc.code if isinstance(exc.code, int) else ExitCode.CONFIG
     if not args.command:

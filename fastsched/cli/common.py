@@ -6,10 +6,10 @@ import argparse
 import dataclasses
 import logging
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from fastsched import logsetup
-from fastsched.cli.options import START_OPTIONS, Option, parse_positive_int, resolve
+from fastsched.cli.options import START_OPTIONS, Option, parse_positive_int, resolve, typed_password
 from fastsched.dsn import DEFAULT_DSN, DSN, parse_dsn
 from fastsched.errors import ConfigError
 
@@ -108,3 +108,39 @@ def parse_job_id(text: str) -> int:
         return parse_positive_int(text)
     except ValueError as exc:
         raise ConfigError(f"job id: invalid value {text!r}: {exc}") from None
+
+
+def secrets_in(argv: Sequence[str]) -> list[str]:
+    """The secrets typed in ``argv``: DSN passwords (in any argument, as typed) and the values of
+    secret options (``--http-token T``, ``--http-token=T`` and argparse's abbreviations of them)."""
+    flags = {option.flag for option in START_OPTIONS}
+    secret_flags = [option.flag for option in START_OPTIONS if option.secret]
+    found: list[str] = []
+    for index, arg in enumerate(argv):
+        password = typed_password(arg)
+        if password:
+            found.append(password)
+        name, equals, value = arg.partition("=")
+        if len(name) < 3 or not name.startswith("--") or name in flags - set(secret_flags):
+            continue
+        if any(flag.startswith(name) for flag in secret_flags):
+            if equals and value:
+                found.append(value)
+            elif not equals and index + 1 < len(argv) and argv[index + 1]:
+                found.append(argv[index + 1])
+    return found
+
+
+def hide_secrets_from_process_title(argv: Sequence[str]) -> None:
+    """Rewrite this process's title (what ps and /proc/PID/cmdline show, and what the children
+    forked later inherit) with every secret typed in ``argv`` replaced by ``***``. FASTSCHED_DSN
+    and FASTSCHED_HTTP_TOKEN never show there; this covers a DSN or token given as a flag."""
+    found = secrets_in(argv)
+    if not found:
+        return
+    import setproctitle
+
+    title = setproctitle.getproctitle()
+    for secret in sorted(found, key=len, reverse=True):
+        title = title.replace(secret, logsetup.MASK)
+    setproctitle.setproctitle(title)

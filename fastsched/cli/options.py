@@ -150,16 +150,26 @@ def parse_word(*, upper: bool = False) -> Callable[[str], str]:
     return parse
 
 
+def typed_password(text: str) -> str | None:
+    """The password of a DSN as typed (still percent-encoded), or None if ``text`` shows none."""
+    head, at, _ = text.rpartition("@")
+    if not at:
+        return None
+    _, sep, userinfo = head.partition("://")
+    if not sep:
+        userinfo = head
+    _, colon, password = userinfo.partition(":")
+    return password if colon and password else None
+
+
 def redact_dsn(text: str) -> str:
     """A DSN as typed, with any password replaced by ``***`` (for messages about a malformed one)."""
     head, at, tail = text.rpartition("@")
-    if not at:
+    if not at or typed_password(text) is None:
         return text
     scheme, sep, userinfo = head.partition("://")
     if not sep:
         scheme, userinfo = "", head
-    if ":" not in userinfo:
-        return text
     return f"{scheme}{sep}{userinfo.partition(':')[0]}:***@{tail}"
 
 
