@@ -243,7 +243,10 @@ FIELD_CHECKS: dict[str, Check] = {
 
 def setting_problem(field: str, value: Any) -> str | None:
     """What ``value`` must be to be the setting ``field``, or None when it is fine."""
-    return FIELD_CHECKS[field](value)
+    check = FIELD_CHECKS.get(field)
+    if check is None:  # a new PoolSettings field must bring its rule here
+        raise LookupError(f"PoolSettings.{field} has no rule in fastsched.config.FIELD_CHECKS")
+    return check(value)
 
 
 def validate(settings: PoolSettings) -> None:

@@ -326,6 +326,26 @@ def _settings(argv: list[str], environ: dict[str, str]) -> tuple[object, dict[st
     return cli.build_settings(args, environ)
 
 
+def test_every_setting_has_its_rule_in_one_place_and_the_cli_uses_it() -> None:
+    """config.FIELD_CHECKS holds the rule of each PoolSettings field; a flag's parser only reads
+    text, so a value the rule refuses is refused by the flag with the rule's own words."""
+    import dataclasses
+
+    from fastsched import config
+
+    assert {f.name for f in dataclasses.fields(config.PoolSettings)} == set(config.FIELD_CHECKS)
+    config.validate(config.PoolSettings())  # the defaults pass their own rules
+    for args, field, value in (
+        (["--workers", "0"], "workers", 0),
+        (["--retention", "-1"], "retention", -1.0),
+        (["--host-id", "a b"], "host_id", "a b"),
+    ):
+        problem = config.setting_problem(field, value)
+        assert problem
+        with pytest.raises(ConfigError, match=re.escape(problem)):
+            cli.build_settings(cli.build_parser().parse_args(["start", *args]), {})
+
+
 def test_flag_beats_environment_beats_default() -> None:
     settings, sources = _settings(["--workers", "3"], {"FASTSCHED_WORKERS": "7", "FASTSCHED_FETCH_LIMIT": "4"})
     assert settings.workers == 3 and sources["workers"] == "--workers"  # type: ignore[attr-defined]
