@@ -101,6 +101,25 @@ def test_a_narrow_pause_sets_its_jobs_aside_and_resume_hands_them_back(
     assert q.get(other).state is JobState.WAITING
 
 
+def test_the_sweep_sets_aside_jobs_added_after_a_narrow_pause(
+    q: fastsched.Queue, dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(fastsched.backends.controls, "BULK_WINDOW", 4)
+    before = q.add(30, "Early", 1)
+    mark = q.backend.park_added(0)
+    assert mark == (before, 0)  # no narrow pause: nothing to do, the place moves on
+    q.pause(priority="LOW")  # a whole priority: the claims skip it, nothing to set aside
+    assert q.backend.park_added(mark[0]) == (before, 0)
+    q.pause(command="SendMail", queue="mail")
+    added = q.add_many([({"queue": "mail"}, "SendMail", i) for i in range(6)] + [({"queue": "x"}, "SendMail", 9)])
+    after, parked = q.backend.park_added(before)
+    assert (after, parked) == (before + 4, 4)  # a bounded step
+    assert q.backend.park_added(after) == (added[-1], 2)
+    assert {s.priority: s for s in q.stats()}[30].paused == 6
+    assert q.resume(command="SendMail", queue="mail") == 1
+    assert {s.priority: s for s in q.stats()}[30].paused == 0
+
+
 def test_a_pause_matches_every_part_it_sets() -> None:
     pauses = [Pause.of(priority="LOW"), Pause.of(command="SendMail", queue="mail")]
     assert paused_by_any(pauses, 40, "Anything") is pauses[0]

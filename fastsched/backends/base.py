@@ -282,6 +282,11 @@ class Backend(abc.ABC):
         """Delete this pause (None: all of them); how many were deleted."""
 
     @abc.abstractmethod
+    def park_added(self, after_id: int) -> tuple[int, int]:
+        """Set aside jobs added after ``after_id`` that a pause of their command or queue holds (a
+        bounded step); (the id to go on from, how many were set aside)."""
+
+    @abc.abstractmethod
     def pauses(self) -> list[Pause]:
         """Every pause, with who made it and when."""
 

@@ -98,6 +98,24 @@ class ControlsMixin(SQLConnection):
         self._walk("parked_in_window", {"parked": PARKED_HOST_ID}, handle, "unpark")
         return unparked[0]
 
+    def park_added(self, after_id: int) -> tuple[int, int]:
+        """The masters' sweep: set aside the jobs added after ``after_id`` (at most BULK_WINDOW
+        ids on) that a pause of their command or queue holds; (the id to sweep from next, how
+        many). Costs one small read while no such pause exists. Claims never take those jobs in
+        the meantime (they check every narrow pause); set aside, the claims no longer read them."""
+
+        def work(cursor: Any) -> tuple[int, int]:
+            cursor.execute(self._q["bulk_last_id"])
+            last = int(cursor.fetchone()[0])
+            cursor.execute(self._q["narrow_pause_exists"])
+            if cursor.fetchone() is None or last <= after_id:
+                return max(last, after_id), 0
+            upto = min(last, after_id + BULK_WINDOW)
+            cursor.execute(self._q["park_added"], {"after": after_id, "upto": upto, "parked": PARKED_HOST_ID})
+            return upto, int(cursor.rowcount)
+
+        return self._transaction(work, "park_added")
+
     def resume(self, pause: Pause | None) -> int:
         """Delete this pause (None: every pause); how many were deleted. The jobs it had set aside
         go back to the claims, unless another pause holds them."""

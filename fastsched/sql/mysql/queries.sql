@@ -498,3 +498,15 @@ WHERE id IN ({ids}) AND done = 0 AND pid = 0 AND host_id = %(parked)s
   AND NOT EXISTS (SELECT 1 FROM fastsched_pause AS p
                   WHERE p.priority IN (0, workerqueue.priority) AND p.command IN ('', workerqueue.command)
                     AND p.queue IN ('', workerqueue.queue))
+
+-- name: narrow_pause_exists
+SELECT 1 FROM fastsched_pause WHERE command <> '' OR queue <> '' LIMIT 1
+
+-- name: park_added
+-- Jobs added since the last sweep (ids above %(after)s, up to %(upto)s) that a pause of their
+-- command or queue holds, set aside as the pause set aside those there were (a primary-key range).
+UPDATE workerqueue SET host_id = %(parked)s
+WHERE id > %(after)s AND id <= %(upto)s AND done = 0 AND pid = 0 AND host_id = 0
+  AND EXISTS (SELECT 1 FROM fastsched_pause AS p
+              WHERE p.priority IN (0, workerqueue.priority) AND p.command IN ('', workerqueue.command)
+                AND p.queue IN ('', workerqueue.queue) AND (p.command <> '' OR p.queue <> ''))

@@ -479,3 +479,15 @@ WHERE id IN ({ids}) AND done = 0 AND pid = 0 AND host_id = :parked
   AND NOT EXISTS (SELECT 1 FROM fastsched_pause AS p
                   WHERE p.priority IN (0, workerqueue.priority) AND p.command IN ('', workerqueue.command)
                     AND p.queue IN ('', workerqueue.queue))
+
+-- name: narrow_pause_exists
+SELECT 1 FROM fastsched_pause WHERE command <> '' OR queue <> '' LIMIT 1
+
+-- name: park_added
+-- Jobs added since the last sweep (ids above :after, up to :upto) that a pause of their
+-- command or queue holds, set aside as the pause set aside those there were (a primary-key range).
+UPDATE workerqueue SET host_id = :parked
+WHERE id > :after AND id <= :upto AND done = 0 AND pid = 0 AND host_id = 0
+  AND EXISTS (SELECT 1 FROM fastsched_pause AS p
+              WHERE p.priority IN (0, workerqueue.priority) AND p.command IN ('', workerqueue.command)
+                AND p.queue IN ('', workerqueue.queue) AND (p.command <> '' OR p.queue <> ''))
