@@ -350,6 +350,9 @@ def _controls_text(status: Mapping[str, Any]) -> list[str]:
         for pause in paused:
             parts = [f"{key} {pause[key]}" for key in ("priority", "command", "queue") if pause[key] is not None]
             lines.append(f"  PAUSED {', '.join(parts)}: by {pause['paused_by']} at {pause['paused_at']}")
+        aside = [f"{p['name']} {p['paused_jobs']}" for p in status["priorities"] if p.get("paused_jobs")]
+        if aside:
+            lines.append(f"  pending jobs set aside by pauses of their command or queue: {', '.join(aside)}")
     cancelled = sum(int(p.get("cancelled", 0)) for p in status["priorities"])
     if cancelled:
         lines.append("")

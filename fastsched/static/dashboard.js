@@ -129,7 +129,8 @@ function priorityTable(status) {
   const body = document.querySelector("#priorities tbody");
   body.replaceChildren(...status.priorities.map((p) => {
     const row = el("tr", { "data-priority": p.name, "data-paused": String(Boolean(p.paused)) });
-    const cells = [p.priority + " " + p.name + (p.paused ? " (paused)" : ""), p.waiting, p.deferred, p.running, p.failed, p.done_last_hour,
+    const cells = [p.priority + " " + p.name + (p.paused ? " (paused)" : "") +
+      (p.paused_jobs ? " (+" + p.paused_jobs + " paused)" : ""), p.waiting, p.deferred, p.running, p.failed, p.done_last_hour,
       seconds(p.oldest_wait_seconds), p.workers, p.limit === null ? "-" : p.limit];
     for (const cell of cells) row.appendChild(el("td", {}, String(cell)));
     return row;
