@@ -28,9 +28,10 @@ import pymysql
 import fastsched
 from bench import harness
 from bench.harness import Target, median, percentile, pick, record, table
-from fastsched import core, pool_duties
+from fastsched import core
 from fastsched.dsn import parse_dsn
 from fastsched.jobs import Outcomes
+from fastsched.master import duties
 
 TARGET_RATIO = 1.5
 DEPTHS = pick([1_000, 1_000_000], [1_000, 10_000])
@@ -365,7 +366,7 @@ class Cycler:
         counts = self.backend.plan_counts(now, PLAN_CAP, now - dt.timedelta(seconds=60))
         counted = time.perf_counter()
         wanted = core.plan(counts.waiting, [0] * 5, CHILDREN, CHILDREN, FETCH_LIMIT)
-        batches = self.backend.claim(wanted, self.children, HOST, FETCH_LIMIT, now, self.outcomes)
+        batches = self.backend.write_outcomes_and_claim(self.outcomes, wanted, self.children, HOST, FETCH_LIMIT, now)
         end = time.perf_counter()
         jobs = [job for batch in batches for job in batch.jobs]
         self.outcomes = Outcomes(done=[job.id for job in jobs])
@@ -404,7 +405,7 @@ class Cycler:
         calls = {
             "stats (Load line, every 10 s)": lambda: self.backend.stats(now),
             "purge sweep (every 5 s)": lambda: self.backend.purge(  # one call of the pool's run
-                now - dt.timedelta(hours=1), limit=pool_duties.PURGE_CHUNK, max_scan=pool_duties.PURGE_SCAN
+                now - dt.timedelta(hours=1), limit=duties.PURGE_CHUNK, max_scan=duties.PURGE_SCAN
             ),
             "fail_malformed sweep (every 5 s)": lambda: self.backend.fail_malformed(now),
             "recover_expired (every 5 s)": lambda: self.backend.recover_expired(now - dt.timedelta(seconds=30)),

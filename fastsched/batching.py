@@ -8,7 +8,7 @@ in a handful of claims; a slow command still goes one job at a time; a command n
 gets one job, since nothing is known of how long it runs.
 
 The estimates come from the children's reports: each batch's reply carries, per run of one
-command, how many jobs ran and how long they took (``fastsched.child``). :class:`RunTimes` keeps a
+command, how many jobs ran and how long they took (``fastsched.child_process``). :class:`RunTimes` keeps a
 decaying average of one job's time per command. Two places use it:
 
 * the plan (``core.plan_sized``): each priority's batch size is what fits the budget at the

@@ -23,7 +23,7 @@ from fastsched.dsn import DSN, parse_dsn
 from fastsched.errors import ConfigError
 from fastsched.logsetup import LOG_FORMATS, LOG_LEVELS
 from fastsched.priority import Priority
-from fastsched.scheduler import MAX_DELAY, parse_retry_delay
+from fastsched.retry_policy import MAX_DELAY, parse_retry_delay
 
 DEFAULT_FETCH_LIMIT = 1  # jobs per child batch, as Friendica's worker_fetch_limit
 DEFAULT_POLL_INTERVAL = 0.05  # seconds between polls when idle and not woken

@@ -67,7 +67,7 @@ class JobContext:
     args: tuple[Any, ...]
 
 
-# Set by fastsched.child around each job (the child's hot loop writes these globals directly).
+# Set by fastsched.child_process around each job (the child's hot loop writes these globals directly).
 _job: tuple[Any, ...] | None = None  # (id, command, parameter, priority, retrial)
 _args: Any = None  # the decoded args of _job
 _deferred = False  # defer() was called during this job

@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import datetime as dt
 
-_UTC = dt.timezone.utc
+from fastsched.clock import utcnow  # this host's wall clock (one home: fastsched.clock)
+
+__all__ = ["MICROSECOND", "utcnow"]
+
 MICROSECOND = dt.timedelta(microseconds=1)
-
-
-def utcnow() -> dt.datetime:
-    """This host's wall clock: now, as a naive UTC datetime."""
-    return dt.datetime.now(_UTC).replace(tzinfo=None)

@@ -15,6 +15,7 @@ from typing import Any
 
 from fastsched import core, tasks
 from fastsched.backends.base import Backend
+from fastsched.clock import utcnow
 from fastsched.config import (
     DEFAULT_LEASE,
     DEFAULT_MAX_DURATION_MINUTES,
@@ -25,7 +26,7 @@ from fastsched.controls import pause_flags, paused_by_any
 from fastsched.errors import JobNotFound
 from fastsched.jobs import Job, JobState
 from fastsched.queue import dedup_hash
-from fastsched.status import clip, iso, priority_name, seconds_text, shares, utcnow
+from fastsched.status import clip, iso, priority_name, seconds_text, shares
 
 MAX_SHOWN_ARGS = 200  # characters of the job's JSON args shown
 MAX_SHOWN_ERROR = 500  # characters of the last error shown
@@ -56,7 +57,7 @@ def _job_dict(job: Job) -> dict[str, Any]:
 def _policy(job: Job, pool: Mapping[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """The task policy that applies to ``job`` (its task's options, else the pool's settings given
     in ``pool``: retry_limit, retry_delay, max_duration_minutes) and a sentence about it."""
-    from fastsched.scheduler import FRIENDICA_DELAY, parse_retry_delay
+    from fastsched.retry_policy import FRIENDICA_DELAY, parse_retry_delay
 
     minutes = {**DEFAULT_MAX_DURATION_MINUTES, **dict(pool.get("max_duration_minutes") or {})}
     fixed = parse_retry_delay(str(pool.get("retry_delay", FRIENDICA_DELAY)))

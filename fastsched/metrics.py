@@ -25,7 +25,7 @@ from fastsched.backends import open_backend
 from fastsched.config import DEFAULT_LEASE
 from fastsched.dsn import DSN
 from fastsched.errors import FastschedError
-from fastsched.pool_duties import DB_TIME_KINDS
+from fastsched.master.metrics import DbKind, PoolMetrics
 from fastsched.priority import Priority
 
 log = logging.getLogger("fastsched.http")  # one logger for everything the HTTP side says
@@ -61,7 +61,7 @@ class Monitor:
         dsn: DSN,
         *,
         lease: float = DEFAULT_LEASE,
-        metrics: Mapping[str, Any] | None = None,
+        metrics: PoolMetrics | None = None,
         workers: int = 0,
         history_interval: float = HISTORY_INTERVAL,
         history_samples: int = HISTORY_SAMPLES,
@@ -121,7 +121,7 @@ class Monitor:
         priorities = current["priorities"]
         done = None
         if self.metrics is not None:
-            by_priority = self.metrics.get("jobs_done_by_priority", {})
+            by_priority = self.metrics.jobs_done_by_priority
             done = [int(by_priority.get(p["priority"], 0)) for p in priorities]
         self._history.append({
             "t": round(time.time(), 3),
@@ -243,39 +243,38 @@ def _control_metrics(current: Mapping[str, Any]) -> Iterator[Metric]:
     yield from (paused, whole, cancelled)
 
 
-def _pool_metrics(metrics: Mapping[str, Any], monitor: Monitor) -> Iterator[Metric]:
+def _pool_metrics(metrics: PoolMetrics, monitor: Monitor) -> Iterator[Metric]:
     completed = CounterMetricFamily(
         "fastsched_jobs_completed", "jobs this master completed", labels=["priority"]
     )
-    by_priority = metrics.get("jobs_done_by_priority", {})
+    by_priority = metrics.jobs_done_by_priority
     for p in Priority:
         completed.add_metric([p.name], by_priority.get(int(p), 0))
     yield completed
     for key, help_text in POOL_COUNTERS.items():
-        if key in metrics:
-            counter = CounterMetricFamily(f"fastsched_{key}", help_text)
-            counter.add_metric([], metrics[key])
-            yield counter
+        counter = CounterMetricFamily(f"fastsched_{key}", help_text)
+        counter.add_metric([], getattr(metrics, key))
+        yield counter
     db = CounterMetricFamily(
         "fastsched_db_seconds", "database time of this master by kind: count (plan), stat, claim, write, other",
         labels=["kind"],
     )
-    for kind in DB_TIME_KINDS:
-        db.add_metric([kind], metrics.get(f"db_{kind}_seconds", 0.0))
+    for kind in DbKind:
+        db.add_metric([kind.value], metrics.db_seconds_by_kind[kind])
     yield db
     jobs = CounterMetricFamily("fastsched_job_seconds", "time children spent running jobs")
-    jobs.add_metric([], metrics.get("job_seconds", 0.0))
+    jobs.add_metric([], metrics.job_seconds)
     yield jobs
     gauges = (
         ("fastsched_workers_configured", "child processes this master is configured to run", monitor.workers),
-        ("fastsched_workers", "child processes alive (updated with the Load line)", metrics.get("workers", 0)),
+        ("fastsched_workers", "child processes alive (updated with the Load line)", metrics.workers),
         ("fastsched_workers_busy", "children running a batch (updated with the Load line)",
-         metrics.get("busy_workers", 0)),
-        ("fastsched_db_up", "1 while this master's database connection works", int(bool(metrics.get("db_up")))),
-        ("fastsched_last_cycle_seconds", "duration of the master's last cycle", metrics.get("last_cycle_seconds", 0.0)),
+         metrics.busy_workers),
+        ("fastsched_db_up", "1 while this master's database connection works", int(metrics.db_up)),
+        ("fastsched_last_cycle_seconds", "duration of the master's last cycle", metrics.last_cycle_seconds),
         ("fastsched_last_cycle_timestamp_seconds", "when the master's last cycle ended (epoch seconds)",
          monitor.last_cycle_at),
-        ("fastsched_started_timestamp_seconds", "when the master started (epoch seconds)", metrics.get("started", 0.0)),
+        ("fastsched_started_timestamp_seconds", "when the master started (epoch seconds)", metrics.started),
     )
     for name, help_text, value in gauges:
         gauge = GaugeMetricFamily(name, help_text)

@@ -20,6 +20,18 @@ PRIORITY_NEGLIGIBLE = Priority.NEGLIGIBLE
 
 ALL_PRIORITIES: tuple[Priority, ...] = tuple(Priority)
 
+# Friendica's worker_fetch_limit rule: CRITICAL, HIGH and MEDIUM go to a child up to fetch_limit
+# at a time, LOW and NEGLIGIBLE one by one (the compiled core and its twin carry it as BATCHED_UP_TO).
+BATCHED_UP_TO = Priority.MEDIUM
+
+RANK: dict[int, int] = {int(p): rank for rank, p in enumerate(ALL_PRIORITIES)}
+"""Priority number -> rank (0 = CRITICAL ... 4 = NEGLIGIBLE), the index of every per-priority list."""
+
+
+def batch_size(priority: int, fetch_limit: int) -> int:
+    """How many jobs of ``priority`` one child takes at once."""
+    return fetch_limit if priority <= BATCHED_UP_TO else 1
+
 
 MAX_SHOWN = 60  # characters of a bad value shown in an error message
 

@@ -34,6 +34,7 @@ from typing import Any
 
 from fastsched import core
 from fastsched.backends.base import Backend, ProcessInfo
+from fastsched.clock import utcnow
 from fastsched.config import DEFAULT_LEASE
 from fastsched.priority import Priority
 from fastsched.tasks import TaskPolicy
@@ -53,10 +54,6 @@ PRIORITY_KEYS = (
     "workers", "in_play", "limit", "share", "cancelled", "paused", "paused_jobs",
 )
 TOTAL_KEYS = ("waiting", "deferred", "running", "failed", "done_last_hour")
-
-
-def utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
 
 
 def iso(value: dt.datetime | None) -> str | None:

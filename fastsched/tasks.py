@@ -268,7 +268,7 @@ def make_policy(
     delay: RetryDelay | None = None
     if retry_delay is not None:
         if isinstance(retry_delay, str):
-            from fastsched.scheduler import FRIENDICA_DELAY
+            from fastsched.retry_policy import FRIENDICA_DELAY
 
             if retry_delay.strip().lower() != FRIENDICA_DELAY:
                 raise TaskError(
@@ -279,7 +279,7 @@ def make_policy(
         elif callable(retry_delay):
             delay = retry_delay
         else:
-            from fastsched.scheduler import MAX_DELAY
+            from fastsched.retry_policy import MAX_DELAY
 
             delay = _finite(retry_delay, f"{what}: retry_delay", minimum=0)
             if delay > MAX_DELAY:

@@ -100,3 +100,40 @@ def galera(galera_cluster: Any) -> Any:
     galera_cluster.start()
     galera_cluster.wait_cluster_size(len(galera_cluster.nodes))
     return galera_cluster
+
+
+def fail_jobs(backend: object, job_ids: list[int], error: str, now: object) -> int:
+    """Fail pending jobs with ``error`` straight in the table, the way a pool records a failure,
+    for tests that need failed rows without running a pool; returns how many. (The backend has no
+    such operation: the pool fails jobs through its claims' outcomes.)"""
+    import datetime as dt
+    import sqlite3
+
+    from fastsched.backends.base import Backend
+
+    assert isinstance(backend, Backend) and isinstance(now, dt.datetime)
+    if not job_ids:
+        return 0
+    dsn = backend.dsn
+    ids = ", ".join(str(int(job_id)) for job_id in job_ids)
+    sql = (
+        "UPDATE workerqueue SET done = 2, finished = {p}, failed_hash = dedup_hash, dedup_hash = NULL, "
+        f"last_error = {{p}} WHERE id IN ({ids}) AND done = 0"
+    )
+    if dsn.dialect == "sqlite":
+        conn: Any = sqlite3.connect(dsn.database, isolation_level=None, timeout=10)
+        params: tuple[object, ...] = (now.isoformat(" ", "microseconds"), error)
+        sql = sql.format(p="?")
+    else:
+        conn = pymysql.connect(
+            host=dsn.host, port=dsn.port, user=dsn.user, password=dsn.password, database=dsn.database,
+            autocommit=True,
+        )
+        params = (now, error)
+        sql = sql.format(p="%s")
+    try:
+        cursor = conn.cursor()
+        cursor.execute(sql, params)
+        return int(cursor.rowcount)
+    finally:
+        conn.close()

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import pymysql
 
 import fastsched
-from fastsched.child import PROGRESS_START
+from fastsched.protocol import PROGRESS_START
 
 if TYPE_CHECKING:
     from typing_extensions import Self

@@ -32,6 +32,7 @@ from fastsched.errors import (
     UnsupportedServer,
 )
 from fastsched.jobs import Failure, JobState, NewJob, Outcomes, Retry
+from tests.conftest import fail_jobs
 
 NOW = dt.datetime(2030, 1, 2, 3, 4, 5, 678901)
 SECOND = dt.timedelta(seconds=1)
@@ -217,7 +218,7 @@ def test_after_done_an_identical_job_is_new(backend: Backend) -> None:
 
 def test_a_failed_job_does_not_block_a_new_one(backend: Backend) -> None:
     (job_id,) = backend.add_many([new_job("f")])
-    assert backend.fail_jobs([job_id], "unknown command", NOW) == 1
+    assert fail_jobs(backend, [job_id], "unknown command", NOW) == 1
     (again,) = backend.add_many([new_job("f")])
     assert again != job_id
 
@@ -292,7 +293,7 @@ def test_get_computes_the_state(backend: Backend) -> None:
     (batch,) = backend.claim([0, 0, 5, 0, 0], [8], OTHER, 1, NOW)
     assert [job.id for job in batch.jobs] == [done]
     complete(backend, [done], OTHER)
-    backend.fail_jobs([failed], "broken", NOW)
+    fail_jobs(backend, [failed], "broken", NOW)
     states = {i: backend.get(i, NOW).state for i in (waiting, deferred, running, done, failed)}
     assert states == {
         waiting: JobState.WAITING,
@@ -329,7 +330,7 @@ def test_cancel(backend: Backend) -> None:
         [new_job("w"), new_job("d", next_try=NOW + 3600 * SECOND), new_job("r", priority=10), new_job("f")]
     )
     backend.claim([1, 0, 0, 0, 0], [9], HOST, 1, NOW)
-    backend.fail_jobs([failed], "nope", NOW)
+    fail_jobs(backend, [failed], "nope", NOW)
     for job_id in (waiting, deferred, failed):
         assert backend.cancel(job_id).id == job_id
         with pytest.raises(JobNotFound):
@@ -379,7 +380,7 @@ def test_retry_puts_a_failed_job_back_and_restores_dedup(backend: Backend) -> No
 
 def test_retry_when_an_identical_job_is_pending_keeps_the_pending_one(backend: Backend) -> None:
     (old,) = backend.add_many([new_job("twin")])
-    backend.fail_jobs([old], "x", NOW)
+    fail_jobs(backend, [old], "x", NOW)
     (pending,) = backend.add_many([new_job("twin")])
     assert backend.retry(old, NOW).id == pending
     with pytest.raises(JobNotFound):
@@ -388,7 +389,7 @@ def test_retry_when_an_identical_job_is_pending_keeps_the_pending_one(backend: B
 
 def test_retry_all_failed(backend: Backend) -> None:
     ids = backend.add_many([new_job(i, dedup=i % 2 == 0) for i in range(7)])
-    assert backend.fail_jobs(ids, "x", NOW) == 7
+    assert fail_jobs(backend, ids, "x", NOW) == 7
     assert backend.retry_all_failed(NOW) == 7
     assert backend.failed() == []
     assert {backend.get(i, NOW).state for i in ids} == {JobState.WAITING}
@@ -398,7 +399,7 @@ def test_retry_all_failed(backend: Backend) -> None:
 def test_failed_lists_newest_first(backend: Backend) -> None:
     ids = backend.add_many([new_job(i) for i in range(4)])
     for offset, job_id in enumerate(ids):
-        backend.fail_jobs([job_id], f"e{offset}", NOW + offset * SECOND)
+        fail_jobs(backend, [job_id], f"e{offset}", NOW + offset * SECOND)
     assert [job.id for job in backend.failed()] == ids[::-1]
     assert [job.last_error for job in backend.failed(limit=2)] == ["e3", "e2"]
 
@@ -431,7 +432,7 @@ def test_stats_has_all_five_priorities(backend: Backend) -> None:
         ]
     )
     backend.claim([0, 0, 0, 0, 1], [5], HOST, 1, NOW)
-    backend.fail_jobs([ids[4]], "x", NOW)
+    fail_jobs(backend, [ids[4]], "x", NOW)
     high, low = backend.stats(NOW)[1], backend.stats(NOW)[4]
     assert (high.waiting, high.deferred, high.running, high.failed) == (2, 1, 0, 0)
     assert high.oldest_waiting_seconds == pytest.approx(30.0)
@@ -529,30 +530,7 @@ def test_claim_batches_by_priority_fetch_limit_and_children(backend: Backend) ->
     assert backend.claim([5, 5, 5, 5, 5], [], HOST, 2, NOW) == []
 
 
-def test_a_claim_for_several_children_takes_the_oldest_jobs_once_each(backend: Backend) -> None:
-    """Big enough that MariaDB splits it over two connections (the batches of children 1 and 3
-    on one, 2 and 4 on the other, the completions of an earlier claim on a third): together they
-    still take exactly the oldest jobs, each once, one batch of one priority per child."""
-    medium = backend.add_many([new_job("m", i, created=NOW + i * SECOND / 1000) for i in range(400)])
-    high = backend.add_many([new_job("h", i, priority=20) for i in range(30)])
-    first = backend.claim([0, 30, 100, 0, 0], [5, 6], HOST, 100, NOW + SECOND)
-    done = [job.id for batch in first for job in batch.jobs]
-    batches = backend.claim(
-        [0, 0, 300, 0, 0], [1, 2, 3, 4], HOST, 100, NOW + SECOND, Outcomes(done=done)
-    )
-    assert sorted(done) == sorted(high + medium[:100])
-    assert sorted(b.pid for b in batches) == [1, 2, 3]
-    claimed = [job.id for batch in batches for job in batch.jobs]
-    assert sorted(claimed) == medium[100:400]  # the oldest waiting, none twice
-    for batch in batches:
-        assert len(batch.jobs) == 100 and {job.priority for job in batch.jobs} == {30}
-        for job in batch.jobs[:3]:
-            got = backend.get(job.id, NOW + SECOND)
-            assert (got.state, got.pid, got.host) == (JobState.RUNNING, batch.pid, HOST)
-    assert all(backend.get(i, NOW + SECOND).state is JobState.DONE for i in done)
-
-
-def test_claim_writes_outcomes_first_guarded_by_host(backend: Backend) -> None:
+def test_write_outcomes_and_claim_writes_first_guarded_by_host(backend: Backend) -> None:
     done, retry, failed, released, other = backend.add_many([new_job(i) for i in range(5)])
     claim_all(backend, HOST)
     outcomes = Outcomes(
@@ -561,7 +539,7 @@ def test_claim_writes_outcomes_first_guarded_by_host(backend: Backend) -> None:
         failed=[Failure(failed, 2, 3, "poison")],
         released=[released],
     )
-    batches = backend.claim([0, 0, 10, 0, 0], [21], HOST, 10, NOW + SECOND, outcomes)
+    batches = backend.write_outcomes_and_claim(outcomes, [0, 0, 10, 0, 0], [21], HOST, 10, NOW + SECOND)
     assert [j.id for b in batches for j in b.jobs] == [released]  # released first, claimable at once
     got = {i: backend.get(i, NOW + SECOND) for i in (done, retry, failed)}
     assert got[done].state is JobState.DONE and got[done].finished == NOW + SECOND
@@ -612,7 +590,7 @@ def test_a_recovered_claim_is_not_overwritten_by_its_old_master(backend: Backend
     assert backend.get(job_id, NOW).state is JobState.DONE
 
 
-def test_fail_jobs_and_fail_malformed(backend: Backend) -> None:
+def test_fail_malformed(backend: Backend) -> None:
     ok, bad_low, bad_high, bad_mid, unclaimed = backend.add_many(
         [
             new_job("ok"),
@@ -628,10 +606,8 @@ def test_fail_jobs_and_fail_malformed(backend: Backend) -> None:
         job = backend.get(job_id, NOW)
         assert job.state is JobState.FAILED and "priority" in (job.last_error or "")
     assert backend.fail_malformed(NOW) == 0
-    assert backend.fail_jobs([unclaimed, ok, 10**9], "unknown command", NOW) == 2  # claimed or not
-    assert backend.fail_jobs([ok], "again", NOW) == 0  # no longer pending
-    assert backend.fail_jobs([], "none", NOW) == 0
-    assert backend.get(ok, NOW).last_error == "unknown command"
+    assert backend.get(ok, NOW).state is JobState.RUNNING
+    assert backend.get(unclaimed, NOW).state is JobState.WAITING
 
 
 def test_a_job_released_by_hand_the_friendica_way_is_claimed_again(backend: Backend, dsn: str) -> None:
@@ -748,7 +724,7 @@ def _claimer(dsn: str, host: str, results: Any) -> None:
     claimed: list[int] = []
     outcomes = Outcomes()
     while True:
-        batches = b.claim([0, 0, 50, 0, 0], [1, 2], host, 25, NOW, outcomes)
+        batches = b.write_outcomes_and_claim(outcomes, [0, 0, 50, 0, 0], [1, 2], host, 25, NOW)
         ids = [job.id for batch in batches for job in batch.jobs]
         outcomes = Outcomes(done=ids)
         if not ids:

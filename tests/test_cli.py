@@ -31,6 +31,7 @@ from fastsched.errors import ConfigError
 from fastsched.jobs import JobState
 from fastsched.pool import Pool as MasterPool
 from fastsched.priority import Priority
+from tests.conftest import fail_jobs
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = REPO / "tests"
@@ -731,7 +732,7 @@ def _fail(dsn: str, job_id: int, error: str) -> None:
     from fastsched.queue import utcnow
 
     with fastsched.connect(dsn) as queue:
-        assert queue.backend.fail_jobs([job_id], error, utcnow()) == 1
+        assert fail_jobs(queue.backend, [job_id], error, utcnow()) == 1
 
 
 def test_failed_retry_cancel_purge(dsn: str, env: dict[str, str], tmp_path: Path) -> None:

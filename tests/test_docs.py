@@ -40,6 +40,7 @@ from fastsched.dsn import parse_dsn
 from fastsched.http import Monitor
 from fastsched.jobs import Outcomes
 from fastsched.pool import Pool
+from tests.conftest import fail_jobs
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"
@@ -258,7 +259,7 @@ def test_every_status_key_is_documented_and_every_documented_key_exists(sqlite_d
         backend.register_children("docs", 1, [2, 3], now)
         batches = backend.claim([0, 1, 0, 0, 0], [2], "docs", 1, now)
         backend.write_outcomes("docs", now, Outcomes(done=[batches[0].jobs[0].id]))
-        backend.fail_jobs([2], "boom", now)
+        fail_jobs(backend, [2], "boom", now)
         backend.pause(Pause.of(priority="LOW", command="Notifier"), "docs@host", now)
         backend.record_action("docs@host", "retry", "job 2", 1, now)
         registry = fastsched.tasks.Registry()

@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from faultkit import is_alive, wait_until
 
-from fastsched import child as child_mod
+from fastsched import child_process, protocol
 
 CTX = multiprocessing.get_context("fork")
 WAIT = 20.0  # seconds anything below may take on a loaded machine (events are awaited, not slept on)
@@ -48,11 +48,11 @@ TASKS = {"spawn_sleeper": _spawn_sleeper, "wait_for_go": _wait_for_go}
 
 
 class Child:
-    """A real pool child (child.child_main) forked by the test standing in for its master."""
+    """A real pool child (child_process.child_main) forked by the test standing in for its master."""
 
     def __init__(self, fence_seconds: float | None) -> None:
-        self.progress: Any = CTX.RawArray("d", child_mod.PROGRESS_SLOTS)
-        self.progress[child_mod.PROGRESS_SEQ] = -1.0
+        self.progress: Any = CTX.RawArray("d", protocol.PROGRESS_SLOTS)
+        self.progress[protocol.PROGRESS_SEQ] = -1.0
         self.stop: Any = CTX.RawArray("i", 1)
         self.fence: Any = None
         if fence_seconds is not None:
@@ -60,7 +60,7 @@ class Child:
             self.fence[0] = time.monotonic() + fence_seconds
         self.conn, child_conn = CTX.Pipe(duplex=True)
         self.process = CTX.Process(
-            target=child_mod.child_main,
+            target=child_process.child_main,
             args=(child_conn, self.progress, self.stop, os.getpid(), 3, TASKS, self.fence),
         )
         self.process.start()
@@ -122,7 +122,7 @@ def test_a_renewed_fence_lets_the_job_run_to_its_end(make_child: Any, tmp_path: 
     assert child.process.is_alive()
     Path(marker + ".go").write_text("")
     assert child.conn.poll(WAIT)
-    assert child.conn.recv()[:3] == (child_mod.DONE, 1, 1)
+    assert child.conn.recv()[:3] == (protocol.DONE, 1, 1)
     assert os.path.exists(marker + ".ended")
 
 
@@ -131,7 +131,7 @@ def test_a_child_past_its_fence_starts_no_job(make_child: Any, tmp_path: Path) -
     child = make_child(fence_seconds=-1.0)
     child.send(7, _job(1, "wait_for_go", marker), _job(2, "wait_for_go", marker))
     assert child.conn.poll(WAIT)
-    assert child.conn.recv()[:3] == (child_mod.DONE, 7, 0)  # none started: the master releases them
+    assert child.conn.recv()[:3] == (protocol.DONE, 7, 0)  # none started: the master releases them
     assert not os.path.exists(marker + ".started")
     assert child.process.is_alive()
 
@@ -145,7 +145,7 @@ def test_a_sigterm_that_is_not_the_masters_word_lets_the_job_finish(make_child: 
     os.kill(child.process.pid, signal.SIGINT)
     Path(marker + ".go").write_text("")
     assert child.conn.poll(WAIT), "the child died of a SIGTERM its master did not send"
-    assert child.conn.recv()[:3] == (child_mod.DONE, 1, 1)
+    assert child.conn.recv()[:3] == (protocol.DONE, 1, 1)
     assert child.process.is_alive()
 
 
@@ -154,10 +154,10 @@ def test_the_masters_sigterm_interrupts_the_job(make_child: Any, tmp_path: Path)
     child = make_child()
     child.send(1, _job(1, "wait_for_go", marker))
     wait_until(lambda: os.path.exists(marker + ".started"), WAIT, "the job to start")
-    child.progress[child_mod.PROGRESS_TERM] = 1.0  # the master's word, then its signal
+    child.progress[protocol.PROGRESS_TERM] = 1.0  # the master's word, then its signal
     os.kill(child.process.pid, signal.SIGTERM)
     child.process.join(WAIT)
-    assert child.process.exitcode == child_mod.EXIT_TERMINATED
+    assert child.process.exitcode == protocol.EXIT_TERMINATED
     assert not os.path.exists(marker + ".ended")
 
 

@@ -29,6 +29,7 @@ from fastsched import status
 from fastsched.backends import open_backend
 from fastsched.dsn import parse_dsn
 from fastsched.http import STATUS_MAX_AGE, HTTPServer, Monitor
+from fastsched.master.metrics import PoolMetrics
 
 REPO = Path(__file__).resolve().parents[1]
 START_TIMEOUT = 30.0  # seconds for a pool to start serving
@@ -486,7 +487,9 @@ def test_the_password_is_never_shown_and_the_log_lines_carry_fields(mysql_user, 
 
 
 def test_history_keeps_a_bounded_number_of_samples(sqlite_dsn):
-    monitor = Monitor(parse_dsn(sqlite_dsn), metrics={"jobs_done_by_priority": {30: 5}}, history_samples=3)
+    metrics = PoolMetrics()
+    metrics.jobs_done_by_priority[30] = 5
+    monitor = Monitor(parse_dsn(sqlite_dsn), metrics=metrics, history_samples=3)
     try:
         for _ in range(5):
             monitor.sample()

@@ -628,11 +628,13 @@ def test_a_master_waiting_on_a_down_database_or_a_long_stop_does_not_spin(mysql_
 def test_the_load_line_reads_its_counts_again_only_within_its_budget(dsn: str, q: fastsched.Queue) -> None:
     """The Load line's per-priority counts cost a second at a million pending jobs on MariaDB:
     a master reads them again only after 100x the last read's time, repeating them meanwhile."""
-    from fastsched import pool_duties
     from fastsched.backends import open_backend
+    from fastsched.clock import utcnow
     from fastsched.config import PoolSettings
     from fastsched.dsn import parse_dsn
-    from fastsched.pool import Pool
+    from fastsched.master import duties
+    from fastsched.master.dblink import DbLink
+    from fastsched.master.metrics import DbKind, PoolMetrics
 
     q.add(Priority.LOW, "noop")
     backend = open_backend(dsn)
@@ -645,13 +647,59 @@ def test_the_load_line_reads_its_counts_again_only_within_its_budget(dsn: str, q
         return real_stats(now)
 
     backend.stats = slow_stats  # type: ignore[method-assign]
-    pool = Pool(PoolSettings(dsn=parse_dsn(dsn), host_id="load-line"), backend=backend)
+    metrics = PoolMetrics()
+    settings = PoolSettings(dsn=parse_dsn(dsn), host_id="load-line")
+    link = DbLink(lambda: backend, metrics, settings.lease, mono=time.monotonic)
+    view = duties.LoadView(children=2, busy=0, active=2, waiting=1, allowed=2)
+    lines = duties.LogLines(link, metrics, settings, lambda: view, wall=utcnow)
     try:
-        pool._log_lines(100.0)
-        pool._log_lines(100.0 + pool_duties.LOG_INTERVAL)  # 10 s later, within the 20 s it earned
+        lines.run(100.0)
+        lines.run(100.0 + duties.LOG_INTERVAL)  # 10 s later, within the 20 s it earned
         assert len(reads) == 1
-        assert [e.waiting for e in pool._stats_cache] == [0, 0, 0, 1, 0]
-        pool._log_lines(100.0 + 10 * pool_duties.STATS_BUDGET_FACTOR)  # past any budget a read under 10 s earns
+        assert [e.waiting for e in lines.last_stats] == [0, 0, 0, 1, 0]
+        lines.run(100.0 + 10 * duties.STATS_BUDGET_FACTOR)  # past any budget a read under 10 s earns
         assert len(reads) == 2
+        assert metrics.db_seconds_by_kind[DbKind.STAT] == metrics.db_seconds > 0  # stat, whatever its name
     finally:
         backend.close()
+
+
+@pytest.mark.parametrize("fetch_limit", [1, 7])
+def test_critical_jobs_go_first_and_shares_follow_the_true_counts(dsn, q, pools, fetch_limit):
+    """Issue 12, item 1: 150 NEGLIGIBLE, 150 HIGH and 5 CRITICAL jobs, 2 workers, --until-empty.
+
+    Read from the claims the rows record (each batch: one claim time and one child): once the
+    first claim is made, no non-CRITICAL job is claimed while a CRITICAL one still waits; and
+    while HIGH and NEGLIGIBLE both wait, a claim never gives the second child the priority the
+    first one is on (the starvation guard over the true counts: each gets a worker)."""
+    ids = q.add_many([(Priority.NEGLIGIBLE, "noop", "n", i) for i in range(150)])
+    ids += q.add_many([(Priority.HIGH, "noop", "h", i) for i in range(150)])
+    ids += q.add_many([(Priority.CRITICAL, "noop", "c", i) for i in range(5)])
+    pool = pools(dsn, workers=2, fetch_limit=fetch_limit, until_empty=True)
+    assert pool.wait(120) == 0
+
+    jobs = [q.get(i) for i in ids]
+    assert {job.state for job in jobs} == {JobState.DONE}
+    claimed_at = {job.id: job.executed for job in jobs}
+    critical = [job for job in jobs if job.priority == Priority.CRITICAL]
+    others = [job for job in jobs if job.priority != Priority.CRITICAL]
+    assert max(claimed_at[j.id] for j in critical) <= min(claimed_at[j.id] for j in others)
+
+    batches: dict[tuple[Any, int], int] = {}  # (claim time, child) -> priority
+    for job in jobs:
+        assert batches.setdefault((job.executed, job.pid), job.priority) == job.priority
+    waiting_until = {  # the last claim time of each priority: it waited until then
+        p: max(job.executed for job in jobs if job.priority == p) for p in (Priority.HIGH, Priority.NEGLIGIBLE)
+    }
+    children = {pid for _, pid in batches}
+    assert len(children) == 2
+    for (at, pid), priority in sorted(batches.items(), key=lambda item: item[0][0]):
+        if priority == Priority.CRITICAL:
+            continue
+        other = Priority.NEGLIGIBLE if priority == Priority.HIGH else Priority.HIGH
+        if waiting_until[other] <= at:
+            continue  # nothing of the other priority waited any more
+        (sibling,) = children - {pid}
+        held = [(t, p) for (t, child), p in batches.items() if child == sibling and t <= at]
+        if held:
+            assert max(held)[1] != priority, f"claim at {at} gave both children {priority} while {other} waited"

@@ -11,14 +11,15 @@ from collections.abc import Iterator
 
 import pytest
 
-from fastsched import pool_duties
 from fastsched.backends import open_backend
 from fastsched.backends.base import Backend
 from fastsched.config import PoolSettings
 from fastsched.dsn import parse_dsn
 from fastsched.errors import JobNotFound
 from fastsched.jobs import Failure, JobState, NewJob, Outcomes
-from fastsched.pool import Pool
+from fastsched.master import duties
+from fastsched.master.dblink import DbLink
+from fastsched.master.metrics import PoolMetrics
 
 NOW = dt.datetime(2030, 1, 2, 3, 4, 5, 678901)
 HOUR = dt.timedelta(hours=1)
@@ -35,9 +36,27 @@ def backend(dsn: str) -> Iterator[Backend]:
     b.close()
 
 
-def pool(dsn: str, backend: Backend) -> Pool:
-    return Pool(PoolSettings(dsn=parse_dsn(dsn), workers=1, host_id=HOST, retention=RETENTION),
-                backend=backend, clock=lambda: NOW)
+SETTINGS_INTERVAL = 5.0  # maintenance_interval
+
+
+def maintenance(dsn: str, backend: Backend) -> duties.Maintenance:
+    """The pool's maintenance duty on ``backend``, with a wall clock fixed at NOW."""
+    settings = PoolSettings(
+        dsn=parse_dsn(dsn), workers=1, host_id=HOST, retention=RETENTION, maintenance_interval=SETTINGS_INTERVAL
+    )
+    link = DbLink(lambda: backend, PoolMetrics(), settings.lease, mono=lambda: 0.0)
+    return duties.Maintenance(link, settings, wall=lambda: NOW, mono=_Ticks(), stopping=lambda: False)
+
+
+class _Ticks:
+    """A monotonic clock that moves 1 ms each time it is read (the purge measures its budget)."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 0.001
+        return self.now
 
 
 def add(backend: Backend, count: int, created: dt.datetime) -> list[int]:
@@ -76,8 +95,8 @@ def state(backend: Backend, job_id: int) -> JobState | None:
 def test_a_maintenance_run_purges_every_done_job_past_the_retention_and_nothing_else(
     dsn: str, backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pool_duties, "PURGE_CHUNK", 4)  # several chunks in one run
-    monkeypatch.setattr(pool_duties, "PURGE_BUDGET", 3600.0)
+    monkeypatch.setattr(duties, "PURGE_CHUNK", 4)  # several chunks in one run
+    monkeypatch.setattr(duties, "PURGE_BUDGET", 3600.0)
     long_ago = NOW - 3 * HOUR
     # In id order: old done jobs, a job added long ago but finished just now (a small id that must
     # stay), more old done jobs, an old failure, then jobs added and finished within the retention.
@@ -96,7 +115,7 @@ def test_a_maintenance_run_purges_every_done_job_past_the_retention_and_nothing_
     just_young = add(backend, 2, NOW - 2 * HOUR)
     finish(backend, just_young, NOW - HOUR)  # finished exactly at the cutoff: kept
 
-    pool(dsn, backend)._maintenance()
+    maintenance(dsn, backend).run(0.0)
 
     assert [state(backend, i) for i in old_a + old_b + just_old] == [None] * 17
     assert [state(backend, i) for i in late + young + just_young] == [JobState.DONE] * 8
@@ -107,42 +126,39 @@ def test_a_maintenance_run_purges_every_done_job_past_the_retention_and_nothing_
 def test_a_backlog_of_many_chunks_is_purged_in_one_run_within_its_budget(
     dsn: str, backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pool_duties, "PURGE_CHUNK", 10)
-    monkeypatch.setattr(pool_duties, "PURGE_BUDGET", 3600.0)
+    monkeypatch.setattr(duties, "PURGE_CHUNK", 10)
+    monkeypatch.setattr(duties, "PURGE_BUDGET", 3600.0)
     old = add(backend, 95, NOW - 3 * HOUR)
     finish(backend, old, NOW - 2 * HOUR)
     kept = add(backend, 3, NOW - MINUTE)
     finish(backend, kept, NOW)
-    p = pool(dsn, backend)
-    p._next_maintenance = far = 1e12
+    m = maintenance(dsn, backend)
 
-    p._maintenance()
+    m.run(100.0)
 
     assert [state(backend, i) for i in old].count(None) == 95
     assert [state(backend, i) for i in kept] == [JobState.DONE] * 3
-    assert p._next_maintenance == far  # caught up: nothing brought forward
+    assert m.next_due() == 100.0 + SETTINGS_INTERVAL  # caught up: nothing brought forward
 
 
 def test_a_backlog_past_the_budget_goes_on_before_the_next_interval(
     dsn: str, backend: Backend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(pool_duties, "PURGE_CHUNK", 10)
-    monkeypatch.setattr(pool_duties, "PURGE_BUDGET", 0.0)  # every run stops after its first chunk
+    monkeypatch.setattr(duties, "PURGE_CHUNK", 10)
+    monkeypatch.setattr(duties, "PURGE_BUDGET", 0.0)  # every run stops after its first chunk
     failed = add(backend, 15, NOW - 3 * HOUR)  # rows the purge keeps, ahead of the ones it deletes
     finish(backend, failed, NOW - 3 * HOUR, failed=True)
     old = add(backend, 35, NOW - 3 * HOUR)
     finish(backend, old, NOW - 2 * HOUR)
-    p = pool(dsn, backend)
-    p._next_maintenance = far = 1e12
+    m = maintenance(dsn, backend)
 
     left = []
     for _ in range(5):
-        p._maintenance()
+        m.run(100.0)
         left.append([state(backend, i) for i in old].count(JobState.DONE))
-        if p._next_maintenance == far:
+        if m.next_due() == 100.0 + SETTINGS_INTERVAL:
             break
-        assert p._next_maintenance < far  # brought forward: the backlog does not wait an interval
-        p._next_maintenance = far
+        assert m.next_due() < 100.0 + 1  # brought forward: the backlog does not wait an interval
     assert left == [25, 15, 5, 0]
     assert [state(backend, i) for i in failed] == [JobState.FAILED] * 15
 

@@ -38,6 +38,7 @@ from fastsched.errors import (
 )
 from fastsched.jobs import JobState
 from fastsched.priority import Priority
+from tests.conftest import fail_jobs
 
 T0 = dt.datetime(2030, 1, 1, 12, 0, 0)
 HOUR = dt.timedelta(hours=1)
@@ -138,7 +139,7 @@ def mark_done(dsn: str, job_id: int) -> None:
 
 
 def mark_failed(q: fastsched.Queue, job_id: int, now: dt.datetime, error: str = "boom") -> None:
-    assert q.backend.fail_jobs([job_id], error, now) == 1
+    assert fail_jobs(q.backend, [job_id], error, now) == 1
 
 
 # --- add and get ---------------------------------------------------------------------------------

@@ -69,7 +69,7 @@ def test_unregistered_commands_never_run_and_never_import(mysql_dsn: str, tmp_pa
         f"{CANARY}:boom": [],
         CANARY: [],
         "faultkit.rec": [str(marks), 1],  # a registered task's function, by its dotted path
-        "fastsched.child.os._exit": [3],
+        "fastsched.child_process.os._exit": [3],
         "__import__": [CANARY],
         f"__import__('{CANARY}').boom()": [],  # only a direct INSERT can store these
         "os.system('touch x')": [],

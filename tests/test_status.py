@@ -26,6 +26,7 @@ from fastsched import cli as cli_mod
 from fastsched import core, status, tasks
 from fastsched.backends import open_backend
 from fastsched.jobs import Outcomes
+from tests.conftest import fail_jobs
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT = 60  # seconds any one command may take
@@ -108,7 +109,7 @@ def build_queue(dsn: str, backend: Any) -> dict[str, Any]:
     done_low = claim(backend, 3, 2, CHILDREN[1:3])
     backend.write_outcomes(HOST, now(), Outcomes(done=done_low))
     running_low = claim(backend, 3, 1, CHILDREN[1:2])
-    backend.fail_jobs([medium[2]], "Traceback (most recent call last):\n  ...\nRuntimeError: mailbox full", now())
+    fail_jobs(backend, [medium[2]], "Traceback (most recent call last):\n  ...\nRuntimeError: mailbox full", now())
     return {"high": high, "medium": medium, "deferred": deferred, "low": low, "running_high": running_high,
             "running_low": running_low, "done_low": done_low}
 
@@ -294,7 +295,7 @@ def test_explain_says_when_no_master_is_alive_and_how_dedup_applies(dsn, backend
     assert facts["dedup"] == {"pending_job": first}
     assert f"it was added with dedup=False; the identical job #{first} is pending too" in text
     assert "The next free worker goes to LOW" in text
-    backend.fail_jobs([first], "gave up", now())
+    fail_jobs(backend, [first], "gave up", now())
     _, text, _ = explain(dsn, twin)
     assert "Dedup: off for this job (added with dedup=False)" in text
     _, text, _ = explain(dsn, first)

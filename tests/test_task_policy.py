@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 import fastsched
-from fastsched import child, tasks
+from fastsched import child_process, protocol, tasks
 from fastsched.backends import open_backend
 from fastsched.backends.base import PlanCounts, QueueStats
 from fastsched.backends.sqlfiles import expand_queues
@@ -142,7 +142,7 @@ class Sent(list):
 
 def run(jobs, registry):
     sent = Sent()
-    processed = child.run_batch(3, jobs, registry.as_dict(), [-1.0, -1.0, 0.0], [0], sent, registry.policies())
+    processed = child_process.run_batch(3, jobs, registry.as_dict(), [-1.0, -1.0, 0.0], [0], sent, registry.policies())
     return processed, [message[2:] for message in sent]
 
 
@@ -170,9 +170,9 @@ def test_fail_retry_and_no_retry_say_how_the_job_ends(registry):
             (4, "permanent", "[]", 30, 0), (5, "ordinary", "[]", 30, 0)]
     processed, notes = run(jobs, registry)
     assert processed == 5
-    assert notes[:3] == [(0, child.FATAL, "no such recipient"), (1, child.DEFER, 7.5), (2, child.DEFER, None)]
-    assert notes[3][:2] == (3, child.FATAL) and notes[3][2].startswith("Permanent: the account is gone")
-    assert notes[4][:2] == (4, child.ERROR) and "Traceback" in notes[4][2]
+    assert notes[:3] == [(0, protocol.FATAL, "no such recipient"), (1, protocol.DEFER, 7.5), (2, protocol.DEFER, None)]
+    assert notes[3][:2] == (3, protocol.FATAL) and notes[3][2].startswith("Permanent: the account is gone")
+    assert notes[4][:2] == (4, protocol.ERROR) and "Traceback" in notes[4][2]
 
 
 def test_retry_checks_its_delay():
@@ -200,7 +200,7 @@ def test_an_async_task_runs_to_completion_on_one_loop_per_child(registry):
     assert processed == 3
     assert [n for n, _ in ran] == [1, 2], "every coroutine ran its body"
     assert ran[0][1] == ran[1][1], "the child's loop is reused"
-    assert len(notes) == 1 and notes[0][:2] == (1, child.ERROR) and "inside the coroutine" in notes[0][2]
+    assert len(notes) == 1 and notes[0][:2] == (1, protocol.ERROR) and "inside the coroutine" in notes[0][2]
 
 
 # --- in a real pool ------------------------------------------------------------------------------

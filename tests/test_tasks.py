@@ -6,7 +6,7 @@ import sys
 import pytest
 
 import fastsched
-from fastsched import child, context, tasks
+from fastsched import child_process, context, protocol, tasks
 from fastsched.errors import NotInJob, TaskError
 from fastsched.priority import Priority
 
@@ -126,8 +126,8 @@ def run(jobs, registry, stop=0):
     """Run a batch the way a child does, in this process; return (processed, notes, progress)."""
     sent = Sent()
     progress = [-1.0, -1.0, 0.0]
-    processed = child.run_batch(5, jobs, registry.as_dict(), progress, [stop], sent)
-    assert all(message[0] == child.NOTE and message[1] == 5 for message in sent)
+    processed = child_process.run_batch(5, jobs, registry.as_dict(), progress, [stop], sent)
+    assert all(message[0] == protocol.NOTE and message[1] == 5 for message in sent)
     return processed, [message[2:] for message in sent], progress
 
 
@@ -143,7 +143,7 @@ def test_a_task_sees_its_job_and_may_defer(registry):
     jobs = [(11, "Delivery", '["inbox", "once"]', 20, 0), (12, "Delivery", '["inbox", "again"]', 30, 4)]
     processed, notes, progress = run(jobs, registry)
     assert processed == 2
-    assert notes == [(1, child.DEFER, 12.5)]  # success needs no note
+    assert notes == [(1, protocol.DEFER, 12.5)]  # success needs no note
     assert seen == [
         context.JobContext(11, "Delivery", 20, 0, ("inbox", "once")),
         context.JobContext(12, "Delivery", 30, 4, ("inbox", "again")),
@@ -174,7 +174,7 @@ def test_defer_with_a_negative_delay_is_an_error_of_the_job(registry):
         fastsched.defer(-1)
 
     _, notes, _ = run([(1, "bad_defer", "[]", 30, 0)], registry)
-    assert len(notes) == 1 and notes[0][1] == child.ERROR and "InvalidInput" in notes[0][2]
+    assert len(notes) == 1 and notes[0][1] == protocol.ERROR and "InvalidInput" in notes[0][2]
 
 
 def test_exceptions_become_error_notes_with_the_traceback(registry):
@@ -188,7 +188,7 @@ def test_exceptions_become_error_notes_with_the_traceback(registry):
 
     processed, notes, _ = run([(1, "broken", "[42]", 30, 0), (2, "exits", "[]", 30, 0)], registry)
     assert processed == 2
-    assert [(index, kind) for index, kind, _ in notes] == [(0, child.ERROR), (1, child.ERROR)]
+    assert [(index, kind) for index, kind, _ in notes] == [(0, protocol.ERROR), (1, protocol.ERROR)]
     assert "Traceback" in notes[0][2] and notes[0][2].rstrip().endswith("ValueError: bad value 42")
     assert "SystemExit: 3" in notes[1][2]
 
@@ -213,11 +213,11 @@ def test_jobs_that_can_never_run_get_fatal_notes(registry):
     processed, notes, _ = run(jobs, registry)
     assert processed == 6
     kinds = {index: (kind, text) for index, kind, text in notes}
-    assert kinds[0][0] == child.FATAL and "not valid JSON" in kinds[0][1]
-    assert kinds[1][0] == child.FATAL and "JSON array" in kinds[1][1]
-    assert kinds[2][0] == child.FATAL and "do not match" in kinds[2][1]
-    assert kinds[3] == (child.FATAL, "unknown command: Nope")
-    assert kinds[4][0] == child.ERROR and "inside the task" in kinds[4][1]  # a TypeError from inside: retried
+    assert kinds[0][0] == protocol.FATAL and "not valid JSON" in kinds[0][1]
+    assert kinds[1][0] == protocol.FATAL and "JSON array" in kinds[1][1]
+    assert kinds[2][0] == protocol.FATAL and "do not match" in kinds[2][1]
+    assert kinds[3] == (protocol.FATAL, "unknown command: Nope")
+    assert kinds[4][0] == protocol.ERROR and "inside the task" in kinds[4][1]  # a TypeError from inside: retried
     assert 5 not in kinds
 
 

@@ -20,7 +20,7 @@ import abc
 import dataclasses
 import datetime as dt
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from fastsched.dsn import DSN
 from fastsched.jobs import ClaimedJob, Job, NewJob, Outcomes
@@ -195,6 +195,14 @@ class Backend(abc.ABC):
     def queue_stats(self, now: dt.datetime) -> list[QueueStats]:
         """Waiting, deferred, running and failed jobs per queue that has any, by name."""
 
+    concurrent_connections: ClassVar[int] = 1
+    """Write transactions the server runs at the same time on connections of their own (1: one
+    writer at a time). The master splits big claims over that many (``open_sibling``)."""
+
+    @abc.abstractmethod
+    def open_sibling(self) -> Backend:
+        """Another backend on the same database, with a connection of its own."""
+
     @abc.abstractmethod
     def claim(
         self,
@@ -203,34 +211,38 @@ class Backend(abc.ABC):
         host: str,
         fetch_limit: int,
         now: dt.datetime,
-        outcomes: Outcomes | None = None,
     ) -> list[Batch]:
-        """Write ``outcomes`` and claim work: in ONE short transaction, or (a backend whose server
-        runs transactions in parallel, ``claim_connections`` > 1, and 64 jobs or more) the done and
-        failed outcomes in a second transaction and every other batch's claim in a third, each on a
-        connection of its own, at the same time. Either way all have committed when this returns.
+        """Claim work, in ONE short transaction; it has committed when this returns.
 
         wanted[r]: how many runnable jobs of priority rank r to claim (oldest next_try first, then id),
         with ``SELECT ... FOR UPDATE SKIP LOCKED`` where the server has it (no global lock). The claimed
         ids are split with ``core.batch_ids(..., fetch_limit)`` and batch i is given to children[i]: its
-        rows get pid=children[i], host_id=(the number of host), executed=now. Fewer batches than children when less was
-        claimed; rows beyond len(children) batches are not claimed. Statements per call: a few per
-        priority and per batch, never per job.
-
-        Outcomes are written first, each guarded by ``host_id=(host's number) AND done=0`` so that a claim another
-        master has recovered is never overwritten: done -> done=1, finished=now, dedup_hash=NULL;
-        retry -> pid=0, host_id=0, executed=never, next_try/priority/retrial/crashes/last_error as given;
-        failed -> done=2, finished=now, dedup_hash=NULL, pid kept, retrial/crashes/last_error as given;
-        released -> pid=0, host_id=0, executed=never (nothing else changes).
+        rows get pid=children[i], host_id=(the number of host), executed=now. Fewer batches than children
+        when less was claimed; rows beyond len(children) batches are not claimed. Statements per call: a
+        few per priority and per batch, never per job.
         """
 
     @abc.abstractmethod
-    def write_outcomes(self, host: str, now: dt.datetime, outcomes: Outcomes) -> None:
-        """Write outcomes alone (the same rules as in claim), in one transaction."""
+    def write_outcomes_and_claim(
+        self,
+        outcomes: Outcomes,
+        wanted: Sequence[int],
+        children: Sequence[int],
+        host: str,
+        fetch_limit: int,
+        now: dt.datetime,
+    ) -> list[Batch]:
+        """``write_outcomes`` then ``claim``, in ONE transaction and one commit: a claim can take the
+        jobs that the retries and releases hand back."""
 
     @abc.abstractmethod
-    def fail_jobs(self, job_ids: Sequence[int], error: str, now: dt.datetime) -> int:
-        """Fail pending jobs (claimed or not) with a reason, e.g. 'unknown command'; return how many."""
+    def write_outcomes(self, host: str, now: dt.datetime, outcomes: Outcomes) -> None:
+        """Write outcomes, in one transaction, each guarded by ``host_id=(host's number) AND done=0``
+        so that a claim another master has recovered is never overwritten: done -> done=1,
+        finished=now, dedup_hash=NULL; retry -> pid=0, host_id=0, executed=never,
+        next_try/priority/retrial/crashes/last_error as given; failed -> done=2, finished=now,
+        dedup_hash=NULL, pid kept, retrial/crashes/last_error as given; released -> pid=0, host_id=0,
+        executed=never (nothing else changes)."""
 
     @abc.abstractmethod
     def fail_malformed(self, now: dt.datetime) -> int:

@@ -17,7 +17,7 @@ import os
 import random
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from fastsched.backends.base import SCHEMA_VERSION
 from fastsched.backends.callers import driver_exception
@@ -25,9 +25,6 @@ from fastsched.backends.sqlfiles import MigrationStep, load_migration, load_quer
 from fastsched.dsn import DSN
 from fastsched.errors import DatabaseError, DatabaseUnavailable, SchemaError
 from fastsched.jobs import NewJob
-
-if TYPE_CHECKING:
-    from fastsched.backends.sql import SQLBackend
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +101,6 @@ class SQLConnection:
         self._conn_pid = 0  # the process that opened _conn
         self._schema_ok = False  # checked on this connection
         self._host_ids: dict[str, int] = {}  # fastsched_host numbers, which never change
-        self._side_backends: list[SQLBackend] = []  # claim()'s extra connections
         self._consecutive_ids = False  # on this connection
         # Transactions re-run after a deadlock or certification failure, since this object was made:
         # on Galera, the conflicts between nodes (docs/scaling.md).

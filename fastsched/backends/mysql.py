@@ -132,7 +132,7 @@ class NodeNotReady(DatabaseUnavailable):
 class MySQLBackend(SQLBackend):
     dialect = "mysql"
     driver_error = pymysql.MySQLError
-    claim_connections = 2
+    concurrent_connections = 2
     caller_dedup_locks_rows = True
     node = 0  # the index in dsn.nodes of the node of the current (or last) connection
     # (wsrep_local_index, wsrep_cluster_size) of that node; (0, 1) on a server that is no Galera node

@@ -16,33 +16,27 @@ import datetime as dt
 import functools
 import json
 import logging
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from fastsched import core
 from fastsched.backends.base import Backend, Batch, PlanCounts, PriorityStats, ProcessInfo, QueueStats
 from fastsched.backends.controls import ControlsMixin
 from fastsched.backends.inserts import IN_CHUNK, Inserts, chunks
-from fastsched.backends.sqlfiles import expand_in, expand_queues
+from fastsched.backends.sqlfiles import expand_in, expand_pid_cases, expand_queues
+from fastsched.clock import utcnow
 from fastsched.controls import RETRY, JobFilter
 from fastsched.errors import DatabaseError, InvalidState, JobNotFound
 from fastsched.jobs import DONE_CANCELLED, DONE_FAILED, DONE_OK, ClaimedJob, Job, JobState, Outcomes
-from fastsched.priority import ALL_PRIORITIES
+from fastsched.priority import ALL_PRIORITIES, RANK, batch_size
 from fastsched.validation import queue_set, queue_set_text
 
 log = logging.getLogger(__name__)
 
 STATS_WINDOW = dt.timedelta(hours=1)  # PriorityStats.done_last_hour
 PRIORITIES = tuple(int(p) for p in ALL_PRIORITIES)
-_RANK = {priority: rank for rank, priority in enumerate(PRIORITIES)}
 MALFORMED_ERROR = "malformed priority: not one of 10, 20, 30, 40, 50, so no claim would ever take it"
-# Fewer jobs than this to claim, or to complete, and claim() uses one connection: a second one
-# costs a thread and a commit of its own, and for a few jobs (short jobs in small batches, the
-# fairness bench) that made claims slower, not faster.
-PARALLEL_CLAIM_MIN_JOBS = 64
 ONE_UPDATE_MAX_IDS = 256  # a claim of at most this many jobs marks all its batches in one UPDATE
-PID_CASES = "{pid_cases}"  # claim_batches: "WHEN id IN (...) THEN <pid>" per batch
 LEASE_PREFIX = "periodic:"  # fastsched_meta names of take_periodic leases
 PURGE_WINDOW_MIN = 1_000  # rows purge reads per window at least, however small its limit
 
@@ -70,55 +64,19 @@ def _args(parameter: str) -> list[object] | None:
     return value if isinstance(value, list) else None
 
 
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
-
-
-def _split_claim(
-    wanted: Sequence[int], children: Sequence[int], fetch_limit: int, groups: int
-) -> list[tuple[list[int], list[int]]]:
-    """Split one claim into up to ``groups`` claims of (wanted, children) that together take what
-    the one would: the batches are laid out child by child, priority by priority (as
-    ``SQLBackend._claim`` fills them), and dealt to the groups in turn. Empty (claim as one) when
-    there is a single batch, or too few jobs for the extra connection to pay for itself."""
-    if groups < 2:
-        return []
-    slots: list[tuple[int, int]] = []  # (priority rank, jobs) of each batch, one per child
-    for rank, (priority, count) in enumerate(zip(PRIORITIES, wanted)):
-        per_batch = fetch_limit if priority <= core.BATCHED_UP_TO else 1
-        while count > 0 and len(slots) < len(children):
-            take = min(per_batch, count)
-            slots.append((rank, take))
-            count -= take
-    if len(slots) < 2 or sum(take for _, take in slots) < PARALLEL_CLAIM_MIN_JOBS:
-        return []
-    parts = []
-    for group in range(min(groups, len(slots))):
-        part_wanted = [0] * len(PRIORITIES)
-        part_children = []
-        for index in range(group, len(slots), groups):
-            rank, take = slots[index]
-            part_wanted[rank] += take
-            part_children.append(children[index])
-        parts.append((part_wanted, part_children))
-    return parts
-
-
-def _claim_part(backend: SQLBackend, **part: Any) -> list[Batch]:
-    return backend._transaction(lambda cursor: backend._claim(cursor, outcomes=None, **part), "claim")
-
-
 class SQLBackend(ControlsMixin, Inserts, Backend):
     """Every operation of the contract, on named queries."""
 
-    # Connections claim() may use at once (see claim): 1 for a server that runs one writer at a
-    # time (SQLite); MariaDB/MySQL runs transactions in parallel.
-    claim_connections: ClassVar[int] = 1
+    # Write transactions the server runs at the same time, on connections of their own: 1 for a
+    # server with one writer at a time (SQLite); MariaDB/MySQL runs them in parallel, and the
+    # master splits big claims and writes its outcomes beside them (fastsched.master.claimer).
+    concurrent_connections: ClassVar[int] = 1
 
-    def close(self) -> None:
-        super().close()
-        for backend in self._side_backends:
-            backend.close()
+    def open_sibling(self) -> SQLBackend:
+        """Another backend on the same database with a connection of its own (opened on first use)."""
+        sibling = type(self)(self.dsn, sleep=self._sleep)
+        sibling._host_ids = self._host_ids  # the numbers never change: share what is known
+        return sibling
 
     # --- rows -------------------------------------------------------------------------------
     def _time(self, value: Any) -> dt.datetime:
@@ -171,7 +129,7 @@ class SQLBackend(ControlsMixin, Inserts, Backend):
         )
 
     def cancel(self, job_id: int, by: str = "", now: dt.datetime | None = None) -> Job:
-        now = now or _utcnow()
+        now = now or utcnow()
 
         def work(cursor: Any) -> Job:
             job = self._job(self._get_row(cursor, job_id, lock=True), now)
@@ -232,7 +190,7 @@ class SQLBackend(ControlsMixin, Inserts, Backend):
     def failed(self, limit: int = 100) -> list[Job]:
         def work(cursor: Any) -> list[Job]:
             cursor.execute(self._q["failed_jobs"], {"limit": int(limit)})
-            now = _utcnow()
+            now = utcnow()
             return [self._job(row, now) for row in cursor.fetchall()]
 
         return self._transaction(work, "failed", write=False)
@@ -396,123 +354,53 @@ class SQLBackend(ControlsMixin, Inserts, Backend):
             if kind == "active":
                 active = int(count)
             else:
-                rank = _RANK.get(int(priority))
+                rank = RANK.get(int(priority))
                 if rank is not None:  # a claimed row of a malformed priority plans nothing
                     counts[kind][rank] = int(count)
         return PlanCounts(waiting=counts["waiting"], running=counts["running"], active=active)
 
     def claim(
+        self, wanted: Sequence[int], children: Sequence[int], host: str, fetch_limit: int, now: dt.datetime
+    ) -> list[Batch]:
+        host_id = self._host_id(host)
+        return self._transaction(
+            lambda cursor: self._claim(cursor, wanted, children, host_id, fetch_limit, now), "claim"
+        )
+
+    def write_outcomes_and_claim(
         self,
+        outcomes: Outcomes,
         wanted: Sequence[int],
         children: Sequence[int],
         host: str,
         fetch_limit: int,
         now: dt.datetime,
-        outcomes: Outcomes | None = None,
     ) -> list[Batch]:
         host_id = self._host_id(host)
-        parts = _split_claim(wanted, children, fetch_limit, self.claim_connections)
-        finishing = handing_back = None
-        if (
-            outcomes
-            and self.claim_connections > 1
-            and len(outcomes.done) + len(outcomes.failed) >= PARALLEL_CLAIM_MIN_JOBS
-        ):
-            finishing = Outcomes(done=outcomes.done, failed=outcomes.failed)
-            handing_back = Outcomes(retry=outcomes.retry, released=outcomes.released) or None
-        if finishing is None and len(parts) < 2:
-            return self._transaction(
-                lambda cursor: self._claim(cursor, wanted, children, host, host_id, fetch_limit, now, outcomes),
-                "claim",
-            )
-        # In parallel, each on a connection of its own: the finishing outcomes, and the claims of
-        # the second and later groups of children. The server runs one statement per connection at
-        # a time, and in a drain the master waits on it nearly all the time: more connections put
-        # more of its cores to work. The transactions cannot wait on each other: the finishing
-        # writes touch only this host's claimed rows (pid <> 0), the claims read only unclaimed
-        # ones (pid = 0) and skip rows another holds (SKIP LOCKED). Retries and releases hand jobs
-        # back: they are written first in the first group's claim, so that this claim can take
-        # them. A thread per call, joined before return: no thread is alive when the pool forks.
-        side: list[tuple[Callable[[SQLBackend], Any], str]] = []
-        if finishing is not None:
-            side.append((lambda backend: backend.write_outcomes(host, now, finishing), "outcomes"))
-        else:
-            handing_back = outcomes or None
-        for part_wanted, part_children in parts[1:]:
-            side.append(
-                (
-                    functools.partial(
-                        _claim_part, wanted=part_wanted, children=part_children, host=host, host_id=host_id,
-                        fetch_limit=fetch_limit, now=now,
-                    ),
-                    "claim",
-                )
-            )
-        results: list[Any] = [None] * len(side)
-        failures: list[BaseException] = []
-        backends = [self._side_backend(index) for index in range(len(side))]  # before any thread
 
-        def run(index: int, work: Callable[[SQLBackend], Any]) -> None:
-            try:
-                results[index] = work(backends[index])
-            except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
-                failures.append(exc)
+        def work(cursor: Any) -> list[Batch]:
+            self._write_outcomes(cursor, host, host_id, self._to_db_time(now), outcomes)
+            return self._claim(cursor, wanted, children, host_id, fetch_limit, now)
 
-        threads = [
-            threading.Thread(target=run, args=(index, work), name=f"fastsched-{name}", daemon=True)
-            for index, (work, name) in enumerate(side)
-        ]
-        for thread in threads:
-            thread.start()
-        first_wanted, first_children = parts[0] if parts else (wanted, children)
-        try:
-            batches = self._transaction(
-                lambda cursor: self._claim(
-                    cursor, first_wanted, first_children, host, host_id, fetch_limit, now, handing_back
-                ),
-                "claim",
-            )
-        finally:
-            for thread in threads:
-                thread.join()
-        if failures:
-            # Some parts committed, but the caller keeps the outcomes to write again and treats
-            # the claim as unknown (as after a COMMIT whose answer was lost): it re-reads its claims.
-            raise failures[0]
-        for result in results:
-            if isinstance(result, list):
-                batches.extend(result)
-        return batches
-
-    def _side_backend(self, index: int) -> SQLBackend:
-        """The index-th extra connection of claim(), opened the first time it is needed."""
-        while len(self._side_backends) <= index:
-            backend = type(self)(self.dsn, sleep=self._sleep)
-            backend._host_ids = self._host_ids
-            self._side_backends.append(backend)
-        return self._side_backends[index]
+        return self._transaction(work, "claim")
 
     def _claim(
         self,
         cursor: Any,
         wanted: Sequence[int],
         children: Sequence[int],
-        host: str,
         host_id: int,
         fetch_limit: int,
         now: dt.datetime,
-        outcomes: Outcomes | None,
     ) -> list[Batch]:
         db_now = self._to_db_time(now)
-        if outcomes:
-            self._write_outcomes(cursor, host, host_id, db_now, outcomes)
         jobs: list[ClaimedJob] = []
         free = len(children)  # batches still to fill: never lock rows no child could take
         query = self._q["claim_priority"]
         for priority, count in zip(PRIORITIES, wanted):
             if count <= 0 or free <= 0:
                 continue
-            per_batch = fetch_limit if priority <= core.BATCHED_UP_TO else 1
+            per_batch = batch_size(priority, fetch_limit)
             cursor.execute(
                 query, {"priority": priority, "now": db_now, "limit": min(count, free * per_batch)}
             )
@@ -530,9 +418,7 @@ class SQLBackend(ControlsMixin, Inserts, Backend):
         if 1 < len(assigned) and len(ids) <= ONE_UPDATE_MAX_IDS:
             # Small batches for several children (short jobs, LOW and NEGLIGIBLE one by one): one
             # statement for all, a round trip per child less. Every id and pid is an int here.
-            cases = " ".join(f"WHEN id IN ({repr(batch)[1:-1]}) THEN {int(pid)}" for pid, batch in assigned)
-            claimed = [job_id for _, batch in assigned for job_id in batch]
-            cursor.execute(expand_in(self._q["claim_batches"].replace(PID_CASES, cases), claimed), params)
+            cursor.execute(expand_pid_cases(self._q["claim_batches"], assigned), params)
         else:
             update = self._q["claim_batch"]
             for pid, batch in assigned:
@@ -596,20 +482,6 @@ class SQLBackend(ControlsMixin, Inserts, Backend):
                 len(outcomes),
                 host,
             )
-
-    def fail_jobs(self, job_ids: Sequence[int], error: str, now: dt.datetime) -> int:
-        if not job_ids:
-            return 0
-        params = {"now": self._to_db_time(now), "error": error}
-
-        def work(cursor: Any) -> int:
-            count = 0
-            for part in chunks(list(job_ids), IN_CHUNK):
-                cursor.execute(expand_in(self._q["fail_pending"], part), params)
-                count += cursor.rowcount
-            return count
-
-        return self._transaction(work, "fail_jobs")
 
     def fail_malformed(self, now: dt.datetime) -> int:
         params = {"now": self._to_db_time(now), "error": MALFORMED_ERROR}

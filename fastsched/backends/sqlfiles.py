@@ -6,9 +6,10 @@ statements) separates its statements with lines holding only ``;``. Every dialec
 query names (``tests/test_sql_dialects.py`` checks it). ``migrate_<v>_to_<v+1>.sql`` holds the
 steps from one schema version to the next (:func:`load_migration`).
 
-No SQL is built with string formatting anywhere in fastsched except by :func:`expand_in`, which
-inlines a validated list of ids (or of 20-byte dedup hashes) in place of ``{ids}``, and
-:func:`expand_queues`, which inlines validated queue names in place of every ``{queues}``.
+No SQL is built with string formatting anywhere in fastsched except here: :func:`expand_in`
+inlines a validated list of ids (or of 20-byte dedup hashes) in place of ``{ids}``,
+:func:`expand_queues` validated queue names in place of every ``{queues}``, and
+:func:`expand_pid_cases` a CASE list of ids and pids, ints only.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from typing import NamedTuple
 
 IN_MARKER = "{ids}"  # where expand_in puts the list, as in ``WHERE id IN ({ids})``
 QUEUES_MARKER = "{queues}"  # where expand_queues puts the names, as in ``AND queue IN ({queues})``
+PID_CASES_MARKER = "{pid_cases}"  # claim_batches: "WHEN id IN (...) THEN <pid>" per batch
 HASH_BYTES = 20  # sha1 digests, as stored in workerqueue.dedup_hash
 _INT_ONLY = {int}
 _NAME = re.compile(r"^--\s*name:\s*([A-Za-z_][A-Za-z0-9_]*)\s*$")
@@ -164,3 +166,19 @@ def expand_queues(sql: str, queues: Sequence[str]) -> str:
         if problem is not None or type(name) is not str:
             raise ValueError(f"not a queue name to inline: {problem or repr(name)}")
     return sql.replace(QUEUES_MARKER, ", ".join(f"'{name}'" for name in queues))
+
+
+def expand_pid_cases(sql: str, assigned: Sequence[tuple[int, Sequence[int]]]) -> str:
+    """``sql`` with ``{pid_cases}`` replaced by ``WHEN id IN (<ids>) THEN <pid>`` per (pid, ids)
+    of ``assigned`` and ``{ids}`` by all the ids (:func:`expand_in`). Every pid and id must be an
+    int (not a bool): ValueError otherwise, before anything is inlined."""
+    if not assigned or sql.count(PID_CASES_MARKER) != 1:
+        raise ValueError(f"expand_pid_cases needs batches and a query with exactly one {PID_CASES_MARKER} marker")
+    cases: list[str] = []
+    claimed: list[int] = []
+    for pid, ids in assigned:
+        if type(pid) is not int or not ids or set(map(type, ids)) != _INT_ONLY:
+            raise ValueError(f"a pid case holds an int pid and ints, got {pid!r}: {list(ids)[:5]!r}")
+        cases.append(f"WHEN id IN ({repr(list(ids))[1:-1]}) THEN {pid}")
+        claimed.extend(ids)
+    return expand_in(sql.replace(PID_CASES_MARKER, " ".join(cases)), claimed)

@@ -287,11 +287,6 @@ SET done = 2, finished = :now, failed_hash = COALESCE(dedup_hash, failed_hash), 
     retrial = :retrial, crashes = :crashes, last_error = :error
 WHERE id = :id AND host_id = :host_id AND done = 0
 
--- name: fail_pending
-UPDATE workerqueue
-SET done = 2, finished = :now, failed_hash = dedup_hash, dedup_hash = NULL, last_error = :error
-WHERE id IN ({ids}) AND +done = 0
-
 -- name: repair_unclaimed
 -- pid = 0 with a host_id left over: only a hand-written UPDATE (Friendica's operators release a job
 -- with "SET pid = 0") makes one, and the claims, which read host_id = 0, would never take it.

@@ -1,35 +1,8 @@
-"""What runs inside a pool child: module-level functions only.
+"""What runs inside a pool child: module-level functions only (the master's side is
+``fastsched.master.childset``).
 
 A child is forked by the master (``multiprocessing.get_context("fork")``) and never touches the
-database. The protocol, one pipe per child:
-
-    master -> child   (seq, jobs)      jobs: a list of (id, command, parameter, priority, retrial)
-                      None             exit
-    child -> master   (DONE, seq, processed, seconds)           ONE reply per batch
-                      (NOTE, seq, index, kind, payload)         per job that did not simply succeed
-
-``processed`` is how many jobs of the batch were started (fewer than ``len(jobs)`` only when the
-master asked the pool to stop: the rest were never started and are released); ``seconds`` is the
-batch's run time. Every job in ``jobs[:processed]`` without a note succeeded: success costs nothing
-per job. A note is sent as soon as its job ends, so that a crash later in the same batch cannot
-lose it (the master would otherwise count the failed job as done). Its ``kind``:
-
-    ERROR  payload = the traceback text         an attempt that failed: retried later
-    DEFER  payload = seconds or None            the job called fastsched.defer(delay)
-    FATAL  payload = a message                  cannot ever run (args not a JSON list, signature
-                                                mismatch, unknown command), or must not be retried
-                                                (fastsched.Fail, the task's no_retry): failed at once
-
-``raise fastsched.Retry(delay)`` is a DEFER note, as ``fastsched.defer(delay)`` is. An ``async def``
-task's coroutine runs to completion on the child's event loop (one per child, made at its first
-coroutine and reused), so a coroutine is never mistaken for a finished job.
-
-Progress, for when the child dies mid-batch: a shared ``RawArray('d', 4)`` per child holds
-``[seq, index, start, term]``: the batch being run, the index of the job being run and when it
-started (``time.monotonic()``), and the master's word (see Signals). The master reads it after the
-child's death (jobs before ``index`` succeeded, the job at ``index`` crashed, the rest are
-released) and while it lives (run-time limits). A shared ``RawArray('i', 1)`` for all children is
-the stop flag: when set, a child finishes its current job and reports the rest as unstarted.
+database. It receives batches on its pipe, runs them and replies, as ``fastsched.protocol`` says.
 
 Fencing: a shared ``RawArray('d', 1)`` for all children, the fence, holds the monotonic time until
 which the master's lease is known good: the master moves it to (start of its last successful
@@ -62,47 +35,32 @@ from time import monotonic
 from typing import Any
 
 from fastsched import context
-from fastsched.scheduler import truncate_error
+from fastsched.protocol import (
+    DEFER,
+    DONE,
+    ERROR,
+    EXIT_CHILD_ERROR,
+    EXIT_ORPHANED,
+    EXIT_TERMINATED,
+    FATAL,
+    NOTE,
+    PROGRESS_INDEX,
+    PROGRESS_SEQ,
+    PROGRESS_START,
+    PROGRESS_TERM,
+    NoteMessage,
+    Reply,
+)
+from fastsched.retry_policy import truncate_error
 from fastsched.tasks import TaskPolicy, default_registry
 
 __all__ = [
-    "DEFER",
-    "DONE",
-    "ERROR",
-    "EXIT_CHILD_ERROR",
-    "EXIT_ORPHANED",
-    "EXIT_TERMINATED",
-    "FATAL",
-    "NOTE",
-    "PROGRESS_INDEX",
-    "PROGRESS_SEQ",
-    "PROGRESS_START",
-    "PROGRESS_TERM",
     "child_main",
+    "fenced",
     "run_batch",
 ]
 
-# Message tags, child -> master.
-DONE = 0
-NOTE = 1
-
-# Kinds of notes.
-ERROR = 1
-DEFER = 2
-FATAL = 3
-
-# Slots of the progress array.
-PROGRESS_SEQ = 0
-PROGRESS_INDEX = 1
-PROGRESS_START = 2
-PROGRESS_TERM = 3  # set by the master just before its SIGTERM: the signal is its word
-PROGRESS_SLOTS = 4
 FENCE_POLL = 0.05  # seconds: the longest a fence guard sleeps before it reads the fence again
-
-# Exit codes of a child (the master only needs "it died"; these make logs readable).
-EXIT_TERMINATED = 75  # SIGTERM from the master (a run-time limit): the job was interrupted
-EXIT_ORPHANED = 76  # the master was gone before the child got going
-EXIT_CHILD_ERROR = 77  # an error outside any job (a broken pipe, a bad message)
 
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
@@ -242,15 +200,15 @@ def run_batch(
     policies: Mapping[str, TaskPolicy] | None = None,
     fence: Any = None,
 ) -> int:
-    """Run ``jobs`` in order, sending a note for each job that did not succeed; return how many
-    started. None starts once the stop flag is set, or once the fence has passed.
+    """Run ``jobs`` (``protocol.JobToRun`` tuples) in order, sending a note for each job that did not
+    succeed; return how many started. None starts once the stop flag is set, or once the fence has passed.
 
     ``policies``: command -> TaskPolicy (its no_retry); default: the default registry's.
     """
     global _in_job
 
     def append(entry: tuple[int, int, Any]) -> None:
-        send((NOTE, seq, entry[0], entry[1], entry[2]))
+        send(NoteMessage(NOTE, seq, entry[0], entry[1], entry[2]))
 
     loads = json.loads
     get = tasks.get
@@ -367,11 +325,11 @@ def child_main(
                 break  # the master is gone or closed our pipe
             if message is None:
                 break
-            seq, jobs = message
+            seq, jobs = message  # a protocol.BatchMessage
             started = monotonic()
             processed = run_batch(seq, jobs, tasks, progress, stop, send, fence=fence)
             _flush()
-            send((DONE, seq, processed, monotonic() - started))
+            send(Reply(DONE, seq, processed, monotonic() - started))
     except _Terminated:
         code = EXIT_TERMINATED
     except BaseException:  # noqa: BLE001 - whatever it is, the child must end with os._exit

@@ -1,0 +1,12 @@
+"""The pool master's parts, each owning one thing; ``fastsched.pool.Pool`` wires them on one thread.
+
+- ``childset``   the children: spawn, send, receive, deaths, run-time limits; reports events
+- ``settle``     a pure function: what a child reported -> the outcome of each job of its batch
+- ``completer``  the buffer of outcomes and the only path that writes them
+- ``claimer``    claims, split over connections where the dialect runs transactions in parallel
+- ``counts``     the planner's copy of the waiting and running counts ("at least" for capped ones)
+- ``coalesce``   whether to wait for a batch about to end before claiming
+- ``dblink``     the backend as the master uses it: timing by kind, outage state, back-off; the lease
+- ``duties``     heartbeat, maintenance, periodic tasks, limits, log lines: objects with next_due/run
+- ``metrics``    the counters and gauges the master keeps (``PoolMetrics``)
+"""

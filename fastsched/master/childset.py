@@ -1,0 +1,454 @@
+"""The master's view of its children: spawn, send, receive, deaths, run-time limits.
+
+A child runs ``fastsched.child_process.child_main``; :class:`ChildSet` keeps one :class:`Child` per
+pid and learns what happened from the child's pipe (replies and notes), its progress slot (which
+job of which batch it is on) and its sentinel (death). It reports what it learned as events, a
+batch that ended (:class:`BatchEnded`, with the :class:`~fastsched.master.settle.BatchReport` for
+``settle``) and a child that is gone (:class:`ChildGone`); it holds no database and decides no
+outcome.
+"""
+from __future__ import annotations
+
+import collections
+import dataclasses
+import logging
+import math
+import os
+import signal
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple
+
+from fastsched import child_process, protocol
+from fastsched.jobs import ClaimedJob
+from fastsched.master.settle import BatchReport, Ended
+from fastsched.priority import RANK, Priority
+from fastsched.protocol import Note
+from fastsched.retry_policy import describe_priority
+
+log = logging.getLogger("fastsched.pool")  # the pool's story is one logger, whichever module tells it
+
+CHILD_EXIT_WAIT = 5.0  # seconds a child asked to exit may take before it is killed
+LIMIT_CHECK_INTERVAL = 0.1  # seconds between run-time-limit checks while a limited job runs
+
+# Why the master killed a child (None: it died on its own).
+KILL_TIMEOUT = "timeout"  # SIGTERM/SIGKILL for a run-time limit
+KILL_OPERATOR = "operator"  # second stop request or the shutdown grace ran out: release, no penalty
+KILL_DB = "db"  # the database was unreachable too long: release, no penalty
+KILL_LOST = "lost"  # another master declared us dead and took our claims: forget everything
+
+
+class Flight(NamedTuple):
+    """A batch sent to a child and not yet answered: the master's end of a ``BatchMessage``."""
+
+    seq: int
+    jobs: list[ClaimedJob]
+    rank: int  # of the batch's priority
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchEnded:
+    pid: int
+    flight: Flight
+    report: BatchReport
+    seconds: float  # the batch's run time as the child measured it (0 when it died)
+    # Its rows made the child count as a running worker in plan_counts until its outcomes are
+    # written (a reply, or the batch a dead child was on; not the ones queued behind it).
+    counted_running: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class ChildGone:
+    pid: int
+    how: str  # "exit code 0", "killed by signal 9 (SIGKILL)"
+    reason: str | None  # KILL_* or None (it died on its own)
+
+
+Event = BatchEnded | ChildGone
+
+
+class Child:
+    """One child process, its pipe, its progress slot and the batches sent to it, oldest first."""
+
+    __slots__ = (
+        "conn", "exiting", "inflight", "kill_at", "kill_reason", "notes", "pid", "process", "progress",
+        "sent_at", "term_job",
+    )
+
+    def __init__(self, process: Any, conn: Any, progress: Any) -> None:
+        self.process = process
+        self.pid: int = process.pid
+        self.conn = conn
+        self.progress = progress
+        self.inflight: collections.deque[Flight] = collections.deque()
+        self.notes: list[Note] = []  # for the oldest batch in flight
+        self.kill_reason: str | None = None
+        self.term_job: tuple[int, int] | None = None  # (seq, index) of the job over its time limit
+        self.kill_at = 0.0  # monotonic time of the SIGKILL that follows the SIGTERM
+        self.exiting = False  # asked to exit (None sent)
+        self.sent_at = 0.0  # monotonic time the newest batch was sent
+
+    @property
+    def free(self) -> bool:
+        """Ready for a batch."""
+        return not self.inflight and not self.exiting and self.kill_reason is None
+
+    def position(self, seq: int) -> int:
+        """The index of the job of batch ``seq`` the progress slot shows, or -1 (not begun)."""
+        progress = self.progress
+        if int(progress[protocol.PROGRESS_SEQ]) != seq:
+            return -1
+        return int(progress[protocol.PROGRESS_INDEX])
+
+
+def describe_exit(code: int | None) -> str:
+    if code is None:
+        return "exit status unknown"
+    if code < 0:
+        try:
+            return f"killed by signal {-code} ({signal.Signals(-code).name})"
+        except ValueError:
+            return f"killed by signal {-code}"
+    if code == protocol.EXIT_TERMINATED:
+        return "terminated by the master"
+    return f"exit code {code}"
+
+
+def signal_pid(pid: int, signum: int) -> None:
+    """Send ``signum`` to ``pid``; a process already gone is no error."""
+    try:
+        os.kill(pid, signum)
+    except OSError:
+        pass
+
+
+class ChildSet:
+    """The children of one master, keyed by pid.
+
+    ``limits``: the run-time limit in seconds per priority (None: none); ``mono``: the monotonic
+    clock the children stamp their progress with.
+    """
+
+    def __init__(
+        self,
+        mp: Any,
+        *,
+        tasks: Mapping[str, Callable[..., Any]],
+        retry_limit: int,
+        limits: Mapping[int, float | None],
+        max_duration_minutes: Mapping[int, float],
+        kill_grace: float,
+        mono: Callable[[], float],
+    ) -> None:
+        self._mp = mp
+        self._tasks = tasks
+        self._retry_limit = retry_limit
+        self._limits = limits
+        self._max_duration_minutes = max_duration_minutes
+        self._kill_grace = kill_grace
+        self._mono = mono
+        self._children: dict[int, Child] = {}
+        self._stop_flag: Any = None
+        self._seq = 0
+        self._exit_when_idle = False
+        self._stop_raised = False  # the shared stop flag is (to be) set
+        self._forced = False  # set from a signal handler: every death is ours, no penalty
+        self._killed_by_watchdog: set[int] = set()  # written by the watchdog thread
+        self._watchdog_lock = threading.Lock()
+        self._next_limit_check = 0.0
+        self.generation = 0  # grows whenever a child is spawned or gone: the process table is stale
+
+    # --- membership -----------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._children)
+
+    def pids(self) -> list[int]:
+        return sorted(self._children)
+
+    def free(self) -> list[Child]:
+        return [child for child in self._children.values() if child.free]
+
+    def busy(self) -> int:
+        return sum(1 for child in self._children.values() if child.inflight)
+
+    def busy_by_rank(self) -> list[int]:
+        """Our busy children per rank: one each, as plan_counts counts distinct (host, pid)."""
+        own = [0] * len(RANK)
+        for child in self._children.values():
+            if child.inflight:
+                own[child.inflight[0].rank] += 1
+        return own
+
+    def sole_batches_sent_at(self) -> list[float]:
+        """When each busy child holding exactly one batch got it (the coalescing waits)."""
+        return [child.sent_at for child in self._children.values() if len(child.inflight) == 1]
+
+    def usable(self) -> int:
+        """Children not being killed."""
+        return sum(1 for child in self._children.values() if child.kill_reason is None)
+
+    def spawn(self, count: int = 1) -> None:
+        """Fork ``count`` children (before the first, the shared stop flag)."""
+        if self._stop_flag is None:
+            self._stop_flag = self._mp.RawArray("i", 1)
+            if self._stop_raised:
+                self._stop_flag[0] = 1
+        for _ in range(count):
+            parent_conn, child_conn = self._mp.Pipe(duplex=True)
+            progress = self._mp.RawArray("d", protocol.PROGRESS_SLOTS)
+            progress[protocol.PROGRESS_SEQ] = -1.0
+            progress[protocol.PROGRESS_INDEX] = -1.0
+            process = self._mp.Process(
+                target=child_process.child_main,
+                args=(child_conn, progress, self._stop_flag, os.getpid(), self._retry_limit, self._tasks),
+                name="fastsched-child",
+            )
+            process.start()
+            child_conn.close()
+            child = Child(process, parent_conn, progress)
+            self._children[child.pid] = child
+            self.generation += 1
+
+    # --- batches --------------------------------------------------------------------------------
+    def send(self, pid: int, jobs: list[ClaimedJob]) -> None:
+        """Send a batch (all of one priority) to the child ``pid``."""
+        child = self._children[pid]
+        self._seq += 1
+        seq = self._seq
+        child.sent_at = self._mono()
+        child.inflight.append(Flight(seq, jobs, RANK.get(jobs[0].priority, RANK[Priority.MEDIUM])))
+        self._send(child, protocol.BatchMessage(seq, [job[:5] for job in jobs]))
+
+    def _send(self, child: Child, message: Any) -> None:
+        try:
+            child.conn.send(message)
+        except (OSError, ValueError):
+            pass  # it died: its sentinel will tell
+
+    def raise_stop_flag(self) -> None:
+        """Every child finishes its current job and reports the rest of its batch as unstarted.
+        Safe in a signal handler."""
+        self._stop_raised = True
+        if self._stop_flag is not None:
+            self._stop_flag[0] = 1
+
+    def exit_when_idle(self) -> None:
+        """Stop: the stop flag is raised, the idle children exit now and the busy ones once their
+        batches are answered."""
+        self._exit_when_idle = True
+        self.raise_stop_flag()
+        for child in self._children.values():
+            if not child.inflight and not child.exiting:
+                child.exiting = True
+                self._send(child, None)
+
+    # --- waiting and what it brings ---------------------------------------------------------------
+    def wait_objects(self) -> list[Any]:
+        """What to wait on: the pipes of the busy children and every child's sentinel."""
+        objects: list[Any] = []
+        for child in self._children.values():
+            if child.inflight:
+                objects.append(child.conn)
+            objects.append(child.process.sentinel)
+        return objects
+
+    def handle(self, ready: Iterable[Any]) -> list[Event]:
+        """Events from the objects of :meth:`wait_objects` that are ready."""
+        events: list[Event] = []
+        died: list[Child] = []
+        by_conn = {child.conn: child for child in self._children.values() if child.inflight}
+        by_sentinel = {child.process.sentinel: child for child in self._children.values()}
+        for obj in ready:
+            child = by_conn.get(obj)
+            if child is not None:
+                self._receive(child, events)
+            elif isinstance(obj, int) and obj in by_sentinel:
+                died.append(by_sentinel[obj])
+        for child in died:
+            if child.pid in self._children:
+                self._gone(child, self._death_reason(child), events)
+        return events
+
+    def _receive(self, child: Child, events: list[Event]) -> None:
+        """Read every message waiting in the child's pipe."""
+        conn = child.conn
+        while True:
+            try:
+                if not conn.poll(0):
+                    return
+                message = conn.recv()
+            except (EOFError, OSError):
+                return  # the child died, maybe mid-message: its sentinel will tell
+            except Exception as exc:  # noqa: BLE001 - a garbled message: the child is broken
+                log.error("child %d sent an unreadable message (%s): killing it", child.pid, exc)
+                signal_pid(child.pid, signal.SIGKILL)
+                return
+            if not child.inflight or child.inflight[0].seq != message[1]:
+                log.error("child %d sent a message for batch %s it was not running: ignored", child.pid, message[1])
+            elif message[0] == protocol.DONE:
+                flight = child.inflight.popleft()
+                notes, child.notes = child.notes, []
+                report = BatchReport(Ended.REPLIED, processed=int(message[2]), notes=notes)
+                events.append(BatchEnded(child.pid, flight, report, float(message[3])))
+                if self._exit_when_idle and not child.inflight and not child.exiting:
+                    child.exiting = True
+                    self._send(child, None)
+            else:
+                child.notes.append(Note(message[2], message[3], message[4]))
+
+    def _death_reason(self, child: Child) -> str | None:
+        if child.kill_reason is not None:
+            return child.kill_reason
+        if self._forced:
+            return KILL_OPERATOR
+        with self._watchdog_lock:
+            if child.pid in self._killed_by_watchdog:
+                return KILL_DB
+        return None
+
+    def _gone(self, child: Child, reason: str | None, events: list[Event]) -> None:
+        """A child is gone: report its batches at once (nothing waits for a dead child)."""
+        if reason != KILL_LOST:
+            self._receive(child, events)  # its last messages may be in the pipe: they count
+        child.process.join(CHILD_EXIT_WAIT)
+        how = describe_exit(child.process.exitcode)
+        self._children.pop(child.pid, None)
+        self.generation += 1
+        try:
+            child.conn.close()
+        except OSError:
+            pass
+        with self._watchdog_lock:
+            self._killed_by_watchdog.discard(child.pid)
+        flights = list(child.inflight)
+        child.inflight.clear()
+        notes, child.notes = child.notes, []
+        if not flights:
+            if not child.exiting and reason is None:
+                log.warning("child %d died while idle (%s)", child.pid, how)
+        elif reason == KILL_LOST:
+            for flight in flights:
+                events.append(BatchEnded(child.pid, flight, BatchReport(Ended.LOST, how=how), 0.0))
+        else:
+            first = flights[0]
+            position = child.position(first.seq)
+            if reason is None:
+                ended = Ended.CRASHED
+            elif reason == KILL_TIMEOUT:
+                ended = Ended.TIMED_OUT
+            else:
+                ended = Ended.KILLED
+            stopped = -1
+            if child.term_job is not None and child.term_job[0] == first.seq:
+                stopped = child.term_job[1]
+            report = BatchReport(ended, position=position, notes=notes, stopped=stopped, how=how)
+            events.append(BatchEnded(child.pid, first, report, 0.0))
+            for later in flights[1:]:
+                events.append(BatchEnded(child.pid, later, BatchReport(Ended.KILLED, how=how), 0.0, False))
+            if reason is None and position < 0:
+                log.warning(
+                    "child %d died (%s) before starting its batch: its %d jobs are released",
+                    child.pid, how, len(first.jobs),
+                )
+        events.append(ChildGone(child.pid, how, reason))
+
+    # --- killing ----------------------------------------------------------------------------------
+    def kill_all(self, reason: str) -> list[Event]:
+        """SIGKILL every child for ``reason`` and report what they held."""
+        children = list(self._children.values())
+        for child in children:
+            child.kill_reason = reason
+            signal_pid(child.pid, signal.SIGKILL)
+        events: list[Event] = []
+        for child in children:
+            self._gone(child, reason, events)
+        return events
+
+    def kill_now(self) -> None:
+        """SIGKILL every child, safe in a signal handler; their deaths are reported as ours."""
+        self._forced = True
+        for pid in list(self._children):
+            signal_pid(pid, signal.SIGKILL)
+
+    def kill_from_watchdog(self) -> list[int]:
+        """SIGKILL every child from the watchdog thread (the loop is stuck); the loop reports the
+        deaths as ours (KILL_DB) when it gets going again. Returns the pids."""
+        pids = list(self._children)
+        with self._watchdog_lock:
+            self._killed_by_watchdog.update(pids)
+        for pid in pids:
+            signal_pid(pid, signal.SIGKILL)
+        return pids
+
+    def finish(self) -> list[Event]:
+        """Let every child go (asked to exit, killed after CHILD_EXIT_WAIT) and report them."""
+        self.exit_when_idle()
+        deadline = self._mono() + CHILD_EXIT_WAIT
+        events: list[Event] = []
+        for child in list(self._children.values()):
+            child.process.join(max(deadline - self._mono(), 0.0))
+            if child.process.exitcode is None:
+                child.kill_reason = KILL_OPERATOR
+                signal_pid(child.pid, signal.SIGKILL)
+            self._gone(child, child.kill_reason or KILL_OPERATOR, events)
+        return events
+
+    def close(self) -> None:
+        """Whatever happened, leave no child behind (a live child would hold claims nobody tracks)."""
+        for child in list(self._children.values()):
+            signal_pid(child.pid, signal.SIGKILL)
+            child.process.join(CHILD_EXIT_WAIT)
+            try:
+                child.conn.close()
+            except OSError:
+                pass
+        self._children.clear()
+
+    # --- run-time limits ----------------------------------------------------------------------------
+    def next_limit_check(self) -> float:
+        """When :meth:`check_limits` has something to do: a SIGKILL due, or a limited job running."""
+        due = math.inf
+        for child in self._children.values():
+            if child.kill_reason == KILL_TIMEOUT:
+                if child.kill_at > 0:
+                    due = min(due, child.kill_at)
+            elif child.inflight and self._limits.get(child.inflight[0].jobs[0].priority) is not None:
+                due = min(due, self._next_limit_check)
+        return due
+
+    def check_limits(self, mono: float) -> None:
+        """SIGTERM a child whose job ran past its priority's limit, SIGKILL it kill_grace later."""
+        self._next_limit_check = mono + LIMIT_CHECK_INTERVAL
+        for child in list(self._children.values()):
+            if child.kill_reason == KILL_TIMEOUT:
+                if mono >= child.kill_at and child.kill_at > 0:
+                    child.kill_at = 0.0
+                    log.warning("child %d ignored SIGTERM for %gs: SIGKILL", child.pid, self._kill_grace)
+                    signal_pid(child.pid, signal.SIGKILL)
+                continue
+            if not child.inflight or child.kill_reason is not None:
+                continue
+            seq, jobs, _ = child.inflight[0]
+            limit = self._limits.get(jobs[0].priority)
+            if limit is None:
+                continue
+            index = child.position(seq)
+            if not 0 <= index < len(jobs):
+                continue
+            elapsed = mono - child.progress[protocol.PROGRESS_START]
+            if elapsed <= limit:
+                continue
+            job = jobs[index]
+            child.kill_reason = KILL_TIMEOUT
+            child.term_job = (seq, index)
+            child.kill_at = mono + self._kill_grace
+            log.warning(
+                "job %d %s has run %.1fs, over the %g-minute limit of priority %s: SIGTERM to child %d",
+                job.id, job.command, elapsed, self._max_duration_minutes.get(job.priority, 0),
+                describe_priority(job.priority), child.pid,
+            )
+            child.progress[protocol.PROGRESS_TERM] = 1.0  # the master's word: the child honours this SIGTERM
+            signal_pid(child.pid, signal.SIGTERM)
+            if self._kill_grace <= 0:
+                child.kill_at = 0.0
+                signal_pid(child.pid, signal.SIGKILL)
