@@ -393,6 +393,15 @@ def test_slow_unauthenticated_clients_hold_neither_threads_nor_the_pool(mysql_ds
     assert run.stop() == 0, run.log()[-3000:]
 
 
+def test_the_operations_guide_states_the_http_bounds_the_server_has() -> None:
+    from fastsched import http as fastsched_http
+
+    text = " ".join((REPO / "docs" / "operations.md").read_text().split())
+    assert f"it answers from {fastsched_http.HANDLER_THREADS} threads started with the master" in text
+    assert f"holds at most {fastsched_http.PENDING_CONNECTIONS} more connections waiting" in text
+    assert f"({fastsched_http.MAX_HEAD_BYTES // 1024} KiB at most) within {fastsched_http.HEAD_DEADLINE:g} s" in text
+
+
 # --- secrets and the log lines ------------------------------------------------------------------
 
 
