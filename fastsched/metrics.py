@@ -43,6 +43,7 @@ POOL_COUNTERS = {
     "jobs_released": "claimed jobs given back unstarted (shutdown, database outage)",
     "jobs_crashed": "jobs whose child process died while running them",
     "jobs_timed_out": "jobs stopped at their priority's run-time limit",
+    "jobs_cancelled": "running jobs this master stopped at an operator's request (kept as cancelled)",
     "jobs_claimed": "jobs claimed",
     "claims": "claim transactions",
     "cycles": "cycles of the master's loop",

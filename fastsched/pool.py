@@ -79,6 +79,7 @@ from fastsched.master.duties import (
 )
 from fastsched.master.metrics import DbKind, PoolMetrics
 from fastsched.master.registration import Registration
+from fastsched.master.requests import OperatorRequests
 from fastsched.master.settle import Ended, JobEvent, SettlePolicy, settle
 from fastsched.priority import RANK, Priority
 
@@ -281,6 +282,7 @@ class Pool:
             OutagePolicy(self._link, self._lease, self._children, self._lease_expired),
             self._grace,
             RunTimeLimits(self._children),
+            OperatorRequests(self._link, self._children, self._host, settings.heartbeat_interval, stopping),
             Maintenance(self._link, settings, clock.wall, clock.mono, stopping),
             PeriodicTasks(self._link, tasks.default_registry, settings.maintenance_interval, clock.wall, stopping),
             LogLines(self._link, self.metrics, settings, self._load_view, clock.wall),
@@ -454,6 +456,10 @@ class Pool:
             metrics.jobs_done += len(outcomes.done)
             metrics.jobs_done_by_priority[jobs[0].priority] += len(outcomes.done)
         metrics.jobs_released += len(outcomes.released)
+        metrics.jobs_cancelled += len(outcomes.cancelled)
+        for job_id in outcomes.cancelled:
+            log.warning("job %d cancelled while running (child %d %s): kept as cancelled, never retried",
+                        job_id, event.pid, report.how)
         assert self._completer is not None
         self._completer.add(outcomes, event.flight.rank if event.counted_running else None)
 

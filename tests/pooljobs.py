@@ -84,3 +84,12 @@ def segfault() -> None:
 def touch(path: str) -> None:
     with open(path, "a"):
         pass
+
+
+@fastsched.task
+def stubborn(path: str, n: object, seconds: float) -> None:
+    """Record a start, then sleep ``seconds`` ignoring SIGTERM (only SIGKILL stops it)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _write(path, "start", n)
+    time.sleep(seconds)
+    _write(path, "end", n)

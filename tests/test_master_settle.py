@@ -130,6 +130,6 @@ def test_every_job_gets_exactly_one_outcome_whatever_the_report() -> None:
             stopped=rng.randint(-1, len(jobs)),
         )
         o = settle(jobs, report, POLICY, NOW).outcomes
-        ids = o.done + o.released + [r.id for r in o.retry] + [f.id for f in o.failed]
+        ids = o.done + o.released + o.cancelled + [r.id for r in o.retry] + [f.id for f in o.failed]
         assert sorted(ids) == [job.id for job in jobs], (report, o)
         assert all(isinstance(r, Retry) for r in o.retry) and all(isinstance(f, Failure) for f in o.failed)

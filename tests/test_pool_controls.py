@@ -1,14 +1,18 @@
 """Operators' controls against running pools, on both backends: two masters claim no paused work
 (a whole priority, a command at one priority; jobs added before and after the pause), running work
-is never touched by a pause, and resumed work runs once."""
+is never touched by a pause, and resumed work runs once; a cancel reaches the master (of two) that
+runs the job, whose child is stopped (SIGTERM, or SIGKILL after the grace), the job ends
+cancelled and the rest of its batch runs once."""
 from __future__ import annotations
 
 import time
 from collections import Counter
 
+import pytest
 from test_pool import events, pools, q, rec, wait_for  # noqa: F401 - fixtures
 
 import fastsched
+from fastsched.errors import InvalidState
 from fastsched.jobs import JobState
 from fastsched.priority import Priority
 
@@ -53,3 +57,43 @@ def test_a_pause_never_touches_what_already_runs(dsn, q, rec, pools):  # noqa: F
     assert [r["n"] for r in events(rec, "end")] == ["running"]
     with fastsched.connect(dsn) as other:
         assert len(other.paused()) == 2
+
+
+def _cancel_when_started(queue: fastsched.Queue, records: str, n: str, job_id: int) -> None:
+    wait_for(lambda: any(r["n"] == n for r in events(records, "start")), 30, f"job {n} to start")
+    assert queue.cancel(job_id, by="ops@test").state is JobState.RUNNING  # a request: its master stops it
+
+
+def test_cancel_reaches_the_master_running_the_job_and_loses_nothing_else_of_its_batch(
+    dsn, q, rec, pools  # noqa: F811
+):
+    # One MEDIUM batch of four for one child: the long job first, three short ones queued behind it.
+    ids = q.add_many([(Priority.MEDIUM, "record", rec, "long", 60)] +
+                     [(Priority.MEDIUM, "record", rec, f"short-{i}") for i in range(3)])
+    a = pools(dsn, host_id="m1", fetch_limit=4, workers=1)
+    b = pools(dsn, host_id="m2", fetch_limit=4, workers=1)
+    _cancel_when_started(q, rec, "long", ids[0])
+    wait_for(lambda: q.get(ids[0]).state is JobState.CANCELLED, 30, "the job to end cancelled")
+    wait_for(lambda: all(q.get(i).state is JobState.DONE for i in ids[1:]), 30, "the rest of its batch")
+    job = q.get(ids[0])
+    assert job.last_error == "cancelled by ops@test" and job.finished is not None and job.retrial == 0
+    assert q.backend.cancel_request(ids[0]) is None
+    runs = Counter(r["n"] for r in events(rec, "start"))
+    assert runs == {"long": 1, "short-0": 1, "short-1": 1, "short-2": 1}, runs  # released, run once, nothing lost
+    assert not [r for r in events(rec, "end") if r["n"] == "long"]
+    assert {s.priority: s for s in q.stats()}[30].cancelled == 1
+    with pytest.raises(InvalidState, match="cancelled"):
+        q.retry(ids[0])
+    a.stop()
+    b.stop()
+    assert q.get(ids[0]).state is JobState.CANCELLED  # never retried
+    assert f"job {ids[0]} record cancelled by ops@test while running" in a.log() + b.log()
+
+
+def test_a_job_that_ignores_sigterm_is_killed_after_the_grace_and_ends_cancelled(dsn, q, rec, pools):  # noqa: F811
+    job_id = q.add(Priority.LOW, "stubborn", rec, "stubborn", 60)
+    pool = pools(dsn, host_id="m1", kill_grace=0.5)
+    _cancel_when_started(q, rec, "stubborn", job_id)
+    wait_for(lambda: q.get(job_id).state is JobState.CANCELLED, 30, "the job to end cancelled")
+    assert "SIGKILL" in pool.log()
+    assert q.get(job_id).last_error == "cancelled by ops@test"

@@ -36,6 +36,8 @@ KILL_TIMEOUT = "timeout"  # SIGTERM/SIGKILL for a run-time limit
 KILL_OPERATOR = "operator"  # second stop request or the shutdown grace ran out: release, no penalty
 KILL_DB = "db"  # the database was unreachable too long: release, no penalty
 KILL_LOST = "lost"  # another master declared us dead and took our claims: forget everything
+KILL_CANCEL = "cancel"  # SIGTERM/SIGKILL because an operator cancelled the running job
+STOPPING_ONE_JOB = (KILL_TIMEOUT, KILL_CANCEL)  # SIGTERM for one job, then SIGKILL kill_grace later
 
 
 class Flight(NamedTuple):
@@ -336,6 +338,8 @@ class ChildSet:
                 ended = Ended.CRASHED
             elif reason == KILL_TIMEOUT:
                 ended = Ended.TIMED_OUT
+            elif reason == KILL_CANCEL:
+                ended = Ended.CANCELLED
             else:
                 ended = Ended.KILLED
             stopped = -1
@@ -409,7 +413,7 @@ class ChildSet:
         """When :meth:`check_limits` has something to do: a SIGKILL due, or a limited job running."""
         due = math.inf
         for child in self._children.values():
-            if child.kill_reason == KILL_TIMEOUT:
+            if child.kill_reason in STOPPING_ONE_JOB:
                 if child.kill_at > 0:
                     due = min(due, child.kill_at)
             elif child.inflight and self._limits.get(child.inflight[0].jobs[0].priority) is not None:
@@ -420,7 +424,7 @@ class ChildSet:
         """SIGTERM a child whose job ran past its priority's limit, SIGKILL it kill_grace later."""
         self._next_limit_check = mono + LIMIT_CHECK_INTERVAL
         for child in list(self._children.values()):
-            if child.kill_reason == KILL_TIMEOUT:
+            if child.kill_reason in STOPPING_ONE_JOB:
                 if mono >= child.kill_at and child.kill_at > 0:
                     child.kill_at = 0.0
                     log.warning("child %d ignored SIGTERM for %gs: SIGKILL", child.pid, self._kill_grace)
@@ -452,3 +456,35 @@ class ChildSet:
             if self._kill_grace <= 0:
                 child.kill_at = 0.0
                 signal_pid(child.pid, signal.SIGKILL)
+
+    # --- cancelling a running job ---------------------------------------------------------------------
+    def cancel_job(self, job_id: int, by: str) -> bool:
+        """Stop the child running job ``job_id`` now: SIGTERM (the master's word, PROGRESS_TERM),
+        SIGKILL kill_grace later (:meth:`check_limits`). Its batch then ends CANCELLED: that job
+        cancelled, the jobs before it as they ended, the rest released. True when a child of ours is
+        on that job (or already being stopped for it); False when none is running it now (it has
+        not begun, or it is over)."""
+        for child in self._children.values():
+            if not child.inflight:
+                continue
+            seq, jobs, _ = child.inflight[0]
+            stopping = child.term_job if child.kill_reason == KILL_CANCEL else None
+            if stopping is not None and stopping[0] == seq and jobs[stopping[1]].id == job_id:
+                return True
+            if child.kill_reason is not None:
+                continue
+            index = child.position(seq)
+            if not 0 <= index < len(jobs) or jobs[index].id != job_id:
+                continue
+            job = jobs[index]
+            child.kill_reason = KILL_CANCEL
+            child.term_job = (seq, index)
+            child.kill_at = self._mono() + self._kill_grace if self._kill_grace > 0 else 0.0
+            log.warning(
+                "job %d %s cancelled by %s while running: SIGTERM to child %d (SIGKILL after %gs); the rest "
+                "of its batch is released", job.id, job.command, by, child.pid, self._kill_grace,
+            )
+            child.progress[protocol.PROGRESS_TERM] = 1.0  # the master's word: the child honours this SIGTERM
+            signal_pid(child.pid, signal.SIGTERM)
+            return True
+        return False

@@ -33,6 +33,7 @@ class PoolMetrics:
     jobs_released: int = 0
     jobs_crashed: int = 0
     jobs_timed_out: int = 0
+    jobs_cancelled: int = 0  # running jobs stopped at an operator's request
     jobs_claimed: int = 0
     batches: int = 0
     cycles: int = 0

@@ -13,7 +13,8 @@ The rules:
 - a death: the jobs before the one the progress slot shows ended, as above; so did that one if its
   note arrived (the child died between two jobs); otherwise it was running: a crash
   (``after_crash``) when the child died on its own, a failed attempt (``after_timeout``) when we
-  stopped it for its run-time limit, released without penalty when we killed it for another reason;
+  stopped it for its run-time limit, cancelled (never retried) when we stopped it at an operator's
+  request, released without penalty when we killed it for another reason;
   the jobs after it are released; a child that never began the batch releases all of it;
 - taken over (LOST): nothing of the batch is ours to write.
 """
@@ -36,6 +37,7 @@ class Ended(enum.Enum):
     REPLIED = "replied"  # the child answered for the batch
     CRASHED = "crashed"  # the child died on its own
     TIMED_OUT = "timed out"  # we stopped the child for the run-time limit of the job at ``stopped``
+    CANCELLED = "cancelled"  # we stopped the child because an operator cancelled the job at ``stopped``
     KILLED = "killed"  # we killed the child for another reason (stop, outage): no penalty
     LOST = "lost"  # another master declared us dead and took our claims over
 
@@ -48,7 +50,7 @@ class BatchReport:
     processed: int = 0  # REPLIED: jobs started
     position: int = -1  # a death: the job index the progress slot showed for this batch (-1: not begun)
     notes: Sequence[Note] = ()
-    stopped: int = -1  # TIMED_OUT: the index of the job we stopped
+    stopped: int = -1  # TIMED_OUT, CANCELLED: the index of the job we stopped
     how: str = ""  # a death: how the child ended ("killed by signal 9 (SIGKILL)")
 
 
@@ -115,6 +117,8 @@ def settle(jobs: Sequence[ClaimedJob], report: BatchReport, policy: SettlePolicy
             running, minutes, now, retry_limit=policy.retry_limit, fixed_delay=policy.fixed_delay, rng=policy.rng
         )
         _decide(result, running, JobEvent.TIMED_OUT, outcome)
+    elif report.ended is Ended.CANCELLED and report.stopped == position:
+        result.outcomes.cancelled.append(running.id)
     else:  # killed by us for another reason: no penalty
         result.outcomes.released.append(running.id)
     result.outcomes.released.extend(job.id for job in jobs[position + 1 :])
