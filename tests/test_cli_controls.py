@@ -9,12 +9,13 @@ from test_cli import _state, env, run, rundir  # noqa: F401 - fixtures
 import fastsched
 from fastsched import cli
 from fastsched.queue import utcnow
+from tests.conftest import fail_jobs
 
 
 def _failed(dsn: str, command: str, error: str, priority: int = 30) -> int:
     with fastsched.connect(dsn) as queue:
         job_id = queue.add(priority, command, error)
-        assert queue.backend.fail_jobs([job_id], error, utcnow()) == 1
+        assert fail_jobs(queue.backend, [job_id], error, utcnow()) == 1
     return job_id
 
 

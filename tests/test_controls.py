@@ -15,6 +15,7 @@ from fastsched.controls import JobFilter, Pause, paused_by_any
 from fastsched.errors import InvalidInput, InvalidState, JobNotFound
 from fastsched.jobs import JobState
 from fastsched.priority import Priority
+from tests.conftest import fail_jobs
 
 
 @pytest.fixture
@@ -213,7 +214,7 @@ def test_purge_by_filter_and_dry_run(q: fastsched.Queue, dsn: str) -> None:
 def test_bulk_actions_by_queue(q: fastsched.Queue, dsn: str) -> None:
     mail = [q.add({"queue": "mail"}, "Send", i) for i in range(3)]
     other = q.add(30, "Send", 99)
-    q.backend.fail_jobs([*mail, other], "boom", T0)
+    fail_jobs(q.backend, [*mail, other], "boom", T0)
     assert q.retry_all(queue="mail", dry_run=True) == 3
     assert q.retry_all(queue="mail") == 3
     assert {q.get(i).state for i in mail} == {JobState.WAITING} and q.get(other).state is JobState.FAILED
@@ -226,7 +227,7 @@ def test_bulk_actions_work_window_by_window(
 ) -> None:
     monkeypatch.setattr(fastsched.backends.controls, "BULK_WINDOW", 7)
     ids = q.add_many((30, "Bulk", i) for i in range(50))
-    q.backend.fail_jobs(ids[::2], "bad", T0)  # 25 failed among 50, spread over every window
+    fail_jobs(q.backend, ids[::2], "bad", T0)  # 25 failed among 50, spread over every window
     sql(dsn, "DELETE FROM workerqueue WHERE id IN (?, ?, ?)", (ids[1], ids[2], ids[3]))  # holes in the ids
     assert q.retry_all(dry_run=True) == 24
     assert q.retry_all() == 24

@@ -24,6 +24,7 @@ from fastsched.dsn import parse_dsn
 from fastsched.http import HTTPServer, Monitor
 from fastsched.jobs import JobState
 from fastsched.queue import utcnow
+from tests.conftest import fail_jobs
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -58,7 +59,7 @@ def serve(mysql_dsn: str) -> Iterator[Any]:
 
 def _failed(q: fastsched.Queue, command: str, error: str) -> int:
     job_id = q.add(30, command, error)
-    assert q.backend.fail_jobs([job_id], error, utcnow()) == 1
+    assert fail_jobs(q.backend, [job_id], error, utcnow()) == 1
     return job_id
 
 

@@ -18,6 +18,7 @@ from fastsched.dsn import parse_dsn
 from fastsched.http import HTTPServer, Monitor
 from fastsched.jobs import JobState
 from fastsched.queue import utcnow
+from tests.conftest import fail_jobs
 
 TOKEN = "tok-" + secrets.token_hex(8)
 
@@ -60,7 +61,7 @@ def test_without_a_token_nothing_can_change(serve: Any, dsn: str) -> None:
     server = serve(None)
     with fastsched.connect(dsn) as q:
         failed = q.add(30, "F", 1)
-        q.backend.fail_jobs([failed], "boom", utcnow())
+        fail_jobs(q.backend, [failed], "boom", utcnow())
         for path, body in [("/actions/pause", {"priority": "LOW"}), ("/actions/retry", {"id": failed}),
                            ("/actions/cancel", {"id": failed}), ("/actions/resume", {"all": True}),
                            ("/actions/retry", {"filter": {}})]:
@@ -112,7 +113,7 @@ def test_pause_resume_retry_cancel_through_the_dashboard_api(serve: Any, dsn: st
         assert code == 200 and q.paused() == []
 
         failed = [q.add(30, "SendMail", i) for i in range(3)]
-        q.backend.fail_jobs(failed, "smtp timed out", utcnow())
+        fail_jobs(q.backend, failed, "smtp timed out", utcnow())
         code, answer = post(server, "/actions/retry", {"id": failed[0]}, AUTH)
         assert code == 200 and q.get(failed[0]).state is JobState.WAITING, answer
         code, answer = post(server, "/actions/retry", {"id": failed[0]}, AUTH)
