@@ -282,3 +282,33 @@ def test_a_cancelled_job_is_kept_like_a_failed_one_and_never_retried(
     clock.advance(1)
     assert q.purge(older_than=0) == 0  # kept like failed jobs
     assert q.purge(older_than=0, include_failed=True) == 1
+
+
+def test_a_claim_of_a_priority_paused_whole_reads_no_row_and_narrow_pauses_keep_the_claim_index(
+    mysql_dsn: str,
+) -> None:
+    import pymysql
+
+    from fastsched.backends.sqlfiles import load_queries
+    from fastsched.dsn import parse_dsn
+
+    queries = load_queries("mysql")
+    with fastsched.connect(mysql_dsn) as queue:
+        queue.add_many([(40, "SendMail", i) for i in range(50)])
+        queue.pause(command="SendMail")
+        queue.pause(priority="LOW")
+    d = parse_dsn(mysql_dsn)
+    conn = pymysql.connect(host=d.host, port=d.port, user=d.user, password=d.password or "", database=d.database)
+    try:
+        cur = conn.cursor(pymysql.cursors.DictCursor)
+        params = {"now": T0, "limit": 50, "cap": 100, "alive_after": T0}
+        cur.execute("EXPLAIN " + queries["claim_priority"], {**params, "priority": 40})
+        assert [r["Extra"] for r in cur.fetchall() if r["id"] == 1] == ["Impossible WHERE"]
+        cur.execute("EXPLAIN " + queries["claim_priority"], {**params, "priority": 30})
+        (row,) = [r for r in cur.fetchall() if r["table"] == "workerqueue"]
+        assert row["key"] == "claim" and "filesort" not in (row["Extra"] or ""), row
+        cur.execute("EXPLAIN " + queries["plan_counts"], params)
+        rows = [r for r in cur.fetchall() if r["table"] == "workerqueue"]
+        assert len(rows) == 5 and {r["key"] for r in rows} == {"claim"}, rows  # LOW's count reads nothing
+    finally:
+        conn.close()

@@ -5,10 +5,13 @@ runs the job, whose child is stopped (SIGTERM, or SIGKILL after the grace), the 
 cancelled and the rest of its batch runs once."""
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections import Counter
 
 import pytest
+from test_http import cli_env
 from test_pool import events, pools, q, rec, wait_for  # noqa: F401 - fixtures
 
 import fastsched
@@ -97,3 +100,17 @@ def test_a_job_that_ignores_sigterm_is_killed_after_the_grace_and_ends_cancelled
     wait_for(lambda: q.get(job_id).state is JobState.CANCELLED, 30, "the job to end cancelled")
     assert "SIGKILL" in pool.log()
     assert q.get(job_id).last_error == "cancelled by ops@test"
+
+
+def test_cancel_from_the_command_line_of_another_process(dsn, q, rec, pools):  # noqa: F811
+    job_id = q.add(Priority.HIGH, "record", rec, "long", 60)
+    pools(dsn, host_id="m2")
+    wait_for(lambda: events(rec, "start"), 30, "the job to start")
+    result = subprocess.run([sys.executable, "-m", "fastsched", "cancel", str(job_id)], env=cli_env(FASTSCHED_DSN=dsn),
+                            capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stderr
+    assert f"asked the master of host 'm2' to stop job #{job_id} record" in result.stdout
+    wait_for(lambda: q.get(job_id).state is JobState.CANCELLED, 30, "the job to end cancelled")
+    assert (q.get(job_id).last_error or "").startswith("cancelled by ")
+    action = q.actions()[0]
+    assert (action.action, action.jobs) == ("cancel", 1) and "asked its master to stop it" in action.target
