@@ -267,3 +267,35 @@ def test_the_dsn_is_derived_from_the_databases_entry() -> None:
         == os.path.abspath("db.sqlite3")
     with pytest.raises(ImproperlyConfigured, match="needs MySQL/MariaDB .* or SQLite"):
         dsn_from_database({"ENGINE": "django.db.backends.postgresql", "NAME": "shop"})
+
+
+@pytest.mark.parametrize("new_database", ["sqlite"], indirect=True)
+def test_fastsched_database_puts_the_queue_on_another_alias(new_database: Any, tmp_path: Path) -> None:
+    engine, make = new_database
+    project = project_on(engine, *make(), tmp_path)
+    queue_db = tmp_path / "jobs.sqlite3"
+    project.env["TEST_DJANGO_QUEUE_DB"] = str(queue_db)
+    project.manage("migrate")  # the default database: Django's and the shop's tables, not fastsched's
+    project.manage("migrate", "--database", "jobs")
+    default_tables = {name for (name,) in sqlite3.connect(parse_dsn(project.dsn).database).execute(
+        "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert "shop_order" in default_tables and "workerqueue" not in default_tables
+    added = project.shell(
+        """
+        import json
+        import fastsched.contrib.django as jobs
+        from django.db import transaction
+
+        try:
+            with transaction.atomic(using="jobs"):
+                jobs.add(30, "ship", 1, "rolled back")
+                raise KeyError
+        except KeyError:
+            pass
+        job_id = jobs.add(30, "ship", 1, "kept")
+        print(json.dumps({"job": job_id, "dsn": str(jobs.queue().dsn)}))
+        """
+    )
+    assert added["dsn"] == f"sqlite:///{queue_db}"  # derived from DATABASES["jobs"]
+    rows = sqlite3.connect(queue_db).execute("SELECT id, parameter FROM workerqueue").fetchall()
+    assert rows == [(added["job"], '[1,"kept"]')]

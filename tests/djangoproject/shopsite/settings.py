@@ -26,3 +26,7 @@ else:
             "OPTIONS": {"timeout": 20},
         }
     }
+
+if os.environ.get("TEST_DJANGO_QUEUE_DB"):  # the queue in a database of its own, by alias
+    DATABASES["jobs"] = {"ENGINE": "django.db.backends.sqlite3", "NAME": os.environ["TEST_DJANGO_QUEUE_DB"]}
+    FASTSCHED_DATABASE = "jobs"
