@@ -89,8 +89,9 @@ class Queue:
 
     Opening connects and creates the tables if they are missing: a database that cannot be
     reached raises ``DatabaseUnavailable`` here, not at the first ``add()``. With ``lazy=True``
-    nothing connects until an operation needs the queue's own connection, which adding on a
-    ``connection`` of your own never does (a web process then holds no second connection).
+    nothing connects until an operation needs the queue's own connection. Adding on a
+    ``connection`` of your own needs it only on MySQL, for jobs with dedup (their running
+    duplicates are looked up there, so that your transaction never locks a claimed row).
     """
 
     def __init__(

@@ -286,3 +286,23 @@ def test_callers_on_many_threads_each_get_their_own_jobs(q: fastsched.Queue, dri
     for n, ids in results.items():
         assert [q.get(i).args for i in ids] == [[n, i] for i in range(50)]
     assert len(pending(q)) == 200
+
+
+def test_a_lazy_queue_adding_on_the_callers_connection_opens_none_of_its_own(
+    dsn: str, caller: Callable[..., Any]
+) -> None:
+    """What a web process wants: its own connection only (fastsched.contrib.django's queue is lazy).
+    On MySQL, dedup jobs do need ours: their running duplicates are looked up there, so that the
+    caller's upsert never locks a claimed row (test_queue.py); jobs without dedup never do."""
+    fastsched.connect(dsn).close()  # the tables exist
+    q = fastsched.Queue(dsn, lazy=True)
+    try:
+        conn = caller()
+        job_id = q.add({"dedup": False}, "Lazy", 1, connection=conn)
+        ids = q.add_many([({"dedup": False}, "Lazy", 2)], connection=conn)
+        conn.commit()
+        assert q.backend._conn is None  # never connected
+        assert [q.get(i).args for i in [job_id, *ids]] == [[1], [2]]  # get() needs it: connects now
+        assert q.backend._conn is not None
+    finally:
+        q.close()

@@ -130,8 +130,9 @@ def _database_of(dialect: str, database: str) -> str:
 
 
 def queue() -> Queue:
-    """The process's queue on the fastsched database (opened lazily: adding never uses its own
-    connection; ``get``, ``stats`` and the like do)."""
+    """The process's queue on the fastsched database, opened lazily: its own connection opens
+    only when needed (``get``, ``stats``; on MySQL, adding a job with dedup, whose running
+    duplicates are looked up there)."""
     global _queue
     text = dsn_text()
     with _lock:
