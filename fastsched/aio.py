@@ -14,13 +14,14 @@ bench/test_bench_async.py measures what the threads cost against ``add``.
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import functools
 import os
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
+
+if TYPE_CHECKING:
+    import concurrent.futures
 
 from fastsched.dsn import DSN
 
@@ -54,6 +55,8 @@ class AsyncWorkers:
             self._backends.append(backend)
 
     def _pool(self) -> concurrent.futures.ThreadPoolExecutor:
+        import concurrent.futures  # here, not at import: `import fastsched` need not load asyncio's machinery
+
         with self._lock:
             if self._executor is None or self._pid != os.getpid():
                 # A forked child has none of its parent's threads, and must not use its connections.
@@ -68,6 +71,8 @@ class AsyncWorkers:
         """``function(*args, **kwargs)`` on a worker thread; the loop runs on meanwhile.
 
         A cancelled await does not stop the call: the job may have been added all the same."""
+        import asyncio
+
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._pool(), functools.partial(function, *args, **kwargs))
 
