@@ -14,6 +14,9 @@
     @fastsched.periodic(300)             # "Cron": one master in the cluster enqueues it every 300 s
     def Cron(): ...
 
+    @fastsched.periodic(cron="*/5 * * * *", tz="Europe/Berlin")
+    def Report(): ...                    # at every slot of a cron expression, in a time zone
+
     @fastsched.on_child_start            # each new child runs it before its first job
     def close_inherited_connections(): ...
 
@@ -25,6 +28,7 @@ or resolves a dotted path named by a database row, so a row whose command says `
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import functools
 import math
 from collections.abc import Callable, Mapping
@@ -55,6 +59,8 @@ __all__ = [
     "task",
 ]
 
+
+_UTC = dt.timezone.utc
 
 F = TypeVar("F", bound=Callable[..., Any])
 P = ParamSpec("P")
@@ -196,11 +202,53 @@ class Task(Generic[P, R]):
 
 @dataclasses.dataclass(frozen=True)
 class PeriodicTask:
-    """A command that exactly one master in the cluster enqueues once per period, with no args."""
+    """A command that exactly one master in the cluster enqueues, with no args, once per period
+    (``seconds``) or at each slot of a ``cron`` expression in the time zone ``tz``.
+
+    Slots missed while no pool ran are not made up one by one: the first master to look after
+    them enqueues the command once, and the schedule goes on from the next slot after now.
+    """
 
     name: str
-    seconds: float  # the period
+    seconds: float | None  # the period; None for a cron schedule
     priority: Priority
+    cron: str | None = None
+    tz: str | None = None  # an IANA zone name; None: UTC
+    queue: str = DEFAULT_QUEUE
+
+    @property
+    def schedule(self) -> str:
+        """The schedule as text, kept beside the lease (a changed cron schedule starts afresh)."""
+        if self.cron is None:
+            return f"every {self.seconds:g}s"
+        return f"cron {self.cron} {self.tz or 'UTC'}"
+
+    def next_due(self, after: dt.datetime) -> dt.datetime:
+        """The first slot after ``after`` (naive UTC), as naive UTC."""
+        if self.cron is None:
+            return after + dt.timedelta(seconds=self.seconds or 0.0)
+        return _next_cron_slot(self.cron, _zone(self.tz), after)
+
+
+def _zone(name: str | None) -> dt.tzinfo:
+    if name is None:
+        return _UTC
+    import zoneinfo
+
+    try:
+        return zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        raise TaskError(f"periodic: unknown time zone {name!r} ({exc})") from None
+
+
+def _next_cron_slot(expression: str, zone: dt.tzinfo, after: dt.datetime) -> dt.datetime:
+    import cronsim
+
+    local = after.replace(tzinfo=_UTC).astimezone(zone)
+    # cronsim yields slots at or after the start: start one microsecond later so that a slot
+    # equal to ``after`` (the one just enqueued) is not due again.
+    slot = next(cronsim.CronSim(expression, local + dt.timedelta(microseconds=1)))
+    return slot.astimezone(_UTC).replace(tzinfo=None)
 
 
 def _same_function(a: Callable[..., Any], b: Callable[..., Any]) -> bool:
@@ -373,26 +421,47 @@ class Registry:
         return made
 
     def periodic(
-        self, seconds: float, priority: int = Priority.MEDIUM, name: str | None = None
+        self,
+        seconds: float | None = None,
+        priority: int = Priority.MEDIUM,
+        name: str | None = None,
+        *,
+        cron: str | None = None,
+        tz: str | None = None,
+        queue: str | None = None,
     ) -> Callable[[Callable[P, R]], Task[P, R]]:
-        """Decorator: register a task that one master in the cluster enqueues every ``seconds``.
+        """Decorator: a task that one master in the cluster enqueues every ``seconds``, or at every
+        slot of the cron expression ``cron`` (5 fields, as in crontab) in the time zone ``tz``
+        (an IANA name such as "Europe/Berlin"; default UTC). Give one of ``seconds`` and ``cron``.
 
-        Like Friendica's Cron job: the masters race for a lease in the database
-        (``Backend.take_periodic``) and the winner enqueues the command with no args, deduplicated,
-        so a period that is still pending or running is not queued twice.
+        The masters race for a lease row in the database; the one that moves it forward enqueues the
+        command with no args, deduplicated, in the same transaction (so a crash in between leaves
+        the period due, not skipped), and a period that is still pending or running is not queued
+        twice. Slots missed while no pool ran are enqueued once, not once each.
         """
-        _finite(seconds, "periodic: seconds", minimum=0, strict=True)
+        if (seconds is None) == (cron is None):
+            raise TaskError("periodic: give either seconds (a period) or cron= (a cron expression), not both")
+        if seconds is not None:
+            if tz is not None:
+                raise TaskError("periodic: tz= goes with cron=; a period in seconds needs no time zone")
+            _finite(seconds, "periodic: seconds", minimum=0, strict=True)
+        else:
+            _check_cron(cron)
+            _zone(tz)
         try:
             level = validate_priority(priority)
         except ValueError as exc:
             raise TaskError(f"periodic: {exc}") from None
         if name is not None:
             _check_name(name)
+        where = DEFAULT_QUEUE if queue is None else _check_queue(queue, "periodic: queue")
 
         def decorator(function: Callable[P, R]) -> Task[P, R]:
             command = name if name is not None else getattr(function, "__name__", "")
-            made = self._make_task(command, function, {"priority": level})
-            self._periodic[command] = PeriodicTask(command, float(seconds), level)
+            made = self._make_task(command, function, {"priority": level, "queue": queue})
+            self._periodic[command] = PeriodicTask(
+                command, None if seconds is None else float(seconds), level, cron, tz, where
+            )
             return made
 
         return decorator
@@ -440,6 +509,17 @@ class Registry:
 
     def __len__(self) -> int:
         return len(self._tasks)
+
+
+def _check_cron(expression: object) -> None:
+    import cronsim
+
+    if not isinstance(expression, str):
+        raise TaskError(f"periodic: cron must be a str such as '*/5 * * * *', got {type(expression).__name__}")
+    try:
+        cronsim.CronSim(expression, dt.datetime(2000, 1, 1))
+    except cronsim.CronSimError as exc:
+        raise TaskError(f"periodic: cron expression {expression!r} is invalid: {exc}") from None
 
 
 def _describe(function: Callable[..., Any]) -> str:

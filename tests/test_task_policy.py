@@ -444,3 +444,136 @@ def test_status_text_has_a_queue_table_and_the_task_policies(dsn, backend, capsy
     assert any(line.split() == ["mail", "0", "1", "0", "0"] for line in out.splitlines()), out
     assert "3 workers on default, mail" in out
     assert "  retry_twice: retry_limit 2" in out and "  permanent: no_retry Permanent" in out
+
+
+# --- periodic tasks: cron schedules and their leases ---------------------------------------------
+
+
+def test_periodic_takes_a_cron_expression_in_a_time_zone(registry):
+    @registry.periodic(cron="*/5 * * * *", tz="Europe/Berlin", queue="reports")
+    def report():
+        return None
+
+    @registry.periodic(300)
+    def every_five_minutes():
+        return None
+
+    interval, entry = registry.periodic_tasks()  # by name
+    assert (entry.name, entry.cron, entry.tz, entry.seconds, entry.queue) == (
+        "report", "*/5 * * * *", "Europe/Berlin", None, "reports")
+    assert entry.next_due(dt.datetime(2030, 1, 2, 3, 4, 5)) == dt.datetime(2030, 1, 2, 3, 5)
+    assert entry.next_due(dt.datetime(2030, 1, 2, 3, 5)) == dt.datetime(2030, 1, 2, 3, 10), "a slot is due once"
+    assert interval.next_due(NOW) == NOW + dt.timedelta(seconds=300)
+    assert isinstance(report, fastsched.Task) and report() is None
+    assert report.options() == {"priority": Priority.MEDIUM, "queue": "reports"}
+
+
+def test_a_cron_slot_follows_the_time_zone_across_daylight_saving(registry):
+    @registry.periodic(cron="30 2 * * *", tz="Europe/Berlin")
+    def nightly():
+        return None
+
+    (entry,) = registry.periodic_tasks()
+    # 02:30 Berlin is 01:30 UTC in winter and 00:30 UTC in summer.
+    assert entry.next_due(dt.datetime(2030, 1, 10, 12)) == dt.datetime(2030, 1, 11, 1, 30)
+    assert entry.next_due(dt.datetime(2030, 7, 10, 12)) == dt.datetime(2030, 7, 11, 0, 30)
+
+
+@pytest.mark.parametrize(
+    ("args", "options", "message"),
+    [
+        ((), {}, "either seconds"),
+        ((60,), {"cron": "* * * * *"}, "either seconds"),
+        ((), {"cron": "61 * * * *"}, "cron expression '61 \\* \\* \\* \\*' is invalid"),
+        ((), {"cron": "* * *"}, "is invalid"),
+        ((), {"cron": "* * * * *", "tz": "Mars/Olympus"}, "unknown time zone 'Mars/Olympus'"),
+        ((60,), {"tz": "Europe/Berlin"}, "tz= goes with cron="),
+        ((), {"cron": "* * * * *", "queue": "bad queue"}, "queue 'bad queue'"),
+    ],
+)
+def test_periodic_refuses_bad_schedules(registry, args, options, message):
+    with pytest.raises(TaskError, match=message):
+        registry.periodic(*args, **options)
+
+
+def at(hour: int, minute: int, second: int = 0) -> dt.datetime:
+    return dt.datetime(2030, 1, 2, hour, minute, second)
+
+
+def test_a_cron_task_is_queued_once_per_slot_and_missed_slots_once(backend, registry):
+    @registry.periodic(cron="*/5 * * * *", queue="reports")
+    def report():
+        return None
+
+    (entry,) = registry.periodic_tasks()
+    assert backend.run_periodic(entry, at(10, 2)) is None, "a cron task first runs at its next slot"
+    assert backend.run_periodic(entry, at(10, 4, 59)) is None
+    first = backend.run_periodic(entry, at(10, 5))
+    assert first is not None
+    job = backend.get(first, at(10, 5))
+    assert (job.command, job.args, job.queue, job.created) == ("report", [], "reports", at(10, 5))
+    assert backend.run_periodic(entry, at(10, 5)) is None and backend.run_periodic(entry, at(10, 9)) is None
+    # No pool from 10:09 to 10:31: the slots 10:10 ... 10:30 come to one job, then 10:35 is next.
+    assert backend.run_periodic(entry, at(10, 31)) == first, "still pending: dedup keeps one job"
+    assert backend.run_periodic(entry, at(10, 34)) is None
+    assert backend.run_periodic(entry, at(10, 35)) == first
+
+
+def test_a_new_cron_expression_starts_at_its_own_next_slot(backend, registry):
+    daily = tasks.PeriodicTask("Digest", None, Priority.LOW, "0 6 * * *", None)
+    hourly = tasks.PeriodicTask("Digest", None, Priority.LOW, "0 * * * *", None)
+    assert backend.run_periodic(daily, at(10, 0)) is None  # due tomorrow 06:00
+    assert backend.run_periodic(hourly, at(10, 30)) is None  # the new schedule: due 11:00
+    assert backend.run_periodic(hourly, at(11, 0)) is not None
+
+
+def test_a_period_in_seconds_runs_at_once_then_once_a_period(backend):
+    entry = tasks.PeriodicTask("Cron", 300.0, Priority.MEDIUM)
+    first = backend.run_periodic(entry, at(10, 0))
+    assert first is not None
+    assert backend.run_periodic(entry, at(10, 4, 59)) is None
+    backend.fail_jobs([first], "done with it", at(10, 1))
+    second = backend.run_periodic(entry, at(10, 5))
+    assert second is not None and second != first
+
+
+def test_a_crash_between_the_lease_and_the_enqueue_does_not_skip_the_slot(backend, monkeypatch):
+    entry = tasks.PeriodicTask("Cron", 300.0, Priority.MEDIUM)
+    first = backend.run_periodic(entry, at(10, 0))
+    assert first is not None
+    backend.fail_jobs([first], "out of the way", at(10, 1))
+
+    def crash(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("the master died right after moving the lease")
+
+    monkeypatch.setattr(backend, "_insert", crash)
+    with pytest.raises(RuntimeError):
+        backend.run_periodic(entry, at(10, 5))
+    monkeypatch.undo()
+    assert backend.run_periodic(entry, at(10, 5, 1)) is not None, "the slot is still due"
+
+
+def test_masters_racing_for_a_slot_queue_it_exactly_once(dsn):
+    import threading
+
+    entry = tasks.PeriodicTask("Race", None, Priority.MEDIUM, "*/5 * * * *", None)
+    backends = [open_backend(dsn) for _ in range(6)]
+    try:
+        assert backends[0].run_periodic(entry, at(10, 1)) is None
+        results: list[Any] = []
+        barrier = threading.Barrier(len(backends))
+
+        def race(b: Any) -> None:
+            barrier.wait()
+            results.append(b.run_periodic(entry, at(10, 5, 30)))
+
+        threads = [threading.Thread(target=race, args=(b,)) for b in backends]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert len(results) == len(backends)
+        assert len([r for r in results if r is not None]) == 1, results
+    finally:
+        for b in backends:
+            b.close()

@@ -25,8 +25,11 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from fastsched.dsn import DSN
 from fastsched.jobs import ClaimedJob, Job, NewJob, Outcomes
 
-if TYPE_CHECKING:  # fastsched.controls reads the status module, which reads this one
+if TYPE_CHECKING:
     from fastsched.controls import Action, BulkResult, JobFilter, Pause
+    from fastsched.tasks import (
+        PeriodicTask,  # fastsched.controls reads the status module, which reads this one
+    )
 
 SCHEMA_VERSION = 3
 
@@ -338,6 +341,18 @@ class Backend(abc.ABC):
         to stop; with failed_only the failed ones only) or ``purge`` (done; with include_failed, failed and cancelled) every job matching
         the filter, in windows of bounded size, each its own short transaction; with ``dry_run``
         count them and change nothing."""
+
+    @abc.abstractmethod
+    def run_periodic(self, entry: PeriodicTask, now: dt.datetime | None = None) -> int | None:
+        """Enqueue the periodic task ``entry`` if its slot is due, and move its lease to the next
+        slot, in ONE transaction: the id of the job queued (or of the pending duplicate that
+        absorbed it), or None when the slot is not due yet or another master took it. A crash
+        before the commit leaves the slot due for the next master; after it, the job is queued.
+
+        Slots missed while no master ran are queued once: the lease moves to the first slot after
+        ``now``. A period in seconds is queued at once the first time; a cron schedule first at
+        its next slot, and again so when its expression changes. ``now`` None: the server's clock.
+        """
 
     @abc.abstractmethod
     def take_periodic(self, name: str, now: dt.datetime, period: dt.timedelta) -> bool:

@@ -17,7 +17,7 @@ import functools
 import json
 import logging
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from fastsched import core
 from fastsched.backends.base import Backend, Batch, PlanCounts, PriorityStats, ProcessInfo, QueueStats
@@ -27,9 +27,12 @@ from fastsched.backends.sqlfiles import expand_in, expand_pid_cases, expand_queu
 from fastsched.clock import utcnow
 from fastsched.controls import RETRY, JobFilter
 from fastsched.errors import DatabaseError, InvalidState, JobNotFound
-from fastsched.jobs import DONE_CANCELLED, DONE_FAILED, DONE_OK, ClaimedJob, Job, JobState, Outcomes
+from fastsched.jobs import DONE_CANCELLED, DONE_FAILED, DONE_OK, ClaimedJob, Job, JobState, NewJob, Outcomes
 from fastsched.priority import ALL_PRIORITIES, RANK, batch_size
-from fastsched.validation import queue_set, queue_set_text
+from fastsched.validation import dedup_hash, queue_set, queue_set_text
+
+if TYPE_CHECKING:
+    from fastsched.tasks import PeriodicTask
 
 log = logging.getLogger(__name__)
 
@@ -603,6 +606,38 @@ class SQLBackend(ControlsMixin, Inserts, Backend):
                 )
                 result.append((host, released))
         return result
+
+    def run_periodic(self, entry: PeriodicTask, now: dt.datetime | None = None) -> int | None:
+        name = LEASE_PREFIX + entry.name
+        schedule = entry.schedule
+
+        def work(cursor: Any) -> int | None:
+            cursor.execute(self._q["server_now"], {"now": self._to_db_time(now)})
+            at = self._time(cursor.fetchone()[0])
+            cursor.execute(self._q["lock_lease"], {"name": name})
+            row = cursor.fetchone()
+            key = {"name": name, "schedule": schedule}
+            if row is None or row[0] is None:
+                # The first master to see the task: a period runs now, a cron schedule at its slot.
+                due = entry.next_due(at) if entry.cron is not None else at
+                cursor.execute(self._q["insert_lease"], {**key, "due": self._to_db_time(due)})
+                if not cursor.rowcount:
+                    return None  # another master created it meanwhile, and decides this slot
+                if due > at:
+                    return None
+            elif entry.cron is not None and row[1] != schedule:
+                # A new cron expression (or zone) starts at its own next slot, not at the old one's.
+                cursor.execute(self._q["move_lease"], {**key, "due": self._to_db_time(entry.next_due(at))})
+                return None
+            elif self._time(row[0]) > at:
+                return None
+            cursor.execute(self._q["move_lease"], {**key, "due": self._to_db_time(entry.next_due(at))})
+            job = NewJob(entry.name, "[]", int(entry.priority), at, at, dedup_hash(entry.name, "[]"), False,
+                         entry.queue)
+            (job_id,) = self._insert(cursor, [job], False)
+            return job_id
+
+        return self._transaction(work, "run_periodic")
 
     def take_periodic(self, name: str, now: dt.datetime, period: dt.timedelta) -> bool:
         params = {

@@ -375,6 +375,18 @@ FOR UPDATE
 
 -- ------------------------------------------------------------------------------- periodic leases
 
+-- name: lock_lease
+-- run_periodic: the lease row, locked until the job is queued in the same transaction.
+SELECT due, value FROM fastsched_meta WHERE name = %(name)s
+FOR UPDATE
+
+-- name: insert_lease
+INSERT INTO fastsched_meta (name, value, due) VALUES (%(name)s, %(schedule)s, %(due)s)
+ON DUPLICATE KEY UPDATE name = name
+
+-- name: move_lease
+UPDATE fastsched_meta SET due = %(due)s, value = %(schedule)s WHERE name = %(name)s
+
 -- name: advance_lease
 UPDATE fastsched_meta SET due = %(due)s WHERE name = %(name)s AND due <= %(now)s
 

@@ -365,6 +365,17 @@ WHERE host = :host AND pid = :master_pid AND role = 'master' AND heartbeat < :al
 
 -- ------------------------------------------------------------------------------- periodic leases
 
+-- name: lock_lease
+-- run_periodic: the lease row, locked until the job is queued in the same transaction (BEGIN IMMEDIATE makes this transaction the only writer).
+SELECT due, value FROM fastsched_meta WHERE name = :name
+
+-- name: insert_lease
+INSERT INTO fastsched_meta (name, value, due) VALUES (:name, :schedule, :due)
+ON CONFLICT (name) DO NOTHING
+
+-- name: move_lease
+UPDATE fastsched_meta SET due = :due, value = :schedule WHERE name = :name
+
 -- name: advance_lease
 UPDATE fastsched_meta SET due = :due WHERE name = :name AND due <= :now
 
