@@ -29,7 +29,6 @@ from typing import Any, Protocol
 from fastsched import tasks
 from fastsched.config import PoolSettings
 from fastsched.errors import DatabaseError
-from fastsched.jobs import NewJob
 from fastsched.master.childset import ChildSet
 from fastsched.master.dblink import DB_ERROR_LOG_INTERVAL, DbLink, Lease
 from fastsched.master.metrics import DbKind, PoolMetrics
@@ -54,6 +53,7 @@ PURGE_SCAN = 20_000
 PURGE_BUDGET = 0.5  # seconds
 PURGE_PAUSE = 0.25  # seconds
 PERIODIC_CHECKS = 4  # a periodic task's lease is tried this many times per period (at most every maintenance)
+CRON_MIN_RECHECK = 0.01  # seconds: the least wait before a cron task's lease is tried again
 
 
 class Duty(Protocol):
@@ -277,8 +277,6 @@ class PeriodicTasks:
         return min(self._due.values())
 
     def run(self, mono: float) -> None:
-        from fastsched.queue import dedup_hash
-
         entries = {entry.name: entry for entry in self._registry.periodic_tasks()}
         for name in [name for name, at in self._due.items() if mono >= at]:
             entry = entries.get(name)
@@ -287,17 +285,24 @@ class PeriodicTasks:
                 continue
             now = self._wall()
             try:
-                taken = self._link.call(
-                    DbKind.WRITE, self._link.backend.take_periodic, name, now, dt.timedelta(seconds=entry.seconds)
-                )
-                if taken:
-                    job = NewJob(name, "[]", int(entry.priority), now, now, dedup_hash(name, "[]"), False)
-                    (job_id,) = self._link.call(DbKind.WRITE, self._link.backend.add_many, [job])
-                    log.info("periodic task %s enqueued as job %d (every %gs)", name, job_id, entry.seconds)
+                # The lease moves and the job is queued in one transaction: a crash in between
+                # leaves the slot due for the next master, never skipped.
+                job_id = self._link.call(DbKind.WRITE, self._link.backend.run_periodic, entry, now)
             except DatabaseError:
                 return
-            # Whoever took it, the next period starts no earlier than one period from now.
-            self._due[name] = mono + min(entry.seconds / PERIODIC_CHECKS, self._maintenance_interval)
+            if job_id is not None:
+                log.info("periodic task %s enqueued as job %d (%s)", name, job_id, entry.schedule)
+            self._due[name] = mono + self._recheck(entry, now)
+
+    def _recheck(self, entry: tasks.PeriodicTask, now: dt.datetime) -> float:
+        """Seconds until this master tries the task's lease again: a share of the period, or the
+        next slot of a cron schedule; at most a maintenance interval (another master may have
+        moved the lease, or the clock)."""
+        if entry.seconds is not None:
+            wait = entry.seconds / PERIODIC_CHECKS
+        else:
+            wait = max((entry.next_due(now) - now).total_seconds(), CRON_MIN_RECHECK)
+        return min(wait, self._maintenance_interval)
 
 
 @dataclasses.dataclass(frozen=True)
