@@ -48,7 +48,7 @@ from fastsched.clock import Clock, utcnow
 from fastsched.config import PoolSettings, validate
 from fastsched.errors import ConfigError, DatabaseError
 from fastsched.exitcodes import EXIT_CONFIG, EXIT_DB_UNREACHABLE, EXIT_FAILURE, EXIT_KILLED, EXIT_OK
-from fastsched.jobs import ClaimedJob, Failure, Retry
+from fastsched.jobs import ClaimedJob, Failure, Outcomes, Retry
 from fastsched.master.childset import (
     KILL_DB,
     KILL_LOST,
@@ -143,6 +143,7 @@ class Pool:
             crash_limit=settings.crash_limit,
             fixed_delay=fixed_delay,
             max_duration_minutes=dict(settings.max_duration_minutes),
+            tasks=tasks.default_registry.policies(),
         )
         self._children = ChildSet(
             multiprocessing.get_context("fork"),
@@ -152,6 +153,7 @@ class Pool:
                 int(p): retry_policy.run_limit_seconds(settings.max_duration_minutes, int(p)) for p in Priority
             },
             max_duration_minutes=dict(settings.max_duration_minutes),
+            timeouts=self._policy.timeout,
             kill_grace=settings.kill_grace,
             mono=self._clock.mono,
         )
@@ -612,14 +614,29 @@ class Pool:
                 if job.command in known:
                     keep.append(job)
                 else:
-                    failure = retry_policy.unknown_command(job)
-                    self._completer.add_failure(failure)
-                    self._count_failure(job, failure)
+                    self._hand_back(job)
             jobs = keep
             if not jobs:
                 return
         metrics.batches += 1
         self._children.send(pid, jobs)
+
+    def _hand_back(self, job: ClaimedJob) -> None:
+        """A job of a command this pool has not registered: deferred with the retry delay and its
+        retrial counted (a newer pool may have it), failed past the retry limit; never run."""
+        assert self._completer is not None
+        policy = self._policy
+        now = self._clock.wall()
+        outcome = retry_policy.unknown_command(
+            job, now, retry_limit=policy.retry_limit, fixed_delay=policy.fixed_delay, rng=policy.rng
+        )
+        if isinstance(outcome, Failure):
+            self._completer.add_failure(outcome)
+            self._count_failure(job, outcome)
+        else:
+            self._completer.add(Outcomes(retry=[outcome]))
+            self.metrics.jobs_retried += 1
+            self._log_retry(job, outcome, "is not registered here", now)
 
     def _is_empty(self) -> bool:
         return (

@@ -19,7 +19,8 @@ from __future__ import annotations
 import datetime as dt
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Union
 
 from fastsched.errors import ConfigError
 from fastsched.jobs import ClaimedJob, Failure, Retry
@@ -70,8 +71,25 @@ def parse_retry_delay(setting: str) -> float | None:
     return seconds
 
 
-def retry_delay(new_retrial: int, fixed: float | None, rng: random.Random) -> float:
-    """Seconds until the attempt numbered ``new_retrial``: fixed, or ``(n+2)^4 + rand(1,30)*n``."""
+Delay = Union[float, Callable[[int], float], None]  # noqa: UP007 - an alias evaluated at run time on 3.10
+"""A retry delay: fixed seconds, a task's callable of the new retrial number, or None for Friendica's."""
+
+
+def retry_delay(new_retrial: int, fixed: Delay, rng: random.Random) -> float:
+    """Seconds until the attempt numbered ``new_retrial``: fixed, a task's callable of it, or
+    ``(n+2)^4 + rand(1,30)*n``. A callable that raises or returns no finite number of seconds
+    gets Friendica's delay instead: a task's bad rule must not lose its job."""
+    if callable(fixed):
+        try:
+            seconds = fixed(new_retrial)
+        except Exception:  # noqa: BLE001 - the task's code; its job goes on with the default delay
+            seconds = None
+        if (
+            isinstance(seconds, (int, float)) and not isinstance(seconds, bool) and math.isfinite(seconds)
+            and seconds >= 0
+        ):
+            return float(seconds)
+        fixed = None
     if fixed is not None:
         return fixed
     n = max(new_retrial, 0)
@@ -116,7 +134,7 @@ def after_error(
     now: dt.datetime,
     *,
     retry_limit: int,
-    fixed_delay: float | None,
+    fixed_delay: Delay,
     rng: random.Random,
     delay: float | None = None,
 ) -> Retry | Failure:
@@ -143,7 +161,7 @@ def after_defer(
     now: dt.datetime,
     *,
     retry_limit: int,
-    fixed_delay: float | None,
+    fixed_delay: Delay,
     rng: random.Random,
 ) -> Retry | Failure:
     """The job called ``fastsched.defer(delay)``: run it again later, or fail it at the retry limit."""
@@ -183,17 +201,30 @@ def after_timeout(
     now: dt.datetime,
     *,
     retry_limit: int,
-    fixed_delay: float | None,
+    fixed_delay: Delay,
     rng: random.Random,
+    task_timeout: float | None = None,
 ) -> Retry | Failure:
-    """The job ran past its priority's run-time limit and its child was killed: a failed attempt."""
-    error = f"exceeded the {minutes:g}-minute run-time limit for priority {describe_priority(job.priority)}"
+    """The job ran past its run-time limit and its child was killed: a failed attempt. The limit is
+    its task's ``timeout`` (``task_timeout`` seconds) if it has one, else its priority's ``minutes``."""
+    if task_timeout is not None:
+        error = f"exceeded its task's {task_timeout:g} s timeout"
+    else:
+        error = f"exceeded the {minutes:g}-minute run-time limit for priority {describe_priority(job.priority)}"
     return after_error(job, error, now, retry_limit=retry_limit, fixed_delay=fixed_delay, rng=rng)
 
 
-def unknown_command(job: ClaimedJob) -> Failure:
-    """No task is registered under the job's command: failed, never imported or called."""
-    return Failure(job.id, job.retrial, job.crashes, f"unknown command: {job.command}")
+def unknown_command(
+    job: ClaimedJob, now: dt.datetime, *, retry_limit: int, fixed_delay: Delay, rng: random.Random
+) -> Retry | Failure:
+    """No task is registered under the job's command in this pool: never imported or called, but
+    handed back (a pool one release behind must not destroy the jobs of a newer one): deferred by
+    the retry delay with one more retrial, and failed only past the retry limit."""
+    error = (
+        f"unknown command: {job.command} (no task of that name is registered in the pool that claimed "
+        f"it: handed back for a pool that has it)"
+    )
+    return after_error(job, error, now, retry_limit=retry_limit, fixed_delay=fixed_delay, rng=rng)
 
 
 def bad_arguments(job: ClaimedJob, error: str) -> Failure:

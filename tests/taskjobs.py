@@ -66,3 +66,31 @@ def retry_twice(path: str) -> None:
     job = current_job()
     write(path, event="retry", retrial=job.retrial)
     raise fastsched.Retry(delay=0)
+
+
+@fastsched.task(timeout=0.5, retry_limit=0)
+def too_slow(path: str) -> None:
+    write(path, event="too_slow")
+    import time
+
+    time.sleep(30)
+
+
+def _growing(retrial: int) -> float:
+    return 0.01 * retrial
+
+
+@fastsched.task(retry_limit=3, retry_delay=_growing)
+def flaky(path: str) -> None:
+    write(path, event="flaky", retrial=current_job().retrial)
+    raise RuntimeError("still flaky")
+
+
+@fastsched.task(queue="mail")
+def mail_record(path: str, n: int) -> None:
+    write(path, event="mail", n=n, id=current_job().id)
+
+
+@fastsched.task
+def record_pid(path: str, n: int) -> None:
+    write(path, event="pid", n=n)

@@ -174,8 +174,15 @@ def test_a_timeout_is_a_failed_attempt_naming_the_limit():
     assert isinstance(final, Failure) and "10-minute run-time limit for priority 20 (HIGH)" in final.error
 
 
-def test_unknown_commands_and_bad_arguments_fail_at_once():
-    unknown = retry_policy.unknown_command(job(command="os.system", retrial=1, crashes=2))
-    assert unknown == Failure(7, 1, 2, "unknown command: os.system")
+def test_unknown_commands_are_handed_back_until_the_retry_limit_and_bad_arguments_fail_at_once():
+    rng = random.Random(1)
+    back = retry_policy.unknown_command(job(command="os.system", retrial=1, crashes=2), NOW, retry_limit=3,
+                                        fixed_delay=30.0, rng=rng)
+    assert isinstance(back, Retry) and (back.retrial, back.crashes) == (2, 2)
+    assert back.next_try == NOW + dt.timedelta(seconds=30) and back.error is not None
+    assert back.error.startswith("unknown command: os.system (no task of that name is registered")
+    done = retry_policy.unknown_command(job(command="os.system", retrial=3), NOW, retry_limit=3, fixed_delay=30.0,
+                                        rng=rng)
+    assert isinstance(done, Failure) and "unknown command: os.system" in done.error and done.retrial == 3
     bad = retry_policy.bad_arguments(job(), "parameter must be a JSON array of args, got dict")
     assert isinstance(bad, Failure) and bad.retrial == 0 and "JSON array" in bad.error

@@ -16,7 +16,7 @@ import math
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from fastsched import child_process, protocol
@@ -141,11 +141,13 @@ class ChildSet:
         max_duration_minutes: Mapping[int, float],
         kill_grace: float,
         mono: Callable[[], float],
+        timeouts: Callable[[str], float | None] = lambda command: None,
     ) -> None:
         self._mp = mp
         self._tasks = tasks
         self._retry_limit = retry_limit
         self._limits = limits
+        self._timeouts = timeouts  # command -> its task's own run-time limit in seconds, or None
         self._max_duration_minutes = max_duration_minutes
         self._kill_grace = kill_grace
         self._mono = mono
@@ -416,9 +418,19 @@ class ChildSet:
             if child.kill_reason in STOPPING_ONE_JOB:
                 if child.kill_at > 0:
                     due = min(due, child.kill_at)
-            elif child.inflight and self._limits.get(child.inflight[0].jobs[0].priority) is not None:
+            elif child.inflight and self._limited(child.inflight[0].jobs):
                 due = min(due, self._next_limit_check)
         return due
+
+    def _limited(self, jobs: Sequence[ClaimedJob]) -> bool:
+        return self._limits.get(jobs[0].priority) is not None or any(
+            self._timeouts(job.command) is not None for job in jobs
+        )
+
+    def _limit_of(self, job: ClaimedJob) -> float | None:
+        """The job's run-time limit in seconds: its task's timeout, else its priority's."""
+        own = self._timeouts(job.command)
+        return own if own is not None else self._limits.get(job.priority)
 
     def check_limits(self, mono: float) -> None:
         """SIGTERM a child whose job ran past its priority's limit, SIGKILL it kill_grace later."""
@@ -433,23 +445,27 @@ class ChildSet:
             if not child.inflight or child.kill_reason is not None:
                 continue
             seq, jobs, _ = child.inflight[0]
-            limit = self._limits.get(jobs[0].priority)
-            if limit is None:
-                continue
             index = child.position(seq)
             if not 0 <= index < len(jobs):
+                continue
+            job = jobs[index]
+            limit = self._limit_of(job)
+            if limit is None:
                 continue
             elapsed = mono - child.progress[protocol.PROGRESS_START]
             if elapsed <= limit:
                 continue
-            job = jobs[index]
             child.kill_reason = KILL_TIMEOUT
             child.term_job = (seq, index)
             child.kill_at = mono + self._kill_grace
+            own = self._timeouts(job.command)
             log.warning(
-                "job %d %s has run %.1fs, over the %g-minute limit of priority %s: SIGTERM to child %d",
-                job.id, job.command, elapsed, self._max_duration_minutes.get(job.priority, 0),
-                describe_priority(job.priority), child.pid,
+                "job %d %s has run %.1fs, over %s: SIGTERM to child %d",
+                job.id, job.command, elapsed,
+                f"its task's {own:g} s timeout" if own is not None else
+                f"the {self._max_duration_minutes.get(job.priority, 0):g}-minute limit of priority "
+                f"{describe_priority(job.priority)}",
+                child.pid,
             )
             child.progress[protocol.PROGRESS_TERM] = 1.0  # the master's word: the child honours this SIGTERM
             signal_pid(child.pid, signal.SIGTERM)

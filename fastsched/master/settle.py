@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from fastsched import retry_policy
 from fastsched.jobs import ClaimedJob, Failure, Outcomes, Retry
 from fastsched.protocol import DEFER, FATAL, Note
+from fastsched.tasks import TaskPolicy
 
 __all__ = ["BatchReport", "Ended", "JobEvent", "SettlePolicy", "Settlement", "settle"]
 
@@ -56,13 +57,33 @@ class BatchReport:
 
 @dataclasses.dataclass(frozen=True)
 class SettlePolicy:
-    """The settings the outcome of a job depends on."""
+    """The settings the outcome of a job depends on: the pool's, and each task's own (``tasks``:
+    command -> TaskPolicy, for the commands whose decorator gave options)."""
 
     retry_limit: int
     crash_limit: int
     fixed_delay: float | None  # retry_policy.parse_retry_delay(settings.retry_delay)
     max_duration_minutes: Mapping[int, float]
     rng: random.Random = dataclasses.field(default_factory=random.Random)
+    tasks: Mapping[str, TaskPolicy] = dataclasses.field(default_factory=dict)
+
+    def retries(self, command: str) -> tuple[int, retry_policy.Delay]:
+        """(retry limit, retry delay) for a job of ``command``: its task's, else the pool's."""
+        own = self.tasks.get(command)
+        if own is None:
+            return self.retry_limit, self.fixed_delay
+        limit = self.retry_limit if own.retry_limit is None else own.retry_limit
+        delay = own.retry_delay
+        if delay is None:
+            return limit, self.fixed_delay
+        if isinstance(delay, str):  # "friendica", the only word a task's retry_delay takes
+            return limit, None
+        return limit, delay
+
+    def timeout(self, command: str) -> float | None:
+        """The task's own run-time limit in seconds, None when its priority's applies."""
+        own = self.tasks.get(command)
+        return None if own is None else own.timeout
 
 
 class JobEvent(enum.Enum):
@@ -113,8 +134,10 @@ def settle(jobs: Sequence[ClaimedJob], report: BatchReport, policy: SettlePolicy
         _decide(result, running, JobEvent.CRASHED, outcome)
     elif report.ended is Ended.TIMED_OUT and report.stopped == position:
         minutes = float(policy.max_duration_minutes.get(running.priority, 0))
+        limit, delay = policy.retries(running.command)
         outcome = retry_policy.after_timeout(
-            running, minutes, now, retry_limit=policy.retry_limit, fixed_delay=policy.fixed_delay, rng=policy.rng
+            running, minutes, now, retry_limit=limit, fixed_delay=delay, rng=policy.rng,
+            task_timeout=policy.timeout(running.command),
         )
         _decide(result, running, JobEvent.TIMED_OUT, outcome)
     elif report.ended is Ended.CANCELLED and report.stopped == position:
@@ -151,16 +174,15 @@ def _ended(
             continue
         noted.add(index)
         job = jobs[index]
+        limit, delay = policy.retries(job.command)
         if kind == DEFER:
-            outcome = retry_policy.after_defer(
-                job, payload, now, retry_limit=policy.retry_limit, fixed_delay=policy.fixed_delay, rng=policy.rng
-            )
+            outcome = retry_policy.after_defer(job, payload, now, retry_limit=limit, fixed_delay=delay, rng=policy.rng)
             _decide(result, job, JobEvent.DEFERRED, outcome)
         elif kind == FATAL:
             _decide(result, job, JobEvent.BAD_ARGUMENTS, retry_policy.bad_arguments(job, str(payload)))
         else:
             outcome = retry_policy.after_error(
-                job, str(payload), now, retry_limit=policy.retry_limit, fixed_delay=policy.fixed_delay, rng=policy.rng
+                job, str(payload), now, retry_limit=limit, fixed_delay=delay, rng=policy.rng
             )
             _decide(result, job, JobEvent.RAISED, outcome)
     result.outcomes.done.extend(job.id for i, job in enumerate(jobs[:ended]) if i not in noted)
