@@ -73,6 +73,9 @@ class PoolSettings:
     http_token: str | None = None  # bearer token required when bound beyond loopback
     log_format: str = "text"  # or "json"
     log_level: str = "INFO"
+    queues: tuple[str, ...] = ()  # the queues this pool claims from (--queues); () = every queue
+    max_jobs_per_child: int = 0  # a child that has run this many jobs is replaced; 0 = never
+    max_memory_per_child: float = 0.0  # MB of resident memory past which a child is replaced; 0 = never
 
 
 # --- the rules -----------------------------------------------------------------------------------
@@ -166,6 +169,18 @@ def _retry_delay(value: Any) -> str | None:
 minutes_problem = number(0)  # a run-time limit in minutes; 0 means none
 
 
+def _queues(value: Any) -> str | None:
+    from fastsched.validation import queue_error
+
+    if not isinstance(value, (tuple, list)):
+        return "must be a tuple of queue names"
+    for name in value:
+        problem = queue_error(name)
+        if problem:
+            return problem
+    return None
+
+
 def _max_duration(value: Any) -> str | None:
     if not isinstance(value, Mapping):
         return "must map priorities to minutes"
@@ -238,6 +253,9 @@ FIELD_CHECKS: dict[str, Check] = {
     "http_token": _optional(_text),
     "log_format": one_of(LOG_FORMATS),
     "log_level": one_of(LOG_LEVELS),
+    "queues": _queues,
+    "max_jobs_per_child": whole_number(0),
+    "max_memory_per_child": number(0),
 }
 
 

@@ -82,6 +82,7 @@ from fastsched.master.registration import Registration
 from fastsched.master.requests import OperatorRequests
 from fastsched.master.settle import Ended, JobEvent, SettlePolicy, settle
 from fastsched.priority import RANK, Priority
+from fastsched.validation import queue_set
 
 if TYPE_CHECKING:
     from fastsched.wakeup import Listener
@@ -136,6 +137,9 @@ class Pool:
         self._host = settings.host_id
         self._lease_seconds = float(settings.lease)
         self._tasks = tasks.default_registry.as_dict()
+        # The queues this pool claims from, each once and sorted, as the process table lists them
+        # and plan_counts matches masters of the same set; () = every queue.
+        self._queues = queue_set(settings.queues)
         self.metrics = PoolMetrics()
         self.on_cycle: Callable[[float, float], None] | None = None
         self._policy = SettlePolicy(
@@ -154,6 +158,8 @@ class Pool:
             },
             max_duration_minutes=dict(settings.max_duration_minutes),
             timeouts=self._policy.timeout,
+            max_jobs=settings.max_jobs_per_child,
+            max_memory_mb=settings.max_memory_per_child,
             kill_grace=settings.kill_grace,
             mono=self._clock.mono,
         )
@@ -245,11 +251,12 @@ class Pool:
         log.info(
             "pool config: dsn=%s host_id=%s workers=%d fetch_limit=%d lease=%gs heartbeat=%gs poll=%gs "
             "max_load=%g retry_limit=%d retry_delay=%s crash_limit=%d max_duration_minutes=%s until_empty=%s "
-            "imports=%s",
+            "imports=%s queues=%s max_jobs_per_child=%d max_memory_per_child=%gMB",
             settings.dsn, self._host, settings.workers, settings.fetch_limit, settings.lease,
             settings.heartbeat_interval, settings.poll_interval, settings.max_load, settings.retry_limit,
             settings.retry_delay, settings.crash_limit, dict(settings.max_duration_minutes),
-            settings.until_empty, ",".join(settings.imports) or "-",
+            settings.until_empty, ",".join(settings.imports) or "-", ",".join(self._queues) or "all",
+            settings.max_jobs_per_child, settings.max_memory_per_child,
         )
         for name in settings.imports:
             try:
@@ -267,6 +274,7 @@ class Pool:
         registration = self._registration = Registration(
             self._link, self._children, host=self._host, pid=os.getpid(), workers=settings.workers,
             lease=self._lease_seconds, wall=clock.wall, mono=clock.mono, sleep=clock.sleep,
+            queues=self._queues,
         )
         registration.start(give_up=lambda: bool(self._stop_requests))
         self.metrics.db_up = True
@@ -275,7 +283,7 @@ class Pool:
         self._completer = Completer(
             self._link, self._host, clock.wall, backend.open_sibling() if lanes > 1 else None
         )
-        self._claimer = Claimer(self._link, self._host, settings.fetch_limit, lanes)
+        self._claimer = Claimer(self._link, self._host, settings.fetch_limit, lanes, self._queues)
         heartbeat = Heartbeat(self._link, self._lease, registration, settings.heartbeat_interval, self._lost)
         heartbeat.started(clock.mono())
         stopping = self._is_stopping
@@ -419,7 +427,8 @@ class Pool:
                 self._on_batch_ended(event)
             elif isinstance(event, ChildGone):
                 gone = True
-                self.metrics.children_died += 1
+                if not event.retired:  # a child replaced for a per-child limit did not die
+                    self.metrics.children_died += 1
                 self._counts.mark_stale()  # its unstarted jobs go back to waiting
         if gone and not self._stopping and not self._forced:
             self._replace()
@@ -595,7 +604,8 @@ class Pool:
             return counts.current(own)
         cap = counts.cap(n_free)
         read = self._link.call(
-            DbKind.COUNT, self._link.backend.plan_counts, now, cap, now - dt.timedelta(seconds=self._lease_seconds)
+            DbKind.COUNT, self._link.backend.plan_counts, now, cap, now - dt.timedelta(seconds=self._lease_seconds),
+            self._queues,
         )
         return counts.update(mono, read.waiting, read.running, read.active, cap, own, self._completer.finished_ranks)
 

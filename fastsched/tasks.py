@@ -36,7 +36,7 @@ from typing import Any, Generic, ParamSpec, TypeVar, Union, overload
 
 from fastsched.errors import TaskError
 from fastsched.priority import Priority, validate_priority
-from fastsched.validation import DEFAULT_QUEUE, is_command_name, queue_error
+from fastsched.validation import DEFAULT_QUEUE, TASK_QUEUES, is_command_name, queue_error
 from fastsched.validation import MAX_COMMAND_LENGTH as MAX_NAME_LENGTH
 
 __all__ = [
@@ -350,7 +350,10 @@ def make_policy(
 class Registry:
     """Command names, the callables that run them and their policies. The pool uses ``default_registry``."""
 
-    def __init__(self) -> None:
+    def __init__(self, queue_defaults: dict[str, str] | None = None) -> None:
+        # command -> its task's queue=, where adds that name no queue look (the default registry's
+        # is validation.TASK_QUEUES, read by every add of this process)
+        self._queue_defaults: dict[str, str] = {} if queue_defaults is None else queue_defaults
         self._tasks: dict[str, Callable[..., Any]] = {}  # what the child calls: the bare function
         self._registered: dict[str, Callable[..., Any]] = {}  # what was registered (a Task, say)
         self._policies: dict[str, TaskPolicy] = {}
@@ -377,6 +380,10 @@ class Registry:
             self._policies[name] = policy
         else:
             self._policies.pop(name, None)
+        if policy is not None and policy.queue is not None:
+            self._queue_defaults[name] = policy.queue
+        else:
+            self._queue_defaults.pop(name, None)
 
     @overload
     def task(self, name: Callable[P, R], /) -> Task[P, R]: ...
@@ -528,7 +535,7 @@ def _describe(function: Callable[..., Any]) -> str:
     return f"{module}.{qualname}"
 
 
-default_registry = Registry()
+default_registry = Registry(queue_defaults=TASK_QUEUES)
 """The registry ``@fastsched.task``, ``@fastsched.periodic`` and ``@fastsched.on_child_start`` fill,
 and the pool reads."""
 

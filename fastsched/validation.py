@@ -30,6 +30,9 @@ MAX_JOB_ID = 2**63 - 1  # SQLite's INTEGER range; MySQL's BIGINT UNSIGNED holds 
 
 OPTION_KEYS = ("priority", "created", "delay", "force_priority", "dedup", "queue")
 DEFAULT_QUEUE = "default"  # the queue of a job whose add names none
+# command -> the queue= of its task, for the tasks registered in this process (fastsched.tasks
+# fills it from the default registry): an add that names no queue goes there.
+TASK_QUEUES: dict[str, str] = {}
 DEDUP_WAITING = "waiting"  # dedup="waiting": only a job that has not started absorbs an identical add
 _OPTION_HINTS = {"delayed": "delay", "prio": "priority", "force": "force_priority"}
 
@@ -258,7 +261,7 @@ def new_job(
     force = False
     dedup = True
     waiting_only = False
-    queue = DEFAULT_QUEUE
+    queue: str | None = None
     if type(first) is int or type(first) is Priority:
         priority = _PRIORITY_BY_VALUE.get(first)
         if priority is None:
@@ -324,7 +327,7 @@ def new_job(
             next_try,
             _sha1(command.encode() + b"\0" + encoded).digest() if dedup else None,
             force,
-            queue,
+            TASK_QUEUES.get(command, DEFAULT_QUEUE) if queue is None else queue,
             waiting_only,
             delay_us,
         ),

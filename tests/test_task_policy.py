@@ -577,3 +577,13 @@ def test_masters_racing_for_a_slot_queue_it_exactly_once(dsn):
     finally:
         for b in backends:
             b.close()
+
+
+def test_an_add_that_names_no_queue_goes_to_its_task_s_queue(q):
+    @fastsched.task("TestPolicyQueueDefault", queue="reports")
+    def report(n):
+        return None
+
+    assert q.get(q.add(30, "TestPolicyQueueDefault", 1)).queue == "reports"
+    assert q.get(q.add({"queue": "mail"}, "TestPolicyQueueDefault", 2)).queue == "mail", "the add's own wins"
+    assert q.get(q.add(30, "NoTaskHere", 3)).queue == "default"

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 import fastsched
+import tests.taskjobs  # noqa: F401 - registers the tasks: an add of mail_record goes to its queue
 from fastsched.jobs import JobState
 from tests.test_pool import all_done, pools, wait_for  # noqa: F401 - pools is a fixture
 
@@ -102,4 +103,49 @@ def test_a_child_is_replaced_after_max_jobs_per_child_without_a_crash(dsn, q, tm
     pids = [r["pid"] for r in lines(out)]
     assert len(pids) == 8 and len(set(pids)) == 4, pids  # two jobs per child
     assert all(q.get(i).state == JobState.DONE and q.get(i).crashes == 0 for i in ids)
-    assert "crash" not in pool.log().lower()
+    log = pool.log()
+    assert log.count("is replaced: it ran 2 jobs (--max-jobs-per-child 2)") >= 3, log
+    assert " died " not in log and "0 crashed" in log, log
+
+
+def test_a_child_over_max_memory_per_child_is_replaced_after_its_batch(dsn, q, tmp_path, pools):  # noqa: F811
+    out = tmp_path / "out.jsonl"
+    ids = [q.add(30, "record_pid", str(out), n) for n in range(3)]
+    # 1 MB: any Python child is past it after its first batch.
+    pool = pools(dsn, imports=["tests.taskjobs"], workers=1, fetch_limit=1, max_memory_per_child=1)
+    try:
+        wait_for(lambda: all_done(q, ids), what="every job")
+    finally:
+        pool.stop()
+    pids = [r["pid"] for r in lines(out)]
+    assert len(pids) == 3 and len(set(pids)) == 3, pids
+    assert all(q.get(i).state == JobState.DONE and q.get(i).crashes == 0 for i in ids)
+    assert "(--max-memory-per-child 1)" in pool.log()
+
+
+def test_the_start_flags_and_their_variables(monkeypatch):
+    import argparse
+
+    from fastsched.cli.options import START_OPTIONS, build_settings
+    from fastsched.errors import ConfigError
+
+    names = {option.flag: option.env for option in START_OPTIONS}
+    assert names["--queues"] == "FASTSCHED_QUEUES"
+    assert names["--max-jobs-per-child"] == "FASTSCHED_MAX_JOBS_PER_CHILD"
+    assert names["--max-memory-per-child"] == "FASTSCHED_MAX_MEMORY_PER_CHILD"
+    from fastsched.cli import main as _  # noqa: F401 - the parser of start
+
+    from fastsched.cli.common import add_start_options
+
+    parser = argparse.ArgumentParser()
+    add_start_options(parser, "queues", "max_jobs_per_child", "max_memory_per_child")
+    args = parser.parse_args(["--queues", "mail,default", "--max-jobs-per-child", "100"])
+    settings, _sources = build_settings(args, {"FASTSCHED_MAX_MEMORY_PER_CHILD": "200"})
+    assert (settings.queues, settings.max_jobs_per_child, settings.max_memory_per_child) == (
+        ("mail", "default"), 100, 200.0)
+    settings, _sources = build_settings(parser.parse_args([]), {"FASTSCHED_QUEUES": "reports"})
+    assert settings.queues == ("reports",)
+    with pytest.raises(ConfigError, match="queue 'bad name' contains ' '"):
+        build_settings(parser.parse_args(["--queues", "bad name"]), {})
+    with pytest.raises(ConfigError, match="--max-jobs-per-child"):
+        build_settings(parser.parse_args(["--max-jobs-per-child", "-1"]), {})

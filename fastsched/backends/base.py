@@ -214,8 +214,12 @@ class Backend(abc.ABC):
         host: str,
         fetch_limit: int,
         now: dt.datetime,
+        queues: Sequence[str] = (),
     ) -> list[Batch]:
         """Claim work, in ONE short transaction; it has committed when this returns.
+
+        ``queues``: only jobs of those queues (a pool started with --queues; a queue set as
+        ``validation.queue_set`` makes it); () = every queue.
 
         wanted[r]: how many runnable jobs of priority rank r to claim (oldest next_try first, then id),
         with ``SELECT ... FOR UPDATE SKIP LOCKED`` where the server has it (no global lock). The claimed
@@ -234,6 +238,7 @@ class Backend(abc.ABC):
         host: str,
         fetch_limit: int,
         now: dt.datetime,
+        queues: Sequence[str] = (),
     ) -> list[Batch]:
         """``write_outcomes`` then ``claim``, in ONE transaction and one commit: a claim can take the
         jobs that the retries and releases hand back."""

@@ -64,6 +64,9 @@ class ChildGone:
     pid: int
     how: str  # "exit code 0", "killed by signal 9 (SIGKILL)"
     reason: str | None  # KILL_* or None (it died on its own)
+    # It reached --max-jobs-per-child or --max-memory-per-child, finished its batch and exited
+    # when asked: replaced, not a death of any job.
+    retired: bool = False
 
 
 Event = BatchEnded | ChildGone
@@ -73,8 +76,8 @@ class Child:
     """One child process, its pipe, its progress slot and the batches sent to it, oldest first."""
 
     __slots__ = (
-        "conn", "exiting", "inflight", "kill_at", "kill_reason", "notes", "pid", "process", "progress",
-        "sent_at", "term_job",
+        "conn", "exiting", "inflight", "jobs_run", "kill_at", "kill_reason", "notes", "pid", "process", "progress",
+        "retiring", "sent_at", "term_job",
     )
 
     def __init__(self, process: Any, conn: Any, progress: Any) -> None:
@@ -88,6 +91,8 @@ class Child:
         self.term_job: tuple[int, int] | None = None  # (seq, index) of the job over its time limit
         self.kill_at = 0.0  # monotonic time of the SIGKILL that follows the SIGTERM
         self.exiting = False  # asked to exit (None sent)
+        self.retiring = False  # asked to exit because it reached a per-child limit
+        self.jobs_run = 0  # jobs its replies said it started
         self.sent_at = 0.0  # monotonic time the newest batch was sent
 
     @property
@@ -116,6 +121,16 @@ def describe_exit(code: int | None) -> str:
     return f"exit code {code}"
 
 
+def resident_mb(pid: int) -> float | None:
+    """The resident memory of process ``pid`` in MB (2**20 bytes), from /proc; None where unknown."""
+    try:
+        with open(f"/proc/{pid}/statm", "rb") as file:
+            pages = int(file.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
 def signal_pid(pid: int, signum: int) -> None:
     """Send ``signum`` to ``pid``; a process already gone is no error."""
     try:
@@ -142,12 +157,16 @@ class ChildSet:
         kill_grace: float,
         mono: Callable[[], float],
         timeouts: Callable[[str], float | None] = lambda command: None,
+        max_jobs: int = 0,
+        max_memory_mb: float = 0.0,
     ) -> None:
         self._mp = mp
         self._tasks = tasks
         self._retry_limit = retry_limit
         self._limits = limits
         self._timeouts = timeouts  # command -> its task's own run-time limit in seconds, or None
+        self._max_jobs = max_jobs  # a child that started this many jobs is replaced; 0: never
+        self._max_memory_mb = max_memory_mb  # ... or whose resident memory passed this; 0: never
         self._max_duration_minutes = max_duration_minutes
         self._kill_grace = kill_grace
         self._mono = mono
@@ -294,9 +313,13 @@ class ChildSet:
                 notes, child.notes = child.notes, []
                 report = BatchReport(Ended.REPLIED, processed=int(message[2]), notes=notes)
                 events.append(BatchEnded(child.pid, flight, report, float(message[3])))
-                if self._exit_when_idle and not child.inflight and not child.exiting:
-                    child.exiting = True
-                    self._send(child, None)
+                child.jobs_run += report.processed
+                if not child.inflight and not child.exiting:
+                    if self._exit_when_idle:
+                        child.exiting = True
+                        self._send(child, None)
+                    else:
+                        self._retire_if_spent(child)
             else:
                 child.notes.append(Note(message[2], message[3], message[4]))
 
@@ -356,7 +379,24 @@ class ChildSet:
                     "child %d died (%s) before starting its batch: its %d jobs are released",
                     child.pid, how, len(first.jobs),
                 )
-        events.append(ChildGone(child.pid, how, reason))
+        events.append(ChildGone(child.pid, how, reason, retired=child.retiring and not flights and reason is None))
+
+    def _retire_if_spent(self, child: Child) -> None:
+        """Ask an idle child to exit once it reached --max-jobs-per-child or --max-memory-per-child
+        (Celery's worker_max_tasks_per_child and worker_max_memory_per_child): it has finished its
+        batch, and its exit is no crash; the pool spawns another in its place."""
+        why = None
+        if self._max_jobs and child.jobs_run >= self._max_jobs:
+            why = f"it ran {child.jobs_run} jobs (--max-jobs-per-child {self._max_jobs})"
+        elif self._max_memory_mb:
+            used = resident_mb(child.pid)
+            if used is not None and used > self._max_memory_mb:
+                why = f"it uses {used:.0f} MB (--max-memory-per-child {self._max_memory_mb:g})"
+        if why is None:
+            return
+        log.info("child %d is replaced: %s", child.pid, why)
+        child.exiting = child.retiring = True
+        self._send(child, None)
 
     # --- killing ----------------------------------------------------------------------------------
     def kill_all(self, reason: str) -> list[Event]:

@@ -59,7 +59,8 @@ class Claimer:
     """Claims for this master's children through ``link``; ``lanes`` connections at once at most
     (``backend.concurrent_connections``), the extra ones opened the first time they are needed."""
 
-    def __init__(self, link: DbLink, host: str, fetch_limit: int, lanes: int) -> None:
+    def __init__(self, link: DbLink, host: str, fetch_limit: int, lanes: int, queues: tuple[str, ...] = ()) -> None:
+        self._queues = queues  # claim only jobs of these queues; () = every queue
         self._link = link
         self._host = host
         self._fetch_limit = fetch_limit
@@ -73,23 +74,23 @@ class Claimer:
 
     def _claim(self, wanted: list[int], children: list[int], now: dt.datetime, writes: ClaimWrites) -> list[Batch]:
         backend = self._link.backend
-        host, fetch_limit = self._host, self._fetch_limit
+        host, fetch_limit, queues = self._host, self._fetch_limit, self._queues
         parts = split_claim(wanted, children, fetch_limit, self._lanes)
         first_wanted, first_children = parts[0] if parts else (wanted, children)
 
         def first() -> list[Batch]:
             if writes.in_claim is not None:
                 return list(backend.write_outcomes_and_claim(
-                    writes.in_claim, first_wanted, first_children, host, fetch_limit, now
+                    writes.in_claim, first_wanted, first_children, host, fetch_limit, now, queues
                 ))
-            return list(backend.claim(first_wanted, first_children, host, fetch_limit, now))
+            return list(backend.claim(first_wanted, first_children, host, fetch_limit, now, queues))
 
         side: list[Callable[[], Any]] = []
         if writes.beside is not None:
             side.append(writes.beside)
         for index, (part_wanted, part_children) in enumerate(parts[1:]):
             side.append(functools.partial(
-                self.lane(index).claim, part_wanted, part_children, host, fetch_limit, now
+                self.lane(index).claim, part_wanted, part_children, host, fetch_limit, now, queues
             ))
         if not side:
             return first()

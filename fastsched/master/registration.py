@@ -40,7 +40,9 @@ class Registration:
         wall: Callable[[], dt.datetime],
         mono: Callable[[], float],
         sleep: Callable[[float], None],
+        queues: tuple[str, ...] = (),
     ) -> None:
+        self._queues = queues  # the queue set this master claims from, listed with it
         self._link = link
         self._children = children
         self.host = host
@@ -98,7 +100,7 @@ class Registration:
     def _register(self) -> None:
         now = self._wall()
         backend = self._link.backend
-        self._link.call(DbKind.WRITE, backend.register_master, self.host, self.pid, self._workers, now)
+        self._link.call(DbKind.WRITE, backend.register_master, self.host, self.pid, self._workers, now, self._queues)
         self._register_children(now)
 
     def _register_children(self, now: dt.datetime) -> None:
