@@ -134,7 +134,6 @@ def test_the_start_flags_and_their_variables(monkeypatch):
     assert names["--max-jobs-per-child"] == "FASTSCHED_MAX_JOBS_PER_CHILD"
     assert names["--max-memory-per-child"] == "FASTSCHED_MAX_MEMORY_PER_CHILD"
     from fastsched.cli import main as _  # noqa: F401 - the parser of start
-
     from fastsched.cli.common import add_start_options
 
     parser = argparse.ArgumentParser()
