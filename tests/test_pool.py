@@ -414,13 +414,13 @@ def test_unknown_commands_are_failed_and_nothing_is_imported_or_called(dsn, q, r
     }
     mismatch = q.add(Priority.HIGH, "record")  # registered, but its args do not fit
     fine = q.add(Priority.HIGH, "record", rec, "fine")
-    pool = pools(dsn, until_empty=True, retry_limit=1)  # handed back once, then failed
+    pool = pools(dsn, until_empty=True, retry_limit=0)  # no retry left: failed at the first hand-back
     assert pool.wait() == 0
 
     for command, job_id in bad.items():
         job = q.get(job_id)
         assert job.state is JobState.FAILED and f"unknown command: {command} (" in (job.last_error or ""), job
-        assert job.retrial == 1
+        assert job.retrial == 0
     job = q.get(mismatch)
     assert job.state is JobState.FAILED and "do not match" in job.last_error and job.retrial == 0
     assert q.get(fine).state is JobState.DONE
