@@ -18,6 +18,8 @@ key; ``format`` changes when a key changes meaning or disappears; new keys may b
     paused              the pauses in force (fastsched-pool pause): priority, command, queue, who, when
     actions_recent      the newest operators' actions (pause, resume, retry, cancel, purge): who, when, what, how many
     queues              per queue holding pending or failed jobs: waiting, deferred, running, failed; by name
+    handed_back         per command no pool that claimed it had registered: its pending jobs (among the first
+                        HANDED_BACK_CAP waiting and deferred jobs of each priority), retried until the retry limit
     tasks               the registered tasks of the modules given with --import (the pool's FASTSCHED_IMPORT):
                         command, and the options of their decorator (priority, queue, retry_limit, retry_delay,
                         timeout, no_retry); what a task leaves out, the pool's settings decide
@@ -48,6 +50,7 @@ MAX_ERROR_SHOWN = 2000  # characters of a failed job's last error included (its 
 MAX_SUMMARY_SHOWN = 200  # characters of the last line of a failed job's error
 PLAN_CAP = 1  # waiting rows plan_counts reads per priority: only running and active are used here
 ACTIONS_SHOWN = 10  # newest operators' actions included
+HANDED_BACK_CAP = 1_000  # waiting and deferred jobs per priority read for the handed-back commands
 
 PRIORITY_KEYS = (
     "priority", "name", "waiting", "deferred", "running", "failed", "done_last_hour", "oldest_wait_seconds",
@@ -209,6 +212,9 @@ def collect(
         "paused": [pause.as_dict() for pause in pauses],
         "actions_recent": [action.as_dict() for action in actions],
         "queues": [dataclasses.asdict(entry) for entry in backend.queue_stats(now)],
+        "handed_back": [
+            {"command": command, "jobs": jobs} for command, jobs in backend.handed_back(now, HANDED_BACK_CAP)
+        ],
         "tasks": [dict(entry) for entry in tasks],
     }
 
@@ -318,6 +324,12 @@ def _queues_text(status: Mapping[str, Any]) -> list[str]:
         rows = [["queue", "waiting", "deferred", "running", "failed"]]
         rows += [[q["queue"], str(q["waiting"]), str(q["deferred"]), str(q["running"]), str(q["failed"])] for q in queues]
         lines += _table(rows)
+    handed = status.get("handed_back") or []
+    if handed:
+        lines.append("")
+        lines.append("handed back (a pool that claimed them has no such task; retried until the retry limit):")
+        for entry in handed:
+            lines.append(f"  {entry['command']}: {entry['jobs']} pending job{'s' if entry['jobs'] != 1 else ''}")
     tasks = status.get("tasks") or []
     if tasks:
         lines.append("")

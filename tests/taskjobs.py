@@ -94,3 +94,10 @@ def mail_record(path: str, n: int) -> None:
 @fastsched.task
 def record_pid(path: str, n: int) -> None:
     write(path, event="pid", n=n)
+
+
+@fastsched.task(timeout=0.5, retry_limit=0)
+async def async_too_slow(path: str) -> None:
+    write(path, event="async_too_slow")
+    await asyncio.sleep(30)
+    write(path, event="async_too_slow_end")

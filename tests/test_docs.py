@@ -38,7 +38,7 @@ from fastsched.config import PoolSettings
 from fastsched.controls import Pause
 from fastsched.dsn import parse_dsn
 from fastsched.http import Monitor
-from fastsched.jobs import Outcomes
+from fastsched.jobs import Outcomes, Retry
 from fastsched.pool import Pool
 from tests.conftest import fail_jobs
 
@@ -262,6 +262,11 @@ def test_every_status_key_is_documented_and_every_documented_key_exists(sqlite_d
         fail_jobs(backend, [2], "boom", now)
         backend.pause(Pause.of(priority="LOW", command="Notifier"), "docs@host", now)
         backend.record_action("docs@host", "retry", "job 2", 1, now)
+        ghost = q.add(fastsched.Priority.LOW, "Ghost")  # a command no pool here has: handed back
+        (claimed,) = backend.claim([0, 0, 0, 1, 0], [4], "docs", 1, now + dt.timedelta(seconds=1))
+        assert claimed.jobs[0].id == ghost
+        backend.write_outcomes("docs", now, Outcomes(retry=[Retry(ghost, now + dt.timedelta(hours=1), 40, 1, 0,
+                                                               "unknown command: Ghost (not registered)")]))
         registry = fastsched.tasks.Registry()
         registry.task("Notifier")(print)  # no options: its policy is the pool's, an empty object
         document = status.collect(backend, tasks=status.task_entries(registry))

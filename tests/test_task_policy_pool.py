@@ -40,6 +40,12 @@ def test_a_pool_one_release_behind_hands_unknown_commands_back(dsn, q, tmp_path,
     assert job.state in (JobState.DEFERRED, JobState.WAITING), job
     assert (job.last_error or "").startswith("unknown command: async_record (")
     assert lines(out) == [], "an unregistered command is never run"
+    from fastsched import explain, status
+
+    shown = status.collect(q.backend)
+    assert shown["handed_back"] == [{"command": "NeverRegisteredAnywhere", "jobs": 1}, {"command": "async_record", "jobs": 1}]
+    assert "async_record: 1 pending job" in status.render_text(shown)
+    assert "unknown command: async_record" in " ".join(explain.explain(q.backend, newer)["lines"])
     upgraded = pools(dsn, imports=["tests.taskjobs"], retry_limit=2, retry_delay="0.05")
     try:
         wait_for(lambda: all_done(q, [newer, doomed]), what="the upgraded pool to run it")
@@ -56,9 +62,10 @@ def test_a_task_s_retry_limit_delay_and_timeout_override_the_pool_s(dsn, q, tmp_
     twice = q.add(30, "retry_twice", str(out))  # retry_limit=2, raises Retry(delay=0)
     flaky = q.add(30, "flaky", str(out))  # retry_limit=3, retry_delay=0.01 * retrial
     slow = q.add(30, "too_slow", str(out))  # timeout=0.5, retry_limit=0
+    slow_async = q.add(30, "async_too_slow", str(out))  # the same, awaiting
     pool = pools(dsn, imports=["tests.taskjobs"], retry_limit=10, retry_delay="3600")
     try:
-        wait_for(lambda: all_done(q, [twice, flaky, slow]), timeout=30, what="every job to end")
+        wait_for(lambda: all_done(q, [twice, flaky, slow, slow_async]), timeout=30, what="every job to end")
     finally:
         pool.stop()
     events = [r["event"] for r in lines(out)]
@@ -67,8 +74,10 @@ def test_a_task_s_retry_limit_delay_and_timeout_override_the_pool_s(dsn, q, tmp_
     assert events.count("too_slow") == 1
     assert q.get(twice).state == JobState.FAILED and q.get(twice).retrial == 2
     assert q.get(flaky).state == JobState.FAILED and "still flaky" in (q.get(flaky).last_error or "")
-    stopped = q.get(slow)
-    assert stopped.state == JobState.FAILED and "0.5 s timeout" in (stopped.last_error or ""), stopped
+    for job_id in (slow, slow_async):
+        stopped = q.get(job_id)
+        assert stopped.state == JobState.FAILED and "0.5 s timeout" in (stopped.last_error or ""), stopped
+    assert events.count("async_too_slow") == 1 and "async_too_slow_end" not in events
 
 
 def test_a_pool_with_queues_claims_only_from_them(dsn, q, tmp_path, pools):  # noqa: F811

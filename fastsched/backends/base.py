@@ -195,6 +195,12 @@ class Backend(abc.ABC):
         of the live masters that serve the same queue set."""
 
     @abc.abstractmethod
+    def handed_back(self, now: dt.datetime, cap: int) -> list[tuple[str, int]]:
+        """(command, jobs) of the pending unclaimed jobs whose last error says a pool had no task of
+        their command (``unknown command: ...``), among the first ``cap`` waiting and the first
+        ``cap`` deferred jobs of each priority."""
+
+    @abc.abstractmethod
     def queue_stats(self, now: dt.datetime) -> list[QueueStats]:
         """Waiting, deferred, running and failed jobs per queue that has any, by name."""
 

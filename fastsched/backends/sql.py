@@ -282,6 +282,13 @@ class SQLBackend(ControlsMixin, Inserts, Backend):
             )
         return result
 
+    def handed_back(self, now: dt.datetime, cap: int) -> list[tuple[str, int]]:
+        def work(cursor: Any) -> list[tuple[str, int]]:
+            cursor.execute(self._q["handed_back"], {"now": self._to_db_time(now), "cap": int(cap)})
+            return [(str(command), int(jobs)) for command, jobs in cursor.fetchall()]
+
+        return self._transaction(work, "handed_back", write=False)
+
     def queue_stats(self, now: dt.datetime) -> list[QueueStats]:
         def work(cursor: Any) -> list[Any]:
             cursor.execute(self._q["queue_counts"], {"now": self._to_db_time(now)})

@@ -158,6 +158,42 @@ WHERE done = 0 OR done = 2 GROUP BY queue
 UNION ALL
 SELECT queue, 0, 0, 0, COUNT(*) FROM workerqueue WHERE done = 0 AND pid > 0 GROUP BY queue
 
+-- name: handed_back
+-- Jobs handed back because the pool that claimed them had no task of their command, per command:
+-- among the first ``cap`` waiting and the first ``cap`` deferred jobs of each priority (LIMITed
+-- ranges of the claim index), so a million pending jobs cost no more than 10 x cap row reads.
+SELECT command, COUNT(*) FROM (
+  SELECT command, last_error FROM (SELECT command, last_error FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = 0
+   AND priority = 10 AND next_try <= :now LIMIT :cap)
+  UNION ALL
+  SELECT command, last_error FROM (SELECT command, last_error FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = 0
+   AND priority = 10 AND next_try > :now LIMIT :cap)
+  UNION ALL
+  SELECT command, last_error FROM (SELECT command, last_error FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = 0
+   AND priority = 20 AND next_try <= :now LIMIT :cap)
+  UNION ALL
+  SELECT command, last_error FROM (SELECT command, last_error FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = 0
+   AND priority = 20 AND next_try > :now LIMIT :cap)
+  UNION ALL
+  SELECT command, last_error FROM (SELECT command, last_error FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = 0
+   AND priority = 30 AND next_try <= :now LIMIT :cap)
+  UNION ALL
+  SELECT command, last_error FROM (SELECT command, last_error FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = 0
+   AND priority = 30 AND next_try > :now LIMIT :cap)
+  UNION ALL
+  SELECT command, last_error FROM (SELECT command, last_error FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = 0
+   AND priority = 40 AND next_try <= :now LIMIT :cap)
+  UNION ALL
+  SELECT command, last_error FROM (SELECT command, last_error FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = 0
+   AND priority = 40 AND next_try > :now LIMIT :cap)
+  UNION ALL
+  SELECT command, last_error FROM (SELECT command, last_error FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = 0
+   AND priority = 50 AND next_try <= :now LIMIT :cap)
+  UNION ALL
+  SELECT command, last_error FROM (SELECT command, last_error FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = 0
+   AND priority = 50 AND next_try > :now LIMIT :cap)
+) AS pending WHERE last_error LIKE 'unknown command:%' GROUP BY command ORDER BY command
+
 -- name: finished_since
 SELECT COUNT(*) FROM workerqueue WHERE done = 1 AND finished >= :since
 
