@@ -102,12 +102,9 @@ def add_commands(subparsers: Any) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``fastsched-pool`` with ``argv`` (default: sys.argv[1:]); return the exit code."""
-    arguments = sys.argv[1:] if argv is None else list(argv)
-    if argv is None:  # this process's own command line: take its secrets out of ps at once
-        hide_secrets_from_process_title(arguments)
     parser = build_parser()
     try:
-        args = parser.parse_args(arguments)
+        args = parser.parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2, argparse has said why)
         return exc.code if isinstance(exc.code, int) else ExitCode.CONFIG
     if not args.command:
@@ -119,6 +116,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_parsed(args: argparse.Namespace) -> int:
     """Run the subcommand that ``args`` (parsed by a parser of :func:`add_commands`) names; its
     exit code, every fastsched error reported and mapped to its code."""
+    # This process's own command line (fastsched-pool, python -m fastsched, manage.py fastsched_pool):
+    # its secrets out of ps before the command connects or forks.
+    hide_secrets_from_process_title(sys.argv[1:])
     console = Console()
     try:
         return ExitCode(args.run(args, console))
