@@ -178,6 +178,30 @@ def pools() -> Iterator[list[Pool]]:
 # --- help and packaging -------------------------------------------------------------------------
 
 
+def test_the_commands_are_one_explicit_list_and_their_modules_never_import_the_package() -> None:
+    """fastsched.cli lists every Command itself; a command module imports fastsched.cli.common and
+    fastsched.cli.options, never the package, so nothing imports in a circle and no command
+    registers itself as a side effect of an import."""
+    import ast
+
+    from fastsched.cli.common import Command
+
+    assert all(isinstance(command, Command) for command in cli.COMMANDS)
+    names = [command.name for command in cli.COMMANDS]
+    assert len(names) == len(set(names))
+    parser_names = set(cli.build_parser()._subparsers._group_actions[0].choices)  # type: ignore[union-attr]
+    assert parser_names == set(names)
+    for path in (REPO / "fastsched" / "cli").glob("*.py"):
+        if path.name == "__init__.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                assert node.module != "fastsched.cli", f"{path.name} imports the fastsched.cli package"
+                assert not (node.module == "fastsched" and any(a.name == "cli" for a in node.names)), path.name
+            elif isinstance(node, ast.Import):
+                assert all(a.name != "fastsched.cli" for a in node.names), f"{path.name} imports fastsched.cli"
+
+
 def test_console_script_is_declared() -> None:
     assert _declared_script() == "fastsched.cli:main"
 
