@@ -65,9 +65,10 @@ SEND_TIMEOUT = 10.0  # seconds a client may take to take each part of a response
 HANDLER_THREADS = 4  # requests answered at once
 PENDING_CONNECTIONS = 32  # accepted connections waiting for a handler; one more is refused with 503
 LISTEN_BACKLOG = 64  # connections the kernel holds before they are accepted
+_BUSY_BODY = b"too many clients, try again\n"
 BUSY_RESPONSE = (
-    b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 15\r\n"
-    b"Retry-After: 1\r\nConnection: close\r\n\r\ntoo many clients"
+    b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\nRetry-After: 1\r\nConnection: close\r\n"
+    b"Content-Length: %d\r\n\r\n%s" % (len(_BUSY_BODY), _BUSY_BODY)
 )
 TOKEN_COOKIE = "fastsched_token"
 STATIC_DIR = Path(__file__).with_name("static")

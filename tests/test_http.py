@@ -334,11 +334,12 @@ def _threads_and_fds(pid: int) -> tuple[int, int]:
     return threads, len(os.listdir(f"/proc/{pid}/fd"))
 
 
-def _closed_by_the_server(client: socket.socket) -> bool:
-    """Whether the server has closed ``client`` (after a 503 or nothing at all); False while open."""
+def _closed_by_the_server(client: socket.socket, received: dict[socket.socket, bytes]) -> bool:
+    """Whether the server has closed ``client`` (after a 503 or nothing at all); False while open.
+    What it sent is kept in ``received``."""
     try:
-        while client.recv(4096):
-            pass
+        while chunk := client.recv(4096):
+            received[client] = received.get(client, b"") + chunk
     except BlockingIOError:
         return False
     except OSError:
@@ -381,8 +382,18 @@ def test_slow_unauthenticated_clients_hold_neither_threads_nor_the_pool(mysql_ds
         assert peak_threads <= threads_before + 3, (threads_before, peak_threads)
         bound = fastsched_http.HANDLER_THREADS + fastsched_http.PENDING_CONNECTIONS
         assert peak_fds <= fds_before + bound + 4, (fds_before, peak_fds, bound)
-        wait_for(lambda: all(_closed_by_the_server(c) for c in clients),
+        received: dict[socket.socket, bytes] = {}
+        def all_dropped() -> bool:
+            closed = [_closed_by_the_server(c, received) for c in clients]  # each read, every time
+            return all(closed)
+
+        wait_for(all_dropped,
                  timeout=4 * fastsched_http.HEAD_DEADLINE + 10, what="the slow clients to be dropped")
+        # Beyond the handlers and the waiting room, a client is told at once, in well-formed HTTP.
+        busy = [data for data in received.values() if data.startswith(b"HTTP/1.0 503 ")]
+        assert len(busy) >= SLOW_CLIENTS - bound, len(busy)
+        head, _, body = busy[0].partition(b"\r\n\r\n")
+        assert f"Content-Length: {len(body)}".encode() in head
     finally:
         for client in clients:
             client.close()
