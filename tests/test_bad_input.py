@@ -486,7 +486,9 @@ def test_malformed_rows_are_failed_with_a_reason_and_the_master_lives(mysql_dsn:
             ids[cur.lastrowid] = key
     started = dt.datetime.now()
     with PoolProc(
-        mysql_dsn, tmp_path, "--workers", "2", "--fetch-limit", "5", "--until-empty", "--crash-limit", "1"
+        # --retry-limit 0: an unknown command is handed back for another pool only while retries are left
+        mysql_dsn, tmp_path, "--workers", "2", "--fetch-limit", "5", "--until-empty", "--crash-limit", "1",
+        "--retry-limit", "0",
     ) as pool:
         code = pool.wait(120)
         log = pool.log
