@@ -535,12 +535,12 @@ class PrivateMariaDB:
     ``root`` has no password; :meth:`database` adds a database and a user with a password.
     """
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, port: int | None = None) -> None:
         self.base = base
         self.datadir = base / "data"
         self.socket = base / "mysqld.sock"
         self.errlog = base / "mysqld.err"
-        self.port = free_port()
+        self.port = port or free_port()
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
@@ -637,11 +637,12 @@ class PrivateMariaDB:
 
 
 @contextlib.contextmanager
-def private_mariadb(base: Path) -> Iterator[PrivateMariaDB]:
-    """A private MariaDB, installed under ``base``, running; stopped at the end whatever happens."""
+def private_mariadb(base: Path, port: int | None = None) -> Iterator[PrivateMariaDB]:
+    """A private MariaDB, installed under ``base``, running (on ``port``, else a free one);
+    stopped at the end whatever happens."""
     if not os.access(MARIADBD, os.X_OK):
         raise AssertionError(f"{MARIADBD} is missing: .ci/run installs mariadb-server")
-    server = PrivateMariaDB(base)
+    server = PrivateMariaDB(base, port)
     server.install()
     server.start()
     try:
