@@ -387,14 +387,16 @@ class PoolProc:
         dsn_in_env: bool = False,
         pidfile: bool = True,
         wrapper: Sequence[str] = (),
+        launcher: Sequence[str] = ("-m", "fastsched"),
     ) -> None:
         self.host_id = host_id or "fault-" + secrets.token_hex(3)
         self.rundir = rundir or short_tempdir()
         self.pidfile = os.path.join(self.rundir, f"{self.host_id}.pid")
         self.log_path = logdir / f"pool-{self.host_id}-{secrets.token_hex(2)}.log"
         environ = env if env is not None else pool_env(self.rundir)
-        # wrapper: a command the pool runs under, e.g. unshare for a PID namespace of its own.
-        argv = [*wrapper, sys.executable, "-m", "fastsched", "start", "--import", "faultkit", "--host-id", self.host_id]
+        # wrapper: a command the pool runs under, e.g. unshare for a PID namespace of its own;
+        # launcher: what python runs instead of the CLI's module (a script taking the CLI's argv).
+        argv = [*wrapper, sys.executable, *launcher, "start", "--import", "faultkit", "--host-id", self.host_id]
         if pidfile:  # else the default place, next to the wake-up sockets
             argv += ["--pidfile", self.pidfile]
         argv += args
