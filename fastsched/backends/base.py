@@ -19,7 +19,7 @@ from __future__ import annotations
 import abc
 import dataclasses
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from fastsched.dsn import DSN
@@ -69,6 +69,21 @@ class PriorityStats:
     paused: int = 0  # pending jobs a pause of their command or queue has set aside (not in waiting/deferred)
 
 
+OWNER_MARK = "#"  # a claim's owner is "<host id>#<instance>" (the queries' release_orphans spell it too)
+
+
+def claim_owner(host: str, instance: str) -> str:
+    """The owner of the claims of the master ``instance`` of ``host`` (a fastsched_host name); a
+    master without an instance (schema version 2) owns its claims by its host id."""
+    return f"{host}{OWNER_MARK}{instance}" if instance else host
+
+
+def owner_host(owner: str) -> str:
+    """The host id of a claim's owner (a claim of schema version 2 names the host alone)."""
+    host, mark, _ = owner.rpartition(OWNER_MARK)
+    return host if mark else owner
+
+
 @dataclasses.dataclass(frozen=True)
 class ProcessInfo:
     host: str
@@ -79,6 +94,8 @@ class ProcessInfo:
     started: dt.datetime
     heartbeat: dt.datetime
     queues: tuple[str, ...] = ()  # for a master: the queues it claims from; () = every queue
+    instance: str = ""  # for a master: one per start; its claims are owned by "<host>#<instance>"
+    machine: str = ""  # for a master: where its pid means something (boot id and PID namespace)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,20 +282,38 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     def register_master(
-        self, host: str, pid: int, workers: int, now: dt.datetime | None, queues: Sequence[str] = ()
-    ) -> None:
+        self,
+        host: str,
+        pid: int,
+        workers: int,
+        now: dt.datetime | None,
+        queues: Sequence[str] = (),
+        *,
+        instance: str = "",
+        machine: str = "",
+        check: Callable[[list[ProcessInfo], dt.datetime], None] | None = None,
+    ) -> list[ProcessInfo]:
         """Insert or replace this master's process row; ``queues``: those it claims from (() = all).
         ``now`` None, here and in the heartbeat: the server's clock, the one every master's lease is
-        measured on (fastsched.dbclock)."""
+        measured on (fastsched.dbclock). ``instance``: this start's (its claims are owned by
+        "<host>#<instance>"); ``machine``: where ``pid`` means something.
+
+        ``check``: called with the other masters registered with this host id and the server's now,
+        in the same transaction and under a lock of the host id (two starts at once take turns); it
+        raises (PoolAlreadyRunning) to refuse. Those it lets pass are unregistered and the claims
+        without a live owner released. Returns them (empty without ``check``)."""
 
     @abc.abstractmethod
     def register_children(self, host: str, master_pid: int, pids: Sequence[int], now: dt.datetime | None) -> None:
         """Insert or replace child rows, and delete this master's child rows not in ``pids``."""
 
     @abc.abstractmethod
-    def heartbeat(self, host: str, master_pid: int, workers: int, now: dt.datetime | None) -> bool:
-        """Refresh the master's and its children's heartbeat; False if the master's row is gone
-        (another master declared it dead and took its claims: stop the children at once)."""
+    def heartbeat(
+        self, host: str, master_pid: int, workers: int, now: dt.datetime | None, instance: str = ""
+    ) -> bool:
+        """Refresh the master's and its children's heartbeat; False if the master's row (of this
+        ``instance``) is gone (another master declared it dead and took its claims: stop the
+        children at once)."""
 
     @abc.abstractmethod
     def unregister(self, host: str, master_pid: int) -> None:
@@ -292,6 +327,14 @@ class Backend(abc.ABC):
     def recover_host(self, host: str) -> int:
         """Release every pending claim of ``host`` and delete its process rows (a master starting on
         a host recovers what its dead predecessor held). Return how many jobs were released."""
+
+    @abc.abstractmethod
+    def release_claims(self, owner: str) -> int:
+        """Release every pending claim of ``owner`` ("<host>#<instance>"): it holds nothing now."""
+
+    @abc.abstractmethod
+    def release_orphans(self) -> int:
+        """Release every pending claim whose owner has no registered master; how many."""
 
     @abc.abstractmethod
     def recover_expired(self, alive_after: dt.datetime) -> list[tuple[str, int]]:

@@ -20,7 +20,15 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from fastsched import core
-from fastsched.backends.base import Backend, Batch, PlanCounts, PriorityStats, ProcessInfo, QueueStats
+from fastsched.backends.base import (
+    Backend,
+    Batch,
+    PlanCounts,
+    PriorityStats,
+    ProcessInfo,
+    QueueStats,
+    owner_host,
+)
 from fastsched.backends.controls import ControlsMixin
 from fastsched.backends.inserts import IN_CHUNK, Inserts, chunks
 from fastsched.backends.sqlfiles import expand_in, expand_pid_cases, expand_queues
@@ -106,7 +114,7 @@ class SQLBackend(ControlsMixin, Inserts, Backend):
             retrial=int(retrial),
             crashes=int(crashes),
             pid=int(pid),
-            host=host,
+            host=owner_host(host),
             last_error=last_error,
             queue=row[_QUEUE],
         )
@@ -527,16 +535,48 @@ class SQLBackend(ControlsMixin, Inserts, Backend):
         return self._transaction(work, "fail_malformed")
 
     def register_master(
-        self, host: str, pid: int, workers: int, now: dt.datetime | None, queues: Sequence[str] = ()
-    ) -> None:
+        self,
+        host: str,
+        pid: int,
+        workers: int,
+        now: dt.datetime | None,
+        queues: Sequence[str] = (),
+        *,
+        instance: str = "",
+        machine: str = "",
+        check: Callable[[list[ProcessInfo], dt.datetime], None] | None = None,
+    ) -> list[ProcessInfo]:
         t = self._to_db_time(now)
         listed = queue_set_text(queues)
-        self._transaction(
-            lambda cursor: cursor.execute(
-                self._q["register_process"], (host, pid, "master", 0, workers, t, t, listed)
-            ),
-            "register_master",
-        )
+        host_id = self._host_id(host) if check is not None else 0
+
+        def work(cursor: Any) -> list[ProcessInfo]:
+            replaced: list[ProcessInfo] = []
+            if check is not None:
+                # Under the host id's lock, so that of two starts at once only one can pass.
+                cursor.execute(self._q["lock_host"], {"host_id": host_id})
+                cursor.fetchall()
+                cursor.execute(self._q["host_masters"], {"host": host, "now": self._to_db_time(None)})
+                rows = cursor.fetchall()
+                server_now = self._time(rows[0][4]) if rows else dt.datetime.min
+                replaced = [
+                    ProcessInfo(host=host, pid=int(row[0]), role="master", master_pid=0, workers=0,
+                                started=self._time(row[1]), heartbeat=self._time(row[1]),
+                                machine=row[2], instance=row[3])
+                    for row in rows
+                    if not (int(row[0]) == pid and row[3] == instance)
+                ]
+                check(replaced, server_now)  # raises PoolAlreadyRunning for a live twin
+                for info in replaced:
+                    cursor.execute(self._q["unregister"], {"host": host, "master_pid": info.pid})
+            cursor.execute(
+                self._q["register_process"], (host, pid, "master", 0, workers, t, t, listed, instance, machine)
+            )
+            if replaced:
+                cursor.execute(self._q["release_orphans"])  # what the replaced masters held
+            return replaced
+
+        return self._transaction(work, "register_master")
 
     def register_children(self, host: str, master_pid: int, pids: Sequence[int], now: dt.datetime | None) -> None:
         t = self._to_db_time(now)
@@ -546,7 +586,8 @@ class SQLBackend(ControlsMixin, Inserts, Backend):
             key = {"host": host, "master_pid": master_pid}
             if pids:
                 cursor.executemany(
-                    self._q["register_process"], [(host, pid, "child", master_pid, 0, t, t, "") for pid in pids]
+                    self._q["register_process"],
+                    [(host, pid, "child", master_pid, 0, t, t, "", "", "") for pid in pids],
                 )
                 cursor.execute(expand_in(self._q["delete_other_children"], pids), key)
             else:
@@ -554,8 +595,13 @@ class SQLBackend(ControlsMixin, Inserts, Backend):
 
         self._transaction(work, "register_children")
 
-    def heartbeat(self, host: str, master_pid: int, workers: int, now: dt.datetime | None) -> bool:
-        params = {"host": host, "master_pid": master_pid, "workers": workers, "now": self._to_db_time(now)}
+    def heartbeat(
+        self, host: str, master_pid: int, workers: int, now: dt.datetime | None, instance: str = ""
+    ) -> bool:
+        params = {
+            "host": host, "master_pid": master_pid, "workers": workers, "now": self._to_db_time(now),
+            "instance": instance,
+        }
 
         def work(cursor: Any) -> bool:
             cursor.execute(self._q["heartbeat_master"], params)
@@ -589,6 +635,8 @@ class SQLBackend(ControlsMixin, Inserts, Backend):
                 started=self._time(row[5]),
                 heartbeat=self._time(row[6]),
                 queues=tuple(row[7].split(",")) if row[7] else (),
+                instance=row[8],
+                machine=row[9],
             )
             for row in self._transaction(work, "processes", write=False)
         ]
@@ -618,10 +666,11 @@ class SQLBackend(ControlsMixin, Inserts, Backend):
             cursor.execute(self._q["lock_expired_master"], key)
             if cursor.fetchone() is None:
                 return None  # it came back to life, or someone else recovered it
-            cursor.execute(self._q["release_host"], key)
+            cursor.execute(self._q["release_host"], key)  # a claim of a master of schema 2 (by host)
             released = int(cursor.rowcount)
             cursor.execute(self._q["unregister"], key)
-            return released
+            cursor.execute(self._q["release_orphans"])  # its instance's claims: no live owner now
+            return released + int(cursor.rowcount)
 
         result = []
         for host, master_pid in self._transaction(expired, "recover_expired", write=False):
@@ -668,6 +717,25 @@ class SQLBackend(ControlsMixin, Inserts, Backend):
             return job_id
 
         return self._transaction(work, "run_periodic")
+
+    def release_orphans(self) -> int:
+        def work(cursor: Any) -> int:
+            cursor.execute(self._q["release_orphans"])
+            return int(cursor.rowcount)
+
+        released = int(self._transaction(work, "release_orphans"))
+        if released:
+            log.warning("released %d job(s) claimed by masters no longer registered", released)
+        return released
+
+    def release_claims(self, owner: str) -> int:
+        owner_id = self._host_id(owner)
+
+        def work(cursor: Any) -> int:
+            cursor.execute(self._q["release_host"], {"host_id": owner_id})
+            return int(cursor.rowcount)
+
+        return int(self._transaction(work, "release_claims"))
 
     def take_periodic(self, name: str, now: dt.datetime, period: dt.timedelta) -> bool:
         params = {

@@ -57,5 +57,24 @@ ALTER TABLE process ADD COLUMN queues VARCHAR(1000) NOT NULL DEFAULT '' AFTER he
 SELECT COUNT(*) FROM information_schema.columns
 WHERE table_schema = DATABASE() AND table_name = 'process' AND column_name = 'queues'
 
+-- name: add_process_instance
+-- A master's instance (one per `start`, owner of its claims) and machine (where its pid means something).
+ALTER TABLE process
+    ADD COLUMN instance VARCHAR(32) NOT NULL DEFAULT '' AFTER queues,
+    ADD COLUMN machine VARCHAR(128) NOT NULL DEFAULT '' AFTER instance
+
+-- name: add_process_instance_done
+SELECT COUNT(*) FROM information_schema.columns
+WHERE table_schema = DATABASE() AND table_name = 'process' AND column_name = 'instance'
+
+-- name: widen_owner_name
+-- Claim owners are '<host id>#<instance>' now: a host id of 255 characters still fits.
+ALTER TABLE fastsched_host MODIFY COLUMN name VARCHAR(320) NOT NULL
+
+-- name: widen_owner_name_done
+SELECT COUNT(*) FROM information_schema.columns
+WHERE table_schema = DATABASE() AND table_name = 'fastsched_host' AND column_name = 'name'
+  AND character_maximum_length = 320
+
 -- name: record_version
 UPDATE fastsched_meta SET value = '3' WHERE name = 'schema_version' AND value = '2'

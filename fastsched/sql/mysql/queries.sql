@@ -355,11 +355,12 @@ WHERE done = 0 AND pid = 0 AND host_id = 0
 -- ---------------------------------------------------------------------------- process registry
 
 -- name: register_process
-INSERT INTO process (host, pid, role, master_pid, workers, started, heartbeat, queues)
+INSERT INTO process (host, pid, role, master_pid, workers, started, heartbeat, queues, instance, machine)
 VALUES (%s, %s, %s, %s, %s, COALESCE(CAST(%s AS DATETIME(6)), UTC_TIMESTAMP(6)),
-        COALESCE(CAST(%s AS DATETIME(6)), UTC_TIMESTAMP(6)), %s)
+        COALESCE(CAST(%s AS DATETIME(6)), UTC_TIMESTAMP(6)), %s, %s, %s)
 ON DUPLICATE KEY UPDATE role = VALUES(role), master_pid = VALUES(master_pid), workers = VALUES(workers),
-                        started = VALUES(started), heartbeat = VALUES(heartbeat), queues = VALUES(queues)
+                        started = VALUES(started), heartbeat = VALUES(heartbeat), queues = VALUES(queues),
+                        instance = VALUES(instance), machine = VALUES(machine)
 
 -- name: delete_other_children
 DELETE FROM process
@@ -370,10 +371,10 @@ DELETE FROM process WHERE host = %(host)s AND master_pid = %(master_pid)s AND ro
 
 -- name: heartbeat_master
 UPDATE process SET heartbeat = COALESCE(CAST(%(now)s AS DATETIME(6)), UTC_TIMESTAMP(6)), workers = %(workers)s
-WHERE host = %(host)s AND pid = %(master_pid)s AND role = 'master'
+WHERE host = %(host)s AND pid = %(master_pid)s AND role = 'master' AND instance = %(instance)s
 
 -- name: master_exists
-SELECT 1 FROM process WHERE host = %(host)s AND pid = %(master_pid)s AND role = 'master'
+SELECT 1 FROM process WHERE host = %(host)s AND pid = %(master_pid)s AND role = 'master' AND instance = %(instance)s
 
 -- name: heartbeat_children
 UPDATE process SET heartbeat = COALESCE(CAST(%(now)s AS DATETIME(6)), UTC_TIMESTAMP(6))
@@ -385,7 +386,7 @@ WHERE host = %(host)s AND ((role = 'master' AND pid = %(master_pid)s)
                            OR (role = 'child' AND master_pid = %(master_pid)s))
 
 -- name: processes
-SELECT host, pid, role, master_pid, workers, started, heartbeat, queues FROM process
+SELECT host, pid, role, master_pid, workers, started, heartbeat, queues, instance, machine FROM process
 ORDER BY CASE WHEN role = 'master' THEN 0 ELSE 1 END, host, pid
 
 -- name: release_host
@@ -399,6 +400,22 @@ INSERT IGNORE INTO fastsched_host (name) VALUES (%(host)s)
 
 -- name: delete_host_processes
 DELETE FROM process WHERE host = %(host)s
+
+-- name: lock_host
+-- Registrations of one host id take turns: whether a twin is alive is decided under this lock.
+SELECT id FROM fastsched_host WHERE id = %(host_id)s FOR UPDATE
+
+-- name: host_masters
+SELECT pid, heartbeat, machine, instance, COALESCE(CAST(%(now)s AS DATETIME(6)), UTC_TIMESTAMP(6))
+FROM process WHERE host = %(host)s AND role = 'master'
+
+-- name: release_orphans
+-- Claims whose owner ('<host>#<instance>') has no registered master: its registration was
+-- deleted (declared dead, replaced, stopped) but its claims were not all released with it.
+UPDATE workerqueue SET pid = 0, host_id = 0, executed = DEFAULT
+WHERE done = 0 AND pid > 0 AND host_id NOT IN (
+    SELECT h.id FROM fastsched_host h JOIN process p ON p.role = 'master'
+    AND h.name = CASE WHEN p.instance = '' THEN p.host ELSE CONCAT(p.host, '#', p.instance) END)
 
 -- name: expired_masters
 SELECT host, pid FROM process WHERE role = 'master' AND heartbeat < %(alive_after)s ORDER BY host, pid

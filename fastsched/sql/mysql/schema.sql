@@ -46,7 +46,7 @@ CREATE TABLE IF NOT EXISTS fastsched_host (
     -- Host ids (hostname or --host-id) by number: a claim writes the number, a fixed-size column,
     -- so that the row is updated in place (see workerqueue.executed). Rows are never deleted.
     id          INT UNSIGNED NOT NULL AUTO_INCREMENT,
-    name        VARCHAR(255) NOT NULL,
+    name        VARCHAR(320) NOT NULL,                   -- a claim owner: '<host id>#<instance>'
     PRIMARY KEY (id),
     UNIQUE KEY name (name)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
@@ -60,6 +60,11 @@ CREATE TABLE IF NOT EXISTS process (
     started     DATETIME(6) NOT NULL,
     heartbeat   DATETIME(6) NOT NULL,                    -- a master whose heartbeat is older than the lease is dead
     queues      VARCHAR(1000) NOT NULL DEFAULT '',       -- for a master: the queues it claims from (--queues), '' = all
+    -- For a master: one per `start`; its claims belong to the fastsched_host row '<host>#<instance>'.
+    instance    VARCHAR(32) NOT NULL DEFAULT '',
+    -- For a master: where its pid means something (boot id and PID namespace): only a master on the
+    -- same machine may tell by its pid that a twin with a fresh heartbeat is dead.
+    machine     VARCHAR(128) NOT NULL DEFAULT '',
     PRIMARY KEY (host, pid)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin
 ;

@@ -46,4 +46,9 @@ ALTER TABLE process ADD COLUMN queues TEXT NOT NULL DEFAULT ''
 -- The claim index of pools started with --queues (see schema.sql).
 CREATE INDEX IF NOT EXISTS workerqueue_claim_queue ON workerqueue (done, queue, priority, next_try)
 ;
+-- A master's instance (one per `start`, owner of its claims) and machine (where its pid means something).
+ALTER TABLE process ADD COLUMN instance TEXT NOT NULL DEFAULT ''
+;
+ALTER TABLE process ADD COLUMN machine TEXT NOT NULL DEFAULT ''
+;
 UPDATE fastsched_meta SET value = '3' WHERE name = 'schema_version' AND value = '2'

@@ -346,11 +346,11 @@ WHERE id IN (
 -- ---------------------------------------------------------------------------- process registry
 
 -- name: register_process
-INSERT INTO process (host, pid, role, master_pid, workers, started, heartbeat, queues)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO process (host, pid, role, master_pid, workers, started, heartbeat, queues, instance, machine)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (host, pid) DO UPDATE SET role = excluded.role, master_pid = excluded.master_pid,
     workers = excluded.workers, started = excluded.started, heartbeat = excluded.heartbeat,
-    queues = excluded.queues
+    queues = excluded.queues, instance = excluded.instance, machine = excluded.machine
 
 -- name: delete_other_children
 DELETE FROM process
@@ -361,10 +361,10 @@ DELETE FROM process WHERE host = :host AND master_pid = :master_pid AND role = '
 
 -- name: heartbeat_master
 UPDATE process SET heartbeat = :now, workers = :workers
-WHERE host = :host AND pid = :master_pid AND role = 'master'
+WHERE host = :host AND pid = :master_pid AND role = 'master' AND instance = :instance
 
 -- name: master_exists
-SELECT 1 FROM process WHERE host = :host AND pid = :master_pid AND role = 'master'
+SELECT 1 FROM process WHERE host = :host AND pid = :master_pid AND role = 'master' AND instance = :instance
 
 -- name: heartbeat_children
 UPDATE process SET heartbeat = :now
@@ -376,7 +376,7 @@ WHERE host = :host AND ((role = 'master' AND pid = :master_pid)
                            OR (role = 'child' AND master_pid = :master_pid))
 
 -- name: processes
-SELECT host, pid, role, master_pid, workers, started, heartbeat, queues FROM process
+SELECT host, pid, role, master_pid, workers, started, heartbeat, queues, instance, machine FROM process
 ORDER BY CASE WHEN role = 'master' THEN 0 ELSE 1 END, host, pid
 
 -- name: release_host
@@ -390,6 +390,22 @@ INSERT OR IGNORE INTO fastsched_host (name) VALUES (:host)
 
 -- name: delete_host_processes
 DELETE FROM process WHERE host = :host
+
+-- name: lock_host
+-- Registrations of one host id take turns: whether a twin is alive is decided under this lock.
+SELECT id FROM fastsched_host WHERE id = :host_id
+
+-- name: host_masters
+SELECT pid, heartbeat, machine, instance, :now
+FROM process WHERE host = :host AND role = 'master'
+
+-- name: release_orphans
+-- Claims whose owner ('<host>#<instance>') has no registered master: its registration was
+-- deleted (declared dead, replaced, stopped) but its claims were not all released with it.
+UPDATE workerqueue SET pid = 0, host_id = 0, executed = NULL
+WHERE done = 0 AND pid > 0 AND host_id NOT IN (
+    SELECT h.id FROM fastsched_host h JOIN process p ON p.role = 'master'
+    AND h.name = CASE WHEN p.instance = '' THEN p.host ELSE p.host || '#' || p.instance END)
 
 -- name: expired_masters
 SELECT host, pid FROM process WHERE role = 'master' AND heartbeat < :alive_after ORDER BY host, pid

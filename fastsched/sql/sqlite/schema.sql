@@ -52,6 +52,10 @@ CREATE TABLE IF NOT EXISTS process (
     heartbeat   TEXT NOT NULL,
     -- For a master: the queues it claims from (--queues), '' = all. Last, as ADD COLUMN puts it.
     queues      TEXT NOT NULL DEFAULT '',
+    -- For a master: one per `start` (its claims belong to the fastsched_host row '<host>#<instance>'),
+    -- and where its pid means something (boot id and PID namespace). Last, as ADD COLUMN puts them.
+    instance    TEXT NOT NULL DEFAULT '',
+    machine     TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (host, pid)
 )
 ;
