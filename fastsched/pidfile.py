@@ -75,6 +75,21 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def machine_identity() -> str:
+    """Where a pid means something: this boot of this machine, and this PID namespace. Two
+    processes with the same identity can tell by ``pid_alive`` whether the other lives."""
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as handle:
+            boot = handle.read().strip()
+    except OSError:
+        boot = ""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = ""
+    return f"{boot}/{namespace}" if boot else ""
+
+
 class PidFile:
     """Held by the running master: ``acquire()`` at start, ``release()`` at exit."""
 

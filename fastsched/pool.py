@@ -44,6 +44,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
 
 from fastsched import core, retry_policy, tasks
+from fastsched.backends import one_host
 from fastsched.clock import Clock, utcnow
 from fastsched.config import PoolSettings, validate
 from fastsched.errors import ConfigError, DatabaseError
@@ -149,8 +150,11 @@ class Pool:
             max_duration_minutes=dict(settings.max_duration_minutes),
             tasks=tasks.default_registry.policies(),
         )
+        self._one_host = one_host(settings.dsn)
+        context = multiprocessing.get_context("fork")
+        fence = context.RawArray("d", 1)  # 0.0: no job may start before the first registration
         self._children = ChildSet(
-            multiprocessing.get_context("fork"),
+            context,
             tasks=self._tasks,
             retry_limit=settings.retry_limit,
             limits={
@@ -162,13 +166,15 @@ class Pool:
             max_memory_mb=settings.max_memory_per_child,
             kill_grace=settings.kill_grace,
             mono=self._clock.mono,
+            # The children's clock is the host's; one machine (SQLite) needs no fence (see _lease_expired).
+            fence=fence if monotonic is None and not self._one_host else None,
         )
         self._own_backend = backend is None
         self._link = DbLink(
             (lambda: backend) if backend is not None else self._open_backend,
             self.metrics, self._lease_seconds, self._clock.mono,
         )
-        self._lease = Lease(self._lease_seconds)
+        self._lease = Lease(self._lease_seconds, fence)
         self._counts = CountsCache(settings.poll_interval, settings.fetch_limit)
         self._coalescer = Coalescer()
         # Made at start-up, when the backend says how many connections it may use at once.
@@ -280,10 +286,11 @@ class Pool:
         self.metrics.db_up = True
         backend = self._link.backend
         lanes = int(getattr(backend, "concurrent_connections", 1))
+        # Claims and outcomes are this instance's (registration.owner), not the host id's.
         self._completer = Completer(
-            self._link, self._host, clock.wall, backend.open_sibling() if lanes > 1 else None
+            self._link, registration.owner, clock.wall, backend.open_sibling() if lanes > 1 else None
         )
-        self._claimer = Claimer(self._link, self._host, settings.fetch_limit, lanes, self._queues)
+        self._claimer = Claimer(self._link, registration.owner, settings.fetch_limit, lanes, self._queues)
         heartbeat = Heartbeat(self._link, self._lease, registration, settings.heartbeat_interval, self._lost)
         heartbeat.started(clock.mono())
         stopping = self._is_stopping
@@ -308,8 +315,9 @@ class Pool:
             registration.pid, self._children.pids(), len(self._tasks),
         )
         interval = max(min(settings.heartbeat_interval, self._lease_seconds / 8), 0.01)
-        self._watchdog = Watchdog(self._lease, self._children, interval, clock.mono)
-        self._watchdog.start()
+        if not self._one_host:  # see _lease_expired
+            self._watchdog = Watchdog(self._lease, self._children, interval, clock.mono)
+            self._watchdog.start()
         try:
             return self._loop()
         except Exception:
@@ -371,7 +379,9 @@ class Pool:
                 metrics.coalesce_waits += 1
                 self._wait(hold)
                 continue
-            if not self._stopping and not self._link.down:
+            # Never claim (so never dispatch) on a lease older than half its length: after a stall
+            # another master may recover our claims before our children could finish them.
+            if not self._stopping and not self._link.down and self._lease.valid(mono()):
                 self._coalescer.stop_holding()
                 idle_left = self._claim_and_dispatch()
                 if settings.until_empty and self._is_empty():
@@ -505,7 +515,18 @@ class Pool:
 
     # ----------------------------------------------------------------------------- the database's verdicts
     def _lease_expired(self, mono: float) -> None:
-        """Half a lease without a heartbeat: kill the children before another master recovers their claims."""
+        """Half a lease without a heartbeat: kill the children before another master recovers their claims.
+
+        Not on one machine (SQLite): a database that does not answer there is a file another
+        connection holds locked (or cannot be written at all); no other master can recover our
+        claims meanwhile, and one that could later sees our pid alive and leaves them to us."""
+        if self._one_host:
+            log.warning(
+                "the database has not answered for %.1fs (more than half the lease of %gs): busy or locked; "
+                "the children keep running (no other master takes the claims of a live master on SQLite)",
+                mono - self._lease.renewed_at, self._lease_seconds,
+            )
+            return
         log.error(
             "database unreachable for %.1fs (more than half the lease of %gs): killing the children "
             "(%d busy) before another master recovers their claims; their jobs will be released",
@@ -554,7 +575,7 @@ class Pool:
             self._allowed = core.allowed_workers(len(children), load, settings.max_load, True)
             n_free = max(0, min(n_free, self._allowed - busy))
             free = free[:n_free]
-        if self._needs_resync and not children.busy():
+        if self._needs_resync:
             self._resync()
             return bool(free)
         wanted: list[int] | None = None
@@ -584,6 +605,13 @@ class Pool:
         except DatabaseError:
             completer.after_claim(writes, ok=False)
             self._needs_resync = True  # the claim may have committed before the error reached us
+            return True
+        except Exception:
+            # Not the database's (a thread that cannot start, MemoryError, a bug): the outcomes are
+            # kept to write again and the claim is as unknown as after a lost COMMIT answer.
+            log.exception("a claim failed: its outcomes are kept, its jobs are released")
+            completer.after_claim(writes, ok=False)
+            self._needs_resync = True
             return True
         completer.after_claim(writes, ok=True)
         self._counts.claimed(wanted, by_rank(job.priority for batch in batches for job in batch.jobs))
@@ -659,12 +687,14 @@ class Pool:
         )
 
     def _resync(self) -> None:
-        """After a claim whose result was lost: no child is busy, so every claim of our host is void."""
+        """After a claim whose result was lost, in the next transaction that succeeds: release what
+        our idle children would hold (they hold nothing by our account); the busy ones hold what we
+        sent them, and keep it."""
         assert self._completer is not None and self._registration is not None
         if self._completer and not self._completer.write():
             return
         try:
-            released = self._registration.start_over()
+            released = self._registration.release(keep=self._children.busy_pids())
         except DatabaseError:
             return
         self._needs_resync = False

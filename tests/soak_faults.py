@@ -38,7 +38,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from faultkit import (  # noqa: E402 - this script runs from anywhere
+import itertools
+
+from faultkit import (
     ChildWatcher,
     FaultProxy,
     PoolProc,
@@ -50,7 +52,7 @@ from faultkit import (  # noqa: E402 - this script runs from anywhere
     sql,
 )
 
-import fastsched  # noqa: E402
+import fastsched
 
 PORT = 4510  # the private MariaDB (this helper's ports: 4500-4599)
 LEASE = 4.0  # seconds
@@ -247,7 +249,7 @@ class Soak:
             if len(job_runs) > 1:
                 figures.jobs_run_more_than_once += 1
             job_runs.sort(key=lambda r: r.start)
-            for first, second in zip(job_runs, job_runs[1:]):
+            for first, second in itertools.pairwise(job_runs):
                 end = first.end
                 if end is None:
                     end = max(self.watcher.died_after(first.pid) or first.start, first.start)

@@ -57,8 +57,8 @@ def _held(dsn: str, host: str) -> int:
         sql(
             dsn,
             "SELECT COUNT(*) FROM workerqueue JOIN fastsched_host ON fastsched_host.id = host_id"
-            " WHERE done = 0 AND pid <> 0 AND fastsched_host.name = %s",
-            (host,),
+            " WHERE done = 0 AND pid <> 0 AND fastsched_host.name LIKE %s",  # its instances' claims
+            (host.replace("%", r"\%").replace("_", r"\_") + "#%",),
         )[0][0]
     )
 

@@ -61,8 +61,10 @@ def test_a_dead_twin_is_replaced_and_its_claims_released(backend: Backend) -> No
     claimed = _claimed(backend, claim_owner(HOST, "aaaa"), 3, 101)
     assert len(claimed) == 3
     assert {backend.get(i, utcnow()).host for i in claimed} == {HOST}  # the host id, not the instance
-    replaced = backend.register_master(HOST, 200, 1, None, instance="bbbb", machine="m1", check=lambda o, n: None)
-    assert [(p.pid, p.instance) for p in replaced] == [(100, "aaaa")]
+    replaced, released = backend.register_master(
+        HOST, 200, 1, None, instance="bbbb", machine="m1", check=lambda others, now: None
+    )
+    assert [(p.pid, p.instance) for p in replaced] == [(100, "aaaa")] and released == 3
     assert {backend.get(i, utcnow()).state.value for i in claimed} == {"waiting"}
     assert backend.heartbeat(HOST, 100, 1, None, "aaaa") is False
 

@@ -6,7 +6,15 @@ from fastsched.backends.base import Backend
 from fastsched.dsn import DSN, parse_dsn
 from fastsched.errors import ConfigError
 
-__all__ = ["Backend", "open_backend"]
+__all__ = ["Backend", "one_host", "open_backend"]
+
+
+def one_host(dsn: DSN) -> bool:
+    """Whether every master of this database runs on one machine (SQLite: a file whose locks and
+    shared memory only one machine's processes share). There a master whose database is merely
+    busy (another connection holds the write lock) is no outage: no other master can take its
+    claims meanwhile, and one on the same machine tells by its pid that it lives."""
+    return dsn.dialect == "sqlite"
 
 
 def open_backend(dsn: str | DSN | None = None) -> Backend:

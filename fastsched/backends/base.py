@@ -292,7 +292,7 @@ class Backend(abc.ABC):
         instance: str = "",
         machine: str = "",
         check: Callable[[list[ProcessInfo], dt.datetime], None] | None = None,
-    ) -> list[ProcessInfo]:
+    ) -> tuple[list[ProcessInfo], int]:
         """Insert or replace this master's process row; ``queues``: those it claims from (() = all).
         ``now`` None, here and in the heartbeat: the server's clock, the one every master's lease is
         measured on (fastsched.dbclock). ``instance``: this start's (its claims are owned by
@@ -301,7 +301,8 @@ class Backend(abc.ABC):
         ``check``: called with the other masters registered with this host id and the server's now,
         in the same transaction and under a lock of the host id (two starts at once take turns); it
         raises (PoolAlreadyRunning) to refuse. Those it lets pass are unregistered and the claims
-        without a live owner released. Returns them (empty without ``check``)."""
+        without a live owner released. Returns them (none without ``check``) and how many jobs
+        were released."""
 
     @abc.abstractmethod
     def register_children(self, host: str, master_pid: int, pids: Sequence[int], now: dt.datetime | None) -> None:
@@ -329,17 +330,21 @@ class Backend(abc.ABC):
         a host recovers what its dead predecessor held). Return how many jobs were released."""
 
     @abc.abstractmethod
-    def release_claims(self, owner: str) -> int:
-        """Release every pending claim of ``owner`` ("<host>#<instance>"): it holds nothing now."""
+    def release_claims(self, owner: str, keep_pids: Sequence[int] = ()) -> int:
+        """Release the pending claims of ``owner`` ("<host>#<instance>") but those of the children
+        ``keep_pids``; how many."""
 
     @abc.abstractmethod
     def release_orphans(self) -> int:
         """Release every pending claim whose owner has no registered master; how many."""
 
     @abc.abstractmethod
-    def recover_expired(self, alive_after: dt.datetime) -> list[tuple[str, int]]:
-        """For every master whose heartbeat is older than ``alive_after``: release its claims and
-        delete its (and its children's) process rows. Return [(host, jobs released)]."""
+    def recover_expired(
+        self, alive_after: dt.datetime, spare: Callable[[str, int, str], bool] | None = None
+    ) -> list[tuple[str, int]]:
+        """For every master whose heartbeat is older than ``alive_after``, but those ``spare(host,
+        pid, machine)`` is true of: release its claims and delete its (and its children's)
+        process rows. Return [(host, jobs released)]."""
 
     # --- operators' controls (fastsched.controls; backends/controls.py) --------------------------
     @abc.abstractmethod

@@ -16,7 +16,7 @@ import datetime as dt
 import functools
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from fastsched import core
@@ -545,20 +545,20 @@ class SQLBackend(ControlsMixin, Inserts, Backend):
         instance: str = "",
         machine: str = "",
         check: Callable[[list[ProcessInfo], dt.datetime], None] | None = None,
-    ) -> list[ProcessInfo]:
+    ) -> tuple[list[ProcessInfo], int]:
         t = self._to_db_time(now)
         listed = queue_set_text(queues)
         host_id = self._host_id(host) if check is not None else 0
 
-        def work(cursor: Any) -> list[ProcessInfo]:
+        def work(cursor: Any) -> tuple[list[ProcessInfo], int]:
             replaced: list[ProcessInfo] = []
+            released = 0
             if check is not None:
                 # Under the host id's lock, so that of two starts at once only one can pass.
                 cursor.execute(self._q["lock_host"], {"host_id": host_id})
                 cursor.fetchall()
                 cursor.execute(self._q["host_masters"], {"host": host, "now": self._to_db_time(None)})
                 rows = cursor.fetchall()
-                server_now = self._time(rows[0][4]) if rows else dt.datetime.min
                 replaced = [
                     ProcessInfo(host=host, pid=int(row[0]), role="master", master_pid=0, workers=0,
                                 started=self._time(row[1]), heartbeat=self._time(row[1]),
@@ -566,15 +566,19 @@ class SQLBackend(ControlsMixin, Inserts, Backend):
                     for row in rows
                     if not (int(row[0]) == pid and row[3] == instance)
                 ]
-                check(replaced, server_now)  # raises PoolAlreadyRunning for a live twin
+                if replaced:
+                    check(replaced, self._time(rows[0][4]))  # raises PoolAlreadyRunning for a live twin
                 for info in replaced:
                     cursor.execute(self._q["unregister"], {"host": host, "master_pid": info.pid})
             cursor.execute(
                 self._q["register_process"], (host, pid, "master", 0, workers, t, t, listed, instance, machine)
             )
             if replaced:
+                cursor.execute(self._q["release_host"], {"host_id": host_id})  # a schema-2 master's, by host
+                released = int(cursor.rowcount)
                 cursor.execute(self._q["release_orphans"])  # what the replaced masters held
-            return replaced
+                released += int(cursor.rowcount)
+            return replaced, released
 
         return self._transaction(work, "register_master")
 
@@ -655,7 +659,9 @@ class SQLBackend(ControlsMixin, Inserts, Backend):
             log.warning("released %d job(s) still claimed by host %r", released, host)
         return released
 
-    def recover_expired(self, alive_after: dt.datetime) -> list[tuple[str, int]]:
+    def recover_expired(
+        self, alive_after: dt.datetime, spare: Callable[[str, int, str], bool] | None = None
+    ) -> list[tuple[str, int]]:
         limit = self._to_db_time(alive_after)
 
         def expired(cursor: Any) -> list[Any]:
@@ -673,7 +679,9 @@ class SQLBackend(ControlsMixin, Inserts, Backend):
             return released + int(cursor.rowcount)
 
         result = []
-        for host, master_pid in self._transaction(expired, "recover_expired", write=False):
+        for host, master_pid, machine in self._transaction(expired, "recover_expired", write=False):
+            if spare is not None and spare(host, int(master_pid), machine):
+                continue
             key = {"host": host, "host_id": self._host_id(host), "master_pid": master_pid, "alive_after": limit}
             released = self._transaction(functools.partial(recover, key=key), "recover_expired")
             if released is not None:
@@ -728,11 +736,15 @@ class SQLBackend(ControlsMixin, Inserts, Backend):
             log.warning("released %d job(s) claimed by masters no longer registered", released)
         return released
 
-    def release_claims(self, owner: str) -> int:
+    def release_claims(self, owner: str, keep_pids: Sequence[int] = ()) -> int:
         owner_id = self._host_id(owner)
+        keep = [int(pid) for pid in keep_pids]
 
         def work(cursor: Any) -> int:
-            cursor.execute(self._q["release_host"], {"host_id": owner_id})
+            if keep:
+                cursor.execute(expand_in(self._q["release_owner_except"], keep), {"host_id": owner_id})
+            else:
+                cursor.execute(self._q["release_host"], {"host_id": owner_id})
             return int(cursor.rowcount)
 
         return int(self._transaction(work, "release_claims"))

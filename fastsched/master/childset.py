@@ -159,8 +159,12 @@ class ChildSet:
         timeouts: Callable[[str], float | None] = lambda command: None,
         max_jobs: int = 0,
         max_memory_mb: float = 0.0,
+        fence: Any = None,
     ) -> None:
         self._mp = mp
+        # The children's fence (protocol.py): the time until which this master's lease is good,
+        # published by the Lease after each heartbeat; None: children unfenced (in-process tests).
+        self._fence = fence
         self._tasks = tasks
         self._retry_limit = retry_limit
         self._limits = limits
@@ -194,6 +198,9 @@ class ChildSet:
     def busy(self) -> int:
         return sum(1 for child in self._children.values() if child.inflight)
 
+    def busy_pids(self) -> list[int]:
+        return sorted(pid for pid, child in self._children.items() if child.inflight)
+
     def busy_by_rank(self) -> list[int]:
         """Our busy children per rank: one each, as plan_counts counts distinct (host, pid)."""
         own = [0] * len(RANK)
@@ -223,7 +230,7 @@ class ChildSet:
             progress[protocol.PROGRESS_INDEX] = -1.0
             process = self._mp.Process(
                 target=child_process.child_main,
-                args=(child_conn, progress, self._stop_flag, os.getpid(), self._retry_limit, self._tasks),
+                args=(child_conn, progress, self._stop_flag, os.getpid(), self._retry_limit, self._tasks, self._fence),
                 name="fastsched-child",
             )
             process.start()
@@ -331,6 +338,8 @@ class ChildSet:
         with self._watchdog_lock:
             if child.pid in self._killed_by_watchdog:
                 return KILL_DB
+        if self._fence is not None and self._mono() >= self._fence[0]:
+            return KILL_DB  # it fenced itself: our lease may have run out (no penalty, as for an outage)
         return None
 
     def _gone(self, child: Child, reason: str | None, events: list[Event]) -> None:

@@ -37,14 +37,21 @@ class Lease:
     successful heartbeat. Written by the loop's thread only; a float store is atomic, so the
     watchdog thread reads it without a lock."""
 
-    def __init__(self, lease: float) -> None:
+    def __init__(self, lease: float, fence: Any = None) -> None:
         self.seconds = lease
         self.renewed_at = -math.inf  # monotonic time of the last successful heartbeat
         self.valid_until = -math.inf
+        self._fence = fence  # the children's copy (shared memory), when they fence themselves
 
     def renew(self, mono: float) -> None:
         self.renewed_at = mono
         self.valid_until = mono + self.seconds / 2
+        if self._fence is not None:
+            self._fence[0] = self.valid_until
+
+    def valid(self, mono: float) -> bool:
+        """Whether this master may still dispatch: its last heartbeat is younger than half the lease."""
+        return mono < self.valid_until
 
 
 class DbLink:

@@ -26,7 +26,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from fastsched import tasks
+from fastsched import pidfile, tasks
+from fastsched.backends import one_host
 from fastsched.config import PoolSettings
 from fastsched.errors import DatabaseError
 from fastsched.master.childset import ChildSet
@@ -198,6 +199,9 @@ class Maintenance:
         self._interval = settings.maintenance_interval
         self._retention = settings.retention
         self._lease = settings.lease
+        # One machine (SQLite): a master whose pid lives here is alive, however old its heartbeat
+        # (it waited for another connection's write lock): its claims are left to it.
+        self._spare = _alive_here if one_host(settings.dsn) else None
         self._wall = wall
         self._mono = mono
         self._stopping = stopping
@@ -211,13 +215,18 @@ class Maintenance:
         backend = self._link.backend
         now = self._wall()
         try:
+            # The lease is measured on the database's clock, which every master's heartbeat is stamped
+            # with: a host whose clock is off is not declared dead for it, nor kept alive.
+            server_now = self._link.call(DbKind.OTHER, backend.server_now)
             for host, released in self._link.call(
-                DbKind.WRITE, backend.recover_expired, now - dt.timedelta(seconds=self._lease)
+                DbKind.WRITE, backend.recover_expired, server_now - dt.timedelta(seconds=self._lease),
+                self._spare,
             ):
                 log.warning(
                     "master %s missed its heartbeat for longer than the lease (%gs): released its %d claimed jobs",
                     host, self._lease, released,
                 )
+            self._link.call(DbKind.WRITE, backend.release_orphans)  # owners gone without releasing
             malformed = self._link.call(DbKind.WRITE, backend.fail_malformed, now)
             if malformed:
                 log.warning("failed %d pending jobs with a priority that is not one of 10..50", malformed)
@@ -250,6 +259,10 @@ class Maintenance:
                 "purged %d done jobs older than %gs%s", purged, self._retention,
                 f" (more left: going on in {PURGE_PAUSE:g}s)" if behind else "",
             )
+
+
+def _alive_here(host: str, pid: int, machine: str) -> bool:
+    return bool(machine) and machine == pidfile.machine_identity() and pidfile.pid_alive(pid)
 
 
 class PeriodicTasks:

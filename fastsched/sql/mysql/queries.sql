@@ -401,6 +401,11 @@ INSERT IGNORE INTO fastsched_host (name) VALUES (%(host)s)
 -- name: delete_host_processes
 DELETE FROM process WHERE host = %(host)s
 
+-- name: release_owner_except
+-- An instance's claims but those of its busy children (it knows what they hold).
+UPDATE workerqueue SET pid = 0, host_id = 0, executed = DEFAULT
+WHERE done = 0 AND pid > 0 AND host_id = %(host_id)s AND pid NOT IN ({ids})
+
 -- name: lock_host
 -- Registrations of one host id take turns: whether a twin is alive is decided under this lock.
 SELECT id FROM fastsched_host WHERE id = %(host_id)s FOR UPDATE
@@ -418,7 +423,7 @@ WHERE done = 0 AND pid > 0 AND host_id NOT IN (
     AND h.name = CASE WHEN p.instance = '' THEN p.host ELSE CONCAT(p.host, '#', p.instance) END)
 
 -- name: expired_masters
-SELECT host, pid FROM process WHERE role = 'master' AND heartbeat < %(alive_after)s ORDER BY host, pid
+SELECT host, pid, machine FROM process WHERE role = 'master' AND heartbeat < %(alive_after)s ORDER BY host, pid
 
 -- name: lock_expired_master
 -- Re-checked under the row lock: a heartbeat that arrived meanwhile keeps the master alive.
