@@ -19,13 +19,16 @@ import socket
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from fastsched.batching import DEFAULT_BATCH_BUDGET_MS
 from fastsched.dsn import DSN, parse_dsn
 from fastsched.errors import ConfigError
 from fastsched.logsetup import LOG_FORMATS, LOG_LEVELS
 from fastsched.priority import Priority
 from fastsched.retry_policy import MAX_DELAY, parse_retry_delay
 
-DEFAULT_FETCH_LIMIT = 1  # jobs per child batch, as Friendica's worker_fetch_limit
+# The most jobs one batch may hold: batches are sized by expected run time (fastsched.batching,
+# --batch-budget) up to this cap. No-op jobs reach it; a drain's claims then cost little per job.
+DEFAULT_FETCH_LIMIT = 1000
 DEFAULT_POLL_INTERVAL = 0.05  # seconds between polls when idle and not woken
 DEFAULT_LEASE = 30.0  # seconds without a heartbeat before a master is declared dead
 DEFAULT_HEARTBEAT_INTERVAL = 1.0  # seconds
@@ -51,6 +54,7 @@ class PoolSettings:
     workers: int = dataclasses.field(default_factory=lambda: os.cpu_count() or 1)
     imports: tuple[str, ...] = ()  # modules that register commands with @fastsched.task
     fetch_limit: int = DEFAULT_FETCH_LIMIT
+    batch_budget_ms: float = DEFAULT_BATCH_BUDGET_MS  # expected run time a batch may hold
     until_empty: bool = False  # exit 0 once nothing is runnable or running
     max_load: float = 0.0  # load governor ceiling; 0 = off
     host_id: str = dataclasses.field(default_factory=socket.gethostname)
@@ -234,6 +238,7 @@ FIELD_CHECKS: dict[str, Check] = {
     "workers": whole_number(1),
     "imports": _modules,
     "fetch_limit": whole_number(1),
+    "batch_budget_ms": number(0, above=True),
     "until_empty": _flag,
     "max_load": number(0),
     "host_id": host_id_problem,

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from fastsched import config
+from fastsched.batching import DEFAULT_BATCH_BUDGET_MS
 from fastsched.config import (
     DEFAULT_CRASH_LIMIT,
     DEFAULT_FETCH_LIMIT,
@@ -205,8 +206,13 @@ START_OPTIONS: tuple[Option, ...] = (
     Option("--import", "imports", _strip, "modules to import that register commands with "
            "@fastsched.task, from the installed packages and PYTHONPATH (never the working directory "
            "unless PYTHONPATH names it); repeatable; the variable is comma-separated", "none", "MODULE", kind="list", env_name="FASTSCHED_IMPORT"),
-    Option("--fetch-limit", "fetch_limit", parse_positive_int, "jobs a child is given per claim",
+    Option("--fetch-limit", "fetch_limit", parse_positive_int, "the most jobs a child is given in one "
+           "batch (batches hold as many jobs of one priority as fit --batch-budget, up to this)",
            str(DEFAULT_FETCH_LIMIT), "K"),
+    Option("--batch-budget", "batch_budget_ms", parse_positive_float, "milliseconds of expected run time "
+           "one batch may hold, by each command's recent run times (a command never seen yet gets one "
+           "job; a slower one than this goes one at a time)", f"{DEFAULT_BATCH_BUDGET_MS:g}", "MS",
+           env_name="FASTSCHED_BATCH_BUDGET"),
     Option("--until-empty", "until_empty", parse_bool, "exit 0 once no job is runnable or running "
            "(the variable takes 1/true/yes or 0/false/no)", "off", kind="flag"),
     Option("--max-load", "max_load", parse_nonneg_float, "claim nothing while the 1-minute load "
