@@ -109,6 +109,26 @@ def _dedup_holder(backend: Backend, key: bytes) -> int | None:
     return result
 
 
+def _claimed_before(backend: Backend, job: Job) -> int | None:
+    """How many rows the job's child holds that were claimed before the job's own batch: some
+    means the job is in a prefetched batch, claimed ahead while that child runs an earlier one.
+    None when unknown (a backend without the SQL backends' named queries, no claim time)."""
+    queries = getattr(backend, "_q", None)
+    transaction = getattr(backend, "_transaction", None)
+    to_db_time = getattr(backend, "_to_db_time", None)
+    if not isinstance(queries, dict) or "claimed_before" not in queries or transaction is None or job.executed is None:
+        return None
+    assert to_db_time is not None
+    params = {"pid": job.pid, "host": job.host, "executed": to_db_time(job.executed)}
+
+    def work(cursor: Any) -> int:
+        cursor.execute(queries["claimed_before"], params)
+        return int(cursor.fetchone()[0])
+
+    result: int = transaction(work, "explain: claimed before", write=False)
+    return result
+
+
 def _priorities(n: int) -> str:
     return "1 priority is" if n == 1 else f"{n} priorities are"
 
@@ -214,7 +234,19 @@ def explain(
     elif job.state is JobState.RUNNING:
         since = seconds_text((now - job.executed).total_seconds()) if job.executed else "an unknown time"
         master = next((p for p in processes if p.role == "master" and p.host == job.host), None)
-        lines.append(f"{described} is running: claimed {since} ago by child pid {job.pid} of host {job.host!r}.")
+        earlier = _claimed_before(backend, job)
+        if earlier:
+            result["prefetched"] = True
+            lines.append(
+                f"{described} is claimed, in a prefetched batch: child pid {job.pid} of host {job.host!r} got it "
+                f"{since} ago, ahead, while it runs an earlier batch ({earlier} job{'s' if earlier != 1 else ''} "
+                f"still pending); it starts when that batch ends. A prefetched batch counts and is fenced like a "
+                f"running one, and is released if the pool stops or the child dies."
+            )
+        else:
+            if earlier is not None:
+                result["prefetched"] = False
+            lines.append(f"{described} is running: claimed {since} ago by child pid {job.pid} of host {job.host!r}.")
         if master is None or master.heartbeat < alive_after:
             lines.append(
                 f"The master of host {job.host!r} has no heartbeat within the lease ({lease:g} s): any master "

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -281,6 +282,21 @@ def test_explain_deferred_running_done_failed_and_missing_jobs(dsn, backend, exp
     facts, text, code = explain(dsn, 999_999)
     assert code == 1 and facts == {**facts, "found": False, "state": "not_found"}
     assert "No job has id 999999" in text and "purged" in text
+
+
+def test_explain_tells_a_prefetched_batch_from_the_running_one(dsn, backend, explain):
+    """A child given its next batch while it runs one (prefetch): both are its claims; explain says
+    which one waits behind the other."""
+    build_queue(dsn, backend)
+    (running,) = claim(backend, 1, 1, CHILDREN[2:3])  # the child's running batch
+    time.sleep(0.01)  # the next claim is later, as a prefetch always is
+    (prefetched,) = claim(backend, 1, 1, CHILDREN[2:3])
+    facts, text, _ = explain(dsn, prefetched)
+    assert facts["state"] == "running" and facts["prefetched"] is True
+    assert f"is claimed, in a prefetched batch: child pid {CHILDREN[2]} of host '{HOST}'" in text
+    assert "(1 job still pending); it starts when that batch ends" in text
+    facts, text, _ = explain(dsn, running)
+    assert facts["prefetched"] is False and "is running: claimed" in text
 
 
 def test_explain_says_when_no_master_is_alive_and_how_dedup_applies(dsn, backend, explain):

@@ -203,6 +203,13 @@ SELECT COUNT(*) FROM workerqueue
 WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = :priority
   AND next_try <= :next_try AND (next_try < :next_try OR id < :id)
 
+-- name: claimed_before
+-- explain: the rows its child holds that were claimed before this job's batch (a prefetched batch
+-- waits for the batch its child is running); a range of the claim index's (done, pid, host_id).
+SELECT COUNT(*) FROM workerqueue
+WHERE done = 0 AND pid = :pid AND host_id = (SELECT id FROM fastsched_host WHERE name = :host)
+  AND executed < :executed
+
 -- ------------------------------------------------------------------------------------ the pool
 
 -- name: plan_counts
