@@ -22,16 +22,19 @@ Everything here is pure: no clock, no database, no processes.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 
 from fastsched import core
 
 __all__ = [
     "DEFAULT_BATCH_BUDGET_MS",
     "ESTIMATE_WEIGHT",
+    "BatchSizing",
     "RunTimes",
     "fit",
+    "sizing_of",
 ]
 
 # 20 ms: a HIGH job arriving while every worker is busy waits for the first child to end its
@@ -116,3 +119,35 @@ class RunTimes:
                 return None
             total += seconds
         return total
+
+
+@dataclasses.dataclass(frozen=True)
+class BatchSizing:
+    """How a claim cuts the rows it takes into batches, one per child.
+
+    ``sizes[rank]``: the most jobs one batch of that priority takes (what the plan gave each slot).
+    ``estimates``: command -> seconds one job runs (:attr:`RunTimes.per_job`), with ``budget`` in
+    seconds: each batch is cut by ``core.time_batches`` so that its estimated time fits the budget
+    and a command never seen is alone. None: batches of exactly ``sizes`` (a fixed fetch limit).
+    """
+
+    sizes: Sequence[int]
+    estimates: Mapping[str, float] | None = None
+    budget: float = math.inf
+
+    def lengths(self, rank: int, commands: Sequence[str], slots: int) -> list[int]:
+        """The lengths of the batches (at most ``slots``) cut from the claimed rows of one
+        priority rank, whose commands are ``commands`` in claim order."""
+        size = self.sizes[rank]
+        if self.estimates is None:
+            full, rest = divmod(min(len(commands), size * slots), size)
+            return [size] * full + ([rest] if rest else [])
+        return core.time_batches(commands, self.estimates, self.budget, size, slots)
+
+
+def sizing_of(limit: int | BatchSizing) -> BatchSizing:
+    """``limit`` as a BatchSizing: an int is a fixed fetch limit, by Friendica's rule (that many
+    jobs a batch for CRITICAL, HIGH and MEDIUM, one for LOW and NEGLIGIBLE)."""
+    if isinstance(limit, BatchSizing):
+        return limit
+    return BatchSizing([limit if priority <= core.BATCHED_UP_TO else 1 for priority in core.PRIORITIES])

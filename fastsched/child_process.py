@@ -45,6 +45,7 @@ from fastsched.protocol import (
     FATAL,
     NOTE,
     PROGRESS_INDEX,
+    PROGRESS_REVOKE,
     PROGRESS_SEQ,
     PROGRESS_START,
     PROGRESS_TERM,
@@ -199,11 +200,15 @@ def run_batch(
     send: Callable[[Any], None],
     policies: Mapping[str, TaskPolicy] | None = None,
     fence: Any = None,
+    timings: list[tuple[str, int, float]] | None = None,
 ) -> int:
     """Run ``jobs`` (``protocol.JobToRun`` tuples) in order, sending a note for each job that did not
-    succeed; return how many started. None starts once the stop flag is set, or once the fence has passed.
+    succeed; return how many started. None starts once the stop flag is set, once the fence has
+    passed, or once the master has revoked the batch (``progress[PROGRESS_REVOKE] == seq``).
 
     ``policies``: command -> TaskPolicy (its no_retry); default: the default registry's.
+    ``timings``: gets one ``(command, jobs, seconds)`` per run of consecutive started jobs of one
+    command (a job's time runs from its start to the next one's, so the step between jobs counts).
     """
     global _in_job
 
@@ -218,11 +223,21 @@ def run_batch(
     progress[PROGRESS_INDEX] = -1.0
     progress[PROGRESS_SEQ] = seq
     index = 0
+    run_command: Any = None  # the command of the current run of jobs, for timings
+    run_jobs = 0
+    run_started = 0.0
     for job in jobs:
-        if stop[0] or fenced(fence):
+        if stop[0] or progress[PROGRESS_REVOKE] == seq or fenced(fence):
             break
-        progress[PROGRESS_START] = monotonic()
+        progress[PROGRESS_START] = now = monotonic()
         progress[PROGRESS_INDEX] = index
+        if timings is not None:
+            command = job[1]
+            if command != run_command:
+                if run_jobs:
+                    timings.append((run_command, run_jobs, now - run_started))
+                run_command, run_jobs, run_started = command, 0, now
+            run_jobs += 1
         ctx._job = job
         parameter = job[2]
         if parameter == "[]":
@@ -268,6 +283,8 @@ def run_batch(
                 append((index, DEFER, ctx._defer_delay))
                 ctx._deferred = False
         index += 1
+    if run_jobs and timings is not None:
+        timings.append((run_command, run_jobs, monotonic() - run_started))
     ctx._job = None
     ctx._args = None
     return index
@@ -327,9 +344,10 @@ def child_main(
                 break
             seq, jobs = message  # a protocol.BatchMessage
             started = monotonic()
-            processed = run_batch(seq, jobs, tasks, progress, stop, send, fence=fence)
+            timings: list[tuple[str, int, float]] = []
+            processed = run_batch(seq, jobs, tasks, progress, stop, send, fence=fence, timings=timings)
             _flush()
-            send(Reply(DONE, seq, processed, monotonic() - started))
+            send(Reply(DONE, seq, processed, monotonic() - started, timings))
     except _Terminated:
         code = EXIT_TERMINATED
     except BaseException:  # noqa: BLE001 - whatever it is, the child must end with os._exit

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from fastsched import core, retry_policy, tasks
 from fastsched.backends import one_host
+from fastsched.batching import BatchSizing, RunTimes
 from fastsched.clock import Clock, utcnow
 from fastsched.config import PoolSettings, validate
 from fastsched.errors import ConfigError, DatabaseError
@@ -55,6 +56,7 @@ from fastsched.master.childset import (
     KILL_LOST,
     KILL_OPERATOR,
     BatchEnded,
+    Child,
     ChildGone,
     ChildSet,
     Event,
@@ -89,6 +91,12 @@ if TYPE_CHECKING:
     from fastsched.wakeup import Listener
 
 log = logging.getLogger(__name__)
+
+# A busy child is given its next batch (prefetch) once its batch is expected to end within this
+# many times a claim's duration (the claim is then hidden behind the batch's last jobs), and no
+# sooner than PREFETCH_LEAD_MIN seconds before.
+PREFETCH_LEAD_CLAIMS = 2.0
+PREFETCH_LEAD_MIN = 0.001
 
 __all__ = [
     "EXIT_CONFIG",
@@ -177,6 +185,9 @@ class Pool:
         self._lease = Lease(self._lease_seconds, fence)
         self._counts = CountsCache(settings.poll_interval, settings.fetch_limit)
         self._coalescer = Coalescer()
+        # Batches sized by time: each command's run time, from the children's replies.
+        self._run_times = RunTimes()
+        self._budget = settings.batch_budget_ms / 1000.0
         # Made at start-up, when the backend says how many connections it may use at once.
         self._completer: Completer | None = None
         self._claimer: Claimer | None = None
@@ -255,10 +266,11 @@ class Pool:
         clock = self._clock
         self.metrics.started = time.time()
         log.info(
-            "pool config: dsn=%s host_id=%s workers=%d fetch_limit=%d lease=%gs heartbeat=%gs poll=%gs "
+            "pool config: dsn=%s host_id=%s workers=%d fetch_limit=%d batch_budget=%gms lease=%gs heartbeat=%gs "
+            "poll=%gs "
             "max_load=%g retry_limit=%d retry_delay=%s crash_limit=%d max_duration_minutes=%s until_empty=%s "
             "imports=%s queues=%s max_jobs_per_child=%d max_memory_per_child=%gMB",
-            settings.dsn, self._host, settings.workers, settings.fetch_limit, settings.lease,
+            settings.dsn, self._host, settings.workers, settings.fetch_limit, settings.batch_budget_ms, settings.lease,
             settings.heartbeat_interval, settings.poll_interval, settings.max_load, settings.retry_limit,
             settings.retry_delay, settings.crash_limit, dict(settings.max_duration_minutes),
             settings.until_empty, ",".join(settings.imports) or "-", ",".join(self._queues) or "all",
@@ -290,7 +302,7 @@ class Pool:
         self._completer = Completer(
             self._link, registration.owner, clock.wall, backend.open_sibling() if lanes > 1 else None
         )
-        self._claimer = Claimer(self._link, registration.owner, settings.fetch_limit, lanes, self._queues)
+        self._claimer = Claimer(self._link, registration.owner, lanes, self._queues)
         heartbeat = Heartbeat(self._link, self._lease, registration, settings.heartbeat_interval, self._lost)
         heartbeat.started(clock.mono())
         stopping = self._is_stopping
@@ -368,7 +380,7 @@ class Pool:
             if self._children.busy():
                 self._wait(0.0)  # collect replies that arrived while we were busy
             hold = 0.0
-            if not self._stopping and not self._link.down:
+            if not self._stopping and not self._link.down and not self._prefetchable(mono()):
                 hold = self._coalescer.hold(
                     mono(), len(self._children.free()), self._children.sole_batches_sent_at()
                 )
@@ -402,6 +414,9 @@ class Pool:
 
             # Wait for a reply, a death, a wake-up, a stop request or the next duty.
             timeout = next_deadline(duties) - mono()
+            if not self._stopping and not self._link.down:  # a busy child about to finish gets its next batch
+                now_mono = mono()
+                timeout = min(timeout, self._children.next_prefetch(now_mono, self._prefetch_lead()) - now_mono)
             if completer and not self._link.down:
                 timeout = 0.0
             elif idle_left or self._link.down or self._stopping:
@@ -452,6 +467,7 @@ class Pool:
         if report.ended is Ended.REPLIED:
             metrics.job_seconds += event.seconds
             self._coalescer.batch_ran(event.seconds)
+            self._run_times.observe_all(event.timings)
         now = self._clock.wall()
         settlement = settle(jobs, report, self._policy, now)
         outcomes = settlement.outcomes
@@ -558,8 +574,21 @@ class Pool:
         self._forced = True
 
     # ----------------------------------------------------------------------------- claiming
+    def _prefetch_lead(self) -> float:
+        return max(self._coalescer.claim_seconds * PREFETCH_LEAD_CLAIMS, PREFETCH_LEAD_MIN)
+
+    def _prefetchable(self, mono: float) -> list[Child]:
+        """Busy children whose batch is about to end: a claim now gives them their next one, so that
+        they find it in their pipe instead of waiting for a claim (``ChildSet.prefetchable``). About
+        to end: within twice a claim's time; a batch overdue by more than a budget is left alone."""
+        if self._stopping:
+            return []
+        lead = self._prefetch_lead()
+        return self._children.prefetchable(mono, lead, max(self._budget, lead))
+
     def _claim_and_dispatch(self) -> bool:
-        """One claim (with the pending outcomes). Returns True if idle children are left."""
+        """One claim (with the pending outcomes), for the idle children and those about to finish
+        (prefetch). Returns True if idle children are left."""
         settings = self.settings
         children = self._children
         completer, claimer = self._completer, self._claimer
@@ -578,30 +607,50 @@ class Pool:
         if self._needs_resync:
             self._resync()
             return bool(free)
+        # The load governor holds back idle children; it does not feed busy ones ahead either.
+        ahead = self._prefetchable(self._clock.mono()) if n_free == len(children.free()) else []
+        targets = free + ahead
         wanted: list[int] | None = None
         started = time.perf_counter()
         now = self._clock.wall()
         # until_empty trusts only counts taken with nothing left to write (a crash retry is runnable at once).
         clean = not completer
         self._empty_seen = False
-        if n_free:
+        sizes = self._run_times.batch_sizes(self._budget, settings.fetch_limit)
+        revocable = children.revocable() if not free else []
+        if targets or revocable:
             try:
-                inputs = self._plan_inputs(now, n_free)
+                inputs = self._plan_inputs(now, max(len(targets), 1), sizes)
             except DatabaseError:
                 return True
             self._last_plan = inputs
             # Claims of other masters count too, a dead one's included: they come back after its lease.
-            self._empty_seen = inputs.fresh and clean and not any(inputs.waiting) and not any(inputs.running)
-            wanted = core.plan(inputs.waiting, inputs.running, inputs.active, n_free, settings.fetch_limit)
-            if not any(wanted):
+            self._empty_seen = (
+                bool(n_free) and inputs.fresh and clean and not any(inputs.waiting) and not any(inputs.running)
+            )
+            if inputs.waiting[0] > 0 and revocable:
+                # CRITICAL work waits and no child is idle: it must not wait behind a batch sent
+                # ahead of lower priority. Take those back; the children get CRITICAL work instead.
+                for child in revocable:
+                    children.revoke(child)
+                    self.metrics.prefetch_revoked += 1
+                    if child not in targets:
+                        targets.append(child)
+            running = list(inputs.running)
+            for child in ahead:  # about to finish: their slot is the one being filled
+                rank = child.inflight[0].rank
+                running[rank] = max(0, running[rank] - 1)
+            wanted = core.plan_sized(inputs.waiting, running, inputs.active, len(targets), sizes) if targets else None
+            if wanted is not None and not any(wanted):
                 wanted = None
         if wanted is None:
             if completer:
                 completer.write(now)
             return bool(n_free)
         writes = completer.for_claim(now)
+        sizing = BatchSizing(sizes, self._run_times.per_job, self._budget)
         try:
-            batches = claimer.claim(wanted, [child.pid for child in free], now, writes)
+            batches = claimer.claim(wanted, [child.pid for child in targets], sizing, now, writes)
         except DatabaseError:
             completer.after_claim(writes, ok=False)
             self._needs_resync = True  # the claim may have committed before the error reached us
@@ -613,24 +662,27 @@ class Pool:
             completer.after_claim(writes, ok=False)
             self._needs_resync = True
             return True
+        # The batches first: the bookkeeping after them is not on the path to a job's start.
+        for batch in batches:
+            self._dispatch(batch.pid, batch.jobs)
         completer.after_claim(writes, ok=True)
         self._counts.claimed(wanted, by_rank(job.priority for batch in batches for job in batch.jobs))
         self.metrics.claims += 1
         self._coalescer.claimed(time.perf_counter() - started)
-        for batch in batches:
-            self._dispatch(batch.pid, batch.jobs)
+        idle = {child.pid for child in free}
+        self.metrics.batches_prefetched += sum(1 for batch in batches if batch.pid not in idle)
         return len(batches) < n_free
 
-    def _plan_inputs(self, now: dt.datetime, n_free: int) -> PlanInputs:
+    def _plan_inputs(self, now: dt.datetime, n_free: int, sizes: list[int]) -> PlanInputs:
         """The counts for core.plan: read from the database when the copy cannot be trusted (see
         ``CountsCache.needs_read``), else the copy."""
         assert self._completer is not None
         mono = self._clock.mono()
         own = self._children.busy_by_rank()
         counts = self._counts
-        if not counts.needs_read(mono, n_free):
+        if not counts.needs_read(mono, n_free, sizes):
             return counts.current(own)
-        cap = counts.cap(n_free)
+        cap = counts.cap(n_free, sizes)
         read = self._link.call(
             DbKind.COUNT, self._link.backend.plan_counts, now, cap, now - dt.timedelta(seconds=self._lease_seconds),
             self._queues,
@@ -657,7 +709,8 @@ class Pool:
             if not jobs:
                 return
         metrics.batches += 1
-        self._children.send(pid, jobs)
+        self._run_times.claimed(RANK.get(jobs[0].priority, 2), jobs[-1].command)
+        self._children.send(pid, jobs, self._run_times.expected_seconds(job.command for job in jobs))
 
     def _hand_back(self, job: ClaimedJob) -> None:
         """A job of a command this pool has not registered: deferred with the retry delay and its

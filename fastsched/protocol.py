@@ -4,12 +4,14 @@ One duplex pipe per child (``multiprocessing`` connections, pickled messages):
 
     master -> child   BatchMessage(seq, jobs)   jobs: JobToRun field order, as plain tuples
                       None                      exit
-    child -> master   Reply(DONE, seq, processed, seconds)            ONE per batch
+    child -> master   Reply(DONE, seq, processed, seconds, timings)   ONE per batch
                       NoteMessage(NOTE, seq, job_index, kind, payload) per job that did not simply succeed
 
 ``processed`` is how many jobs of the batch were started (fewer than ``len(jobs)`` only when the
-master asked the pool to stop: the rest were never started and are released); ``seconds`` is the
-batch's run time. Every job in ``jobs[:processed]`` without a note succeeded: success costs nothing
+master asked the pool to stop, or revoked the batch: the rest were never started and are
+released); ``seconds`` is the batch's run time; ``timings`` is one ``(command, jobs, seconds)`` per
+run of consecutive started jobs of one command (one entry for a batch of one command), what the
+master's run-time estimates learn from (``fastsched.batching``). Every job in ``jobs[:processed]`` without a note succeeded: success costs nothing
 per job. A note is sent as soon as its job ends, so that a crash later in the same batch cannot
 lose it (the master would otherwise count the failed job as done). Its ``kind``:
 
@@ -24,9 +26,12 @@ task's coroutine runs to completion on the child's event loop (one per child, ma
 coroutine and reused), so a coroutine is never mistaken for a finished job.
 
 Progress, for when the child dies mid-batch: a shared ``RawArray('d', PROGRESS_SLOTS)`` per child
-holds ``[seq, index, start, term]``: the batch being run, the index of the job being run and when
-it started (``time.monotonic()``), and the master's word: the master sets ``term`` just before it
-sends SIGTERM (a run-time limit), and a child honours only a SIGTERM with it. The master reads the
+holds ``[seq, index, start, term, revoke]``: the batch being run, the index of the job being run
+and when it started (``time.monotonic()``), and the master's word: the master sets ``term`` just
+before it sends SIGTERM (a run-time limit), and a child honours only a SIGTERM with it. ``revoke``
+is the seq of a batch the master takes back: a prefetched batch (sent while the child runs another)
+that waiting CRITICAL work must not wait behind; the child starts no job of it (its reply says so:
+the jobs are released). The master reads the
 slot after the child's death (jobs before ``index`` succeeded, the job at ``index`` was running, the
 rest are released) and while it lives (run-time limits). A shared ``RawArray('i', 1)`` for all
 children is the stop flag: when set, a child finishes its current job and reports the rest as
@@ -47,6 +52,7 @@ __all__ = [
     "FATAL",
     "NOTE",
     "PROGRESS_INDEX",
+    "PROGRESS_REVOKE",
     "PROGRESS_SEQ",
     "PROGRESS_SLOTS",
     "PROGRESS_START",
@@ -72,7 +78,8 @@ PROGRESS_SEQ = 0
 PROGRESS_INDEX = 1
 PROGRESS_START = 2
 PROGRESS_TERM = 3  # set by the master just before its SIGTERM: the signal is its word
-PROGRESS_SLOTS = 4
+PROGRESS_REVOKE = 4  # the seq of a batch the master took back: start no job of it
+PROGRESS_SLOTS = 5
 
 # Exit codes of a child (the master only needs "it died"; these make logs readable).
 EXIT_TERMINATED = 75  # SIGTERM from the master (a run-time limit): the job was interrupted
@@ -105,6 +112,7 @@ class Reply(NamedTuple):
     seq: int
     processed: int  # jobs started
     seconds: float  # the batch's run time, measured by the child
+    timings: list[tuple[str, int, float]]  # (command, jobs, seconds) per run of one command
 
 
 class Note(NamedTuple):

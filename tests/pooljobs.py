@@ -93,3 +93,68 @@ def stubborn(path: str, n: object, seconds: float) -> None:
     _write(path, "start", n)
     time.sleep(seconds)
     _write(path, "end", n)
+
+
+def _claimed_rows(dsn: str, query: str, param: int) -> int:
+    """One count from the queue's table, on a connection of the job's own (the child has none)."""
+    from fastsched.dsn import parse_dsn
+
+    d = parse_dsn(dsn)
+    if d.dialect == "sqlite":
+        import sqlite3
+
+        conn: object = sqlite3.connect(d.database, timeout=30)
+        sql = query.replace("%s", "?")
+    else:
+        import pymysql
+
+        conn = pymysql.connect(host=d.host, port=d.port, user=d.user, password=d.password, database=d.database)
+        sql = query
+    try:
+        cursor = conn.cursor()  # type: ignore[attr-defined]
+        cursor.execute(sql, (param,))
+        return int(cursor.fetchone()[0])
+    finally:
+        conn.close()  # type: ignore[attr-defined]
+
+
+def _until(condition: object, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():  # type: ignore[operator]
+            return True
+        time.sleep(0.01)
+    return False
+
+
+@fastsched.task
+def census(path: str, dsn: str, n: object, rows: int = 0, claimed_id: int = 0, until_file: str = "") -> None:
+    """Record how many rows this job's child holds claimed (its batch, and a batch sent ahead of
+    it), as {"event": "census", "claimed": ...}; first wait (up to 30 s each) until the child holds
+    ``rows`` rows, then until job ``claimed_id`` is claimed by this child (recorded as
+    "claimed_id_seen"), then until ``until_file`` exists; then record an end. A second attempt
+    (the first one's child died) waits for nothing."""
+    pid = os.getpid()
+    mine = "SELECT COUNT(*) FROM workerqueue WHERE done = 0 AND pid = %s"
+    job = current_job()
+    again = f"{path}.{job.id}.ran"  # run before (its child died): no waiting this time
+    if os.path.exists(again):
+        rows, claimed_id, until_file = 0, 0, ""
+    with open(again, "a"):
+        pass
+    if rows:
+        _until(lambda: _claimed_rows(dsn, mine, pid) >= rows, 30.0)
+    line = {"event": "census", "id": job.id, "pid": pid, "n": n, "claimed": _claimed_rows(dsn, mine, pid),
+            "t": time.time()}
+    if claimed_id:
+        line["claimed_id_seen"] = _until(
+            lambda: _claimed_rows(dsn, "SELECT pid FROM workerqueue WHERE id = %s", claimed_id) == pid, 30.0
+        )
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, (json.dumps(line) + "\n").encode())
+    finally:
+        os.close(fd)
+    if until_file:
+        _until(lambda: os.path.exists(until_file), 30.0)
+    _write(path, "end", n)

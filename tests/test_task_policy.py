@@ -142,7 +142,7 @@ class Sent(list):
 
 def run(jobs, registry):
     sent = Sent()
-    processed = child_process.run_batch(3, jobs, registry.as_dict(), [-1.0, -1.0, 0.0], [0], sent, registry.policies())
+    processed = child_process.run_batch(3, jobs, registry.as_dict(), [-1.0, -1.0, 0.0, 0.0, -1.0], [0], sent, registry.policies())
     return processed, [message[2:] for message in sent]
 
 

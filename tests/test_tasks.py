@@ -125,7 +125,7 @@ class Sent(list):
 def run(jobs, registry, stop=0):
     """Run a batch the way a child does, in this process; return (processed, notes, progress)."""
     sent = Sent()
-    progress = [-1.0, -1.0, 0.0]
+    progress = [-1.0, -1.0, 0.0, 0.0, -1.0]
     processed = child_process.run_batch(5, jobs, registry.as_dict(), progress, [stop], sent)
     assert all(message[0] == protocol.NOTE and message[1] == 5 for message in sent)
     return processed, [message[2:] for message in sent], progress

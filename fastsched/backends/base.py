@@ -22,6 +22,7 @@ import datetime as dt
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from fastsched.batching import BatchSizing
 from fastsched.dsn import DSN
 from fastsched.jobs import ClaimedJob, Job, NewJob, Outcomes
 
@@ -235,7 +236,7 @@ class Backend(abc.ABC):
         wanted: Sequence[int],
         children: Sequence[int],
         host: str,
-        fetch_limit: int,
+        sizing: int | BatchSizing,
         now: dt.datetime,
         queues: Sequence[str] = (),
     ) -> list[Batch]:
@@ -245,11 +246,14 @@ class Backend(abc.ABC):
         ``validation.queue_set`` makes it); () = every queue.
 
         wanted[r]: how many runnable jobs of priority rank r to claim (oldest next_try first, then id),
-        with ``SELECT ... FOR UPDATE SKIP LOCKED`` where the server has it (no global lock). The claimed
-        ids are split with ``core.batch_ids(..., fetch_limit)`` and batch i is given to children[i]: its
-        rows get pid=children[i], host_id=(the number of host), executed=now. Fewer batches than children
-        when less was claimed; rows beyond len(children) batches are not claimed. Statements per call: a
-        few per priority and per batch, never per job.
+        with ``SELECT ... FOR UPDATE SKIP LOCKED`` where the server has it (no global lock). ``sizing``
+        (``fastsched.batching.BatchSizing``, or an int: a fixed fetch limit by Friendica's rule) cuts
+        each priority's rows into batches: ceil(wanted[r] / sizes[r]) of them at most, each of at most
+        sizes[r] jobs, and with estimates, each within the time budget, a command never seen alone.
+        Batch i is given to children[i] (priorities in rank order): its rows get pid=children[i],
+        host_id=(the number of host), executed=now. Fewer batches than children when less was claimed;
+        rows beyond the batches cut are not claimed. Statements per call: a few per priority and per
+        batch, never per job.
         """
 
     @abc.abstractmethod
@@ -259,7 +263,7 @@ class Backend(abc.ABC):
         wanted: Sequence[int],
         children: Sequence[int],
         host: str,
-        fetch_limit: int,
+        sizing: int | BatchSizing,
         now: dt.datetime,
         queues: Sequence[str] = (),
     ) -> list[Batch]:

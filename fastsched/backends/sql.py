@@ -19,7 +19,6 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from fastsched import core
 from fastsched.backends.base import (
     Backend,
     Batch,
@@ -32,11 +31,12 @@ from fastsched.backends.base import (
 from fastsched.backends.controls import ControlsMixin
 from fastsched.backends.inserts import IN_CHUNK, Inserts, chunks
 from fastsched.backends.sqlfiles import expand_in, expand_pid_cases, expand_queues
+from fastsched.batching import BatchSizing, sizing_of
 from fastsched.clock import utcnow
 from fastsched.controls import RETRY, JobFilter
 from fastsched.errors import DatabaseError, InvalidState, JobNotFound
 from fastsched.jobs import DONE_CANCELLED, DONE_FAILED, DONE_OK, ClaimedJob, Job, JobState, NewJob, Outcomes
-from fastsched.priority import ALL_PRIORITIES, RANK, batch_size
+from fastsched.priority import ALL_PRIORITIES, RANK
 from fastsched.validation import dedup_hash, queue_set, queue_set_text
 
 if TYPE_CHECKING:
@@ -382,13 +382,14 @@ class SQLBackend(ControlsMixin, Inserts, Backend):
         wanted: Sequence[int],
         children: Sequence[int],
         host: str,
-        fetch_limit: int,
+        sizing: int | BatchSizing,
         now: dt.datetime,
         queues: Sequence[str] = (),
     ) -> list[Batch]:
         host_id = self._host_id(host)
+        cut = sizing_of(sizing)
         return self._transaction(
-            lambda cursor: self._claim(cursor, wanted, children, host_id, fetch_limit, now, queues), "claim"
+            lambda cursor: self._claim(cursor, wanted, children, host_id, cut, now, queues), "claim"
         )
 
     def write_outcomes_and_claim(
@@ -397,15 +398,16 @@ class SQLBackend(ControlsMixin, Inserts, Backend):
         wanted: Sequence[int],
         children: Sequence[int],
         host: str,
-        fetch_limit: int,
+        sizing: int | BatchSizing,
         now: dt.datetime,
         queues: Sequence[str] = (),
     ) -> list[Batch]:
         host_id = self._host_id(host)
+        cut = sizing_of(sizing)
 
         def work(cursor: Any) -> list[Batch]:
             self._write_outcomes(cursor, host, host_id, self._to_db_time(now), outcomes)
-            return self._claim(cursor, wanted, children, host_id, fetch_limit, now, queues)
+            return self._claim(cursor, wanted, children, host_id, cut, now, queues)
 
         return self._transaction(work, "claim")
 
@@ -415,32 +417,39 @@ class SQLBackend(ControlsMixin, Inserts, Backend):
         wanted: Sequence[int],
         children: Sequence[int],
         host_id: int,
-        fetch_limit: int,
+        sizing: BatchSizing,
         now: dt.datetime,
         queues: Sequence[str] = (),
     ) -> list[Batch]:
         db_now = self._to_db_time(now)
         jobs: list[ClaimedJob] = []
+        split: list[list[int]] = []
         free = len(children)  # batches still to fill: never lock rows no child could take
         query = self._q["claim_priority"]
-        for priority, count in zip(PRIORITIES, wanted):
+        for rank, (priority, count) in enumerate(zip(PRIORITIES, wanted)):
             if count <= 0 or free <= 0:
                 continue
-            per_batch = batch_size(priority, fetch_limit)
-            params = {"priority": priority, "now": db_now, "limit": min(count, free * per_batch)}
+            per_batch = sizing.sizes[rank]
+            slots = min(free, -(-count // per_batch))  # the slots the plan gave this priority
+            params = {"priority": priority, "now": db_now, "limit": min(count, slots * per_batch)}
             if queues:
-                rows = self._claim_from_queues(cursor, queues, params)
+                found = self._claim_from_queues(cursor, queues, params)
             else:
                 cursor.execute(query, params)
-                rows = cursor.fetchall()
+                found = cursor.fetchall()
+            rows = list(map(ClaimedJob._make, found))
             if not rows:
                 continue
-            jobs.extend(map(ClaimedJob._make, rows))
-            free -= -(-len(rows) // per_batch)
+            # Rows past the batches cut here were only locked: the commit lets them go, unclaimed.
+            start = 0
+            for length in sizing.lengths(rank, [row[1] for row in rows], slots):
+                split.append([row[0] for row in rows[start:start + length]])
+                jobs.extend(rows[start:start + length])
+                start += length
+            free = len(children) - len(split)
         if not jobs:
             return []
         ids = [job[0] for job in jobs]
-        split = core.batch_ids(ids, [job[3] for job in jobs], fetch_limit)
         assigned = list(zip(children, split))
         params = {"host_id": host_id, "now": db_now}
         if 1 < len(assigned) and len(ids) <= ONE_UPDATE_MAX_IDS:

@@ -46,6 +46,7 @@ class Flight(NamedTuple):
     seq: int
     jobs: list[ClaimedJob]
     rank: int  # of the batch's priority
+    expected: float | None = None  # seconds it is expected to run (None: a command never seen)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,6 +58,7 @@ class BatchEnded:
     # Its rows made the child count as a running worker in plan_counts until its outcomes are
     # written (a reply, or the batch a dead child was on; not the ones queued behind it).
     counted_running: bool = True
+    timings: tuple[tuple[str, int, float], ...] = ()  # (command, jobs, seconds) from the reply
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,7 +79,7 @@ class Child:
 
     __slots__ = (
         "conn", "exiting", "inflight", "jobs_run", "kill_at", "kill_reason", "notes", "pid", "process", "progress",
-        "retiring", "sent_at", "term_job",
+        "retiring", "revoked", "running_since", "sent_at", "term_job",
     )
 
     def __init__(self, process: Any, conn: Any, progress: Any) -> None:
@@ -94,6 +96,16 @@ class Child:
         self.retiring = False  # asked to exit because it reached a per-child limit
         self.jobs_run = 0  # jobs its replies said it started
         self.sent_at = 0.0  # monotonic time the newest batch was sent
+        self.running_since = 0.0  # monotonic time the oldest batch in flight began (about)
+        self.revoked = -1  # the seq of a prefetched batch taken back (PROGRESS_REVOKE), -1: none
+
+    @property
+    def prefetched(self) -> int:
+        """Batches sent ahead, behind the one running, not taken back: 0 or 1."""
+        extra = len(self.inflight) - 1
+        if extra > 0 and any(flight.seq == self.revoked for flight in self.inflight):
+            extra -= 1
+        return max(extra, 0)
 
     @property
     def free(self) -> bool:
@@ -202,11 +214,14 @@ class ChildSet:
         return sorted(pid for pid, child in self._children.items() if child.inflight)
 
     def busy_by_rank(self) -> list[int]:
-        """Our busy children per rank: one each, as plan_counts counts distinct (host, pid)."""
+        """Our busy children per rank, as plan_counts counts them (distinct (host, pid) per priority):
+        a child holding a batch sent ahead counts at that batch's priority too, as a running one
+        (one not taken back)."""
         own = [0] * len(RANK)
         for child in self._children.values():
             if child.inflight:
-                own[child.inflight[0].rank] += 1
+                for rank in {flight.rank for flight in child.inflight if flight.seq != child.revoked}:
+                    own[rank] += 1
         return own
 
     def sole_batches_sent_at(self) -> list[float]:
@@ -228,6 +243,7 @@ class ChildSet:
             progress = self._mp.RawArray("d", protocol.PROGRESS_SLOTS)
             progress[protocol.PROGRESS_SEQ] = -1.0
             progress[protocol.PROGRESS_INDEX] = -1.0
+            progress[protocol.PROGRESS_REVOKE] = -1.0
             process = self._mp.Process(
                 target=child_process.child_main,
                 args=(child_conn, progress, self._stop_flag, os.getpid(), self._retry_limit, self._tasks, self._fence),
@@ -240,14 +256,80 @@ class ChildSet:
             self.generation += 1
 
     # --- batches --------------------------------------------------------------------------------
-    def send(self, pid: int, jobs: list[ClaimedJob]) -> None:
-        """Send a batch (all of one priority) to the child ``pid``."""
+    def send(self, pid: int, jobs: list[ClaimedJob], expected: float | None = None) -> None:
+        """Send a batch (all of one priority) to the child ``pid``: it runs it now, or after the
+        one it runs (a prefetched batch, read from its pipe the moment it replies). ``expected``:
+        the seconds it is expected to run, None when unknown."""
         child = self._children[pid]
         self._seq += 1
         seq = self._seq
-        child.sent_at = self._mono()
-        child.inflight.append(Flight(seq, jobs, RANK.get(jobs[0].priority, RANK[Priority.MEDIUM])))
+        child.sent_at = now = self._mono()
+        if not child.inflight:
+            child.running_since = now
+        child.inflight.append(Flight(seq, jobs, RANK.get(jobs[0].priority, RANK[Priority.MEDIUM]), expected))
         self._send(child, protocol.BatchMessage(seq, [job[:5] for job in jobs]))
+
+    def prefetchable(self, mono: float, lead: float, late: float) -> list[Child]:
+        """Busy children about to finish, to be given their next batch now: each runs one batch
+        expected to end within ``lead`` seconds (or that is overdue by ``late`` seconds at most: a
+        batch much later than its estimate may run on, and must not hold a prefetched one behind
+        it), and holds no prefetched batch yet. A batch of a command never seen is never expected
+        to end: nothing is prefetched behind it."""
+        ready = []
+        for child in self._children.values():
+            if not child.inflight or child.prefetched or child.exiting or child.kill_reason is not None:
+                continue
+            expected = child.inflight[0].expected
+            if expected is None:
+                continue
+            end = child.running_since + expected
+            if end - lead <= mono <= end + late:
+                ready.append(child)
+        return ready
+
+    def next_prefetch(self, mono: float, lead: float) -> float:
+        """The monotonic time, after ``mono``, the next busy child may be given its next batch (see
+        prefetchable); infinity when none will. A child that may be given one now was offered it by
+        this cycle's claim: when nothing was left for it, the next wake-up or poll offers it again."""
+        due = math.inf
+        for child in self._children.values():
+            if len(child.inflight) != 1 or child.exiting or child.kill_reason is not None:
+                continue
+            expected = child.inflight[0].expected
+            if expected is not None:
+                at = child.running_since + expected - lead
+                if mono < at < due:
+                    due = at
+        return due
+
+    def revocable(self) -> list[Child]:
+        """Children holding a prefetched batch below CRITICAL that they have not begun, none taken
+        back yet: waiting CRITICAL work may take their place."""
+        found = []
+        for child in self._children.values():
+            if child.prefetched != 1 or child.kill_reason is not None or child.exiting:
+                continue
+            if any(flight.seq == child.revoked for flight in child.inflight):
+                continue
+            later = child.inflight[-1]
+            if later.rank > 0 and child.position(later.seq) < 0:
+                found.append(child)
+        return found
+
+    def revoke(self, child: Child) -> Flight:
+        """Take back the child's prefetched batch: it starts no job of it and replies at once (its
+        jobs are released when the reply is settled; a job it began meanwhile ends first)."""
+        later = child.inflight[-1]
+        child.revoked = later.seq
+        child.progress[protocol.PROGRESS_REVOKE] = float(later.seq)
+        return later
+
+    def prefetched(self) -> list[tuple[int, Flight]]:
+        """(pid, batch) of every batch sent ahead of its child's running one, not taken back."""
+        return [
+            (child.pid, child.inflight[-1]) for child in self._children.values()
+            if child.prefetched and child.inflight[-1].seq != child.revoked
+        ]
 
     def _send(self, child: Child, message: Any) -> None:
         try:
@@ -317,9 +399,12 @@ class ChildSet:
                 log.error("child %d sent a message for batch %s it was not running: ignored", child.pid, message[1])
             elif message[0] == protocol.DONE:
                 flight = child.inflight.popleft()
+                if child.inflight:
+                    child.running_since = self._mono()  # the batch sent ahead begins now
                 notes, child.notes = child.notes, []
                 report = BatchReport(Ended.REPLIED, processed=int(message[2]), notes=notes)
-                events.append(BatchEnded(child.pid, flight, report, float(message[3])))
+                timings = tuple(message[4]) if len(message) > 4 else ()
+                events.append(BatchEnded(child.pid, flight, report, float(message[3]), timings=timings))
                 child.jobs_run += report.processed
                 if not child.inflight and not child.exiting:
                     if self._exit_when_idle:
@@ -493,7 +578,7 @@ class ChildSet:
                 continue
             if not child.inflight or child.kill_reason is not None:
                 continue
-            seq, jobs, _ = child.inflight[0]
+            seq, jobs = child.inflight[0].seq, child.inflight[0].jobs
             index = child.position(seq)
             if not 0 <= index < len(jobs):
                 continue
@@ -532,7 +617,7 @@ class ChildSet:
         for child in self._children.values():
             if not child.inflight:
                 continue
-            seq, jobs, _ = child.inflight[0]
+            seq, jobs = child.inflight[0].seq, child.inflight[0].jobs
             stopping = child.term_job if child.kill_reason == KILL_CANCEL else None
             if stopping is not None and stopping[0] == seq and jobs[stopping[1]].id == job_id:
                 return True

@@ -17,10 +17,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from fastsched.backends.base import Batch
+from fastsched.batching import BatchSizing
 from fastsched.master.completer import ClaimWrites
 from fastsched.master.dblink import DbLink
 from fastsched.master.metrics import DbKind
-from fastsched.priority import ALL_PRIORITIES, batch_size
+from fastsched.priority import ALL_PRIORITIES
 
 # Fewer jobs than this to claim and the claim stays on one connection: a second one costs a thread
 # and a commit of its own, and for a few jobs that made claims slower, not faster.
@@ -29,14 +30,14 @@ SPLIT_MIN_JOBS = 64
 Part = tuple[list[int], list[int]]  # (wanted per rank, children) of one claim
 
 
-def split_claim(wanted: Sequence[int], children: Sequence[int], fetch_limit: int, groups: int) -> list[Part]:
+def split_claim(wanted: Sequence[int], children: Sequence[int], sizes: Sequence[int], groups: int) -> list[Part]:
     """Split one claim into up to ``groups`` claims that together take what the one would. Empty
     (claim as one) when there is a single batch, or too few jobs for the extra connection to pay."""
     if groups < 2:
         return []
     slots: list[tuple[int, int]] = []  # (priority rank, jobs) of each batch, one per child
-    for rank, (priority, count) in enumerate(zip(ALL_PRIORITIES, wanted)):
-        per_batch = batch_size(priority, fetch_limit)
+    for rank, count in enumerate(wanted):
+        per_batch = sizes[rank]
         while count > 0 and len(slots) < len(children):
             take = min(per_batch, count)
             slots.append((rank, take))
@@ -59,38 +60,43 @@ class Claimer:
     """Claims for this master's children through ``link``; ``lanes`` connections at once at most
     (``backend.concurrent_connections``), the extra ones opened the first time they are needed."""
 
-    def __init__(self, link: DbLink, host: str, fetch_limit: int, lanes: int, queues: tuple[str, ...] = ()) -> None:
+    def __init__(self, link: DbLink, host: str, lanes: int, queues: tuple[str, ...] = ()) -> None:
         self._queues = queues  # claim only jobs of these queues; () = every queue
         self._link = link
         self._host = host
-        self._fetch_limit = fetch_limit
         self._lanes = lanes
         self._siblings: list[Any] = []
 
-    def claim(self, wanted: Sequence[int], children: Sequence[int], now: dt.datetime, writes: ClaimWrites) -> list[Batch]:
-        """Claim ``wanted`` for ``children`` (batch i for children[i]) and write ``writes``; every
-        part has committed when this returns. A DatabaseError leaves the claim's result unknown."""
-        return self._link.call(DbKind.CLAIM, self._claim, list(wanted), list(children), now, writes)
+    def claim(
+        self, wanted: Sequence[int], children: Sequence[int], sizing: BatchSizing, now: dt.datetime,
+        writes: ClaimWrites,
+    ) -> list[Batch]:
+        """Claim ``wanted`` for ``children`` (batch i for children[i]), cut by ``sizing``, and write
+        ``writes``; every part has committed when this returns. A DatabaseError leaves the claim's
+        result unknown."""
+        return self._link.call(DbKind.CLAIM, self._claim, list(wanted), list(children), sizing, now, writes)
 
-    def _claim(self, wanted: list[int], children: list[int], now: dt.datetime, writes: ClaimWrites) -> list[Batch]:
+    def _claim(
+        self, wanted: list[int], children: list[int], sizing: BatchSizing, now: dt.datetime, writes: ClaimWrites
+    ) -> list[Batch]:
         backend = self._link.backend
-        host, fetch_limit, queues = self._host, self._fetch_limit, self._queues
-        parts = split_claim(wanted, children, fetch_limit, self._lanes)
+        host, queues = self._host, self._queues
+        parts = split_claim(wanted, children, sizing.sizes, self._lanes)
         first_wanted, first_children = parts[0] if parts else (wanted, children)
 
         def first() -> list[Batch]:
             if writes.in_claim is not None:
                 return list(backend.write_outcomes_and_claim(
-                    writes.in_claim, first_wanted, first_children, host, fetch_limit, now, queues
+                    writes.in_claim, first_wanted, first_children, host, sizing, now, queues
                 ))
-            return list(backend.claim(first_wanted, first_children, host, fetch_limit, now, queues))
+            return list(backend.claim(first_wanted, first_children, host, sizing, now, queues))
 
         side: list[Callable[[], Any]] = []
         if writes.beside is not None:
             side.append(writes.beside)
         for index, (part_wanted, part_children) in enumerate(parts[1:]):
             side.append(functools.partial(
-                self.lane(index).claim, part_wanted, part_children, host, fetch_limit, now, queues
+                self.lane(index).claim, part_wanted, part_children, host, sizing, now, queues
             ))
         if not side:
             return first()

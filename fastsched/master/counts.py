@@ -7,7 +7,7 @@ added on this host (the wake-ups name their priority), with running = other mast
 read) + its own busy children.
 
 The copy can be trusted for a plan of ``free`` slots when no capped count has dropped below what
-those slots could take of it (``free`` x the priority's batch size): ``core.plan`` then decides
+those slots could take of it (``free`` x the priority's batch size, ``sizes[rank]``): ``core.plan`` then decides
 exactly as it would from the true counts (a priority it can never empty looks the same at any
 count). A capped count that a claim brought below that is unknown, not zero: the copy is read
 again before the next plan. Reading it as zero was issue 12's defect: CRITICAL jobs waited behind
@@ -19,7 +19,8 @@ import dataclasses
 import math
 from collections.abc import Iterable, Sequence
 
-from fastsched.priority import ALL_PRIORITIES, RANK, batch_size
+from fastsched.batching import sizing_of
+from fastsched.priority import RANK
 
 # A read asks for counts capped at this many times what the free slots could take at most: the
 # copy then lasts another claim or so before a capped count drops below what a plan may take.
@@ -41,9 +42,10 @@ class CountsCache:
     workers. ``poll_interval``: the copy is read again after this long (other hosts' adds are seen
     within it, as an idle master sees them)."""
 
-    def __init__(self, poll_interval: float, fetch_limit: int) -> None:
+    def __init__(self, poll_interval: float, fetch_limit: int = 1) -> None:
         self._poll_interval = poll_interval
-        self._fetch_limit = fetch_limit
+        # The batch sizes when a plan gives none: a fixed fetch limit, by Friendica's rule.
+        self._sizes = sizing_of(fetch_limit).sizes
         self._read_at = -math.inf  # monotonic time of the last read
         self._stale = True
         self._waiting = [0] * len(RANK)
@@ -51,19 +53,21 @@ class CountsCache:
         self._others_running = [0] * len(RANK)
         self._active = 0
 
-    def cap(self, free: int) -> int:
-        """The cap to read the waiting counts with, for a plan of ``free`` slots."""
-        return max(free, 1) * self._fetch_limit * CAP_HEADROOM
+    def cap(self, free: int, sizes: Sequence[int] | None = None) -> int:
+        """The cap to read the waiting counts with, for a plan of ``free`` slots whose batches take
+        up to ``sizes[rank]`` jobs (time-sized batches: what the plan may take, not the fetch limit,
+        so that a read costs about what the claim after it takes)."""
+        return max(free, 1) * max(self._sizes if sizes is None else sizes) * CAP_HEADROOM
 
     def mark_stale(self) -> None:
         """Only the database knows now (a wake-up named no priority, a child died, a resync)."""
         self._stale = True
 
-    def needs_read(self, mono: float, free: int) -> bool:
+    def needs_read(self, mono: float, free: int, sizes: Sequence[int] | None = None) -> bool:
         if self._stale or mono - self._read_at >= self._poll_interval or not any(self._waiting):
             return True
-        for rank, priority in enumerate(ALL_PRIORITIES):
-            if self._at_least[rank] and self._waiting[rank] < free * batch_size(priority, self._fetch_limit):
+        for rank, size in enumerate(self._sizes if sizes is None else sizes):
+            if self._at_least[rank] and self._waiting[rank] < free * size:
                 return True
         return False
 

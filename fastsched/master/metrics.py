@@ -39,6 +39,8 @@ class PoolMetrics:
     cycles: int = 0
     claims: int = 0
     coalesce_waits: int = 0
+    batches_prefetched: int = 0  # batches sent to a child while it ran another
+    prefetch_revoked: int = 0  # prefetched batches taken back for waiting CRITICAL work
     db_seconds: float = 0.0  # the sum of db_seconds_by_kind
     db_errors: int = 0
     job_seconds: float = 0.0  # time the children spent running batches
