@@ -16,6 +16,7 @@ import pytest
 
 from fastsched.backends import open_backend
 from fastsched.backends.base import Backend
+from fastsched.batching import sizing_of
 from fastsched.errors import DatabaseUnavailable
 from fastsched.jobs import JobState, Outcomes, Retry
 from fastsched.master.claimer import SPLIT_MIN_JOBS, Claimer, split_claim
@@ -23,6 +24,13 @@ from fastsched.master.completer import BESIDE_MIN_JOBS, Completer
 from fastsched.master.dblink import DbLink
 from fastsched.master.metrics import DbKind, PoolMetrics
 from tests.test_backend_contract import HOST, NOW, SECOND, new_job
+
+FETCH_100 = sizing_of(100)  # a fixed fetch limit of 100: Friendica's rule, LOW and NEGLIGIBLE one by one
+
+
+def fixed(fetch_limit: int) -> list[int]:
+    """The batch sizes per rank of a fixed fetch limit."""
+    return list(sizing_of(fetch_limit).sizes)
 
 
 @pytest.fixture
@@ -38,17 +46,17 @@ def parts(backend: Backend) -> tuple[DbLink, Completer, Claimer, PoolMetrics]:
     link = DbLink(lambda: backend, metrics, 30.0, time.monotonic)
     lanes = backend.concurrent_connections
     completer = Completer(link, HOST, lambda: NOW + SECOND, backend.open_sibling() if lanes > 1 else None)
-    return link, completer, Claimer(link, HOST, 100, lanes), metrics
+    return link, completer, Claimer(link, HOST, lanes), metrics
 
 
 def test_split_claim_deals_the_batches_to_the_connections_in_turn() -> None:
-    assert split_claim([0, 30, 100, 0, 0], [1, 2, 3], 100, 2) == [([0, 30, 0, 0, 0], [1]), ([0, 0, 100, 0, 0], [2])]
-    assert split_claim([0, 0, 300, 0, 0], [1, 2, 3], 100, 2) == [([0, 0, 200, 0, 0], [1, 3]), ([0, 0, 100, 0, 0], [2])]
-    assert split_claim([0, 0, 10, 0, 0], [1, 2], 5, 2) == []  # too few jobs to pay for a connection
-    assert split_claim([0, 0, SPLIT_MIN_JOBS, 0, 0], [1], 100, 2) == []  # a single batch
-    assert split_claim([0, 0, 300, 0, 0], [1, 2, 3, 4], 100, 1) == []  # one writer at a time
+    assert split_claim([0, 30, 100, 0, 0], [1, 2, 3], fixed(100), 2) == [([0, 30, 0, 0, 0], [1]), ([0, 0, 100, 0, 0], [2])]
+    assert split_claim([0, 0, 300, 0, 0], [1, 2, 3], fixed(100), 2) == [([0, 0, 200, 0, 0], [1, 3]), ([0, 0, 100, 0, 0], [2])]
+    assert split_claim([0, 0, 10, 0, 0], [1, 2], fixed(5), 2) == []  # too few jobs to pay for a connection
+    assert split_claim([0, 0, SPLIT_MIN_JOBS, 0, 0], [1], fixed(100), 2) == []  # a single batch
+    assert split_claim([0, 0, 300, 0, 0], [1, 2, 3, 4], fixed(100), 1) == []  # one writer at a time
     # LOW and NEGLIGIBLE go one at a time: 70 children of NEGLIGIBLE are 70 batches.
-    low = split_claim([0, 0, 0, 0, 70], list(range(70)), 100, 2)
+    low = split_claim([0, 0, 0, 0, 70], list(range(70)), fixed(100), 2)
     assert [sum(w) for w, _ in low] == [35, 35] and [len(c) for _, c in low] == [35, 35]
 
 
@@ -56,14 +64,14 @@ def test_a_big_claim_with_outcomes_takes_the_oldest_jobs_once_each(backend: Back
     _link, completer, claimer, metrics = parts(backend)
     medium = backend.add_many([new_job("m", i, created=NOW + i * SECOND / 1000) for i in range(400)])
     high = backend.add_many([new_job("h", i, priority=20) for i in range(30)])
-    first = claimer.claim([0, 30, 100, 0, 0], [5, 6], NOW + SECOND, completer.for_claim(NOW + SECOND))
+    first = claimer.claim([0, 30, 100, 0, 0], [5, 6], FETCH_100, NOW + SECOND, completer.for_claim(NOW + SECOND))
     done = [job.id for batch in first for job in batch.jobs]
     assert sorted(done) == sorted(high + medium[:100])
     assert len(done) >= BESIDE_MIN_JOBS
     completer.add(Outcomes(done=done), rank=2)
     writes = completer.for_claim(NOW + SECOND)
     assert (writes.beside is not None) == (backend.concurrent_connections > 1)
-    batches = claimer.claim([0, 0, 300, 0, 0], [1, 2, 3, 4], NOW + SECOND, writes)
+    batches = claimer.claim([0, 0, 300, 0, 0], [1, 2, 3, 4], FETCH_100, NOW + SECOND, writes)
     completer.after_claim(writes, ok=True)
     assert not completer and completer.finished_ranks == []
     assert sorted(b.pid for b in batches) == [1, 2, 3]
@@ -82,11 +90,11 @@ def test_a_big_claim_with_outcomes_takes_the_oldest_jobs_once_each(backend: Back
 def test_retries_and_releases_go_into_the_claims_own_transaction_so_it_can_take_them(backend: Backend) -> None:
     _link, completer, claimer, _ = parts(backend)
     retry, released = backend.add_many([new_job("r"), new_job("x")])
-    (_batch,) = claimer.claim([0, 0, 2, 0, 0], [9], NOW, completer.for_claim(NOW))
+    (_batch,) = claimer.claim([0, 0, 2, 0, 0], [9], FETCH_100, NOW, completer.for_claim(NOW))
     completer.add(Outcomes(retry=[Retry(retry, NOW, 30, 1, 0, "boom")], released=[released]), rank=2)
     writes = completer.for_claim(NOW + SECOND)
     assert writes.in_claim is not None and writes.beside is None
-    again = claimer.claim([0, 0, 5, 0, 0], [10], NOW + SECOND, writes)
+    again = claimer.claim([0, 0, 5, 0, 0], [10], FETCH_100, NOW + SECOND, writes)
     completer.after_claim(writes, ok=True)
     assert sorted(job.id for b in again for job in b.jobs) == sorted([retry, released])
     assert backend.get(retry, NOW + SECOND).retrial == 1
@@ -133,6 +141,6 @@ def test_a_claim_part_that_fails_fails_the_claim_and_no_thread_outlives_it(mysql
     before = threading.active_count()
     writes = completer.for_claim(NOW)
     with pytest.raises(DatabaseUnavailable):
-        claimer.claim([0, 0, 300, 0, 0], [1, 2, 3], NOW, writes)
+        claimer.claim([0, 0, 300, 0, 0], [1, 2, 3], FETCH_100, NOW, writes)
     assert threading.active_count() == before and link.down
     backend.close()
