@@ -115,11 +115,9 @@ def _claimed_before(backend: Backend, job: Job) -> int | None:
     None when unknown (a backend without the SQL backends' named queries, no claim time)."""
     queries = getattr(backend, "_q", None)
     transaction = getattr(backend, "_transaction", None)
-    to_db_time = getattr(backend, "_to_db_time", None)
-    if not isinstance(queries, dict) or "claimed_before" not in queries or transaction is None or job.executed is None:
+    if not isinstance(queries, dict) or "claimed_before" not in queries or transaction is None:
         return None
-    assert to_db_time is not None
-    params = {"pid": job.pid, "host": job.host, "executed": to_db_time(job.executed)}
+    params = {"id": job.id}
 
     def work(cursor: Any) -> int:
         cursor.execute(queries["claimed_before"], params)

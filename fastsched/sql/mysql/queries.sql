@@ -216,9 +216,9 @@ WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = %(priority)s
 -- name: claimed_before
 -- explain: the rows its child holds that were claimed before this job's batch (a prefetched batch
 -- waits for the batch its child is running); a range of the claim index's (done, pid, host_id).
-SELECT COUNT(*) FROM workerqueue
-WHERE done = 0 AND pid = %(pid)s AND host_id = (SELECT id FROM fastsched_host WHERE name = %(host)s)
-  AND executed < %(executed)s
+SELECT COUNT(*) FROM workerqueue AS job JOIN workerqueue AS held
+  ON held.done = 0 AND held.pid = job.pid AND held.host_id = job.host_id AND held.executed < job.executed
+WHERE job.id = %(id)s AND job.done = 0 AND job.pid <> 0
 
 -- ------------------------------------------------------------------------------------ the pool
 
