@@ -441,7 +441,13 @@ class Pool:
         if listener is not None and any(obj is cast(Any, listener) for obj in ready):
             listener.drain()
             self._woken = True
-            self._counts.added(listener.take_added())
+            added = listener.take_added()
+            if self._queues:
+                # A wake-up names the job's priority, not its queue: the copy cannot tell whether it
+                # is one of ours, so the counts are read again (for the jobs of our queues only).
+                self._counts.mark_stale()
+            else:
+                self._counts.added(added)
         self._on_events(self._children.handle(ready))
 
     # ----------------------------------------------------------------------------- what the children report
