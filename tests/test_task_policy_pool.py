@@ -113,7 +113,7 @@ def test_a_child_is_replaced_after_max_jobs_per_child_without_a_crash(dsn, q, tm
     assert len(pids) == 8 and len(set(pids)) == 4, pids  # two jobs per child
     assert all(q.get(i).state == JobState.DONE and q.get(i).crashes == 0 for i in ids)
     log = pool.log()
-    assert log.count("is replaced: it ran 2 jobs (--max-jobs-per-child 2)") >= 3, log
+    assert log.count("it was given 2 jobs (--max-jobs-per-child 2)") >= 3, log
     assert " died " not in log and "0 crashed" in log, log
 
 
@@ -127,7 +127,9 @@ def test_a_child_over_max_memory_per_child_is_replaced_after_its_batch(dsn, q, t
     finally:
         pool.stop()
     pids = [r["pid"] for r in lines(out)]
-    assert len(pids) == 3 and len(set(pids)) == 3, pids
+    # Memory is read when a batch ends: a batch already sent ahead to the child (prefetched) still
+    # runs there, so a child runs at most two of these one-job batches.
+    assert len(pids) == 3 and len(set(pids)) >= 2 and max(pids.count(pid) for pid in pids) <= 2, pids
     assert all(q.get(i).state == JobState.DONE and q.get(i).crashes == 0 for i in ids)
     assert "(--max-memory-per-child 1)" in pool.log()
 

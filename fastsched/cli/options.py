@@ -250,7 +250,7 @@ START_OPTIONS: tuple[Option, ...] = (
     Option("--queues", "queues", _strip, "claim only jobs of these queues (comma-separated, like "
            "mail,default); repeatable", "every queue", "QUEUE,...", kind="list"),
     Option("--max-jobs-per-child", "max_jobs_per_child", parse_nonneg_int, "replace a child once it "
-           "has run this many jobs (after its batch; not a crash); 0 = never", "0", "N"),
+           "has been given this many jobs (after its batch; not a crash); 0 = never", "0", "N"),
     Option("--max-memory-per-child", "max_memory_per_child", parse_nonneg_float, "replace a child "
            "whose resident memory passed this many MB (after its batch; not a crash); 0 = never",
            "0", "MB"),

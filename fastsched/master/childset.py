@@ -78,7 +78,7 @@ class Child:
     """One child process, its pipe, its progress slot and the batches sent to it, oldest first."""
 
     __slots__ = (
-        "conn", "exiting", "inflight", "jobs_run", "kill_at", "kill_reason", "notes", "pid", "process", "progress",
+        "conn", "exiting", "inflight", "jobs_sent", "kill_at", "kill_reason", "notes", "pid", "process", "progress",
         "retiring", "revoked", "running_since", "sent_at", "term_job",
     )
 
@@ -93,8 +93,8 @@ class Child:
         self.term_job: tuple[int, int] | None = None  # (seq, index) of the job over its time limit
         self.kill_at = 0.0  # monotonic time of the SIGKILL that follows the SIGTERM
         self.exiting = False  # asked to exit (None sent)
-        self.retiring = False  # asked to exit because it reached a per-child limit
-        self.jobs_run = 0  # jobs its replies said it started
+        self.retiring = False  # reached a per-child limit: no batch more; asked to exit once idle
+        self.jobs_sent = 0  # jobs given to it
         self.sent_at = 0.0  # monotonic time the newest batch was sent
         self.running_since = 0.0  # monotonic time the oldest batch in flight began (about)
         self.revoked = -1  # the seq of a prefetched batch taken back (PROGRESS_REVOKE), -1: none
@@ -110,7 +110,7 @@ class Child:
     @property
     def free(self) -> bool:
         """Ready for a batch."""
-        return not self.inflight and not self.exiting and self.kill_reason is None
+        return not self.inflight and not self.exiting and not self.retiring and self.kill_reason is None
 
     def position(self, seq: int) -> int:
         """The index of the job of batch ``seq`` the progress slot shows, or -1 (not begun)."""
@@ -266,6 +266,9 @@ class ChildSet:
         child.sent_at = now = self._mono()
         if not child.inflight:
             child.running_since = now
+        child.jobs_sent += len(jobs)
+        if self._max_jobs and child.jobs_sent >= self._max_jobs and not child.retiring:
+            self._retire(child, f"it was given {child.jobs_sent} jobs (--max-jobs-per-child {self._max_jobs})")
         child.inflight.append(Flight(seq, jobs, RANK.get(jobs[0].priority, RANK[Priority.MEDIUM]), expected))
         self._send(child, protocol.BatchMessage(seq, [job[:5] for job in jobs]))
 
@@ -277,7 +280,7 @@ class ChildSet:
         to end: nothing is prefetched behind it."""
         ready = []
         for child in self._children.values():
-            if not child.inflight or child.prefetched or child.exiting or child.kill_reason is not None:
+            if not child.inflight or child.prefetched or child.exiting or child.retiring or child.kill_reason is not None:
                 continue
             expected = child.inflight[0].expected
             if expected is None:
@@ -293,7 +296,7 @@ class ChildSet:
         this cycle's claim: when nothing was left for it, the next wake-up or poll offers it again."""
         due = math.inf
         for child in self._children.values():
-            if len(child.inflight) != 1 or child.exiting or child.kill_reason is not None:
+            if len(child.inflight) != 1 or child.exiting or child.retiring or child.kill_reason is not None:
                 continue
             expected = child.inflight[0].expected
             if expected is not None:
@@ -405,13 +408,11 @@ class ChildSet:
                 report = BatchReport(Ended.REPLIED, processed=int(message[2]), notes=notes)
                 timings = tuple(message[4]) if len(message) > 4 else ()
                 events.append(BatchEnded(child.pid, flight, report, float(message[3]), timings=timings))
-                child.jobs_run += report.processed
-                if not child.inflight and not child.exiting:
-                    if self._exit_when_idle:
-                        child.exiting = True
-                        self._send(child, None)
-                    else:
-                        self._retire_if_spent(child)
+                if not child.inflight and not child.exiting and self._exit_when_idle:
+                    child.exiting = True
+                    self._send(child, None)
+                else:
+                    self._retire_if_spent(child)
             else:
                 child.notes.append(Note(message[2], message[3], message[4]))
 
@@ -476,21 +477,21 @@ class ChildSet:
         events.append(ChildGone(child.pid, how, reason, retired=child.retiring and not flights and reason is None))
 
     def _retire_if_spent(self, child: Child) -> None:
-        """Ask an idle child to exit once it reached --max-jobs-per-child or --max-memory-per-child
-        (Celery's worker_max_tasks_per_child and worker_max_memory_per_child): it has finished its
-        batch, and its exit is no crash; the pool spawns another in its place."""
-        why = None
-        if self._max_jobs and child.jobs_run >= self._max_jobs:
-            why = f"it ran {child.jobs_run} jobs (--max-jobs-per-child {self._max_jobs})"
-        elif self._max_memory_mb:
+        """After a reply: a child past --max-memory-per-child gets no batch more, and one that is
+        retiring (that limit, or --max-jobs-per-child reached when it was given its batches) is
+        asked to exit once idle (Celery's worker_max_memory_per_child, worker_max_tasks_per_child).
+        It has finished its batches: its exit is no crash, and the pool spawns another."""
+        if not child.retiring and self._max_memory_mb:
             used = resident_mb(child.pid)
             if used is not None and used > self._max_memory_mb:
-                why = f"it uses {used:.0f} MB (--max-memory-per-child {self._max_memory_mb:g})"
-        if why is None:
-            return
-        log.info("child %d is replaced: %s", child.pid, why)
-        child.exiting = child.retiring = True
-        self._send(child, None)
+                self._retire(child, f"it uses {used:.0f} MB (--max-memory-per-child {self._max_memory_mb:g})")
+        if child.retiring and not child.inflight and not child.exiting:
+            child.exiting = True
+            self._send(child, None)
+
+    def _retire(self, child: Child, why: str) -> None:
+        log.info("child %d is replaced once its batch is done: %s", child.pid, why)
+        child.retiring = True
 
     # --- killing ----------------------------------------------------------------------------------
     def kill_all(self, reason: str) -> list[Event]:
