@@ -54,7 +54,7 @@ HANDED_BACK_CAP = 1_000  # waiting and deferred jobs per priority read for the h
 
 PRIORITY_KEYS = (
     "priority", "name", "waiting", "deferred", "running", "failed", "done_last_hour", "oldest_wait_seconds",
-    "workers", "in_play", "limit", "share", "cancelled", "paused", "paused_jobs",
+    "workers", "in_play", "limit", "share", "cancelled", "paused", "paused_jobs", "prefetched",
 )
 TOTAL_KEYS = ("waiting", "deferred", "running", "failed", "done_last_hour")
 
@@ -134,6 +134,22 @@ def _hosts(processes: Sequence[ProcessInfo], now: dt.datetime, alive_after: dt.d
     return [{"host": host, "masters": entries} for host, entries in sorted(hosts.items())]
 
 
+def _prefetched(backend: Backend) -> dict[int, int]:
+    """Per priority, the running jobs that are in a batch claimed ahead (prefetched: its child runs
+    an earlier batch first). Through the SQL backends' named query; empty for a backend without it."""
+    queries = getattr(backend, "_q", None)
+    transaction = getattr(backend, "_transaction", None)
+    if not isinstance(queries, dict) or "prefetched_by_priority" not in queries or transaction is None:
+        return {}
+
+    def work(cursor: Any) -> dict[int, int]:
+        cursor.execute(queries["prefetched_by_priority"])
+        return {int(priority): int(count) for priority, count in cursor.fetchall()}
+
+    found: dict[int, int] = transaction(work, "status: prefetched", write=False)
+    return found
+
+
 def collect(
     backend: Backend,
     now: dt.datetime | None = None,
@@ -157,6 +173,7 @@ def collect(
     pauses = backend.pauses()
     actions = backend.actions(ACTIONS_SHOWN)
     whole = {p.priority for p in pauses if p.whole_priority}
+    prefetched = _prefetched(backend)
 
     waiting = [entry.waiting for entry in stats]
     running = list(counts.running)
@@ -178,6 +195,7 @@ def collect(
             "cancelled": entry.cancelled,
             "paused": entry.priority in whole,
             "paused_jobs": entry.paused,
+            "prefetched": prefetched.get(entry.priority, 0),
         })
     next_rank = core.choose_priority(waiting, running, counts.active)
     return {
@@ -268,6 +286,7 @@ def render_text(status: Mapping[str, Any]) -> str:
             str(p["failed"]), str(p["done_last_hour"]), seconds_text(p["oldest_wait_seconds"]),
             str(p["workers"]), "-" if p["limit"] is None else str(p["limit"]),
         ])
+    ahead = sum(int(p.get("prefetched", 0)) for p in status["priorities"])
     totals = status["totals"]
     rows.append([
         "total", str(totals["waiting"]), str(totals["deferred"]), str(totals["running"]), str(totals["failed"]),
@@ -282,6 +301,12 @@ def render_text(status: Mapping[str, Any]) -> str:
         f"in play; the next free worker goes to "
         f"{scheduler['next_priority'] or 'nobody (nothing waits)'}"
     )
+    if ahead:
+        lines.append(
+            f"claimed ahead (prefetched): {ahead} of the running jobs are in batches sent to a child behind the "
+            f"batch it runs (" + ", ".join(f"{p['name']} {p['prefetched']}" for p in status["priorities"]
+                                          if p.get("prefetched")) + ")"
+        )
     jpm = status["jobs_per_minute"]
     lines.append("jobs per minute: " + ", ".join(f"{jpm[str(m)]:g} over {m} min" for m in JPM_WINDOWS))
     lines.append("")

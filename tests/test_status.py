@@ -297,6 +297,10 @@ def test_explain_tells_a_prefetched_batch_from_the_running_one(dsn, backend, exp
     assert "(1 job still pending); it starts when that batch ends" in text
     facts, text, _ = explain(dsn, running)
     assert facts["prefetched"] is False and "is running: claimed" in text
+    document = status.collect(backend)
+    assert by_name(document)["HIGH"]["prefetched"] == 1 and by_name(document)["LOW"]["prefetched"] == 0
+    text = status.render_text(document)
+    assert "claimed ahead (prefetched): 1 of the running jobs are in batches sent to a child" in text
 
 
 def test_explain_says_when_no_master_is_alive_and_how_dedup_applies(dsn, backend, explain):

@@ -203,6 +203,15 @@ SELECT COUNT(*) FROM workerqueue
 WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = :priority
   AND next_try <= :next_try AND (next_try < :next_try OR id < :id)
 
+-- name: prefetched_by_priority
+-- status: per priority, the claimed rows in batches claimed ahead (their child holds rows claimed
+-- earlier, its running batch); each claimed row probes the claim index's (done, pid, host_id) range.
+SELECT job.priority, COUNT(*) FROM workerqueue AS job
+WHERE job.done = 0 AND job.pid <> 0 AND EXISTS (
+  SELECT 1 FROM workerqueue AS held
+  WHERE held.done = 0 AND held.pid = job.pid AND held.host_id = job.host_id AND held.executed < job.executed)
+GROUP BY job.priority
+
 -- name: claimed_before
 -- explain: the rows its child holds that were claimed before this job's batch (a prefetched batch
 -- waits for the batch its child is running); a range of the claim index's (done, pid, host_id).
