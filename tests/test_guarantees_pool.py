@@ -128,17 +128,14 @@ def test_a_frozen_master_s_child_stops_its_job_before_another_master_runs_it(
     runs_dir.mkdir()
     (job,) = _add(mysql_dsn, runs_dir, 1, 30_000.0)
     options = ("--workers", "1", "--lease", str(LEASE))
-    with (
-        PoolProc(mysql_dsn, tmp_path, *options, host_id="frozen") as frozen,
-        PoolProc(mysql_dsn, tmp_path, *options, host_id="thawed") as other,
-    ):
-        for pool in (frozen, other):
-            watcher.watch(pool.pid)
+    with PoolProc(mysql_dsn, tmp_path, *options, host_id="frozen") as frozen:
+        watcher.watch(frozen.pid)
         frozen.started()
         wait_until(lambda: _started(runs_dir, job), WAIT, "the job to start")
+        assert _started(runs_dir, job, set(frozen.children()))
+        other = PoolProc(mysql_dsn, tmp_path, *options, host_id="thawed")  # started once the job runs
+        watcher.watch(other.pid)
         other.started()
-        frozen_children = set(frozen.children())
-        assert _started(runs_dir, job, frozen_children)
         os.kill(frozen.pid, signal.SIGSTOP)
         stopped_at = time.monotonic()
         try:
@@ -147,7 +144,8 @@ def test_a_frozen_master_s_child_stops_its_job_before_another_master_runs_it(
             again_after = time.monotonic() - stopped_at
         finally:
             os.kill(frozen.pid, signal.SIGCONT)
-        other.stop()
+            other.stop()
+            other.close()
         frozen.stop()
     watcher.settle()
     runs = sorted((r for r in load_runs(runs_dir) if r.job == job), key=lambda r: r.start)
