@@ -311,7 +311,7 @@ class Pool:
             OutagePolicy(self._link, self._lease, self._children, self._lease_expired),
             self._grace,
             RunTimeLimits(self._children),
-            OperatorRequests(self._link, self._children, self._host, settings.heartbeat_interval, stopping),
+            OperatorRequests(self._link, self._children, registration.owner, settings.heartbeat_interval, stopping),
             Maintenance(self._link, settings, clock.wall, clock.mono, stopping),
             PeriodicTasks(self._link, tasks.default_registry, settings.maintenance_interval, clock.wall, stopping),
             LogLines(self._link, self.metrics, settings, self._load_view, clock.wall),

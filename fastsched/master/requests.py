@@ -27,11 +27,11 @@ class OperatorRequests:
     """Every ``interval`` while the database answers and the pool is not stopping."""
 
     def __init__(
-        self, link: DbLink, children: ChildSet, host: str, interval: float, stopping: Callable[[], bool]
+        self, link: DbLink, children: ChildSet, owner: str, interval: float, stopping: Callable[[], bool]
     ) -> None:
         self._link = link
         self._children = children
-        self._host = host
+        self._owner = owner  # claims name the instance, not the host id
         self._interval = interval
         self._stopping = stopping
         self._next = 0.0
@@ -46,7 +46,7 @@ class OperatorRequests:
         self._runs += 1
         backend = self._link.backend
         try:
-            for job_id, by in self._link.call(DbKind.OTHER, backend.cancel_requests, self._host):
+            for job_id, by in self._link.call(DbKind.OTHER, backend.cancel_requests, self._owner):
                 self._children.cancel_job(job_id, by)
             self._swept_to, parked = self._link.call(DbKind.WRITE, backend.park_added, self._swept_to)
             if parked:
