@@ -306,7 +306,9 @@ FOR UPDATE SKIP LOCKED
 -- name: claim_priority
 -- Oldest next_try first, in claim-index order; rows other masters hold are skipped, not waited for.
 SELECT id, command, parameter, priority, retrial, crashes
-FROM workerqueue
+-- Forced: with claim_queue beside it, stale statistics on a small or just-emptied table can make
+-- the optimizer pick a scan, which a big backlog then pays for on every claim.
+FROM workerqueue FORCE INDEX (claim)
 WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = %(priority)s AND next_try <= %(now)s
   -- Paused work (fastsched_pause; fastsched.controls) is not claimed. A pause of the whole priority
   -- makes the WHERE impossible before any row is read (the first test is constant); a narrower one
