@@ -103,8 +103,8 @@ def test_a_claim_that_lost_certification_is_rerun_whole(galera: Any, database: A
     rival = raw_on(galera, database, 1)
     # The claim's transaction also completes two of the earlier jobs: both parts must land once.
     changed = rival_before_commit(node1, rival, "UPDATE workerqueue SET last_error = 'rival' WHERE id IN %s", fresh)
-    batches = node1.claim(
-        [0, 0, 6, 0, 0], [102, 103], HOST, 3, NOW, Outcomes(done=[job.id for job in first.jobs[:2]])
+    batches = node1.write_outcomes_and_claim(
+        Outcomes(done=[job.id for job in first.jobs[:2]]), [0, 0, 6, 0, 0], [102, 103], HOST, 3, NOW
     )
     assert changed == [6] and node1.conflicts == 1
     assert sorted(job.id for batch in batches for job in batch.jobs) == fresh
@@ -276,7 +276,10 @@ LOCKING_READS = {
     "lock_job": "PRIMARY",
     "lock_pending_by_hash": "dedup",
     "lock_expired_master": "PRIMARY",
+    "lock_host": "PRIMARY",
+    "lock_lease": "PRIMARY",
     "claim_priority": "SKIP LOCKED",
+    "claim_priority_queue": "SKIP LOCKED",
 }
 
 
@@ -298,7 +301,10 @@ def test_the_schema_has_what_galera_needs(galera: Any, database: Any, node1: Any
     job = new_job("locked")
     (job_id,) = node1.add_many([job])
     node1.register_master(HOST, 7, 1, NOW)
-    params = {"id": job_id, "hash": job.dedup_hash, "host": HOST, "master_pid": 7, "alive_after": LATER}
+    params = {
+        "id": job_id, "hash": job.dedup_hash, "host": HOST, "master_pid": 7, "alive_after": LATER,
+        "host_id": node1._host_id(HOST), "name": "schema_version",
+    }
     for query, key in LOCKING_READS.items():
         text = QUERIES[query]
         if key == "SKIP LOCKED":
