@@ -2,13 +2,15 @@
 
 It enqueues ``jobs`` jobs (about 5 % CRITICAL, 15 % HIGH, 40 % MEDIUM, 25 % LOW, 15 % NEGLIGIBLE;
 each sleeps a few milliseconds, and a few defer themselves once), starts
-``fastsched-pool start --import fastsched.demo`` as a child process, and shows the queue until it
+``fastsched-pool start --import fastsched.demo_work`` as a child process, and shows the queue until it
 is empty: on a terminal one line per priority (waiting, running, done, a progress bar, its share
 of the workers and its quadratic limit), redrawn in place; off a terminal a log line every few
 seconds. Then it stops the pool and prints a summary: jobs, jobs/s and, per priority, how long
 jobs waited from enqueue to start (p50 and p99): the quadratic rule at work.
 
-Importing this module registers the demo's tasks (``demo.work``); only the demo's pool imports it.
+The demo's task (``demo.work``) is registered by ``fastsched.demo_work``, which only the demo's pool
+imports: the CLI imports this module for every command, and a user's pool must not run a command
+it never registered.
 """
 from __future__ import annotations
 
@@ -54,15 +56,6 @@ POOL_START_TIMEOUT = 30.0  # seconds for the pool to start taking jobs
 STOP_TIMEOUT = 30.0  # seconds the pool may take to stop
 BAR_WIDTH = 24  # characters
 COMMAND = "demo.work"
-
-
-@fastsched.task(COMMAND)
-def work(n: int, milliseconds: int, defer_once: bool = False) -> None:
-    """Sleep; the first time, a few jobs defer themselves instead (retried after DEFER_DELAY)."""
-    if defer_once and fastsched.current_job().retrial == 0:
-        fastsched.defer(DEFER_DELAY)
-        return
-    time.sleep(milliseconds / 1000)
 
 
 def workload(jobs: int, seed: int = SEED) -> list[tuple[int, str, int, int, bool]]:
@@ -140,7 +133,7 @@ class _Display:
 
 def _pool_command(workers: int, host_id: str, workdir: str) -> list[str]:
     return [
-        sys.executable, "-m", "fastsched", "start", "--import", "fastsched.demo", "--workers", str(workers),
+        sys.executable, "-m", "fastsched", "start", "--import", "fastsched.demo_work", "--workers", str(workers),
         "--host-id", host_id, "--pidfile", os.path.join(workdir, "pool.pid"),
         "--retry-delay", f"{DEFER_DELAY:g}", "--log-level", "WARNING",
     ]

@@ -283,19 +283,23 @@ def explain(
 
     result["policy"] = policy_facts
     lines += policy_lines
-    if pending:
-        serving = _serving(processes, alive_after, job.queue)
-        result["queue"] = {"name": job.queue, "masters": [{"host": p.host, "pid": p.pid} for p in serving]}
-        if live_masters and not serving:
-            lines.append(
-                f"It belongs to the queue {job.queue!r}, and no live master claims from it: every one was started "
-                f"with --queues naming others. Start one with --queues {job.queue} (or without --queues)."
-            )
-        elif any(p.queues for p in live_masters):
-            lines.append(
-                f"It belongs to the queue {job.queue!r}: {len(serving)} of the {len(live_masters)} live masters "
-                f"claim from it."
-            )
+    serving = _serving(processes, alive_after, job.queue) if pending else []
+    result["queue"] = {"name": job.queue, "masters": [{"host": p.host, "pid": p.pid} for p in serving]}
+    if not pending:
+        lines.append(f"It was in the queue {job.queue!r}.")
+    elif not any(p.queues for p in live_masters):
+        every = ", which every live master claims from" if live_masters else ""
+        lines.append(f"It belongs to the queue {job.queue!r}{every}.")
+    elif not serving:
+        lines.append(
+            f"It belongs to the queue {job.queue!r}, and no live master claims from it: every one was started "
+            f"with --queues naming others. Start one with --queues {job.queue} (or without --queues)."
+        )
+    else:
+        lines.append(
+            f"It belongs to the queue {job.queue!r}: {len(serving)} of the {len(live_masters)} live masters "
+            f"claim from it."
+        )
     if job.state in (JobState.WAITING, JobState.DEFERRED):
         pause = paused_by_any(backend.pauses(), job.priority, job.command, job.queue)
         result["paused"] = None if pause is None else pause.as_dict()

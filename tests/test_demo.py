@@ -1,6 +1,7 @@
 """``fastsched-pool demo``: off a terminal, on a terminal (a pty), and on MariaDB with --dsn."""
 from __future__ import annotations
 
+import json
 import os
 import pty
 import re
@@ -105,3 +106,14 @@ def test_demo_runs_on_mariadb_and_refuses_a_queue_with_pending_jobs(mysql_dsn, t
     assert refused.returncode == 1 and "holds 1 pending jobs: the demo needs an empty queue" in refused.stdout
     bad = run_demo("--jobs", "0", cwd=tmp_path)
     assert bad.returncode == 2 and "--jobs: invalid value '0'" in bad.stderr
+
+
+def test_the_cli_registers_no_command_of_its_own(tmp_path):
+    """Only what --import registers runs: the demo's task is not a command of every pool."""
+    dsn = f"sqlite:///{tmp_path / 'q.sqlite3'}"
+    shown = subprocess.run(
+        [sys.executable, "-m", "fastsched", "status", "--json", "--dsn", dsn], env=demo_env(), cwd=tmp_path,
+        capture_output=True, text=True, timeout=TIMEOUT, check=False,
+    )
+    assert shown.returncode == 0, shown.stderr
+    assert [t["command"] for t in json.loads(shown.stdout)["tasks"]] == []

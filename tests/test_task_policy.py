@@ -18,7 +18,7 @@ from fastsched.backends import open_backend
 from fastsched.backends.base import PlanCounts, QueueStats
 from fastsched.backends.sqlfiles import expand_queues
 from fastsched.errors import InvalidInput, TaskError
-from fastsched.jobs import JobState
+from fastsched.jobs import JobState, Outcomes
 from fastsched.priority import Priority
 from fastsched.queue import reset_default
 from tests.test_pool import all_done, pools, wait_for  # noqa: F401 - pools is a fixture
@@ -428,6 +428,32 @@ def test_status_and_explain_show_queues_and_the_policy_that_applies(dsn, backend
     facts = cli_json(capsys, "explain", str(unknown), "--dsn", dsn)
     assert facts["policy"]["registered_here"] is False
     assert "not registered in the modules imported here" in " ".join(facts["lines"])
+
+
+def test_explain_text_names_the_job_s_queue_whatever_the_masters_claim(dsn, backend, capsys):
+    from fastsched import cli
+
+    q = fastsched.connect(dsn)
+    try:
+        mail = q.add({"queue": "mail"}, "SendMail", "ann@example.org")
+        done = q.add({"queue": "reports"}, "Report")
+    finally:
+        q.close()
+    now = fastsched.queue.utcnow()
+    backend.register_master("host-a", 100, 1, now)
+    (batch,) = backend.claim([0, 0, 1, 0, 0], [101], "host-a", 1, now, queues=["reports"])
+    assert [job.id for job in batch.jobs] == [done]
+    backend.write_outcomes("host-a", now, Outcomes(done=[done]))
+    backend.unregister("host-a", 100)
+
+    assert cli.main(["explain", str(mail), "--dsn", dsn]) == 0
+    assert "It belongs to the queue 'mail'." in capsys.readouterr().out
+    backend.register_master("host-a", 100, 3, fastsched.queue.utcnow())
+    assert cli.main(["explain", str(mail), "--dsn", dsn]) == 0
+    assert "It belongs to the queue 'mail', which every live master claims from." in capsys.readouterr().out
+    facts = cli_json(capsys, "explain", str(done), "--dsn", dsn)
+    assert facts["state"] == "done" and facts["queue"]["name"] == "reports"
+    assert "It was in the queue 'reports'." in facts["lines"]
 
 
 def test_status_text_has_a_queue_table_and_the_task_policies(dsn, backend, capsys):
