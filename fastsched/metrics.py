@@ -237,14 +237,21 @@ def _control_metrics(current: Mapping[str, Any]) -> Iterator[Metric]:
     whole = GaugeMetricFamily(
         "fastsched_priority_paused", "1 while a pause holds every job of the priority", labels=["priority"]
     )
+    # Pending jobs set aside by a pause of their command or queue: fastsched_queue_jobs counts them
+    # in no state (neither waiting nor deferred), so without this they would vanish from the graphs.
+    aside = GaugeMetricFamily(
+        "fastsched_paused_jobs", "pending jobs set aside by a pause of their command or queue (in no other state)",
+        labels=["priority"],
+    )
     cancelled = GaugeMetricFamily(
         "fastsched_cancelled_jobs", "jobs kept as cancelled (stopped while running at an operator's request)",
         labels=["priority"],
     )
     for p in current["priorities"]:
         whole.add_metric([p["name"]], int(bool(p.get("paused"))))
+        aside.add_metric([p["name"]], p.get("paused_jobs", 0))
         cancelled.add_metric([p["name"]], p.get("cancelled", 0))
-    yield from (paused, whole, cancelled)
+    yield from (paused, whole, aside, cancelled)
 
 
 def _pool_metrics(metrics: PoolMetrics, monitor: Monitor) -> Iterator[Metric]:

@@ -175,7 +175,9 @@ def collect(
     whole = {p.priority for p in pauses if p.whole_priority}
     prefetched = _prefetched(backend)
 
-    waiting = [entry.waiting for entry in stats]
+    # The scheduler's view, as the masters plan with it: a priority paused whole has no runnable
+    # work (plan_counts reads none of its rows), so it is not in play and gets no free worker.
+    waiting = list(counts.waiting)
     running = list(counts.running)
     share = shares(waiting, running, counts.active)
     priorities = []
@@ -299,7 +301,7 @@ def render_text(status: Mapping[str, Any]) -> str:
         f"workers: {scheduler['running_workers']} busy of {scheduler['active_workers']} active (live masters); "
         f"{scheduler['priorities_in_play']} {'priority' if scheduler['priorities_in_play'] == 1 else 'priorities'} "
         f"in play; the next free worker goes to "
-        f"{scheduler['next_priority'] or 'nobody (nothing waits)'}"
+        f"{scheduler['next_priority'] or 'nobody (nothing claimable waits)'}"
     )
     if ahead:
         lines.append(

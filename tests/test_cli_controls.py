@@ -2,7 +2,10 @@
 commands on both backends; status (text and --json) shows the pauses and the history."""
 from __future__ import annotations
 
+import datetime as dt
 import json
+import subprocess
+import sys
 
 from test_cli import _state, env, run, rundir  # noqa: F401 - fixtures
 
@@ -105,3 +108,40 @@ def test_bulk_retry_cancel_purge_by_filter_with_dry_runs(dsn: str, env: dict[str
         ("retry", "command SendMail, error 'timed out'", 3),
     ]
     assert all(a["by"] and a["at"] for a in history)
+
+
+def test_older_than_takes_seconds_or_a_unit(dsn: str, env: dict[str, str]) -> None:  # noqa: F811
+    env["FASTSCHED_DSN"] = dsn
+    with fastsched.connect(dsn) as queue:
+        job_id = queue.add(30, "SendMail", "old")
+        assert fail_jobs(queue.backend, [job_id], "timed out", utcnow() - dt.timedelta(hours=2)) == 1
+    for age, matching in [("3600", 1), ("1h", 1), ("90m", 1), ("1.5h", 1), ("3h", 0), ("1d", 0), ("1w", 0)]:
+        result = run("retry", "--older-than", age, "--dry-run", env=env)
+        assert result.returncode == 0, (age, result.stderr)
+        assert f"dry run: {matching} failed job" in result.stdout, (age, result.stdout)
+    assert "older than 5400 s" in run("retry", "--older-than", "90m", "--dry-run", env=env).stdout
+    assert "finished more than 86400 s ago" in run("purge", "--older-than", "1d", "--dry-run", env=env).stdout
+    bad = run("purge", "--older-than", "1y", env=env)
+    assert bad.returncode == cli.EXIT_CONFIG and "--older-than: invalid value '1y'" in bad.stderr
+    assert "90s, 10m, 1h, 2d, 1w" in bad.stderr
+    assert _state(dsn, job_id) == "failed"
+
+
+def test_a_reader_that_goes_away_gets_no_traceback(sqlite_dsn: str, env: dict[str, str]) -> None:  # noqa: F811
+    env["FASTSCHED_DSN"] = sqlite_dsn
+    # `status --watch | head -1`: the next reading is written into a closed pipe.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fastsched", "status", "--watch", "--interval", "0.1"], env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.readline().startswith("fastsched status of ")
+    process.stdout.close()
+    try:
+        assert process.wait(60) == cli.EXIT_FAILURE
+    finally:
+        if process.poll() is None:
+            process.kill()
+    stderr = process.stderr.read()
+    process.stderr.close()
+    assert "Traceback" not in stderr and "BrokenPipeError" not in stderr, stderr

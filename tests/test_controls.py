@@ -316,3 +316,58 @@ def test_a_claim_of_a_priority_paused_whole_reads_no_row_and_narrow_pauses_keep_
         assert len(rows) == 5 and {r["key"] for r in rows} == {"claim"}, rows  # LOW's count reads nothing
     finally:
         conn.close()
+
+
+def test_status_gives_a_priority_paused_whole_no_share_and_no_free_worker(q: fastsched.Queue, clock: Clock) -> None:
+    from fastsched import status
+
+    def scheduler() -> tuple[dict[str, object], dict[str, object]]:
+        current = status.collect(q.backend, clock())
+        low = next(p for p in current["priorities"] if p["name"] == "LOW")
+        return low, current["scheduler"]
+
+    q.add(Priority.LOW, "Work", 1)
+    q.pause(priority="LOW")
+    low, sched = scheduler()
+    # Its jobs still wait (and show so), but no master claims them: the masters plan without it.
+    assert (low["waiting"], low["paused"], low["in_play"], low["limit"]) == (1, True, False, None)
+    assert (sched["next_priority"], sched["priorities_in_play"]) == (None, 0)
+    assert "the next free worker goes to nobody (nothing claimable waits)" in status.render_text(
+        status.collect(q.backend, clock())
+    )
+    q.add(Priority.MEDIUM, "Work", 2)
+    assert scheduler()[1]["next_priority"] == "MEDIUM"
+    q.resume(priority="LOW")
+    low, sched = scheduler()
+    assert (low["in_play"], sched["priorities_in_play"]) == (True, 2)
+
+
+def test_metrics_show_the_pauses_and_the_jobs_they_hold(q: fastsched.Queue, dsn: str) -> None:
+    from prometheus_client import generate_latest
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from fastsched.dsn import parse_dsn
+    from fastsched.metrics import Monitor
+
+    q.add(Priority.LOW, "Work", 1)
+    q.add({"priority": Priority.MEDIUM, "queue": "mail"}, "SendMail", 2)
+    q.add({"priority": Priority.MEDIUM, "queue": "mail"}, "SendMail", 3)
+    q.pause(priority="LOW")
+    q.pause(command="SendMail", queue="mail")
+    monitor = Monitor(parse_dsn(dsn))
+    try:
+        text = generate_latest(monitor.registry).decode()
+    finally:
+        monitor.close()
+    samples = {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text) for s in family.samples
+    }
+    assert samples[("fastsched_paused", (("command", ""), ("priority", "LOW"), ("queue", "")))] == 1
+    assert samples[("fastsched_paused", (("command", "SendMail"), ("priority", ""), ("queue", "mail")))] == 1
+    assert samples[("fastsched_priority_paused", (("priority", "LOW"),))] == 1
+    assert samples[("fastsched_priority_paused", (("priority", "MEDIUM"),))] == 0
+    # The jobs a narrow pause set aside are in no state of fastsched_queue_jobs: they are counted here.
+    assert samples[("fastsched_queue_jobs", (("priority", "MEDIUM"), ("state", "waiting")))] == 0
+    assert samples[("fastsched_paused_jobs", (("priority", "MEDIUM"),))] == 2
+    assert samples[("fastsched_paused_jobs", (("priority", "LOW"),))] == 0  # paused whole: still waiting

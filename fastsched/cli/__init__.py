@@ -22,6 +22,7 @@ write its Command in one of those modules (or a new one) and list it here. The o
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -128,4 +129,10 @@ def run_parsed(args: argparse.Namespace) -> int:
         return exitcodes.for_error(exc)
     except KeyboardInterrupt:
         console.error("interrupted")
+        return ExitCode.FAILURE
+    except BrokenPipeError:
+        # The reader went away (`status | head`): no traceback, and none at exit either, when
+        # Python flushes stdout into the closed pipe once more.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
         return ExitCode.FAILURE

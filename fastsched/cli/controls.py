@@ -49,7 +49,8 @@ def add_filter_options(parser: argparse.ArgumentParser, *, older_than: bool = Tr
     group.add_argument("--error", default=None, metavar="TEXT", help="jobs whose last error contains TEXT")
     if older_than:
         group.add_argument("--older-than", default=None, metavar="SECONDS",
-                           help="jobs created (pending ones) or finished (the others) more than SECONDS ago")
+                           help="jobs created (pending ones) or finished (the others) more than SECONDS ago "
+                                f"({AGE_HELP})")
     parser.add_argument("--dry-run", action="store_true", help="print how many jobs would change; change nothing")
 
 
@@ -57,13 +58,22 @@ def _as_config_error(exc: InvalidInput) -> ConfigError:
     return ConfigError(str(exc).replace("older_than", "--older-than"))
 
 
+AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}  # --older-than 90, 90s, 10m, 1h, 2d, 1w
+AGE_HELP = "SECONDS, or a number and a unit: 90s, 10m, 1h, 2d, 1w"
+
+
 def parse_older_than(text: str | None) -> float | None:
+    """Seconds of an --older-than: a plain number of seconds, or one with a unit (``1h``, ``2d``)."""
     if text is None:
         return None
+    stripped = text.strip()
+    unit = stripped[-1:].lower()
+    scale = AGE_UNITS.get(unit, 1)
+    number = stripped[:-1] if unit in AGE_UNITS else stripped
     try:
-        return parse_nonneg_float(text)
+        return parse_nonneg_float(number) * scale
     except ValueError as exc:
-        raise ConfigError(f"--older-than: invalid value {text!r}: {exc}") from None
+        raise ConfigError(f"--older-than: invalid value {text!r}: {exc} (give {AGE_HELP})") from None
 
 
 def parse_filter(args: argparse.Namespace) -> controls.JobFilter:

@@ -11,7 +11,7 @@ import os
 
 from fastsched import controls
 from fastsched.cli.common import Command, Console, add_dsn_option, parse_job_id, resolve_dsn
-from fastsched.cli.controls import add_filter_options, parse_filter, parse_older_than, run_bulk
+from fastsched.cli.controls import AGE_HELP, add_filter_options, parse_filter, parse_older_than, run_bulk
 from fastsched.cli.options import parse_positive_int
 from fastsched.errors import ConfigError
 from fastsched.exitcodes import EXIT_OK
@@ -174,7 +174,7 @@ def _configure_purge(parser: argparse.ArgumentParser) -> None:
     add_dsn_option(parser)
     default = DEFAULT_PURGE_AGE.total_seconds()
     parser.add_argument("--older-than", default=None, metavar="SECONDS",
-                        help=f"delete jobs finished more than SECONDS ago [default: {default:g}]")
+                        help=f"delete jobs finished more than SECONDS ago ({AGE_HELP}) [default: {default:g}]")
     parser.add_argument("--include-failed", action="store_true",
                         help="delete failed and cancelled jobs too (by default they are kept for a person to see)")
     add_filter_options(parser, older_than=False)

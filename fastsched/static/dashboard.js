@@ -236,7 +236,7 @@ function renderStatus(status) {
   document.getElementById("scheduler").textContent = s.running_workers + " of " + s.active_workers +
     " active workers busy; " + s.priorities_in_play +
     (s.priorities_in_play === 1 ? " priority" : " priorities") + " in play; the next free worker goes to " +
-    (s.next_priority || "nobody (nothing waits)") + ".";
+    (s.next_priority || "nobody (nothing claimable waits)") + ".";
 }
 
 function renderHistory(history) {
