@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 if TYPE_CHECKING:
     import concurrent.futures
 
+    from fastsched.backends.contracts import ProducerStore
+
 from fastsched.dsn import DSN
 
 T = TypeVar("T")
@@ -40,11 +42,12 @@ class AsyncWorkers:
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._pid = 0
         self._local = threading.local()
-        self._backends: list[Any] = []
+        self._backends: list[ProducerStore] = []
 
-    def backend(self) -> Any:
+    def backend(self) -> ProducerStore | None:
         """The calling thread's backend if it is one of these workers, else None."""
-        return getattr(self._local, "backend", None)
+        found: ProducerStore | None = getattr(self._local, "backend", None)
+        return found
 
     def _start_thread(self) -> None:
         from fastsched.backends import open_backend  # connects at its first operation, on this thread

@@ -30,7 +30,7 @@ from typing import Any
 
 import fastsched
 from fastsched import core
-from fastsched.backends import open_backend
+from fastsched.backends import OperatorStore, open_backend
 from fastsched.config import DEFAULT_LEASE
 from fastsched.dsn import DSN, parse_dsn
 from fastsched.errors import FastschedError
@@ -162,7 +162,7 @@ class _Failed(Exception):
     """The demo cannot go on; the message says why."""
 
 
-def _wait_for_master(backend: Any, host_id: str, pool: subprocess.Popen[bytes], log_path: str) -> None:
+def _wait_for_master(backend: OperatorStore, host_id: str, pool: subprocess.Popen[bytes], log_path: str) -> None:
     deadline = time.monotonic() + POOL_START_TIMEOUT
     while not any(p.role == "master" and p.host == host_id for p in backend.processes()):
         if pool.poll() is not None:

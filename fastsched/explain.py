@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastsched import core, tasks
-from fastsched.backends.base import Backend
+from fastsched.backends.contracts import OperatorStore
 from fastsched.clock import utcnow
 from fastsched.config import (
     DEFAULT_LEASE,
@@ -87,46 +87,6 @@ def _serving(processes: Sequence[Any], alive_after: dt.datetime, queue: str) -> 
     ]
 
 
-def _dedup_holder(backend: Backend, key: bytes) -> int | None:
-    """The id of the pending job that holds dedup key ``key``, or None.
-
-    The storage contract has no read of the dedup index, so this runs the SQL backends' own
-    read-only named query ``ids_by_hash`` through their transaction helper; for a backend without
-    them the answer is None (unknown), never an error.
-    """
-    queries = getattr(backend, "_q", None)
-    transaction = getattr(backend, "_transaction", None)
-    if not isinstance(queries, dict) or "ids_by_hash" not in queries or transaction is None:
-        return None
-    from fastsched.backends.sqlfiles import expand_in
-
-    def work(cursor: Any) -> int | None:
-        cursor.execute(expand_in(queries["ids_by_hash"], [key]))
-        rows = cursor.fetchall()
-        return int(rows[0][0]) if rows else None
-
-    result: int | None = transaction(work, "explain: dedup lookup", write=False)
-    return result
-
-
-def _claimed_before(backend: Backend, job: Job) -> int | None:
-    """How many rows the job's child holds that were claimed before the job's own batch: some
-    means the job is in a prefetched batch, claimed ahead while that child runs an earlier one.
-    None when unknown (a backend without the SQL backends' named queries, no claim time)."""
-    queries = getattr(backend, "_q", None)
-    transaction = getattr(backend, "_transaction", None)
-    if not isinstance(queries, dict) or "claimed_before" not in queries or transaction is None:
-        return None
-    params = {"id": job.id}
-
-    def work(cursor: Any) -> int:
-        cursor.execute(queries["claimed_before"], params)
-        return int(cursor.fetchone()[0])
-
-    result: int = transaction(work, "explain: claimed before", write=False)
-    return result
-
-
 def _priorities(n: int) -> str:
     return "1 priority is" if n == 1 else f"{n} priorities are"
 
@@ -178,7 +138,7 @@ def _rule_lines(
 
 
 def explain(
-    backend: Backend,
+    backend: OperatorStore,
     job_id: int,
     now: dt.datetime | None = None,
     *,
@@ -232,7 +192,7 @@ def explain(
     elif job.state is JobState.RUNNING:
         since = seconds_text((now - job.executed).total_seconds()) if job.executed else "an unknown time"
         master = next((p for p in processes if p.role == "master" and p.host == job.host), None)
-        earlier = _claimed_before(backend, job)
+        earlier = backend.claimed_before(job.id)
         if earlier:
             result["prefetched"] = True
             lines.append(
@@ -242,8 +202,7 @@ def explain(
                 f"running one, and is released if the pool stops or the child dies."
             )
         else:
-            if earlier is not None:
-                result["prefetched"] = False
+            result["prefetched"] = False
             lines.append(f"{described} is running: claimed {since} ago by child pid {job.pid} of host {job.host!r}.")
         if master is None or master.heartbeat < alive_after:
             lines.append(
@@ -344,7 +303,7 @@ def explain(
         )
     result["masters_alive"] = len(live_masters)
 
-    holder = _dedup_holder(backend, dedup_hash(job.command, job.parameter))
+    holder = backend.dedup_holder(dedup_hash(job.command, job.parameter))
     result["dedup"] = {"pending_job": holder}
     if holder == job.id:
         lines.append(

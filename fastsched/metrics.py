@@ -21,7 +21,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.process_collector import ProcessCollector
 
 from fastsched import status as status_mod
-from fastsched.backends import open_backend
+from fastsched.backends import OperatorStore, open_backend
 from fastsched.config import DEFAULT_LEASE
 from fastsched.dsn import DSN
 from fastsched.errors import FastschedError
@@ -75,7 +75,7 @@ class Monitor:
         self.metrics = metrics  # Pool.metrics, read-only here; None outside a pool
         self.workers = workers
         self.history_interval = history_interval
-        self._backend = open_backend(dsn)
+        self._backend: OperatorStore = open_backend(dsn)
         self._lock = threading.Lock()
         self._cached: dict[str, Any] | None = None
         self._cached_at = float("-inf")

@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from fastsched import core, retry_policy, tasks
 from fastsched.backends import one_host
+from fastsched.backends.contracts import MasterStore
 from fastsched.batching import BatchSizing, RunTimes
 from fastsched.clock import Clock, utcnow
 from fastsched.config import PoolSettings, validate
@@ -134,7 +135,7 @@ class Pool:
         self,
         settings: PoolSettings,
         *,
-        backend: Any = None,
+        backend: MasterStore | None = None,
         clock: Callable[[], dt.datetime] | None = None,
         sleep: Callable[[float], None] | None = None,
         monotonic: Callable[[], float] | None = None,
@@ -207,7 +208,7 @@ class Pool:
         self._wake_w = -1
         self._listener: Listener | None = None
 
-    def _open_backend(self) -> Any:
+    def _open_backend(self) -> MasterStore:
         from fastsched.backends import open_backend
 
         return open_backend(self.settings.dsn)
@@ -297,7 +298,7 @@ class Pool:
         registration.start(give_up=lambda: bool(self._stop_requests))
         self.metrics.db_up = True
         backend = self._link.backend
-        lanes = int(getattr(backend, "concurrent_connections", 1))
+        lanes = backend.concurrent_connections
         # Claims and outcomes are this instance's (registration.owner), not the host id's.
         self._completer = Completer(
             self._link, registration.owner, clock.wall, backend.open_sibling() if lanes > 1 else None

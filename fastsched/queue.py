@@ -27,7 +27,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastsched import controls, validation, wakeup
 from fastsched.aio import AsyncWorkers
@@ -35,6 +35,10 @@ from fastsched.dbclock import utcnow
 from fastsched.dsn import DSN, parse_dsn
 from fastsched.errors import ConfigError, FastschedError, InvalidInput
 from fastsched.jobs import Job, JobState, NewJob
+
+if TYPE_CHECKING:
+    from fastsched.backends.contracts import Backend, ProducerStore
+
 from fastsched.validation import (
     DEFAULT_MAX_PARAMETER_BYTES,
     MAX_PARAMETER_BYTES_LIMIT,
@@ -118,10 +122,11 @@ class Queue:
         self.max_parameter_bytes = max_parameter_bytes
         self._identity = self._dsn.identity
         self._lock = threading.Lock()
-        self._backend = self._open(connect=not lazy)
+        self._opened = self._open(connect=not lazy)
+        self._backend: ProducerStore = self._opened  # what a producer may use of it
         self._async = AsyncWorkers(self._dsn)  # add_async's threads: none until its first call
 
-    def _open(self, *, connect: bool) -> Any:
+    def _open(self, *, connect: bool) -> Backend:
         from fastsched.backends import open_backend  # the drivers load on first connect, not on import
 
         try:
@@ -148,9 +153,10 @@ class Queue:
         return self._dsn
 
     @property
-    def backend(self) -> Any:
-        """The storage backend (``fastsched.backends.base.Backend``), for the pool and for tests."""
-        return self._backend
+    def backend(self) -> Backend:
+        """The storage backend (every contract of ``fastsched.backends.contracts``), for the pool
+        and for tests."""
+        return self._opened
 
     def close(self) -> None:
         """Close the connection (and add_async's, after the calls under way); the queue

@@ -35,7 +35,8 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastsched import core
-from fastsched.backends.base import Backend, ProcessInfo
+from fastsched.backends.base import ProcessInfo
+from fastsched.backends.contracts import OperatorStore
 from fastsched.clock import utcnow
 from fastsched.config import DEFAULT_LEASE
 from fastsched.priority import Priority
@@ -134,24 +135,8 @@ def _hosts(processes: Sequence[ProcessInfo], now: dt.datetime, alive_after: dt.d
     return [{"host": host, "masters": entries} for host, entries in sorted(hosts.items())]
 
 
-def _prefetched(backend: Backend) -> dict[int, int]:
-    """Per priority, the running jobs that are in a batch claimed ahead (prefetched: its child runs
-    an earlier batch first). Through the SQL backends' named query; empty for a backend without it."""
-    queries = getattr(backend, "_q", None)
-    transaction = getattr(backend, "_transaction", None)
-    if not isinstance(queries, dict) or "prefetched_by_priority" not in queries or transaction is None:
-        return {}
-
-    def work(cursor: Any) -> dict[int, int]:
-        cursor.execute(queries["prefetched_by_priority"])
-        return {int(priority): int(count) for priority, count in cursor.fetchall()}
-
-    found: dict[int, int] = transaction(work, "status: prefetched", write=False)
-    return found
-
-
 def collect(
-    backend: Backend,
+    backend: OperatorStore,
     now: dt.datetime | None = None,
     *,
     lease: float = DEFAULT_LEASE,
@@ -173,7 +158,7 @@ def collect(
     pauses = backend.pauses()
     actions = backend.actions(ACTIONS_SHOWN)
     whole = {p.priority for p in pauses if p.whole_priority}
-    prefetched = _prefetched(backend)
+    prefetched = backend.prefetched_by_priority()
 
     # The scheduler's view, as the masters plan with it: a priority paused whole has no runnable
     # work (plan_counts reads none of its rows), so it is not in play and gets no free worker.

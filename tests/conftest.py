@@ -109,9 +109,9 @@ def fail_jobs(backend: object, job_ids: list[int], error: str, now: object) -> i
     import datetime as dt
     import sqlite3
 
-    from fastsched.backends.base import Backend
+    from fastsched.dsn import DSN
 
-    assert isinstance(backend, Backend) and isinstance(now, dt.datetime)
+    assert isinstance(getattr(backend, "dsn", None), DSN) and isinstance(now, dt.datetime)
     if not job_ids:
         return 0
     dsn = backend.dsn

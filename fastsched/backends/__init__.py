@@ -1,12 +1,18 @@
-"""Storage backends: one contract (``base.Backend``), one SQL implementation, two dialects."""
+"""Storage backends: one contract per consumer (``contracts``), one SQL implementation, two dialects."""
 
 from __future__ import annotations
 
-from fastsched.backends.base import Backend
+from typing import TYPE_CHECKING
+
+from fastsched.backends.contracts import Backend, MasterStore, OperatorStore, ProducerStore
 from fastsched.dsn import DSN, parse_dsn
 from fastsched.errors import ConfigError
 
-__all__ = ["Backend", "one_host", "open_backend"]
+if TYPE_CHECKING:
+    from fastsched.backends.mysql import MySQLBackend
+    from fastsched.backends.sqlite import SQLiteBackend
+
+__all__ = ["Backend", "MasterStore", "OperatorStore", "ProducerStore", "one_host", "open_backend"]
 
 
 def one_host(dsn: DSN) -> bool:
@@ -30,3 +36,10 @@ def open_backend(dsn: str | DSN | None = None) -> Backend:
 
         return SQLiteBackend(parsed)
     raise ConfigError(f"no backend for the {parsed.dialect!r} dialect")
+
+
+def _satisfies_every_contract(mysql: MySQLBackend, sqlite: SQLiteBackend) -> None:
+    """Never called: mypy checks here that both backends satisfy each consumer's contract."""
+    checks: tuple[ProducerStore, MasterStore, OperatorStore, Backend] = (mysql, mysql, mysql, mysql)
+    checks = (sqlite, sqlite, sqlite, sqlite)
+    del checks

@@ -20,7 +20,6 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from fastsched.backends.base import (
-    Backend,
     Batch,
     PlanCounts,
     PriorityStats,
@@ -75,7 +74,7 @@ def _args(parameter: str) -> list[object] | None:
     return value if isinstance(value, list) else None
 
 
-class SQLBackend(ControlsMixin, Inserts, Backend):
+class SQLBackend(ControlsMixin, Inserts):
     """Every operation of the contract, on named queries."""
 
     # Write transactions the server runs at the same time, on connections of their own: 1 for a
@@ -336,6 +335,28 @@ class SQLBackend(ControlsMixin, Inserts, Backend):
             return int(cursor.fetchone()[0])
 
         return self._transaction(work, "jobs_ahead", write=False)
+
+    def claimed_before(self, job_id: int) -> int:
+        def work(cursor: Any) -> int:
+            cursor.execute(self._q["claimed_before"], {"id": int(job_id)})
+            return int(cursor.fetchone()[0])
+
+        return self._transaction(work, "claimed_before", write=False)
+
+    def dedup_holder(self, key: bytes) -> int | None:
+        def work(cursor: Any) -> int | None:
+            cursor.execute(expand_in(self._q["ids_by_hash"], [key]))
+            rows = cursor.fetchall()
+            return int(rows[0][0]) if rows else None
+
+        return self._transaction(work, "dedup_holder", write=False)
+
+    def prefetched_by_priority(self) -> dict[int, int]:
+        def work(cursor: Any) -> dict[int, int]:
+            cursor.execute(self._q["prefetched_by_priority"])
+            return {int(priority): int(count) for priority, count in cursor.fetchall()}
+
+        return self._transaction(work, "prefetched_by_priority", write=False)
 
     # --- the pool master --------------------------------------------------------------------
     def _host_id(self, host: str) -> int:

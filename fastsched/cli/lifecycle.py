@@ -79,16 +79,12 @@ def cmd_init(args: argparse.Namespace, console: Console) -> int:
     console.secrets.append(dsn.password)
     from fastsched.backends import open_backend
     from fastsched.backends.base import SCHEMA_VERSION
-    from fastsched.backends.connection import SQLConnection
 
     backend = open_backend(dsn)
     found: int | None = SCHEMA_VERSION
     try:
         # Only init migrates (the pool and Queue refuse an older schema): see upgrade_schema.
-        if isinstance(backend, SQLConnection):
-            found = backend.upgrade_schema()
-        else:
-            backend.init_schema()
+        found = backend.upgrade_schema()
     finally:
         backend.close()
     migrated = f", migrated from version {found}" if found is not None and found < SCHEMA_VERSION else ""

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from fastsched.backends.base import Batch
+from fastsched.backends.contracts import MasterStore
 from fastsched.batching import BatchSizing
 from fastsched.master.completer import ClaimWrites
 from fastsched.master.dblink import DbLink
@@ -65,7 +66,7 @@ class Claimer:
         self._link = link
         self._host = host
         self._lanes = lanes
-        self._siblings: list[Any] = []
+        self._siblings: list[MasterStore] = []
 
     def claim(
         self, wanted: Sequence[int], children: Sequence[int], sizing: BatchSizing, now: dt.datetime,

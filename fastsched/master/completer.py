@@ -18,8 +18,8 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 from collections.abc import Callable
-from typing import Any
 
+from fastsched.backends.contracts import MasterStore
 from fastsched.errors import DatabaseError
 from fastsched.jobs import Failure, Outcomes
 from fastsched.master.dblink import DbLink
@@ -47,7 +47,7 @@ class Completer:
     of its own (a sibling of the link's) for writes beside a claim; None where the dialect has
     one writer at a time."""
 
-    def __init__(self, link: DbLink, host: str, wall: Callable[[], dt.datetime], own_connection: Any = None) -> None:
+    def __init__(self, link: DbLink, host: str, wall: Callable[[], dt.datetime], own_connection: MasterStore | None = None) -> None:
         self._link = link
         self._host = host
         self._wall = wall

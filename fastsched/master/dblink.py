@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from fastsched.backends.contracts import MasterStore
 from fastsched.errors import DatabaseError, DatabaseUnavailable
 from fastsched.master.metrics import DbKind, PoolMetrics
 
@@ -60,14 +61,14 @@ class DbLink:
 
     def __init__(
         self,
-        open_backend: Callable[[], Any],
+        open_backend: Callable[[], MasterStore],
         metrics: PoolMetrics,
         lease: float,
         mono: Callable[[], float],
         perf: Callable[[], float] = time.perf_counter,
     ) -> None:
         self._open = open_backend
-        self._backend: Any = None
+        self._backend: MasterStore | None = None
         self._metrics = metrics
         self._lease = lease
         self._mono = mono
@@ -80,7 +81,7 @@ class DbLink:
         self._backoff = DB_RETRY_MIN
 
     @property
-    def backend(self) -> Any:
+    def backend(self) -> MasterStore:
         if self._backend is None:
             self._backend = self._open()
         return self._backend

@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from fastsched.backends import open_backend
-from fastsched.backends.connection import SQLConnection
 
 
 def migrate(apps: Any, schema_editor: Any) -> None:
@@ -16,6 +15,5 @@ def migrate(apps: Any, schema_editor: Any) -> None:
     if connection.alias != database_alias():
         return  # `migrate --database other`: fastsched's tables live on FASTSCHED_DATABASE alone
     backend = open_backend(dsn_from_database(connection.settings_dict, connection.alias))  # never connects
-    assert isinstance(backend, SQLConnection)
     with connection.cursor() as cursor:
         backend.upgrade_schema(cursor)
