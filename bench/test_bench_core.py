@@ -5,7 +5,7 @@
 
 Every function runs at sizes 10, 1,000 and 100,000. For the per-call functions the size is the number of
 calls (``map`` over that many inputs, so the loop itself adds as little Python as possible); for
-``count_priorities`` and ``batch_ids`` it is the length of the claimed rows; for ``plan`` it is the number
+``batch_ids`` it is the length of the claimed rows; for ``plan`` it is the number
 of free slots. When both twins of a group have run, each benchmark records ``c_speedup`` (python median /
 c median) in its ``extra_info`` (see ``--benchmark-json``), and the table of speedups is printed at the end.
 """
@@ -70,12 +70,6 @@ def _plan(size: int) -> Workload:
     return lambda core: lambda: core.plan(waiting, running, 50, size, FETCH_LIMIT)
 
 
-def _count_priorities(size: int) -> Workload:
-    rnd = random.Random(SEED)
-    priorities = [rnd.choice(PRIORITIES) for _ in range(size)]
-    return lambda core: lambda: core.count_priorities(priorities)
-
-
 def _batch_ids(size: int) -> Workload:
     # claimed rows come back in claim order: by priority, then age
     rnd = random.Random(SEED)
@@ -113,7 +107,6 @@ WORKLOADS: dict[str, Callable[[int], Workload]] = {
     "rank_of": _rank_of,
     "choose_priority": _choose_priority,
     "plan": _plan,
-    "count_priorities": _count_priorities,
     "batch_ids": _batch_ids,
     "plan_sized": _plan_sized,
     "time_batches": _time_batches,

@@ -34,7 +34,6 @@ __all__ = [
     "allowed_workers",
     "batch_ids",
     "choose_priority",
-    "count_priorities",
     "plan",
     "plan_sized",
     "quadratic_limits",
@@ -293,20 +292,6 @@ def plan_sized(
 
 
 # -------------------------------------------------------------------------------------------- claimed rows
-
-
-def count_priorities(priorities: Sequence[int]) -> list[int]:
-    """How many of each priority ``priorities`` holds, as a length-5 list by rank.
-
-    >>> count_priorities([20, 50, 20])
-    [0, 2, 0, 0, 1]
-
-    A value that is not one of the five priorities raises ValueError naming it and its index.
-    """
-    counts = [0] * _PRIORITY_COUNT
-    for rank in _ranks(priorities, "priorities"):
-        counts[rank] += 1
-    return counts
 
 
 def batch_ids(ids: Sequence[int], priorities: Sequence[int], fetch_limit: int) -> list[list[int]]:

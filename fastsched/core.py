@@ -28,7 +28,6 @@ __all__ = [
     "allowed_workers",
     "batch_ids",
     "choose_priority",
-    "count_priorities",
     "plan",
     "plan_sized",
     "quadratic_limits",
@@ -75,7 +74,6 @@ if TYPE_CHECKING:
         allowed_workers,
         batch_ids,
         choose_priority,
-        count_priorities,
         plan,
         plan_sized,
         quadratic_limits,
@@ -95,7 +93,6 @@ else:
     plan = _module.plan
     plan_sized = _module.plan_sized
     time_batches = _module.time_batches
-    count_priorities = _module.count_priorities
     batch_ids = _module.batch_ids
     allowed_workers = _module.allowed_workers
 

@@ -369,17 +369,6 @@ def plan_sized(waiting, running, active, free_slots, batch_sizes):
 # -------------------------------------------------------------------------------------------- claimed rows
 
 
-def count_priorities(priorities):
-    """How many of each priority ``priorities`` holds, as a length-5 list by rank."""
-    cdef Py_ssize_t counts[_PRIORITY_COUNT]
-    counts[0] = counts[1] = counts[2] = counts[3] = counts[4] = 0
-    if PyList_CheckExact(priorities) or PyTuple_CheckExact(priorities):  # the common case, no wrapper
-        _scan_items(priorities, NULL, counts)
-    else:
-        (<_Priorities>_Priorities(priorities)).scan(NULL, counts)
-    return [counts[0], counts[1], counts[2], counts[3], counts[4]]
-
-
 cdef extern from *:
     """
     #define __pyx_fs_prefetch_w(p) __builtin_prefetch((const void*)(p), 1, 3)

@@ -41,7 +41,6 @@ FUNCTIONS = (
     "choose_priority",
     "plan",
     "plan_sized",
-    "count_priorities",
     "batch_ids",
     "time_batches",
     "allowed_workers",
@@ -411,41 +410,6 @@ def test_time_batches_errors(core: ModuleType) -> None:
         core.time_batches(["a"], [], 0.01, 1, 1)
 
 
-# ------------------------------------------------------------------------------------ count_priorities
-
-
-def test_count_priorities(core: ModuleType) -> None:
-    assert core.count_priorities([]) == [0] * 5
-    assert core.count_priorities([20, 50, 20]) == [0, 2, 0, 0, 1]
-    assert core.count_priorities([10, 20, 30, 40, 50] * 3) == [3] * 5
-
-
-@pytest.mark.parametrize(
-    "make",
-    [list, tuple, lambda v: array("q", v), lambda v: array("l", v), lambda v: array("i", v), iter],
-    ids=["list", "tuple", "array-q", "array-l", "array-i", "iterator"],
-)
-def test_count_priorities_accepts_any_sequence(core: ModuleType, make: Callable[[list[int]], Any]) -> None:
-    assert core.count_priorities(make([10, 40, 40, 30])) == [1, 0, 1, 2, 0]
-    assert core.count_priorities(range(10, 60, 10)) == [1] * 5
-
-
-def test_count_priorities_accepts_priority_members(core: ModuleType) -> None:
-    from fastsched.priority import Priority
-
-    assert core.count_priorities([Priority.HIGH, Priority.HIGH, 50]) == [0, 2, 0, 0, 1]
-
-
-@pytest.mark.parametrize("make", [list, lambda v: array("q", v)], ids=["list", "array"])
-def test_count_priorities_errors(core: ModuleType, make: Callable[[list[int]], Any]) -> None:
-    with pytest.raises(ValueError, match=r"^priorities\[2\] must be one of 10, 20, 30, 40, 50, got 7$"):
-        core.count_priorities(make([10, 20, 7, 99]))
-    with pytest.raises(TypeError, match=r"^priorities must be a sequence of ints, got int$"):
-        core.count_priorities(10)
-    with pytest.raises(TypeError, match="cannot be interpreted as an integer"):
-        core.count_priorities([10, "20"])
-
-
 # -------------------------------------------------------------------------------------------- batch_ids
 
 
@@ -479,6 +443,18 @@ def test_batch_ids_returns_lists_of_ints(core: ModuleType) -> None:
     assert all(type(batch) is list for batch in result)
     assert all(type(job_id) is int for batch in result for job_id in batch)
     assert core.batch_ids((True, 2), range(10, 30, 10), 1) == [[1], [2]]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [list, tuple, lambda v: array("q", v), lambda v: array("l", v), lambda v: array("i", v), iter],
+    ids=["list", "tuple", "array-q", "array-l", "array-i", "iterator"],
+)
+def test_batch_ids_accepts_any_sequence_of_priorities(core: ModuleType, make: Callable[[list[int]], Any]) -> None:
+    from fastsched.priority import Priority
+
+    assert core.batch_ids([1, 2, 3, 4], make([10, 40, 40, 30]), 5) == [[1], [2], [3], [4]]
+    assert core.batch_ids([1, 2, 3], [Priority.HIGH, Priority.HIGH, 50], 5) == [[1, 2], [3]]
 
 
 def test_batch_ids_errors(core: ModuleType) -> None:
@@ -643,14 +619,6 @@ def test_fuzz_time_batches(commands: list[str], estimates: dict[str, Any], budge
             batch = commands[start:start + n]
             assert n == 1 or all(estimates.get(c) is not None for c in batch)
             start += n
-
-
-@settings(max_examples=300)
-@given(priority_lists, st.booleans())
-def test_fuzz_count_priorities(priorities: list[int], as_array: bool) -> None:
-    if as_array and all(-(2**63) <= p < 2**63 for p in priorities):
-        agree("count_priorities", array("q", priorities))
-    agree("count_priorities", priorities)
 
 
 @settings(max_examples=300)
