@@ -5,6 +5,8 @@
   stays; dedup stays atomic across nodes.
 - A node out of the Primary component (error 1047) is an outage of that connection; a DSN that
   names several nodes moves to another one, and sees there what it committed before.
+- Claims spread: at any moment the masters on different nodes take different shares of the
+  runnable rows (oldest first within each), and a claim locks only the rows it takes.
 - The schema holds to what Galera needs: a primary key on every table, InnoDB only, no locking
   read that relies on a gap lock.
 
@@ -17,6 +19,7 @@ import datetime as dt
 import re
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -27,7 +30,7 @@ from test_backend_contract import HOST, NOW, SECOND, new_job
 
 from fastsched.backends import open_backend
 from fastsched.backends.base import Backend
-from fastsched.backends.sqlfiles import load_queries
+from fastsched.backends.sqlfiles import expand_in, load_queries
 from fastsched.errors import DatabaseUnavailable
 from fastsched.jobs import Outcomes
 
@@ -213,6 +216,80 @@ def test_dedup_is_atomic_across_nodes(galera: Any, database: Any) -> None:
             backend.close()
 
 
+# --- claims spread over the nodes ----------------------------------------------------------------
+
+
+def share_of(job_id: int) -> int:
+    """The share a job belongs to on a 3-node cluster: MySQL's CRC32 of the id, as text, modulo 3."""
+    return zlib.crc32(str(job_id).encode()) % 3
+
+
+def claimed_ids(backend: Any, count: int, now: dt.datetime, pid: int = 101) -> list[int]:
+    return [job.id for batch in backend.claim([0, 0, count, 0, 0], [pid], HOST, count, now) for job in batch.jobs]
+
+
+def test_masters_on_three_nodes_claim_three_shares_each_oldest_first(galera: Any, database: Any) -> None:
+    """At one moment, claims through the three nodes take rows of three different shares, none
+    twice: each the oldest of its share, so the order within a priority stays close to FIFO."""
+    backends = [backend_on(galera, database, node) for node in (0, 1, 2)]
+    try:
+        ids = pending(backends[0], 60)
+        by_share = {share: [i for i in ids if share_of(i) == share] for share in range(3)}
+        assert min(len(members) for members in by_share.values()) >= 10  # the hash spreads ids
+        claims = [claimed_ids(backend, 5, LATER, pid=101 + index) for index, backend in enumerate(backends)]
+        shares = [{share_of(i) for i in claim} for claim in claims]
+        assert sorted(len(found) for found in shares) == [1, 1, 1] and set.union(*shares) == {0, 1, 2}
+        for claim, (share,) in zip(claims, shares):
+            assert claim == by_share[share][:5]
+        # A second later every node has moved on to the next share, still oldest first.
+        later = [claimed_ids(backend, 2, LATER + SECOND, pid=201 + index) for index, backend in enumerate(backends)]
+        for before, after in zip(shares, later):
+            (share,) = {share_of(i) for i in after}
+            assert share == (next(iter(before)) + 1) % 3 and after == by_share[share][5:7]
+        # Every runnable job is claimed once, the last ones from wherever they are.
+        rest = [claimed_ids(backend, 30, LATER, pid=301 + index) for index, backend in enumerate(backends)]
+        taken = [i for claim in (*claims, *later, *rest) for i in claim]
+        assert sorted(taken) == ids
+    finally:
+        for backend in backends:
+            backend.close()
+
+
+def test_a_share_with_too_few_rows_is_filled_from_the_others_oldest_first(galera: Any, database: Any, node1: Any) -> None:
+    ids = pending(node1, 12)
+    claim = claimed_ids(node1, 9, LATER)
+    (share,) = {share_of(claim[0])}
+    own = [i for i in ids if share_of(i) == share]
+    assert len(own) < 9  # else the test would not reach the others' rows
+    assert claim == own + [i for i in ids if share_of(i) != share][: 9 - len(own)]
+
+
+def test_a_claim_locks_only_the_rows_it_takes(galera: Any, database: Any, node1: Any) -> None:
+    """A claim on Galera finds its share by a plain read and locks only the rows it claims: a
+    locking read would also hold the other shares' rows it passed, and the other nodes' write
+    sets on them would abort it. Seen from the same node, another share's rows stay free."""
+    ids = pending(node1, 40)
+    node1._cursor_ready()
+    node1._begin(node1._cursor)
+    try:
+        rows_taken = node1._claim_rows(node1._cursor, (), {"priority": 30, "now": LATER, "limit": 5}, (0, 3))
+        assert [row[0] for row in rows_taken] == [i for i in ids if share_of(i) == 0][:5]
+        other = raw_on(galera, database, 0)
+        free = []
+        for job_id in ids:  # one row at a time: a locking read of many ids may scan past the held rows
+            with other.cursor() as cur:
+                cur.execute("BEGIN")
+                try:
+                    cur.execute("SELECT id FROM workerqueue WHERE id = %s FOR UPDATE NOWAIT", (job_id,))
+                    free.append(job_id)
+                except pymysql.OperationalError as exc:
+                    assert exc.args[0] == 1205  # NOWAIT: held by another transaction
+                cur.execute("ROLLBACK")
+        assert sorted(set(ids) - set(free)) == [row[0] for row in rows_taken]
+    finally:
+        node1._conn.rollback()
+
+
 # --- a node that leaves the cluster --------------------------------------------------------------
 
 
@@ -280,6 +357,7 @@ LOCKING_READS = {
     "lock_lease": "PRIMARY",
     "claim_priority": "SKIP LOCKED",
     "claim_priority_queue": "SKIP LOCKED",
+    "lock_claimable": "PRIMARY",
 }
 
 
@@ -310,9 +388,12 @@ def test_the_schema_has_what_galera_needs(galera: Any, database: Any, node1: Any
         if key == "SKIP LOCKED":
             assert "SKIP LOCKED" in text
             continue
+        if "{ids}" in text:  # an IN list of the primary key: points, each an equality
+            text = expand_in(text, [job_id, job_id + 1])
         with conn.cursor() as cur:
-            cur.execute("EXPLAIN " + text, params)
+            cur.execute("EXPLAIN " + text, {**params, "priority": 30, "now": LATER})
             plan = list(cur.fetchall())
-        assert any(step[5] == key and step[3] in ("const", "eq_ref", "ref") for step in plan), (query, plan)
+        points = ("const", "eq_ref", "ref", "range") if "{ids}" in QUERIES[query] else ("const", "eq_ref", "ref")
+        assert any(step[5] == key and step[3] in points for step in plan), (query, plan)
     node1._cursor_ready()
     assert rows(node1._conn, "SELECT @@tx_isolation") == [("READ-COMMITTED",)]

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from fastsched.backends.sqlfiles import expand_in, load_queries, load_schema, parse_queries, split_statements
+from fastsched.backends.sqlfiles import (
+    expand_in,
+    expand_spread,
+    load_queries,
+    load_schema,
+    parse_queries,
+    split_statements,
+)
 
 DIALECTS = ("mysql", "sqlite")
 
@@ -77,3 +84,14 @@ def test_expand_in_refuses_anything_else(bad: list[object]) -> None:
 def test_expand_in_needs_exactly_one_marker() -> None:
     with pytest.raises(ValueError, match="marker"):
         expand_in("SELECT 1", [1])
+
+
+def test_expand_spread_inlines_a_share_of_two_ints() -> None:
+    query = load_queries("mysql")["claim_priority"]
+    assert "AND MOD(CRC32(id), 3) = 1" in expand_spread(query, (1, 3))
+    assert expand_spread(query, None) == query  # the raw text runs as it is: the marker is a comment
+    for bad in [(3, 3), (-1, 3), (True, 3), (0, 1.5), ("0", 3)]:
+        with pytest.raises(ValueError, match="share"):
+            expand_spread(query, bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="marker"):
+        expand_spread("SELECT 1", (0, 2))

@@ -86,6 +86,12 @@ class SQLConnection:
         """The id of the first of the ``rows`` rows that the last add_jobs inserted, all of them."""
         raise NotImplementedError
 
+    def _claim_share(self, cursor: Any, now: dt.datetime) -> tuple[int, int] | None:
+        """(slot, of): the share of the runnable rows that a claim at ``now`` takes first, where
+        masters on other database nodes take the other shares (Galera: two nodes that claim the
+        same rows lose certification to each other). None: every claim takes the oldest rows."""
+        return None
+
     def _server_consecutive_ids(self, cursor: Any) -> bool:
         """Whether the server gives the rows of one multi-row INSERT consecutive ids (asked on a
         caller's connection: see ``callers``)."""

@@ -17,6 +17,7 @@ import datetime as dt
 import functools
 import logging
 import re
+import time
 from typing import Any
 
 import pymysql
@@ -62,6 +63,12 @@ GALERA_STATUS = (
     "'wsrep_local_state_comment', 'wsrep_local_index', 'wsrep_cluster_size')"
 )
 CAUSAL_WAIT = ("SET SESSION wsrep_sync_wait = 1", "SELECT 1", "SET SESSION wsrep_sync_wait = DEFAULT")
+# Claims spread over the nodes (MySQLBackend._claim_share). A node's place in the cluster changes
+# when a node leaves or joins: it is read again this often (seconds), at the start of a claim.
+GALERA_POSITION_REFRESH = 5.0
+# Seconds each share stays with a node before every node moves on to the next share: with fewer
+# masters' nodes than nodes, the shares nobody owns are served in turn, none waits long.
+SPREAD_TURN = 1.0
 # DSN query options passed to pymysql.connect, with their types.
 OPTIONS = {
     "connect_timeout": float,
@@ -69,6 +76,7 @@ OPTIONS = {
     "write_timeout": float,
     "unix_socket": str,
 }
+EPOCH = dt.datetime(1970, 1, 1)
 _VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
 
 
@@ -137,6 +145,8 @@ class MySQLBackend(SQLBackend):
     node = 0  # the index in dsn.nodes of the node of the current (or last) connection
     # (wsrep_local_index, wsrep_cluster_size) of that node; (0, 1) on a server that is no Galera node
     galera_position = (0, 1)
+    galera = False  # whether the current (or last) connection's server is a Galera node
+    _position_read_at = 0.0  # time.monotonic() when galera_position was read
 
     def _connect_kwargs(self, node: int = 0) -> dict[str, Any]:
         dsn = self.dsn
@@ -219,10 +229,10 @@ class MySQLBackend(SQLBackend):
         if "mariadb" not in version.lower():
             return (0, 1)
         cursor.execute(GALERA_ON)
-        if not int(cursor.fetchone()[0]):
+        self.galera = bool(int(cursor.fetchone()[0]))
+        if not self.galera:
             return (0, 1)
-        cursor.execute(GALERA_STATUS)
-        status = {str(name).lower(): str(value) for name, value in cursor.fetchall()}
+        status = self._galera_status(cursor)
         if status.get("wsrep_ready") != "ON" or status.get("wsrep_cluster_status") != "Primary":
             raise NodeNotReady(
                 f"the Galera node {_node_name(self.dsn.nodes[node])} of {self.dsn} is not ready "
@@ -231,7 +241,33 @@ class MySQLBackend(SQLBackend):
             )
         for statement in CAUSAL_WAIT:
             cursor.execute(statement)
-        return int(status.get("wsrep_local_index", 0)), max(int(status.get("wsrep_cluster_size", 1)), 1)
+        return self._position(status)
+
+    def _galera_status(self, cursor: Any) -> dict[str, str]:
+        cursor.execute(GALERA_STATUS)
+        self._position_read_at = time.monotonic()
+        return {str(name).lower(): str(value) for name, value in cursor.fetchall()}
+
+    @staticmethod
+    def _position(status: dict[str, str]) -> tuple[int, int]:
+        size = max(int(status.get("wsrep_cluster_size", 1)), 1)
+        return min(max(int(status.get("wsrep_local_index", 0)), 0), size - 1), size
+
+    def _claim_share(self, cursor: Any, now: dt.datetime) -> tuple[int, int] | None:
+        """On a Galera cluster of N nodes, the share of node i at ``now`` is (i + turn) mod N, turn
+        = whole SPREAD_TURNs since the epoch: the masters on different nodes take different shares
+        at any time (their clocks agree to well within a turn), those on one node the same share
+        (SKIP LOCKED keeps them apart: a node's locks are its own). On one server: None."""
+        if not self.galera:
+            return None
+        if time.monotonic() - self._position_read_at >= GALERA_POSITION_REFRESH:
+            self.galera_position = self._position(self._galera_status(cursor))
+        index, size = self.galera_position
+        if size < 2:
+            return None
+        utc = now if now.tzinfo is None else now.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        turn = int((utc - EPOCH).total_seconds() // SPREAD_TURN)
+        return (index + turn) % size, size
 
     def _scrub(self, text: str) -> str:
         return text.replace(self.dsn.password, "***") if self.dsn.password else text

@@ -29,7 +29,7 @@ from fastsched.backends.base import (
 )
 from fastsched.backends.controls import ControlsMixin
 from fastsched.backends.inserts import IN_CHUNK, Inserts, chunks
-from fastsched.backends.sqlfiles import expand_in, expand_pid_cases, expand_queues
+from fastsched.backends.sqlfiles import expand_in, expand_pid_cases, expand_queues, expand_spread
 from fastsched.batching import BatchSizing, sizing_of
 from fastsched.clock import utcnow
 from fastsched.controls import RETRY, JobFilter
@@ -50,8 +50,16 @@ ONE_UPDATE_MAX_IDS = 256  # a claim of at most this many jobs marks all its batc
 LEASE_PREFIX = "periodic:"  # fastsched_meta names of take_periodic leases
 PURGE_WINDOW_MIN = 1_000  # rows purge reads per window at least, however small its limit
 
+LOCKING_SUFFIX = "FOR UPDATE SKIP LOCKED"  # how a claim's locking read ends (MySQL; see _claim_rows)
 _JOB_COLUMNS = 14  # get_job, lock_job and failed_jobs select these, then failed_hash
 _PID, _NEXT_TRY, _DONE, _FAILED_HASH, _QUEUE = 10, 5, 13, 14, 15  # positions in those rows
+
+
+def _unlocked(query: str) -> str:
+    """A claim's locking read as a plain read (the same rows, no lock taken)."""
+    if not query.endswith(LOCKING_SUFFIX):
+        raise ValueError(f"a claim query must end with {LOCKING_SUFFIX!r}")
+    return query.removesuffix(LOCKING_SUFFIX)
 
 
 def _state(done: int, pid: int, next_try: dt.datetime, now: dt.datetime) -> JobState:
@@ -446,19 +454,14 @@ class SQLBackend(ControlsMixin, Inserts):
         jobs: list[ClaimedJob] = []
         split: list[list[int]] = []
         free = len(children)  # batches still to fill: never lock rows no child could take
-        query = self._q["claim_priority"]
+        share = self._claim_share(cursor, now)
         for rank, (priority, count) in enumerate(zip(PRIORITIES, wanted)):
             if count <= 0 or free <= 0:
                 continue
             per_batch = sizing.sizes[rank]
             slots = min(free, -(-count // per_batch))  # the slots the plan gave this priority
             params = {"priority": priority, "now": db_now, "limit": min(count, slots * per_batch)}
-            if queues:
-                found = self._claim_from_queues(cursor, queues, params)
-            else:
-                cursor.execute(query, params)
-                found = cursor.fetchall()
-            rows = list(map(ClaimedJob._make, found))
+            rows = list(map(ClaimedJob._make, self._claim_rows(cursor, queues, params, share)))
             if not rows:
                 continue
             # Rows past the batches cut here were only locked: the commit lets them go, unclaimed.
@@ -489,11 +492,63 @@ class SQLBackend(ControlsMixin, Inserts):
             start = end
         return batches
 
-    def _claim_from_queues(self, cursor: Any, queues: Sequence[str], params: dict[str, Any]) -> list[Any]:
+    def _claim_rows(
+        self, cursor: Any, queues: Sequence[str], params: dict[str, Any], share: tuple[int, int] | None
+    ) -> list[Any]:
+        """The rows a claim of one priority takes: the oldest runnable ones (claim_priority, one
+        locking read), or, with a ``share`` (Galera), the oldest of this master's share, then, if
+        that share has too few, the oldest of the others (a share with no master of its own is
+        served then, and by the turns of ``_claim_share``). Within a share the order is FIFO;
+        across shares, each master moves along its own at much the same pace.
+
+        On Galera the rows are found by a plain read and only then locked, by id (lock_claimable):
+        a locking read keeps a lock on every index entry it passes, the other shares' too, and a
+        node aborts a local transaction that holds a lock its peers' write sets need (a "brute
+        force" abort, error 1213 like a lost certification). Measured with 3 masters on 3 nodes:
+        30 % of the claims aborted with the share applied inside the locking read, under 3 % so."""
+        if share is None:
+            if queues:
+                return self._claim_from_queues(cursor, queues, params)
+            cursor.execute(self._q["claim_priority"], params)
+            return list(cursor.fetchall())
+        own = self._lock_found(cursor, queues, params, share, frozenset())
+        missing = params["limit"] - len(own)
+        if missing <= 0:
+            return own
+        # The rows locked above are found again by the plain read: read that many more.
+        rest = self._lock_found(
+            cursor, queues, {**params, "limit": params["limit"] + len(own)}, None, frozenset(row[0] for row in own),
+            missing,
+        )
+        return own + rest
+
+    def _lock_found(
+        self, cursor: Any, queues: Sequence[str], params: dict[str, Any], share: tuple[int, int] | None,
+        taken: frozenset[int], want: int | None = None,
+    ) -> list[Any]:
+        """Find runnable rows (of ``share``) by a plain read, then lock those not ``taken`` and
+        still runnable, ``want`` at most, skipping what other transactions hold."""
+        if queues:
+            found = self._claim_from_queues(cursor, queues, params, share, locking=False)
+        else:
+            cursor.execute(expand_spread(_unlocked(self._q["claim_priority"]), share), params)
+            found = cursor.fetchall()
+        ids = [row[0] for row in found if row[0] not in taken][:want]
+        if not ids:
+            return []
+        cursor.execute(expand_in(self._q["lock_claimable"], ids), params)
+        return [tuple(row[:6]) for row in cursor.fetchall()]
+
+    def _claim_from_queues(
+        self, cursor: Any, queues: Sequence[str], params: dict[str, Any], share: tuple[int, int] | None = None,
+        *, locking: bool = True,
+    ) -> list[Any]:
         """claim_priority within ``queues``: one claim_queue range per queue, merged oldest next_try
         first (then id) and cut to the limit. The rows of the cut stay locked until the commit, a
-        few milliseconds: other masters skip them meanwhile (SKIP LOCKED), nothing waits."""
+        few milliseconds: other masters skip them meanwhile (SKIP LOCKED), nothing waits.
+        ``locking`` False: a plain read (``_lock_found``), of ``share`` only."""
         query = self._q["claim_priority_queue"]
+        query = query if locking else expand_spread(_unlocked(query), share)
         found: list[Any] = []
         for name in queues:
             cursor.execute(query, {**params, "queue": name})

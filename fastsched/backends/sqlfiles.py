@@ -23,6 +23,9 @@ from typing import NamedTuple
 IN_MARKER = "{ids}"  # where expand_in puts the list, as in ``WHERE id IN ({ids})``
 QUEUES_MARKER = "{queues}"  # where expand_queues puts the names, as in ``AND queue IN ({queues})``
 PID_CASES_MARKER = "{pid_cases}"  # claim_batches: "WHEN id IN (...) THEN <pid>" per batch
+# Where expand_spread puts a claim's share of the rows (Galera). A comment, so that the query
+# runs as it is where no share applies (and where tests run the raw text).
+SPREAD_MARKER = "/* spread */"
 HASH_BYTES = 20  # sha1 digests, as stored in workerqueue.dedup_hash
 _INT_ONLY = {int}
 _NAME = re.compile(r"^--\s*name:\s*([A-Za-z_][A-Za-z0-9_]*)\s*$")
@@ -182,3 +185,18 @@ def expand_pid_cases(sql: str, assigned: Sequence[tuple[int, Sequence[int]]]) ->
         cases.append(f"WHEN id IN ({repr(list(ids))[1:-1]}) THEN {pid}")
         claimed.extend(ids)
     return expand_in(sql.replace(PID_CASES_MARKER, " ".join(cases)), claimed)
+
+
+def expand_spread(sql: str, share: tuple[int, int] | None) -> str:
+    """``sql`` with its SPREAD_MARKER replaced by the condition that keeps share ``(slot, of)``
+    of the rows: those whose id hashes to ``slot`` modulo ``of`` (CRC32, not the id itself: on
+    Galera a node's ids all fall in one class modulo the cluster size, auto_increment_offset).
+    ``share`` None: the query unchanged. Both numbers must be ints, 0 <= slot < of."""
+    if share is None:
+        return sql
+    slot, of = share
+    if type(slot) is not int or type(of) is not int or not 0 <= slot < of:
+        raise ValueError(f"a claim's share must be two ints 0 <= slot < of, got {share!r}")
+    if sql.count(SPREAD_MARKER) != 1:
+        raise ValueError(f"expand_spread needs a query with exactly one {SPREAD_MARKER} marker")
+    return sql.replace(SPREAD_MARKER, f"AND MOD(CRC32(id), {of}) = {slot}")

@@ -298,7 +298,7 @@ WHERE role = 'master' AND heartbeat >= %(alive_after)s AND queues = %(queues)s
 SELECT id, command, parameter, priority, retrial, crashes, next_try
 FROM workerqueue FORCE INDEX (claim_queue) 
 WHERE done = 0 AND queue = %(queue)s AND priority = %(priority)s AND next_try <= %(now)s
-  AND pid = 0 AND host_id = 0
+  AND pid = 0 AND host_id = 0 /* spread */
 ORDER BY next_try, id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
@@ -310,6 +310,9 @@ SELECT id, command, parameter, priority, retrial, crashes
 -- the optimizer pick a scan, which a big backlog then pays for on every claim.
 FROM workerqueue FORCE INDEX (claim)
 WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = %(priority)s AND next_try <= %(now)s
+  -- On Galera, in a plain read, a master's share of the rows (SQLBackend._claim_rows): the id's
+  -- hash is read from the index entry (InnoDB appends id), the other shares cost no row read.
+  /* spread */
   -- Paused work (fastsched_pause; fastsched.controls) is not claimed. A pause of the whole priority
   -- makes the WHERE impossible before any row is read (the first test is constant); a narrower one
   -- is checked per row, and costs little: the pause set the jobs it held aside (PARKED_HOST_ID),
@@ -321,6 +324,17 @@ WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = %(priority)s AND next_
                     AND p.queue IN ('', workerqueue.queue))
 ORDER BY next_try, id
 LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED
+
+-- name: lock_claimable
+-- The rows of a claim on Galera, found by a plain read of claim_priority (SQLBackend._claim_rows),
+-- locked by id: only these rows are locked (equalities on the primary key take no gap lock), the
+-- ones another transaction holds are skipped, and those no longer runnable are left. Forced: on a
+-- small table the optimizer may pick a range of the claim index, and lock every row of it.
+SELECT id, command, parameter, priority, retrial, crashes, next_try
+FROM workerqueue FORCE INDEX (PRIMARY)
+WHERE id IN ({ids}) AND done = 0 AND pid = 0 AND host_id = 0 AND priority = %(priority)s AND next_try <= %(now)s
+ORDER BY next_try, id
 FOR UPDATE SKIP LOCKED
 
 -- name: claim_batch

@@ -304,6 +304,13 @@ WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = :priority AND next_try
 ORDER BY next_try, id
 LIMIT :limit
 
+-- name: lock_claimable
+-- MySQL's claim on Galera (SQLBackend._claim_rows); unused here: SQLite has one writer, no nodes.
+SELECT id, command, parameter, priority, retrial, crashes, next_try
+FROM workerqueue
+WHERE id IN ({ids}) AND done = 0 AND pid = 0 AND host_id = 0 AND priority = :priority AND next_try <= :now
+ORDER BY next_try, id
+
 -- name: claim_batch
 UPDATE workerqueue SET pid = :pid, host_id = :host_id, executed = :now WHERE id IN ({ids})
 
