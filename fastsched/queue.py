@@ -52,19 +52,24 @@ from fastsched.validation import (
 __all__ = [
     "DEFAULT_PURGE_AGE",
     "Queue",
+    "actions",
     "add",
     "add_async",
     "add_many",
     "add_many_async",
     "cancel",
+    "cancel_all",
     "canonical_parameter",
     "connect",
     "dedup_hash",
     "default_queue",
     "failed",
     "get",
+    "pause",
+    "paused",
     "purge",
     "reset_default",
+    "resume",
     "retry",
     "retry_all",
     "stats",
@@ -459,6 +464,11 @@ class Queue:
             raise InvalidInput(f"everything must be True or False, got {short(everything)}")
         if everything and (priority is not None or command is not None or queue is not None):
             raise InvalidInput("resume everything, or one pause by its parts: not both")
+        if not everything and priority is None and command is None and queue is None:
+            raise InvalidInput(
+                "resume needs the parts of the pause to end (priority, command, queue: a pause needs a priority, "
+                "a command or a queue), or everything=True to end every pause"
+            )
         pause = None if everything else controls.Pause.of(priority, command, queue)
         actor = controls.as_actor(by)
         now = self._now()
@@ -621,6 +631,40 @@ def retry(job_id: int, *, by: str | None = None) -> Job:
 def retry_all(**filters: Any) -> int:
     """``Queue.retry_all`` on the default queue."""
     return default_queue().retry_all(**filters)
+
+
+def cancel_all(**filters: Any) -> int:
+    """``Queue.cancel_all`` on the default queue."""
+    return default_queue().cancel_all(**filters)
+
+
+def pause(
+    priority: int | str | None = None, command: str | None = None, queue: str | None = None, *, by: str | None = None
+) -> controls.Pause:
+    """``Queue.pause`` on the default queue."""
+    return default_queue().pause(priority, command, queue, by=by)
+
+
+def resume(
+    priority: int | str | None = None,
+    command: str | None = None,
+    queue: str | None = None,
+    *,
+    everything: bool = False,
+    by: str | None = None,
+) -> int:
+    """``Queue.resume`` on the default queue."""
+    return default_queue().resume(priority, command, queue, everything=everything, by=by)
+
+
+def paused() -> list[controls.Pause]:
+    """``Queue.paused`` on the default queue."""
+    return default_queue().paused()
+
+
+def actions(limit: int = 20) -> list[controls.Action]:
+    """``Queue.actions`` on the default queue."""
+    return default_queue().actions(limit)
 
 
 def failed(limit: int = 100) -> list[Job]:

@@ -55,8 +55,10 @@ def test_pause_and_resume_refuse_bad_flags(sqlite_dsn: str, env: dict[str, str])
     env["FASTSCHED_DSN"] = sqlite_dsn
     for args, message in [
         (["pause"], "a pause needs a priority, a command or a queue"),
-        (["pause", "--priority", "URGENT"], "priority must be one of CRITICAL"),
-        (["pause", "--command", "no spaces"], "contains ' '"),
+        (["pause", "--priority", "URGENT", "--queue", "mail"], "--priority: priority must be one of CRITICAL"),
+        (["pause", "--command", "no spaces"], "--command: command 'no spaces' contains ' '"),
+        (["pause", "--priority", "LOW", "--queue", "a;b"], "--queue: queue 'a;b' contains ';'"),
+        (["resume", "--queue", "a;b"], "--queue: queue 'a;b' contains ';'"),
         (["resume"], "a pause needs a priority"),
         (["resume", "--all", "--priority", "LOW"], "not both"),
         (["retry"], "exactly one of the three"),

@@ -371,3 +371,23 @@ def test_metrics_show_the_pauses_and_the_jobs_they_hold(q: fastsched.Queue, dsn:
     assert samples[("fastsched_queue_jobs", (("priority", "MEDIUM"), ("state", "waiting")))] == 0
     assert samples[("fastsched_paused_jobs", (("priority", "MEDIUM"),))] == 2
     assert samples[("fastsched_paused_jobs", (("priority", "LOW"),))] == 0  # paused whole: still waiting
+
+
+def test_the_module_functions_control_the_default_queue(dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FASTSCHED_DSN", dsn)
+    fastsched.queue.reset_default()
+    try:
+        with pytest.raises(InvalidInput, match="or everything=True"):
+            fastsched.resume()
+        assert fastsched.pause(priority="LOW", by="ops").paused_by == "ops"
+        assert [p.describe() for p in fastsched.paused()] == ["priority LOW"]
+        assert fastsched.resume("LOW") == 1 and fastsched.paused() == []
+        job_id = fastsched.add(Priority.HIGH, "SendMail", 1)
+        assert fastsched.cancel_all(command="SendMail", dry_run=True) == 1
+        assert fastsched.cancel_all(command="SendMail") == 1
+        with pytest.raises(JobNotFound):
+            fastsched.get(job_id)
+        assert fastsched.retry_all(command="SendMail") == 0 and fastsched.failed() == []
+        assert [a.action for a in fastsched.actions(10)] == ["retry", "cancel", "resume", "pause"]
+    finally:
+        fastsched.queue.reset_default()

@@ -186,7 +186,8 @@ def test_bad_input_raises_before_anything_is_sent_and_the_callers_transaction_go
 def test_a_connection_of_the_other_dialect_is_refused(q: fastsched.Queue, driver: str, mysql_dsn: str, sqlite_dsn: str) -> None:
     other = connect("sqlite3", sqlite_dsn) if driver != "sqlite3" else connect("pymysql", mysql_dsn)
     try:
-        with pytest.raises(InvalidInput, match="connection must be .* to this queue's database, got"):
+        got = "sqlite3.Connection" if driver != "sqlite3" else "pymysql.connections.Connection"
+        with pytest.raises(InvalidInput, match=f"connection must be .* to this queue's database, got {got}$"):
             q.add(30, "Cmd", connection=other)
     finally:
         other.close()

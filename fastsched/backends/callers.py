@@ -72,8 +72,14 @@ def check(connection: object, dialect: str) -> None:
     root = _root(connection)
     if root not in drivers or not hasattr(connection, "cursor"):
         raise InvalidInput(
-            f"connection must be {_ACCEPTED[dialect]} to this queue's database, got {type(connection).__name__}"
+            f"connection must be {_ACCEPTED[dialect]} to this queue's database, got {_type_name(connection)}"
         )
+
+
+def _type_name(obj: object) -> str:
+    """``sqlite3.Connection``, ``pymysql.connections.Connection``; ``str`` for a builtin."""
+    cls = type(obj)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
 
 
 class CallerCursor:

@@ -135,11 +135,23 @@ def _configure_pause(parser: argparse.ArgumentParser) -> None:
     _add_pause_parts(parser, "pause")
 
 
-def cmd_pause(args: argparse.Namespace, console: Console) -> int:
+def _pause_of(args: argparse.Namespace, flags: str) -> controls.Pause:
+    """The pause the flags name; ConfigError naming the flag that is wrong."""
+    for flag, part in (("--priority", "priority"), ("--command", "command"), ("--queue", "queue")):
+        value = args.job_command if part == "command" else getattr(args, part)
+        if value is not None:
+            try:
+                controls.Pause.of(**{part: value})
+            except InvalidInput as exc:
+                raise ConfigError(f"{flag}: {exc}") from None
     try:
-        wanted = controls.Pause.of(args.priority, args.job_command, args.queue)
+        return controls.Pause.of(args.priority, args.job_command, args.queue)
     except InvalidInput as exc:
-        raise ConfigError(f"{exc} (--priority, --command, --queue)") from None
+        raise ConfigError(f"{exc} ({flags})") from None
+
+
+def cmd_pause(args: argparse.Namespace, console: Console) -> int:
+    wanted = _pause_of(args, "--priority, --command, --queue")
     with open_queue(args, console) as queue:
         pause = queue.pause(wanted.priority, wanted.command, wanted.queue)
     console.say(
@@ -166,10 +178,7 @@ def cmd_resume(args: argparse.Namespace, console: Console) -> int:
         raise ConfigError("resume --all, or one pause by its --priority, --command and --queue: not both")
     wanted = None
     if not args.all:
-        try:
-            wanted = controls.Pause.of(args.priority, args.job_command, args.queue)
-        except InvalidInput as exc:
-            raise ConfigError(f"{exc} (--priority, --command, --queue; or --all)") from None
+        wanted = _pause_of(args, "--priority, --command, --queue as the pause was made; or --all")
     with open_queue(args, console) as queue:
         if wanted is None:
             removed = queue.resume(everything=True)
