@@ -5,8 +5,12 @@ from __future__ import annotations
 import pytest
 
 from fastsched.backends.sqlfiles import (
+    PARAMSTYLES,
+    common_queries,
+    dialect_queries,
     expand_in,
     expand_spread,
+    in_paramstyle,
     load_queries,
     load_schema,
     parse_queries,
@@ -23,6 +27,42 @@ def test_dialects_define_the_same_query_names() -> None:
         "only in sqlite": sorted(names["sqlite"] - names["mysql"]),
     }
     assert len(names["mysql"]) > 30
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_no_dialect_repeats_a_common_query(dialect: str) -> None:
+    """A query the same in every dialect lives in sql/common/queries.sql only: a dialect's file may
+    replace a common query with its own text, never hold a copy that could drift from it."""
+    common = common_queries()
+    assert len(common) > 30
+    copies = sorted(
+        name for name, sql in dialect_queries(dialect).items()
+        if name in common and sql == in_paramstyle(name, common[name], PARAMSTYLES[dialect])
+    )
+    assert not copies, f"{dialect}/queries.sql repeats common queries: {copies}"
+
+
+def test_queries_the_same_in_both_dialects_are_written_once() -> None:
+    def as_mysql(name: str, sql: str) -> str | None:
+        try:
+            return in_paramstyle(name, sql, "pyformat")
+        except ValueError:  # positional parameters, a %: not comparable, and never common
+            return None
+
+    mysql, sqlite = dialect_queries("mysql"), dialect_queries("sqlite")
+    same = sorted(name for name in mysql.keys() & sqlite.keys() if as_mysql(name, sqlite[name]) == mysql[name])
+    assert not same, f"identical in both dialects, belong in common/queries.sql: {same}"
+
+
+def test_common_queries_take_each_dialects_paramstyle() -> None:
+    sql = "UPDATE t SET a = :a WHERE id = :id AND s = 'x' AND b = :a"
+    assert in_paramstyle("q", sql, "named") == sql
+    assert in_paramstyle("q", sql, "pyformat") == "UPDATE t SET a = %(a)s WHERE id = %(id)s AND s = 'x' AND b = %(a)s"
+    assert load_queries("mysql")["delete_job"] == "DELETE FROM workerqueue WHERE id = %(id)s"
+    assert load_queries("sqlite")["delete_job"] == "DELETE FROM workerqueue WHERE id = :id"
+    for bad in ("SELECT ? FROM t", "SELECT 1 FROM t WHERE c LIKE 'a%'", "SELECT '10:00', :x"):
+        with pytest.raises(ValueError, match="common query 'q'"):
+            in_paramstyle("q", bad, "pyformat")
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)

@@ -2,9 +2,13 @@
 
 ``queries.sql`` holds named blocks, each starting with a line ``-- name: <query_name>``; other lines
 starting with ``--`` are comments and are dropped. ``schema.sql`` (and a query holding several
-statements) separates its statements with lines holding only ``;``. Every dialect defines the same
-query names (``tests/test_sql_dialects.py`` checks it). ``migrate_<v>_to_<v+1>.sql`` holds the
-steps from one schema version to the next (:func:`load_migration`).
+statements) separates its statements with lines holding only ``;``. A query that is the same in
+every dialect is written once, in ``sql/common/queries.sql``, with named parameters (``:name``) that
+:func:`load_queries` writes in the dialect's paramstyle; a dialect's ``queries.sql`` holds the
+queries that differ. Every dialect ends up with the same query names, and no name is in the
+common file and a dialect's with the same text (``tests/test_sql_dialects.py`` checks both).
+``migrate_<v>_to_<v+1>.sql`` holds the steps from one schema version to the next
+(:func:`load_migration`); the schema and its migrations are per dialect.
 
 No SQL is built with string formatting anywhere in fastsched except here: :func:`expand_in`
 inlines a validated list of ids (or of 20-byte dedup hashes) in place of ``{ids}``,
@@ -78,10 +82,51 @@ def parse_queries(text: str) -> dict[str, str]:
     return queries
 
 
+COMMON = "common"  # sql/common/queries.sql: the queries written once for every dialect
+# How each dialect's driver takes parameters (PEP 249 paramstyle): "named" is how the common queries
+# are written; pymysql's "pyformat" wants %(name)s, and a literal % doubled.
+PARAMSTYLES = {"mysql": "pyformat", "sqlite": "named"}
+_NAMED_PARAM = re.compile(r"(?<![:\w]):([A-Za-z_][A-Za-z0-9_]*)")
+_LITERAL = re.compile(r"'[^']*'")
+
+
+def in_paramstyle(name: str, sql: str, paramstyle: str) -> str:
+    """A common query (named parameters, ``:name``) as a driver of ``paramstyle`` takes it.
+
+    ValueError for what the conversion could get wrong: a positional ``?``, a ``%``, or a colon
+    inside a quoted literal (none of which a common query needs)."""
+    outside = _LITERAL.sub("''", sql)
+    if "?" in outside or "%" in sql or any(":" in literal for literal in _LITERAL.findall(sql)):
+        raise ValueError(
+            f"common query {name!r}: only named parameters (:name) are allowed; no ?, no %, no colon in a literal"
+        )
+    if paramstyle == "named":
+        return sql
+    if paramstyle == "pyformat":
+        return _NAMED_PARAM.sub(r"%(\1)s", sql)
+    raise ValueError(f"no conversion of the common queries to paramstyle {paramstyle!r}")
+
+
+@functools.cache
+def common_queries() -> dict[str, str]:
+    """The queries of ``sql/common/queries.sql``, as written (named parameters)."""
+    return parse_queries(_read(COMMON, "queries.sql"))
+
+
+@functools.cache
+def dialect_queries(dialect: str) -> dict[str, str]:
+    """The queries of ``sql/<dialect>/queries.sql`` alone."""
+    return parse_queries(_read(dialect, "queries.sql"))
+
+
 @functools.cache
 def load_queries(dialect: str) -> dict[str, str]:
-    """The named queries of ``dialect`` ("mysql" or "sqlite")."""
-    return parse_queries(_read(dialect, "queries.sql"))
+    """The named queries of ``dialect`` ("mysql" or "sqlite"): the common ones in its paramstyle,
+    then its own, which add to them (or, where a name is in both, replace the common one)."""
+    paramstyle = PARAMSTYLES[dialect]
+    queries = {name: in_paramstyle(name, sql, paramstyle) for name, sql in common_queries().items()}
+    queries.update(dialect_queries(dialect))
+    return queries
 
 
 @functools.cache

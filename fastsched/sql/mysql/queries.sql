@@ -1,5 +1,7 @@
 -- fastsched queries for MariaDB 10.6+ / MySQL 8.0+ through pymysql (paramstyle %s / %(name)s).
--- Every block starts with "-- name: <query_name>"; sqlite/queries.sql defines the same names.
+-- Every block starts with "-- name: <query_name>". The queries that are the same in every dialect
+-- are in common/queries.sql (loaded first); these are the ones that differ, and with the common ones
+-- sqlite/queries.sql defines the same names.
 -- {ids} is replaced by a validated list of ids or hashes (fastsched.backends.sqlfiles.expand_in).
 -- Times are naive UTC DATETIME(6). Where several hosts compare them (job times, heartbeats, leases)
 -- the server's clock decides: COALESCE(%(now)s, UTC_TIMESTAMP(6)), with now None but in tests, which
@@ -17,9 +19,6 @@ SELECT VERSION(), @@innodb_autoinc_lock_mode, @@auto_increment_increment
 SET SESSION TRANSACTION ISOLATION LEVEL READ COMMITTED
 ;
 SET time_zone = '+00:00'
-
--- name: schema_version
-SELECT value FROM fastsched_meta WHERE name = 'schema_version'
 
 -- name: set_schema_version
 INSERT INTO fastsched_meta (name, value) VALUES ('schema_version', %(version)s)
@@ -56,19 +55,6 @@ ON DUPLICATE KEY UPDATE priority = IF(pid = 0, VALUES(priority), priority)
 -- upsert holds these rows locked already (the duplicates and the rows it inserted).
 SELECT id, dedup_hash FROM workerqueue WHERE dedup_hash IN ({ids}) LOCK IN SHARE MODE
 
--- name: clear_hashes
-UPDATE workerqueue SET dedup_hash = NULL WHERE id IN ({ids})
-
--- name: running_by_hash
--- Running duplicates (claimed: pid <> 0), read before a caller's upsert so that it never meets them.
-SELECT id, dedup_hash FROM workerqueue WHERE dedup_hash IN ({ids}) AND done = 0 AND pid <> 0
-
--- name: hand_over_hashes
--- dedup="waiting": a running job (claimed: pid <> 0) gives its dedup key up, so the identical add
--- after this is queued instead of absorbed; an unclaimed duplicate keeps its key and absorbs it.
-UPDATE workerqueue SET failed_hash = dedup_hash, dedup_hash = NULL
-WHERE dedup_hash IN ({ids}) AND done = 0 AND pid <> 0
-
 -- name: get_job
 SELECT id, command, parameter, priority, created, next_try,
        NULLIF(executed, '1000-01-01 00:00:00'), NULLIF(finished, '1000-01-01 00:00:00'), retrial, crashes,
@@ -86,9 +72,6 @@ FROM workerqueue WHERE id = %(id)s FOR UPDATE
 -- name: lock_pending_by_hash
 SELECT id FROM workerqueue WHERE dedup_hash = %(hash)s FOR UPDATE
 
--- name: delete_job
-DELETE FROM workerqueue WHERE id = %(id)s
-
 -- name: requeue_failed
 -- IGNORE: when the restored dedup_hash collides (an identical job was added meanwhile), skip the
 -- row (0 affected) instead of failing; the caller then finds that job and merges into it.
@@ -97,9 +80,6 @@ SET done = 0, pid = 0, host_id = 0, executed = DEFAULT, finished = DEFAULT, next
     retrial = 0, crashes = 0, dedup_hash = failed_hash, failed_hash = NULL
 WHERE id = %(id)s AND done = 2
 
--- name: failed_ids
-SELECT id FROM workerqueue WHERE done = 2 AND id > %(after)s ORDER BY id LIMIT %(limit)s
-
 -- name: failed_jobs
 SELECT id, command, parameter, priority, created, next_try,
        NULLIF(executed, '1000-01-01 00:00:00'), NULLIF(finished, '1000-01-01 00:00:00'), retrial, crashes,
@@ -107,66 +87,12 @@ SELECT id, command, parameter, priority, created, next_try,
        last_error, done, failed_hash, queue
 FROM workerqueue WHERE done = 2 ORDER BY finished DESC, id DESC LIMIT %(limit)s
 
--- name: purge_window
--- The next rows in id order, read through the primary key (a consistent read, no locks): whether
--- any is old enough to purge, and whether every one was created after the cutoff. Ids grow with
--- time, so past such a window no row can have finished before the cutoff (created <= finished);
--- "nothing old enough yet" then costs one window, not a walk over every done row (finished has no
--- index, and the claim index orders done rows by pid first).
-SELECT COUNT(*), MAX(id), MIN(created) >= %(before)s,
-       COALESCE(SUM(done >= 1 AND done <= %(max_done)s AND finished < %(before)s), 0)
-FROM (SELECT id, created, done, finished FROM workerqueue
-      WHERE id > %(after)s ORDER BY id LIMIT %(window)s) AS w
-
 -- name: purge
 -- One window's old rows, a primary-key range. Under READ COMMITTED the locks it keeps are on the
 -- done rows it deletes, which nobody else writes; the others it reads are let go at once.
 DELETE FROM workerqueue
 WHERE id > %(after)s AND id <= %(last)s AND done >= 1 AND done <= %(max_done)s AND finished < %(before)s
 ORDER BY id LIMIT %(limit)s
-
--- name: stats
--- (kind, priority, jobs, oldest) rows, each part an index range (never a full scan): the counts of
--- pending and failed jobs read only the claim index; done jobs of the last hour read the done rows;
--- "oldest" is the created time of the job a claim would take next (the head of the queue).
-SELECT 'waiting' AS kind, priority, COUNT(*) AS jobs, NULL AS oldest FROM workerqueue
-WHERE done = 0 AND pid = 0 AND host_id = 0 AND next_try <= %(now)s GROUP BY priority
-UNION ALL SELECT 'deferred', priority, COUNT(*), NULL FROM workerqueue
-WHERE done = 0 AND pid = 0 AND host_id = 0 AND next_try > %(now)s GROUP BY priority
-UNION ALL SELECT 'running', priority, COUNT(*), NULL FROM workerqueue
-WHERE done = 0 AND pid > 0 GROUP BY priority
-UNION ALL SELECT 'failed', priority, COUNT(*), NULL FROM workerqueue
-WHERE done = 2 GROUP BY priority
-UNION ALL SELECT 'cancelled', priority, COUNT(*), NULL FROM workerqueue
-WHERE done = 3 GROUP BY priority
-UNION ALL SELECT 'paused', priority, COUNT(*), NULL FROM workerqueue
-WHERE done = 0 AND pid = 0 AND host_id = 4294967295 GROUP BY priority
-UNION ALL SELECT 'done', priority, COUNT(*), NULL FROM workerqueue
-WHERE done = 1 AND finished >= %(hour_ago)s GROUP BY priority
-UNION ALL SELECT * FROM (SELECT 'oldest', priority, 0, created FROM workerqueue
-                         WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 10 AND next_try <= %(now)s
-                         ORDER BY next_try, id LIMIT 1) AS o10
-UNION ALL SELECT * FROM (SELECT 'oldest', priority, 0, created FROM workerqueue
-                         WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 20 AND next_try <= %(now)s
-                         ORDER BY next_try, id LIMIT 1) AS o20
-UNION ALL SELECT * FROM (SELECT 'oldest', priority, 0, created FROM workerqueue
-                         WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 30 AND next_try <= %(now)s
-                         ORDER BY next_try, id LIMIT 1) AS o30
-UNION ALL SELECT * FROM (SELECT 'oldest', priority, 0, created FROM workerqueue
-                         WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 40 AND next_try <= %(now)s
-                         ORDER BY next_try, id LIMIT 1) AS o40
-UNION ALL SELECT * FROM (SELECT 'oldest', priority, 0, created FROM workerqueue
-                         WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 50 AND next_try <= %(now)s
-                         ORDER BY next_try, id LIMIT 1) AS o50
-
--- name: queue_counts
--- (queue, pending, due, failed) from the claim_queue index alone, and (queue, running) from the
--- claimed rows: per queue, waiting = due - running (a claimed row's next_try has passed) and
--- deferred = pending - due.
-SELECT queue, SUM(done = 0), SUM(done = 0 AND next_try <= %(now)s), SUM(done = 2), 0 FROM workerqueue
-WHERE done = 0 OR done = 2 GROUP BY queue
-UNION ALL
-SELECT queue, 0, 0, 0, COUNT(*) FROM workerqueue WHERE done = 0 AND pid > 0 GROUP BY queue
 
 -- name: handed_back
 -- Jobs handed back because the pool that claimed them had no task of their command, per command:
@@ -203,31 +129,6 @@ SELECT command, COUNT(*) FROM (
   (SELECT command, last_error FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = 0
    AND priority = 50 AND next_try > %(now)s LIMIT %(cap)s)
 ) AS pending WHERE last_error LIKE 'unknown command:%%' GROUP BY command ORDER BY command
-
--- name: finished_since
-SELECT COUNT(*) FROM workerqueue WHERE done = 1 AND finished >= %(since)s
-
--- name: jobs_ahead
--- The claim order is (next_try, id): one range of the claim index.
-SELECT COUNT(*) FROM workerqueue
-WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = %(priority)s
-  AND next_try <= %(next_try)s AND (next_try < %(next_try)s OR id < %(id)s)
-
--- name: prefetched_by_priority
--- status: per priority, the claimed rows in batches claimed ahead (their child holds rows claimed
--- earlier, its running batch); each claimed row probes the claim index's (done, pid, host_id) range.
-SELECT job.priority, COUNT(*) FROM workerqueue AS job
-WHERE job.done = 0 AND job.pid <> 0 AND EXISTS (
-  SELECT 1 FROM workerqueue AS held
-  WHERE held.done = 0 AND held.pid = job.pid AND held.host_id = job.host_id AND held.executed < job.executed)
-GROUP BY job.priority
-
--- name: claimed_before
--- explain: the rows its child holds that were claimed before this job's batch (a prefetched batch
--- waits for the batch its child is running); a range of the claim index's (done, pid, host_id).
-SELECT COUNT(*) FROM workerqueue AS job JOIN workerqueue AS held
-  ON held.done = 0 AND held.pid = job.pid AND held.host_id = job.host_id AND held.executed < job.executed
-WHERE job.id = %(id)s AND job.done = 0 AND job.pid <> 0
 
 -- ------------------------------------------------------------------------------------ the pool
 
@@ -337,16 +238,6 @@ WHERE id IN ({ids}) AND done = 0 AND pid = 0 AND host_id = 0 AND priority = %(pr
 ORDER BY next_try, id
 FOR UPDATE SKIP LOCKED
 
--- name: claim_batch
--- Only fixed-size columns change: InnoDB updates the row in place (schema.sql, executed).
-UPDATE workerqueue SET pid = %(pid)s, host_id = %(host_id)s, executed = %(now)s WHERE id IN ({ids})
-
--- name: claim_batches
--- claim_batch for several small batches at once: {pid_cases} is one "WHEN id IN (...) THEN pid"
--- per batch, inlined from validated ints.
-UPDATE workerqueue SET pid = CASE {pid_cases} END, host_id = %(host_id)s, executed = %(now)s
-WHERE id IN ({ids})
-
 -- name: complete_jobs
 UPDATE workerqueue SET done = 1, finished = %(now)s, dedup_hash = NULL
 WHERE id IN ({ids}) AND host_id = %(host_id)s AND done = 0
@@ -360,21 +251,6 @@ UPDATE workerqueue
 SET pid = 0, host_id = 0, executed = DEFAULT, next_try = %(next_try)s, priority = %(priority)s,
     retrial = %(retrial)s, crashes = %(crashes)s, last_error = %(error)s
 WHERE id = %(id)s AND host_id = %(host_id)s AND done = 0
-
--- name: fail_job
--- MySQL assigns left to right: failed_hash takes dedup_hash before it is cleared.
--- COALESCE: a running job that gave its dedup key to a newer one (add with dedup="waiting")
--- keeps it in failed_hash; a retry then finds the newer one.
-UPDATE workerqueue
-SET done = 2, finished = %(now)s, failed_hash = COALESCE(dedup_hash, failed_hash), dedup_hash = NULL,
-    retrial = %(retrial)s, crashes = %(crashes)s, last_error = %(error)s
-WHERE id = %(id)s AND host_id = %(host_id)s AND done = 0
-
--- name: repair_unclaimed
--- pid = 0 with a host_id left over: only a hand-written UPDATE (Friendica's operators release a job
--- with "SET pid = 0") makes one, and the claims, which read host_id = 0, would never take it.
--- 4294967295 is PARKED_HOST_ID (backends/controls.py): jobs a pause set aside stay aside.
-UPDATE workerqueue SET host_id = 0 WHERE done = 0 AND pid = 0 AND host_id > 0 AND host_id <> 4294967295
 
 -- name: fail_malformed
 -- Ranges on (done, pid, priority) of the claim index: the unclaimed rows no claim would take.
@@ -394,44 +270,19 @@ ON DUPLICATE KEY UPDATE role = VALUES(role), master_pid = VALUES(master_pid), wo
                         started = VALUES(started), heartbeat = VALUES(heartbeat), queues = VALUES(queues),
                         instance = VALUES(instance), machine = VALUES(machine)
 
--- name: delete_other_children
-DELETE FROM process
-WHERE host = %(host)s AND master_pid = %(master_pid)s AND role = 'child' AND pid NOT IN ({ids})
-
--- name: delete_children
-DELETE FROM process WHERE host = %(host)s AND master_pid = %(master_pid)s AND role = 'child'
-
 -- name: heartbeat_master
 UPDATE process SET heartbeat = COALESCE(CAST(%(now)s AS DATETIME(6)), UTC_TIMESTAMP(6)), workers = %(workers)s
 WHERE host = %(host)s AND pid = %(master_pid)s AND role = 'master' AND instance = %(instance)s
-
--- name: master_exists
-SELECT 1 FROM process WHERE host = %(host)s AND pid = %(master_pid)s AND role = 'master' AND instance = %(instance)s
 
 -- name: heartbeat_children
 UPDATE process SET heartbeat = COALESCE(CAST(%(now)s AS DATETIME(6)), UTC_TIMESTAMP(6))
 WHERE host = %(host)s AND master_pid = %(master_pid)s AND role = 'child'
 
--- name: unregister
-DELETE FROM process
-WHERE host = %(host)s AND ((role = 'master' AND pid = %(master_pid)s)
-                           OR (role = 'child' AND master_pid = %(master_pid)s))
-
--- name: processes
-SELECT host, pid, role, master_pid, workers, started, heartbeat, queues, instance, machine FROM process
-ORDER BY CASE WHEN role = 'master' THEN 0 ELSE 1 END, host, pid
-
 -- name: release_host
 UPDATE workerqueue SET pid = 0, host_id = 0, executed = DEFAULT WHERE done = 0 AND pid > 0 AND host_id = %(host_id)s
 
--- name: host_id
-SELECT id FROM fastsched_host WHERE name = %(host)s
-
 -- name: add_host
 INSERT IGNORE INTO fastsched_host (name) VALUES (%(host)s)
-
--- name: delete_host_processes
-DELETE FROM process WHERE host = %(host)s
 
 -- name: release_owner_except
 -- An instance's claims but those of its busy children (it knows what they hold).
@@ -454,9 +305,6 @@ WHERE done = 0 AND pid > 0 AND host_id NOT IN (
     SELECT h.id FROM fastsched_host h JOIN process p ON p.role = 'master'
     AND h.name = CASE WHEN p.instance = '' THEN p.host ELSE CONCAT(p.host, '#', p.instance) END)
 
--- name: expired_masters
-SELECT host, pid, machine FROM process WHERE role = 'master' AND heartbeat < %(alive_after)s ORDER BY host, pid
-
 -- name: lock_expired_master
 -- Re-checked under the row lock: a heartbeat that arrived meanwhile keeps the master alive.
 SELECT pid FROM process
@@ -474,12 +322,6 @@ FOR UPDATE
 INSERT INTO fastsched_meta (name, value, due) VALUES (%(name)s, %(schedule)s, %(due)s)
 ON DUPLICATE KEY UPDATE name = name
 
--- name: move_lease
-UPDATE fastsched_meta SET due = %(due)s, value = %(schedule)s WHERE name = %(name)s
-
--- name: advance_lease
-UPDATE fastsched_meta SET due = %(due)s WHERE name = %(name)s AND due <= %(now)s
-
 -- name: create_lease
 INSERT INTO fastsched_meta (name, value, due) VALUES (%(name)s, '', %(due)s)
 ON DUPLICATE KEY UPDATE name = name
@@ -492,39 +334,14 @@ INSERT INTO fastsched_pause (priority, command, queue, paused_by, paused_at)
 VALUES (%(priority)s, %(command)s, %(queue)s, %(by)s, %(now)s)
 ON DUPLICATE KEY UPDATE priority = priority
 
--- name: pause_remove
-DELETE FROM fastsched_pause WHERE priority = %(priority)s AND command = %(command)s AND queue = %(queue)s
-
--- name: pause_remove_all
-DELETE FROM fastsched_pause
-
--- name: pauses
-SELECT priority, command, queue, paused_by, paused_at FROM fastsched_pause ORDER BY priority, command, queue
-
 -- name: action_add
 INSERT INTO fastsched_action (at, actor, action, target, jobs)
 VALUES (%(now)s, %(by)s, %(action)s, %(target)s, %(jobs)s)
-
--- name: actions_recent
-SELECT id, at, actor, action, target, jobs FROM fastsched_action ORDER BY id DESC LIMIT %(limit)s
 
 -- name: cancel_request
 -- The first request of a job is kept (who asked first is who stopped it).
 INSERT INTO fastsched_cancel (job_id, requested_by, requested_at) VALUES (%(id)s, %(by)s, %(now)s)
 ON DUPLICATE KEY UPDATE job_id = job_id
-
--- name: cancel_request_of_job
-SELECT requested_by, requested_at FROM fastsched_cancel WHERE job_id = %(id)s
-
--- name: cancel_requests_of_host
--- Driven by the (nearly always empty) request table: a primary-key lookup per request.
-SELECT c.job_id, c.requested_by FROM fastsched_cancel AS c JOIN workerqueue AS w ON w.id = c.job_id
-WHERE w.done = 0 AND w.pid > 0 AND w.host_id = %(host_id)s
-
--- name: cancel_requests_stale
--- Requests whose job is no longer pending (it ended before its master stopped it, or was deleted).
-DELETE FROM fastsched_cancel
-WHERE NOT EXISTS (SELECT 1 FROM workerqueue AS w WHERE w.id = fastsched_cancel.job_id AND w.done = 0)
 
 -- name: cancel_jobs
 -- The master's outcome for jobs stopped at a request: kept as cancelled (done = 3), never retried.
@@ -534,29 +351,6 @@ SET done = 3, finished = %(now)s, dedup_hash = NULL, failed_hash = NULL,
         (SELECT requested_by FROM fastsched_cancel WHERE fastsched_cancel.job_id = workerqueue.id), 'an operator'))
 WHERE id IN ({ids}) AND host_id = %(host_id)s AND done = 0
 
--- name: cancel_requests_delete
-DELETE FROM fastsched_cancel WHERE job_id IN ({ids})
-
--- name: bulk_last_id
-SELECT COALESCE(MAX(id), 0) FROM workerqueue
-
--- name: bulk_window
--- The end of the next window of at most ``window`` rows in id order, and how many it holds.
-SELECT MAX(id), COUNT(*) FROM (SELECT id FROM workerqueue WHERE id > %(after)s AND id <= %(upto)s
-                               ORDER BY id LIMIT %(window)s) AS w
-
--- name: bulk_match
--- One window of the primary key (a consistent read, no locks): the rows a bulk action's filter
--- matches. A filter part given as NULL matches every row; pymysql sends the values inline, so the
--- server folds those parts away. --older-than means created for pending jobs, finished otherwise.
-SELECT id, done, pid FROM workerqueue
-WHERE id > %(after)s AND id <= %(upto)s AND done IN (%(state_1)s, %(state_2)s, %(state_3)s)
-  AND (%(command)s IS NULL OR command = %(command)s)
-  AND (%(priority)s IS NULL OR priority = %(priority)s)
-  AND (%(queue)s IS NULL OR queue = %(queue)s)
-  AND (%(error)s IS NULL OR INSTR(COALESCE(last_error, ''), %(error)s) > 0)
-  AND (%(before)s IS NULL OR (CASE WHEN done = 0 THEN created ELSE finished END) < %(before)s)
-
 -- name: bulk_requeue_failed
 -- requeue_failed for many; a row whose restored dedup_hash collides is skipped (IGNORE) and
 -- re-queued one by one, merging into its identical pending job.
@@ -565,45 +359,6 @@ SET done = 0, pid = 0, host_id = 0, executed = DEFAULT, finished = DEFAULT, next
     retrial = 0, crashes = 0, dedup_hash = failed_hash, failed_hash = NULL
 WHERE id IN ({ids}) AND done = 2
 
--- name: bulk_still_failed
-SELECT id FROM workerqueue WHERE id IN ({ids}) AND done = 2
-
--- name: bulk_delete
--- The rows of one state (cancel: waiting, deferred, failed; purge: done, failed, cancelled),
--- re-checked: a pending row claimed meanwhile is left to its cancel request.
-DELETE FROM workerqueue WHERE id IN ({ids}) AND done = %(done)s AND (done <> 0 OR pid = 0)
-
 -- name: bulk_request_cancel
 INSERT IGNORE INTO fastsched_cancel (job_id, requested_by, requested_at)
 SELECT id, %(by)s, %(now)s FROM workerqueue WHERE id IN ({ids}) AND done = 0 AND pid > 0
-
--- name: park_jobs
--- Pending jobs a pause holds, set aside (backends/controls.py, PARKED_HOST_ID): out of the claims' range.
-UPDATE workerqueue SET host_id = %(parked)s WHERE id IN ({ids}) AND done = 0 AND pid = 0 AND host_id = 0
-
--- name: any_parked
-SELECT 1 FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = %(parked)s LIMIT 1
-
--- name: parked_in_window
-SELECT id, done, pid FROM workerqueue
-WHERE id > %(after)s AND id <= %(upto)s AND done = 0 AND pid = 0 AND host_id = %(parked)s
-
--- name: unpark_jobs
--- Back in the claims' range unless a pause still holds them.
-UPDATE workerqueue SET host_id = 0
-WHERE id IN ({ids}) AND done = 0 AND pid = 0 AND host_id = %(parked)s
-  AND NOT EXISTS (SELECT 1 FROM fastsched_pause AS p
-                  WHERE p.priority IN (0, workerqueue.priority) AND p.command IN ('', workerqueue.command)
-                    AND p.queue IN ('', workerqueue.queue))
-
--- name: narrow_pause_exists
-SELECT 1 FROM fastsched_pause WHERE command <> '' OR queue <> '' LIMIT 1
-
--- name: park_added
--- Jobs added since the last sweep (ids above %(after)s, up to %(upto)s) that a pause of their
--- command or queue holds, set aside as the pause set aside those there were (a primary-key range).
-UPDATE workerqueue SET host_id = %(parked)s
-WHERE id > %(after)s AND id <= %(upto)s AND done = 0 AND pid = 0 AND host_id = 0
-  AND EXISTS (SELECT 1 FROM fastsched_pause AS p
-              WHERE p.priority IN (0, workerqueue.priority) AND p.command IN ('', workerqueue.command)
-                AND p.queue IN ('', workerqueue.queue) AND (p.command <> '' OR p.queue <> ''))

@@ -1,5 +1,7 @@
 -- fastsched queries for SQLite 3.24+ through the stdlib sqlite3 (paramstyle ? / :name).
--- Every block starts with "-- name: <query_name>"; mysql/queries.sql defines the same names.
+-- Every block starts with "-- name: <query_name>". The queries that are the same in every dialect
+-- are in common/queries.sql (loaded first); these are the ones that differ, and with the common ones
+-- mysql/queries.sql defines the same names.
 -- Write transactions run under BEGIN IMMEDIATE (one writer at a time): no FOR UPDATE, no SKIP LOCKED.
 -- {ids} is replaced by a validated list of ids or hashes (fastsched.backends.sqlfiles.expand_in).
 -- Times are fixed-width UTC text passed in by the caller: SQLite is one host, whose clock the backend
@@ -16,9 +18,6 @@ SELECT sqlite_version(), 1
 PRAGMA journal_mode = WAL
 ;
 PRAGMA synchronous = FULL
-
--- name: schema_version
-SELECT value FROM fastsched_meta WHERE name = 'schema_version'
 
 -- name: set_schema_version
 INSERT INTO fastsched_meta (name, value) VALUES ('schema_version', :version)
@@ -51,19 +50,6 @@ DO UPDATE SET priority = excluded.priority WHERE pid = 0
 -- name: ids_by_hash
 SELECT id, dedup_hash FROM workerqueue WHERE dedup_hash IN ({ids})
 
--- name: clear_hashes
-UPDATE workerqueue SET dedup_hash = NULL WHERE id IN ({ids})
-
--- name: running_by_hash
--- Running duplicates (claimed: pid <> 0), read before a caller's upsert so that it never meets them.
-SELECT id, dedup_hash FROM workerqueue WHERE dedup_hash IN ({ids}) AND done = 0 AND pid <> 0
-
--- name: hand_over_hashes
--- dedup="waiting": a running job (claimed: pid <> 0) gives its dedup key up, so the identical add
--- after this is queued instead of absorbed; an unclaimed duplicate keeps its key and absorbs it.
-UPDATE workerqueue SET failed_hash = dedup_hash, dedup_hash = NULL
-WHERE dedup_hash IN ({ids}) AND done = 0 AND pid <> 0
-
 -- name: get_job
 SELECT id, command, parameter, priority, created, next_try, executed, finished, retrial, crashes,
        pid, COALESCE((SELECT name FROM fastsched_host WHERE fastsched_host.id = host_id), ''),
@@ -79,9 +65,6 @@ FROM workerqueue WHERE id = :id
 -- name: lock_pending_by_hash
 SELECT id FROM workerqueue WHERE dedup_hash = :hash
 
--- name: delete_job
-DELETE FROM workerqueue WHERE id = :id
-
 -- name: requeue_failed
 -- IGNORE: when the restored dedup_hash collides (an identical job was added meanwhile), skip the
 -- row (0 affected) instead of failing; the caller then finds that job and merges into it.
@@ -90,23 +73,11 @@ SET done = 0, pid = 0, host_id = 0, executed = NULL, finished = NULL, next_try =
     retrial = 0, crashes = 0, dedup_hash = failed_hash, failed_hash = NULL
 WHERE id = :id AND done = 2
 
--- name: failed_ids
-SELECT id FROM workerqueue WHERE done = 2 AND id > :after ORDER BY id LIMIT :limit
-
 -- name: failed_jobs
 SELECT id, command, parameter, priority, created, next_try, executed, finished, retrial, crashes,
        pid, COALESCE((SELECT name FROM fastsched_host WHERE fastsched_host.id = host_id), ''),
        last_error, done, failed_hash, queue
 FROM workerqueue WHERE done = 2 ORDER BY finished DESC, id DESC LIMIT :limit
-
--- name: purge_window
--- The next rows in rowid order: whether any is old enough to purge, and whether every one was
--- created after the cutoff (ids grow with time, so past such a window no row can have finished
--- before it: "nothing old enough yet" costs one window, not a walk over every done row).
-SELECT COUNT(*), MAX(id), MIN(created) >= :before,
-       COALESCE(SUM(done >= 1 AND done <= :max_done AND finished < :before), 0)
-FROM (SELECT id, created, done, finished FROM workerqueue
-      WHERE id > :after ORDER BY id LIMIT :window) AS w
 
 -- name: purge
 -- SQLite's DELETE takes no LIMIT (without a compile-time option): a rowid range instead.
@@ -114,49 +85,6 @@ DELETE FROM workerqueue WHERE id IN (
     SELECT id FROM workerqueue
     WHERE id > :after AND id <= :last AND done >= 1 AND done <= :max_done AND finished < :before
     ORDER BY id LIMIT :limit)
-
--- name: stats
--- (kind, priority, jobs, oldest) rows, each part an index range (never a full scan): the counts of
--- pending and failed jobs read only the claim index; done jobs of the last hour read the done rows;
--- "oldest" is the created time of the job a claim would take next (the head of the queue).
-SELECT 'waiting' AS kind, priority, COUNT(*) AS jobs, NULL AS oldest FROM workerqueue
-WHERE done = 0 AND pid = 0 AND host_id = 0 AND next_try <= :now GROUP BY priority
-UNION ALL SELECT 'deferred', priority, COUNT(*), NULL FROM workerqueue
-WHERE done = 0 AND pid = 0 AND host_id = 0 AND next_try > :now GROUP BY priority
-UNION ALL SELECT 'running', priority, COUNT(*), NULL FROM workerqueue
-WHERE done = 0 AND pid > 0 GROUP BY priority
-UNION ALL SELECT 'failed', priority, COUNT(*), NULL FROM workerqueue
-WHERE done = 2 GROUP BY priority
-UNION ALL SELECT 'cancelled', priority, COUNT(*), NULL FROM workerqueue
-WHERE done = 3 GROUP BY priority
-UNION ALL SELECT 'paused', priority, COUNT(*), NULL FROM workerqueue
-WHERE done = 0 AND pid = 0 AND host_id = 4294967295 GROUP BY priority
-UNION ALL SELECT 'done', priority, COUNT(*), NULL FROM workerqueue
-WHERE done = 1 AND finished >= :hour_ago GROUP BY priority
-UNION ALL SELECT * FROM (SELECT 'oldest', priority, 0, created FROM workerqueue
-                         WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 10 AND next_try <= :now
-                         ORDER BY next_try, id LIMIT 1) AS o10
-UNION ALL SELECT * FROM (SELECT 'oldest', priority, 0, created FROM workerqueue
-                         WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 20 AND next_try <= :now
-                         ORDER BY next_try, id LIMIT 1) AS o20
-UNION ALL SELECT * FROM (SELECT 'oldest', priority, 0, created FROM workerqueue
-                         WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 30 AND next_try <= :now
-                         ORDER BY next_try, id LIMIT 1) AS o30
-UNION ALL SELECT * FROM (SELECT 'oldest', priority, 0, created FROM workerqueue
-                         WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 40 AND next_try <= :now
-                         ORDER BY next_try, id LIMIT 1) AS o40
-UNION ALL SELECT * FROM (SELECT 'oldest', priority, 0, created FROM workerqueue
-                         WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = 50 AND next_try <= :now
-                         ORDER BY next_try, id LIMIT 1) AS o50
-
--- name: queue_counts
--- (queue, pending, due, failed) from the claim_queue index alone, and (queue, running) from the
--- claimed rows: per queue, waiting = due - running (a claimed row's next_try has passed) and
--- deferred = pending - due.
-SELECT queue, SUM(done = 0), SUM(done = 0 AND next_try <= :now), SUM(done = 2), 0 FROM workerqueue
-WHERE done = 0 OR done = 2 GROUP BY queue
-UNION ALL
-SELECT queue, 0, 0, 0, COUNT(*) FROM workerqueue WHERE done = 0 AND pid > 0 GROUP BY queue
 
 -- name: handed_back
 -- Jobs handed back because the pool that claimed them had no task of their command, per command:
@@ -193,31 +121,6 @@ SELECT command, COUNT(*) FROM (
   SELECT command, last_error FROM (SELECT command, last_error FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = 0
    AND priority = 50 AND next_try > :now LIMIT :cap)
 ) AS pending WHERE last_error LIKE 'unknown command:%' GROUP BY command ORDER BY command
-
--- name: finished_since
-SELECT COUNT(*) FROM workerqueue WHERE done = 1 AND finished >= :since
-
--- name: jobs_ahead
--- The claim order is (next_try, id): one range of the claim index.
-SELECT COUNT(*) FROM workerqueue
-WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = :priority
-  AND next_try <= :next_try AND (next_try < :next_try OR id < :id)
-
--- name: prefetched_by_priority
--- status: per priority, the claimed rows in batches claimed ahead (their child holds rows claimed
--- earlier, its running batch); each claimed row probes the claim index's (done, pid, host_id) range.
-SELECT job.priority, COUNT(*) FROM workerqueue AS job
-WHERE job.done = 0 AND job.pid <> 0 AND EXISTS (
-  SELECT 1 FROM workerqueue AS held
-  WHERE held.done = 0 AND held.pid = job.pid AND held.host_id = job.host_id AND held.executed < job.executed)
-GROUP BY job.priority
-
--- name: claimed_before
--- explain: the rows its child holds that were claimed before this job's batch (a prefetched batch
--- waits for the batch its child is running); a range of the claim index's (done, pid, host_id).
-SELECT COUNT(*) FROM workerqueue AS job JOIN workerqueue AS held
-  ON held.done = 0 AND held.pid = job.pid AND held.host_id = job.host_id AND held.executed < job.executed
-WHERE job.id = :id AND job.done = 0 AND job.pid <> 0
 
 -- ------------------------------------------------------------------------------------ the pool
 
@@ -311,15 +214,6 @@ FROM workerqueue
 WHERE id IN ({ids}) AND done = 0 AND pid = 0 AND host_id = 0 AND priority = :priority AND next_try <= :now
 ORDER BY next_try, id
 
--- name: claim_batch
-UPDATE workerqueue SET pid = :pid, host_id = :host_id, executed = :now WHERE id IN ({ids})
-
--- name: claim_batches
--- claim_batch for several small batches at once: {pid_cases} is one "WHEN id IN (...) THEN pid"
--- per batch, inlined from validated ints.
-UPDATE workerqueue SET pid = CASE {pid_cases} END, host_id = :host_id, executed = :now
-WHERE id IN ({ids})
-
 -- name: complete_jobs
 -- "+done": a unary plus keeps the planner off the claim index (done = ?), which would scan every
 -- pending row; the id list is looked up by rowid instead (7x faster at 100,000 pending).
@@ -336,21 +230,6 @@ UPDATE workerqueue
 SET pid = 0, host_id = 0, executed = NULL, next_try = :next_try, priority = :priority,
     retrial = :retrial, crashes = :crashes, last_error = :error
 WHERE id = :id AND host_id = :host_id AND done = 0
-
--- name: fail_job
--- SQLite reads every right-hand side before assigning: failed_hash takes the old dedup_hash.
--- COALESCE: a running job that gave its dedup key to a newer one (add with dedup="waiting")
--- keeps it in failed_hash; a retry then finds the newer one.
-UPDATE workerqueue
-SET done = 2, finished = :now, failed_hash = COALESCE(dedup_hash, failed_hash), dedup_hash = NULL,
-    retrial = :retrial, crashes = :crashes, last_error = :error
-WHERE id = :id AND host_id = :host_id AND done = 0
-
--- name: repair_unclaimed
--- pid = 0 with a host_id left over: only a hand-written UPDATE (Friendica's operators release a job
--- with "SET pid = 0") makes one, and the claims, which read host_id = 0, would never take it.
--- 4294967295 is PARKED_HOST_ID (backends/controls.py): jobs a pause set aside stay aside.
-UPDATE workerqueue SET host_id = 0 WHERE done = 0 AND pid = 0 AND host_id > 0 AND host_id <> 4294967295
 
 -- name: fail_malformed
 -- The unclaimed rows no claim would take, as six ranges of the claim index: SQLite's planner scans
@@ -375,44 +254,19 @@ ON CONFLICT (host, pid) DO UPDATE SET role = excluded.role, master_pid = exclude
     workers = excluded.workers, started = excluded.started, heartbeat = excluded.heartbeat,
     queues = excluded.queues, instance = excluded.instance, machine = excluded.machine
 
--- name: delete_other_children
-DELETE FROM process
-WHERE host = :host AND master_pid = :master_pid AND role = 'child' AND pid NOT IN ({ids})
-
--- name: delete_children
-DELETE FROM process WHERE host = :host AND master_pid = :master_pid AND role = 'child'
-
 -- name: heartbeat_master
 UPDATE process SET heartbeat = :now, workers = :workers
 WHERE host = :host AND pid = :master_pid AND role = 'master' AND instance = :instance
-
--- name: master_exists
-SELECT 1 FROM process WHERE host = :host AND pid = :master_pid AND role = 'master' AND instance = :instance
 
 -- name: heartbeat_children
 UPDATE process SET heartbeat = :now
 WHERE host = :host AND master_pid = :master_pid AND role = 'child'
 
--- name: unregister
-DELETE FROM process
-WHERE host = :host AND ((role = 'master' AND pid = :master_pid)
-                           OR (role = 'child' AND master_pid = :master_pid))
-
--- name: processes
-SELECT host, pid, role, master_pid, workers, started, heartbeat, queues, instance, machine FROM process
-ORDER BY CASE WHEN role = 'master' THEN 0 ELSE 1 END, host, pid
-
 -- name: release_host
 UPDATE workerqueue SET pid = 0, host_id = 0, executed = NULL WHERE done = 0 AND pid > 0 AND host_id = :host_id
 
--- name: host_id
-SELECT id FROM fastsched_host WHERE name = :host
-
 -- name: add_host
 INSERT OR IGNORE INTO fastsched_host (name) VALUES (:host)
-
--- name: delete_host_processes
-DELETE FROM process WHERE host = :host
 
 -- name: release_owner_except
 -- An instance's claims but those of its busy children (it knows what they hold).
@@ -435,9 +289,6 @@ WHERE done = 0 AND pid > 0 AND host_id NOT IN (
     SELECT h.id FROM fastsched_host h JOIN process p ON p.role = 'master'
     AND h.name = CASE WHEN p.instance = '' THEN p.host ELSE p.host || '#' || p.instance END)
 
--- name: expired_masters
-SELECT host, pid, machine FROM process WHERE role = 'master' AND heartbeat < :alive_after ORDER BY host, pid
-
 -- name: lock_expired_master
 -- Re-checked inside the write transaction: a heartbeat that arrived meanwhile keeps the master alive.
 SELECT pid FROM process
@@ -453,12 +304,6 @@ SELECT due, value FROM fastsched_meta WHERE name = :name
 INSERT INTO fastsched_meta (name, value, due) VALUES (:name, :schedule, :due)
 ON CONFLICT (name) DO NOTHING
 
--- name: move_lease
-UPDATE fastsched_meta SET due = :due, value = :schedule WHERE name = :name
-
--- name: advance_lease
-UPDATE fastsched_meta SET due = :due WHERE name = :name AND due <= :now
-
 -- name: create_lease
 INSERT INTO fastsched_meta (name, value, due) VALUES (:name, '', :due)
 ON CONFLICT (name) DO NOTHING
@@ -470,35 +315,12 @@ ON CONFLICT (name) DO NOTHING
 INSERT OR IGNORE INTO fastsched_pause (priority, command, queue, paused_by, paused_at)
 VALUES (:priority, :command, :queue, :by, :now)
 
--- name: pause_remove
-DELETE FROM fastsched_pause WHERE priority = :priority AND command = :command AND queue = :queue
-
--- name: pause_remove_all
-DELETE FROM fastsched_pause
-
--- name: pauses
-SELECT priority, command, queue, paused_by, paused_at FROM fastsched_pause ORDER BY priority, command, queue
-
 -- name: action_add
 INSERT INTO fastsched_action (at, actor, action, target, jobs) VALUES (:now, :by, :action, :target, :jobs)
-
--- name: actions_recent
-SELECT id, at, actor, action, target, jobs FROM fastsched_action ORDER BY id DESC LIMIT :limit
 
 -- name: cancel_request
 -- The first request of a job is kept (who asked first is who stopped it).
 INSERT OR IGNORE INTO fastsched_cancel (job_id, requested_by, requested_at) VALUES (:id, :by, :now)
-
--- name: cancel_request_of_job
-SELECT requested_by, requested_at FROM fastsched_cancel WHERE job_id = :id
-
--- name: cancel_requests_of_host
-SELECT c.job_id, c.requested_by FROM fastsched_cancel AS c JOIN workerqueue AS w ON w.id = c.job_id
-WHERE w.done = 0 AND w.pid > 0 AND w.host_id = :host_id
-
--- name: cancel_requests_stale
-DELETE FROM fastsched_cancel
-WHERE NOT EXISTS (SELECT 1 FROM workerqueue AS w WHERE w.id = fastsched_cancel.job_id AND w.done = 0)
 
 -- name: cancel_jobs
 UPDATE workerqueue
@@ -507,73 +329,12 @@ SET done = 3, finished = :now, dedup_hash = NULL, failed_hash = NULL,
         (SELECT requested_by FROM fastsched_cancel WHERE fastsched_cancel.job_id = workerqueue.id), 'an operator')
 WHERE id IN ({ids}) AND host_id = :host_id AND done = 0
 
--- name: cancel_requests_delete
-DELETE FROM fastsched_cancel WHERE job_id IN ({ids})
-
--- name: bulk_last_id
-SELECT COALESCE(MAX(id), 0) FROM workerqueue
-
--- name: bulk_window
--- The end of the next window of at most ``window`` rows in id order, and how many it holds.
-SELECT MAX(id), COUNT(*) FROM (SELECT id FROM workerqueue WHERE id > :after AND id <= :upto
-                               ORDER BY id LIMIT :window) AS w
-
--- name: bulk_match
--- One window of the rowid: the rows a bulk action's filter matches (a part given as NULL matches
--- every row). --older-than means created for pending jobs, finished otherwise.
-SELECT id, done, pid FROM workerqueue
-WHERE id > :after AND id <= :upto AND done IN (:state_1, :state_2, :state_3)
-  AND (:command IS NULL OR command = :command)
-  AND (:priority IS NULL OR priority = :priority)
-  AND (:queue IS NULL OR queue = :queue)
-  AND (:error IS NULL OR INSTR(COALESCE(last_error, ''), :error) > 0)
-  AND (:before IS NULL OR (CASE WHEN done = 0 THEN created ELSE finished END) < :before)
-
 -- name: bulk_requeue_failed
 UPDATE OR IGNORE workerqueue
 SET done = 0, pid = 0, host_id = 0, executed = NULL, finished = NULL, next_try = :now,
     retrial = 0, crashes = 0, dedup_hash = failed_hash, failed_hash = NULL
 WHERE id IN ({ids}) AND done = 2
 
--- name: bulk_still_failed
-SELECT id FROM workerqueue WHERE id IN ({ids}) AND done = 2
-
--- name: bulk_delete
--- The rows of one state (cancel: waiting, deferred, failed; purge: done, failed, cancelled),
--- re-checked: a pending row claimed meanwhile is left to its cancel request.
-DELETE FROM workerqueue WHERE id IN ({ids}) AND done = :done AND (done <> 0 OR pid = 0)
-
 -- name: bulk_request_cancel
 INSERT OR IGNORE INTO fastsched_cancel (job_id, requested_by, requested_at)
 SELECT id, :by, :now FROM workerqueue WHERE id IN ({ids}) AND done = 0 AND pid > 0
-
--- name: park_jobs
--- Pending jobs a pause holds, set aside (backends/controls.py, PARKED_HOST_ID): out of the claims' range.
-UPDATE workerqueue SET host_id = :parked WHERE id IN ({ids}) AND done = 0 AND pid = 0 AND host_id = 0
-
--- name: any_parked
-SELECT 1 FROM workerqueue WHERE done = 0 AND pid = 0 AND host_id = :parked LIMIT 1
-
--- name: parked_in_window
-SELECT id, done, pid FROM workerqueue
-WHERE id > :after AND id <= :upto AND done = 0 AND pid = 0 AND host_id = :parked
-
--- name: unpark_jobs
--- Back in the claims' range unless a pause still holds them.
-UPDATE workerqueue SET host_id = 0
-WHERE id IN ({ids}) AND done = 0 AND pid = 0 AND host_id = :parked
-  AND NOT EXISTS (SELECT 1 FROM fastsched_pause AS p
-                  WHERE p.priority IN (0, workerqueue.priority) AND p.command IN ('', workerqueue.command)
-                    AND p.queue IN ('', workerqueue.queue))
-
--- name: narrow_pause_exists
-SELECT 1 FROM fastsched_pause WHERE command <> '' OR queue <> '' LIMIT 1
-
--- name: park_added
--- Jobs added since the last sweep (ids above :after, up to :upto) that a pause of their
--- command or queue holds, set aside as the pause set aside those there were (a primary-key range).
-UPDATE workerqueue SET host_id = :parked
-WHERE id > :after AND id <= :upto AND done = 0 AND pid = 0 AND host_id = 0
-  AND EXISTS (SELECT 1 FROM fastsched_pause AS p
-              WHERE p.priority IN (0, workerqueue.priority) AND p.command IN ('', workerqueue.command)
-                AND p.queue IN ('', workerqueue.queue) AND (p.command <> '' OR p.queue <> ''))
