@@ -20,6 +20,19 @@ from fastsched.backends.sqlfiles import (
 DIALECTS = ("mysql", "sqlite")
 
 
+def _columns(select_list: str) -> int:
+    """The columns of a select list: its commas outside parentheses and quotes, plus one."""
+    depth, count, quoted = 0, 1, False
+    for char in select_list:
+        if char == "'":
+            quoted = not quoted
+        elif not quoted and char in "()":
+            depth += 1 if char == "(" else -1
+        elif not quoted and depth == 0 and char == ",":
+            count += 1
+    return count
+
+
 def test_dialects_define_the_same_query_names() -> None:
     names = {dialect: set(load_queries(dialect)) for dialect in DIALECTS}
     assert names["mysql"] == names["sqlite"], {
@@ -63,6 +76,24 @@ def test_common_queries_take_each_dialects_paramstyle() -> None:
     for bad in ("SELECT ? FROM t", "SELECT 1 FROM t WHERE c LIKE 'a%'", "SELECT '10:00', :x"):
         with pytest.raises(ValueError, match="common query 'q'"):
             in_paramstyle("q", bad, "pyformat")
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_each_row_type_is_read_over_its_one_select_list(dialect: str) -> None:
+    from fastsched.backends.rows import JobRow
+    from fastsched.jobs import ClaimedJob
+
+    lists = {**common_queries(), **dialect_queries(dialect)}
+    assert _columns(lists["job_columns"]) == len(JobRow._fields)
+    assert _columns(lists["claim_columns"]) == len(ClaimedJob._fields)
+    queries = load_queries(dialect)
+    assert not {"job_columns", "claim_columns"} & queries.keys()  # select lists, not queries
+    for name in ("get_job", "lock_job", "failed_jobs"):
+        assert "{job_columns}" in lists[name] and lists["job_columns"] in queries[name], name
+    for name in ("claim_priority", "claim_priority_queue", "lock_claimable"):
+        assert "{claim_columns}" in lists[name] and lists["claim_columns"] in queries[name], name
+    written = [name for name, sql in lists.items() if not name.endswith("_columns") and "failed_hash, queue" in sql]
+    assert not written, f"the job row's columns written out again: {written}"
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)

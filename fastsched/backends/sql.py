@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import json
 import logging
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -25,16 +24,26 @@ from fastsched.backends.base import (
     PriorityStats,
     ProcessInfo,
     QueueStats,
-    owner_host,
 )
 from fastsched.backends.controls import ControlsMixin
 from fastsched.backends.inserts import IN_CHUNK, Inserts, chunks
+from fastsched.backends.rows import JobRow
 from fastsched.backends.sqlfiles import expand_in, expand_pid_cases, expand_queues, expand_spread
 from fastsched.batching import BatchSizing, sizing_of
 from fastsched.clock import utcnow
 from fastsched.controls import RETRY, JobFilter
 from fastsched.errors import DatabaseError, InvalidState, JobNotFound
-from fastsched.jobs import DONE_CANCELLED, DONE_FAILED, DONE_OK, ClaimedJob, Job, JobState, NewJob, Outcomes
+from fastsched.jobs import (
+    DONE_CANCELLED,
+    DONE_FAILED,
+    DONE_OK,
+    DONE_PENDING,
+    ClaimedJob,
+    Job,
+    JobState,
+    NewJob,
+    Outcomes,
+)
 from fastsched.priority import ALL_PRIORITIES, RANK
 from fastsched.validation import dedup_hash, queue_set, queue_set_text
 
@@ -51,8 +60,6 @@ LEASE_PREFIX = "periodic:"  # fastsched_meta names of take_periodic leases
 PURGE_WINDOW_MIN = 1_000  # rows purge reads per window at least, however small its limit
 
 LOCKING_SUFFIX = "FOR UPDATE SKIP LOCKED"  # how a claim's locking read ends (MySQL; see _claim_rows)
-_JOB_COLUMNS = 14  # get_job, lock_job and failed_jobs select these, then failed_hash
-_PID, _NEXT_TRY, _DONE, _FAILED_HASH, _QUEUE = 10, 5, 13, 14, 15  # positions in those rows
 
 
 def _unlocked(query: str) -> str:
@@ -60,26 +67,6 @@ def _unlocked(query: str) -> str:
     if not query.endswith(LOCKING_SUFFIX):
         raise ValueError(f"a claim query must end with {LOCKING_SUFFIX!r}")
     return query.removesuffix(LOCKING_SUFFIX)
-
-
-def _state(done: int, pid: int, next_try: dt.datetime, now: dt.datetime) -> JobState:
-    if done == DONE_OK:
-        return JobState.DONE
-    if done == DONE_FAILED:
-        return JobState.FAILED
-    if done == DONE_CANCELLED:
-        return JobState.CANCELLED
-    if pid:
-        return JobState.RUNNING
-    return JobState.DEFERRED if next_try > now else JobState.WAITING
-
-
-def _args(parameter: str) -> list[object] | None:
-    try:
-        value = json.loads(parameter)
-    except ValueError:
-        return None
-    return value if isinstance(value, list) else None
 
 
 class SQLBackend(ControlsMixin, Inserts):
@@ -103,35 +90,15 @@ class SQLBackend(ControlsMixin, Inserts):
     def _opt_time(self, value: Any) -> dt.datetime | None:
         return None if value is None else self._time(value)
 
-    def _job(self, row: Sequence[Any], now: dt.datetime) -> Job:
-        job_id, command, parameter, priority, created, next_try, executed, finished = row[:8]
-        retrial, crashes, pid, host, last_error, done = row[8:_JOB_COLUMNS]
-        next_try = self._time(next_try)
-        return Job(
-            id=int(job_id),
-            command=command,
-            args=_args(parameter),
-            parameter=parameter,
-            priority=int(priority),
-            state=_state(done, pid, next_try, now),
-            created=self._time(created),
-            next_try=next_try,
-            executed=self._opt_time(executed),
-            finished=self._opt_time(finished),
-            retrial=int(retrial),
-            crashes=int(crashes),
-            pid=int(pid),
-            host=owner_host(host),
-            last_error=last_error,
-            queue=row[_QUEUE],
-        )
+    def _job(self, row: JobRow, now: dt.datetime) -> Job:
+        return row.job(now, self._time)
 
-    def _get_row(self, cursor: Any, job_id: int, *, lock: bool) -> Sequence[Any]:
+    def _get_row(self, cursor: Any, job_id: int, *, lock: bool) -> JobRow:
         cursor.execute(self._q["lock_job" if lock else "get_job"], {"id": int(job_id)})
         row = cursor.fetchone()
         if row is None:
             raise JobNotFound(f"no job has id {job_id}")
-        return row  # type: ignore[no-any-return]
+        return JobRow._make(row)
 
     # --- producer and admin -------------------------------------------------------------------
     def server_now(self) -> dt.datetime:
@@ -172,9 +139,9 @@ class SQLBackend(ControlsMixin, Inserts):
         when restoring the hash would collide (an identical job added meanwhile), and looks again.
         """
         row = self._get_row(cursor, job_id, lock=True)
-        done, key = row[_DONE], row[_FAILED_HASH]
-        if done != DONE_FAILED:
-            state = _state(done, row[_PID], self._time(row[_NEXT_TRY]), now)
+        key = row.failed_hash
+        if row.done != DONE_FAILED:
+            state = row.state(now, self._time)
             raise InvalidState(f"job {job_id} is {state.value}: only a failed job can be retried")
         params = {
             "id": int(job_id),
@@ -209,7 +176,7 @@ class SQLBackend(ControlsMixin, Inserts):
         def work(cursor: Any) -> list[Job]:
             cursor.execute(self._q["failed_jobs"], {"limit": int(limit)})
             now = utcnow()
-            return [self._job(row, now) for row in cursor.fetchall()]
+            return [self._job(JobRow._make(row), now) for row in cursor.fetchall()]
 
         return self._transaction(work, "failed", write=False)
 
@@ -335,10 +302,10 @@ class SQLBackend(ControlsMixin, Inserts):
     def jobs_ahead(self, job_id: int) -> int:
         def work(cursor: Any) -> int:
             row = self._get_row(cursor, job_id, lock=False)
-            if row[_DONE] != 0 or row[_PID]:
+            if row.done != DONE_PENDING or row.pid:
                 return 0  # running, done or failed: nothing is ahead of it in the queue
             cursor.execute(
-                self._q["jobs_ahead"], {"priority": row[3], "next_try": row[_NEXT_TRY], "id": row[0]}
+                self._q["jobs_ahead"], {"priority": row.priority, "next_try": row.next_try, "id": row.id}
             )
             return int(cursor.fetchone()[0])
 

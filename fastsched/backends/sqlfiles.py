@@ -7,6 +7,8 @@ every dialect is written once, in ``sql/common/queries.sql``, with named paramet
 :func:`load_queries` writes in the dialect's paramstyle; a dialect's ``queries.sql`` holds the
 queries that differ. Every dialect ends up with the same query names, and no name is in the
 common file and a dialect's with the same text (``tests/test_sql_dialects.py`` checks both).
+A block named ``<row>_columns`` is the select list of a row type that several queries read: they
+hold ``{<row>_columns}`` and get it inlined when they load (:func:`with_select_lists`).
 ``migrate_<v>_to_<v+1>.sql`` holds the steps from one schema version to the next
 (:func:`load_migration`); the schema and its migrations are per dialect.
 
@@ -88,6 +90,8 @@ COMMON = "common"  # sql/common/queries.sql: the queries written once for every 
 PARAMSTYLES = {"mysql": "pyformat", "sqlite": "named"}
 _NAMED_PARAM = re.compile(r"(?<![:\w]):([A-Za-z_][A-Za-z0-9_]*)")
 _LITERAL = re.compile(r"'[^']*'")
+COLUMNS_SUFFIX = "_columns"  # a block so named is a select list, inlined by with_select_lists
+_SELECT_LIST = re.compile(r"\{([a-z_]+_columns)\}")
 
 
 def in_paramstyle(name: str, sql: str, paramstyle: str) -> str:
@@ -126,7 +130,22 @@ def load_queries(dialect: str) -> dict[str, str]:
     paramstyle = PARAMSTYLES[dialect]
     queries = {name: in_paramstyle(name, sql, paramstyle) for name, sql in common_queries().items()}
     queries.update(dialect_queries(dialect))
-    return queries
+    return with_select_lists(queries)
+
+
+def with_select_lists(queries: dict[str, str]) -> dict[str, str]:
+    """``queries`` without their select lists (the blocks named ``<row>_columns``), each inlined
+    where a query holds ``{<row>_columns}``: a row type read by several queries has its columns
+    written once. This is the file's own text put together at load time, never data."""
+    lists = {name: sql for name, sql in queries.items() if name.endswith(COLUMNS_SUFFIX)}
+
+    def inline(match: re.Match[str]) -> str:
+        found = lists.get(match.group(1))
+        if found is None:
+            raise ValueError(f"no select list named {match.group(1)!r}")
+        return found
+
+    return {name: _SELECT_LIST.sub(inline, sql) for name, sql in queries.items() if name not in lists}
 
 
 @functools.cache

@@ -12,6 +12,11 @@ SELECT value FROM fastsched_meta WHERE name = 'schema_version'
 
 -- ------------------------------------------------------------------------------------ producer
 
+-- name: claim_columns
+-- A claimed row (fastsched.jobs.ClaimedJob, in this order), as every claim query selects it:
+-- inlined where {claim_columns} stands when the queries load.
+id, command, parameter, priority, retrial, crashes
+
 -- name: clear_hashes
 UPDATE workerqueue SET dedup_hash = NULL WHERE id IN ({ids})
 
@@ -25,11 +30,19 @@ SELECT id, dedup_hash FROM workerqueue WHERE dedup_hash IN ({ids}) AND done = 0 
 UPDATE workerqueue SET failed_hash = dedup_hash, dedup_hash = NULL
 WHERE dedup_hash IN ({ids}) AND done = 0 AND pid <> 0
 
+-- name: get_job
+SELECT {job_columns}
+FROM workerqueue WHERE id = :id
+
 -- name: delete_job
 DELETE FROM workerqueue WHERE id = :id
 
 -- name: failed_ids
 SELECT id FROM workerqueue WHERE done = 2 AND id > :after ORDER BY id LIMIT :limit
+
+-- name: failed_jobs
+SELECT {job_columns}
+FROM workerqueue WHERE done = 2 ORDER BY finished DESC, id DESC LIMIT :limit
 
 -- name: purge_window
 -- The next rows in id order, through the primary key (MySQL: a consistent read, no locks): whether

@@ -55,18 +55,17 @@ ON DUPLICATE KEY UPDATE priority = IF(pid = 0, VALUES(priority), priority)
 -- upsert holds these rows locked already (the duplicates and the rows it inserted).
 SELECT id, dedup_hash FROM workerqueue WHERE dedup_hash IN ({ids}) LOCK IN SHARE MODE
 
--- name: get_job
-SELECT id, command, parameter, priority, created, next_try,
+-- name: job_columns
+-- The job row (fastsched.backends.rows.JobRow, in this order) that get_job, lock_job and
+-- failed_jobs select: written once, inlined where {job_columns} stands when the queries load.
+-- executed and finished: NULL for the never of the schema ('1000-01-01 00:00:00').
+id, command, parameter, priority, created, next_try,
        NULLIF(executed, '1000-01-01 00:00:00'), NULLIF(finished, '1000-01-01 00:00:00'), retrial, crashes,
        pid, COALESCE((SELECT name FROM fastsched_host WHERE fastsched_host.id = host_id), ''),
        last_error, done, failed_hash, queue
-FROM workerqueue WHERE id = %(id)s
 
 -- name: lock_job
-SELECT id, command, parameter, priority, created, next_try,
-       NULLIF(executed, '1000-01-01 00:00:00'), NULLIF(finished, '1000-01-01 00:00:00'), retrial, crashes,
-       pid, COALESCE((SELECT name FROM fastsched_host WHERE fastsched_host.id = host_id), ''),
-       last_error, done, failed_hash, queue
+SELECT {job_columns}
 FROM workerqueue WHERE id = %(id)s FOR UPDATE
 
 -- name: lock_pending_by_hash
@@ -79,13 +78,6 @@ UPDATE IGNORE workerqueue
 SET done = 0, pid = 0, host_id = 0, executed = DEFAULT, finished = DEFAULT, next_try = %(now)s,
     retrial = 0, crashes = 0, dedup_hash = failed_hash, failed_hash = NULL
 WHERE id = %(id)s AND done = 2
-
--- name: failed_jobs
-SELECT id, command, parameter, priority, created, next_try,
-       NULLIF(executed, '1000-01-01 00:00:00'), NULLIF(finished, '1000-01-01 00:00:00'), retrial, crashes,
-       pid, COALESCE((SELECT name FROM fastsched_host WHERE fastsched_host.id = host_id), ''),
-       last_error, done, failed_hash, queue
-FROM workerqueue WHERE done = 2 ORDER BY finished DESC, id DESC LIMIT %(limit)s
 
 -- name: purge
 -- One window's old rows, a primary-key range. Under READ COMMITTED the locks it keeps are on the
@@ -196,7 +188,7 @@ WHERE role = 'master' AND heartbeat >= %(alive_after)s AND queues = %(queues)s
 -- name: claim_priority_queue
 -- claim_priority within one queue: one range of claim_queue in (next_try, id) order, the running
 -- rows in it skipped by the row's pid. next_try comes last, to merge the claims of several queues.
-SELECT id, command, parameter, priority, retrial, crashes, next_try
+SELECT {claim_columns}, next_try
 FROM workerqueue FORCE INDEX (claim_queue) 
 WHERE done = 0 AND queue = %(queue)s AND priority = %(priority)s AND next_try <= %(now)s
   AND pid = 0 AND host_id = 0 /* spread */
@@ -206,7 +198,7 @@ FOR UPDATE SKIP LOCKED
 
 -- name: claim_priority
 -- Oldest next_try first, in claim-index order; rows other masters hold are skipped, not waited for.
-SELECT id, command, parameter, priority, retrial, crashes
+SELECT {claim_columns}
 -- Forced: with claim_queue beside it, stale statistics on a small or just-emptied table can make
 -- the optimizer pick a scan, which a big backlog then pays for on every claim.
 FROM workerqueue FORCE INDEX (claim)
@@ -232,7 +224,7 @@ FOR UPDATE SKIP LOCKED
 -- locked by id: only these rows are locked (equalities on the primary key take no gap lock), the
 -- ones another transaction holds are skipped, and those no longer runnable are left. Forced: on a
 -- small table the optimizer may pick a range of the claim index, and lock every row of it.
-SELECT id, command, parameter, priority, retrial, crashes, next_try
+SELECT {claim_columns}, next_try
 FROM workerqueue FORCE INDEX (PRIMARY)
 WHERE id IN ({ids}) AND done = 0 AND pid = 0 AND host_id = 0 AND priority = %(priority)s AND next_try <= %(now)s
 ORDER BY next_try, id

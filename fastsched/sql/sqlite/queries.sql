@@ -50,16 +50,15 @@ DO UPDATE SET priority = excluded.priority WHERE pid = 0
 -- name: ids_by_hash
 SELECT id, dedup_hash FROM workerqueue WHERE dedup_hash IN ({ids})
 
--- name: get_job
-SELECT id, command, parameter, priority, created, next_try, executed, finished, retrial, crashes,
+-- name: job_columns
+-- The job row (fastsched.backends.rows.JobRow, in this order) that get_job, lock_job and
+-- failed_jobs select: written once, inlined where {job_columns} stands when the queries load.
+id, command, parameter, priority, created, next_try, executed, finished, retrial, crashes,
        pid, COALESCE((SELECT name FROM fastsched_host WHERE fastsched_host.id = host_id), ''),
        last_error, done, failed_hash, queue
-FROM workerqueue WHERE id = :id
 
 -- name: lock_job
-SELECT id, command, parameter, priority, created, next_try, executed, finished, retrial, crashes,
-       pid, COALESCE((SELECT name FROM fastsched_host WHERE fastsched_host.id = host_id), ''),
-       last_error, done, failed_hash, queue
+SELECT {job_columns}
 FROM workerqueue WHERE id = :id
 
 -- name: lock_pending_by_hash
@@ -72,12 +71,6 @@ UPDATE OR IGNORE workerqueue
 SET done = 0, pid = 0, host_id = 0, executed = NULL, finished = NULL, next_try = :now,
     retrial = 0, crashes = 0, dedup_hash = failed_hash, failed_hash = NULL
 WHERE id = :id AND done = 2
-
--- name: failed_jobs
-SELECT id, command, parameter, priority, created, next_try, executed, finished, retrial, crashes,
-       pid, COALESCE((SELECT name FROM fastsched_host WHERE fastsched_host.id = host_id), ''),
-       last_error, done, failed_hash, queue
-FROM workerqueue WHERE done = 2 ORDER BY finished DESC, id DESC LIMIT :limit
 
 -- name: purge
 -- SQLite's DELETE takes no LIMIT (without a compile-time option): a rowid range instead.
@@ -183,7 +176,7 @@ WHERE role = 'master' AND heartbeat >= :alive_after AND queues = :queues
 -- name: claim_priority_queue
 -- claim_priority within one queue: one range of claim_queue in (next_try, id) order, the running
 -- rows in it skipped by the row's pid. next_try comes last, to merge the claims of several queues.
-SELECT id, command, parameter, priority, retrial, crashes, next_try
+SELECT {claim_columns}, next_try
 FROM workerqueue INDEXED BY workerqueue_claim_queue 
 WHERE done = 0 AND queue = :queue AND priority = :priority AND next_try <= :now
   AND pid = 0 AND host_id = 0
@@ -192,7 +185,7 @@ LIMIT :limit
 
 -- name: claim_priority
 -- Oldest next_try first, in claim-index order. BEGIN IMMEDIATE makes the claimer the only writer.
-SELECT id, command, parameter, priority, retrial, crashes
+SELECT {claim_columns}
 FROM workerqueue
 WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = :priority AND next_try <= :now
   -- Paused work (fastsched_pause; fastsched.controls) is not claimed. A pause of the whole priority
@@ -209,7 +202,7 @@ LIMIT :limit
 
 -- name: lock_claimable
 -- MySQL's claim on Galera (SQLBackend._claim_rows); unused here: SQLite has one writer, no nodes.
-SELECT id, command, parameter, priority, retrial, crashes, next_try
+SELECT {claim_columns}, next_try
 FROM workerqueue
 WHERE id IN ({ids}) AND done = 0 AND pid = 0 AND host_id = 0 AND priority = :priority AND next_try <= :now
 ORDER BY next_try, id
