@@ -174,15 +174,17 @@ def explain(
     pending = job.state in (JobState.WAITING, JobState.DEFERRED, JobState.RUNNING)
     policy_facts, policy_lines = _policy(job, pool or {})
 
+    # A retried job keeps its last error (an unknown command's hand-back, say) until it runs again.
+    error = f"; its last error: {clip(' '.join(job.last_error.split()), 200)}" if job.last_error else ""
     if job.state is JobState.WAITING:
+        retried = f", after {job.retrial} retrial{'s' if job.retrial != 1 else ''}{error}" if job.retrial else ""
         lines.append(
             f"{described} is waiting: runnable since {seconds_text((now - job.next_try).total_seconds())} "
-            f"(created {iso(job.created)}, next_try {iso(job.next_try)})."
+            f"(created {iso(job.created)}, next_try {iso(job.next_try)}){retried}."
         )
     elif job.state is JobState.DEFERRED:
         wait = seconds_text((job.next_try - now).total_seconds())
         if job.retrial:
-            error = f"; its last error: {clip(' '.join(job.last_error.split()), 200)}" if job.last_error else ""
             lines.append(
                 f"{described} is deferred until {iso(job.next_try)} (in {wait}) after {job.retrial} "
                 f"retrial{'s' if job.retrial != 1 else ''}{error}."

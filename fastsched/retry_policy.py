@@ -214,17 +214,21 @@ def after_timeout(
     return after_error(job, error, now, retry_limit=retry_limit, fixed_delay=fixed_delay, rng=rng)
 
 
+def unknown_command_error(command: str) -> str:
+    """The last_error of a job handed back for its unknown command (status and explain show it)."""
+    return (
+        f"unknown command: {command} (no task of that name is registered in the pool that claimed "
+        f"it: handed back for a pool that has it)"
+    )
+
+
 def unknown_command(
     job: ClaimedJob, now: dt.datetime, *, retry_limit: int, fixed_delay: Delay, rng: random.Random
 ) -> Retry | Failure:
     """No task is registered under the job's command in this pool: never imported or called, but
     handed back (a pool one release behind must not destroy the jobs of a newer one): deferred by
     the retry delay with one more retrial, and failed only past the retry limit."""
-    error = (
-        f"unknown command: {job.command} (no task of that name is registered in the pool that claimed "
-        f"it: handed back for a pool that has it)"
-    )
-    return after_error(job, error, now, retry_limit=retry_limit, fixed_delay=fixed_delay, rng=rng)
+    return after_error(job, unknown_command_error(job.command), now, retry_limit=retry_limit, fixed_delay=fixed_delay, rng=rng)
 
 
 def bad_arguments(job: ClaimedJob, error: str) -> Failure:

@@ -40,6 +40,7 @@ from fastsched.backends.contracts import OperatorStore
 from fastsched.clock import utcnow
 from fastsched.config import DEFAULT_LEASE
 from fastsched.priority import Priority
+from fastsched.retry_policy import unknown_command_error
 from fastsched.tasks import TaskPolicy
 
 _NO_POLICY = TaskPolicy()
@@ -218,7 +219,8 @@ def collect(
         "actions_recent": [action.as_dict() for action in actions],
         "queues": [dataclasses.asdict(entry) for entry in backend.queue_stats(now)],
         "handed_back": [
-            {"command": command, "jobs": jobs} for command, jobs in backend.handed_back(now, HANDED_BACK_CAP)
+            {"command": command, "jobs": jobs, "last_error": unknown_command_error(command)}
+            for command, jobs in backend.handed_back(now, HANDED_BACK_CAP)
         ],
         "tasks": [dict(entry) for entry in tasks],
     }
@@ -341,7 +343,10 @@ def _queues_text(status: Mapping[str, Any]) -> list[str]:
         lines.append("")
         lines.append("handed back (a pool that claimed them has no such task; retried until the retry limit):")
         for entry in handed:
-            lines.append(f"  {entry['command']}: {entry['jobs']} pending job{'s' if entry['jobs'] != 1 else ''}")
+            lines.append(
+                f"  {entry['command']}: {entry['jobs']} pending job{'s' if entry['jobs'] != 1 else ''}, "
+                f"last error: {entry['last_error']}"
+            )
     tasks = status.get("tasks") or []
     if tasks:
         lines.append("")

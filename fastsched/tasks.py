@@ -290,6 +290,15 @@ def _check_queue(queue: object, what: str) -> str:
     return str(queue)
 
 
+TASK_OPTIONS = ("priority", "retry_limit", "retry_delay", "timeout", "no_retry", "queue")
+
+
+def _check_options(name: str, options: Mapping[str, Any]) -> None:
+    unknown = sorted(set(options) - set(TASK_OPTIONS))
+    if unknown:
+        raise TypeError(f"task {name!r}: unknown option {unknown[0]!r}: the options are {', '.join(TASK_OPTIONS)}")
+
+
 def make_policy(
     name: str,
     *,
@@ -411,6 +420,7 @@ class Registry:
         if name is not None:
             _check_name(name)
         shown = name if isinstance(name, str) else "?"
+        _check_options(shown, options)
         make_policy(shown, **options)  # bad options fail at the decorator's line, not at its use
 
         def decorator(function: Callable[P, R]) -> Task[P, R]:
@@ -423,6 +433,7 @@ class Registry:
         if not callable(function):
             raise TaskError(f"task {name!r}: {function!r} is not callable")
         bare: Callable[P, R] = function.function if isinstance(function, Task) else function
+        _check_options(name, options)
         made = Task(name, bare, make_policy(name, **options))
         self.register(name, made)
         return made
@@ -518,11 +529,20 @@ class Registry:
         return len(self._tasks)
 
 
+CRON_FIELDS = 5
+
+
 def _check_cron(expression: object) -> None:
     import cronsim
 
     if not isinstance(expression, str):
         raise TaskError(f"periodic: cron must be a str such as '*/5 * * * *', got {type(expression).__name__}")
+    if len(expression.split()) != CRON_FIELDS:
+        # cronsim would also take a sixth, leading field of seconds: the schedule is crontab's, in minutes.
+        raise TaskError(
+            f"periodic: cron expression {expression!r} must have 5 fields (minute hour day-of-month month "
+            f"day-of-week), got {len(expression.split())}"
+        )
     try:
         cronsim.CronSim(expression, dt.datetime(2000, 1, 1))
     except cronsim.CronSimError as exc:

@@ -63,12 +63,14 @@ sys.exit(Pool(PoolSettings(**options)).run(install_signal_handlers=True))
 class PoolProcess:
     """A pool master running in a subprocess, its log in a file."""
 
+    launcher: tuple[str, ...] = ("-c", POOL_MAIN)  # what python runs, before the options' JSON
+
     def __init__(self, dsn: str, log_path: Path, env: dict[str, str] | None = None, **settings: Any) -> None:
         options = {**FAST, "imports": ["tests.pooljobs"], **settings, "dsn": dsn}
         self.log_path = log_path
         self._log = open(log_path, "w")  # noqa: SIM115 - kept open for the life of the pool
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", POOL_MAIN, json.dumps(options)],
+            [sys.executable, *self.launcher, json.dumps(options)],
             cwd=ROOT,
             stdout=self._log,
             stderr=subprocess.STDOUT,

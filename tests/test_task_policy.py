@@ -104,6 +104,17 @@ def test_bad_options_are_refused_naming_the_task_and_the_option(registry, option
     assert "Bad" not in registry
 
 
+def test_an_unknown_option_is_a_type_error_naming_the_task_and_the_options(registry):
+    with pytest.raises(TypeError, match="task 'Bad': unknown option 'retries': the options are priority, "):
+        registry.task("Bad", retries=3)
+
+    def send(): ...
+
+    with pytest.raises(TypeError, match="task 'send': unknown option 'max_retries'"):
+        registry.task(send, max_retries=3)
+    assert "Bad" not in registry and "send" not in registry
+
+
 def test_add_queues_the_task_with_its_defaults_on_the_default_queue(dsn, monkeypatch, registry):
     monkeypatch.setenv("FASTSCHED_DSN", dsn)
     reset_default()
@@ -511,7 +522,8 @@ def test_a_cron_slot_follows_the_time_zone_across_daylight_saving(registry):
         ((), {}, "either seconds"),
         ((60,), {"cron": "* * * * *"}, "either seconds"),
         ((), {"cron": "61 * * * *"}, "cron expression '61 \\* \\* \\* \\*' is invalid"),
-        ((), {"cron": "* * *"}, "is invalid"),
+        ((), {"cron": "* * *"}, "must have 5 fields .*got 3"),
+        ((), {"cron": "*/5 * * * * *"}, "must have 5 fields .*got 6"),  # cronsim's seconds: not crontab's
         ((), {"cron": "* * * * *", "tz": "Mars/Olympus"}, "unknown time zone 'Mars/Olympus'"),
         ((60,), {"tz": "Europe/Berlin"}, "tz= goes with cron="),
         ((), {"cron": "* * * * *", "queue": "bad queue"}, "queue 'bad queue'"),

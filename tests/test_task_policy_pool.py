@@ -1,8 +1,12 @@
 """Issue 13 in real pools (subprocesses) on SQLite and MariaDB: unknown commands handed back,
-per-task retry and time limits, --queues, and children replaced after N jobs."""
+per-task retry and time limits, --queues, children replaced after N jobs, and cron tasks run at
+their slots by pools whose clock the test moves."""
 from __future__ import annotations
 
+import datetime as dt
 import json
+import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +15,7 @@ import pytest
 import fastsched
 import tests.taskjobs  # noqa: F401 - registers the tasks: an add of mail_record goes to its queue
 from fastsched.jobs import JobState
-from tests.test_pool import all_done, pools, wait_for  # noqa: F401 - pools is a fixture
+from tests.test_pool import PoolProcess, all_done, pools, wait_for  # noqa: F401 - pools is a fixture
 
 
 @pytest.fixture
@@ -43,9 +47,16 @@ def test_a_pool_one_release_behind_hands_unknown_commands_back(dsn, q, tmp_path,
     from fastsched import explain, status
 
     shown = status.collect(q.backend)
-    assert shown["handed_back"] == [{"command": "NeverRegisteredAnywhere", "jobs": 1}, {"command": "async_record", "jobs": 1}]
-    assert "async_record: 1 pending job" in status.render_text(shown)
-    assert "unknown command: async_record" in " ".join(explain.explain(q.backend, newer)["lines"])
+    assert [(e["command"], e["jobs"]) for e in shown["handed_back"]] == [
+        ("NeverRegisteredAnywhere", 1), ("async_record", 1)
+    ]
+    assert shown["handed_back"][1]["last_error"] == job.last_error  # the reason, as status --json shows it
+    assert f"async_record: 1 pending job, last error: {job.last_error}" in status.render_text(shown)
+    # Deferred, or waiting again once its retry delay is past: either way explain gives the reason.
+    for when, state in ((job.next_try - dt.timedelta(seconds=0.05), "deferred"), (job.next_try, "waiting")):
+        facts = explain.explain(q.backend, newer, when)
+        assert facts["state"] == state
+        assert "its last error: unknown command: async_record" in " ".join(facts["lines"]), facts["lines"]
     upgraded = pools(dsn, imports=["tests.taskjobs"], retry_limit=2, retry_delay="0.05")
     try:
         wait_for(lambda: all_done(q, [newer, doomed]), what="the upgraded pool to run it")
@@ -159,3 +170,97 @@ def test_the_start_flags_and_their_variables(monkeypatch):
         build_settings(parser.parse_args(["--queues", "bad name"]), {})
     with pytest.raises(ConfigError, match="--max-jobs-per-child"):
         build_settings(parser.parse_args(["--max-jobs-per-child", "-1"]), {})
+
+
+# --- cron tasks in real pools, on a clock the test moves ------------------------------------------
+
+
+class ClockedPoolProcess(PoolProcess):
+    launcher = ("-m", "tests.clocked_pool")  # the wall clock is the time in $FASTSCHED_TEST_CLOCK
+
+
+@pytest.fixture
+def clocked_pools(tmp_path: Path) -> Iterator[Callable[..., PoolProcess]]:
+    started: list[PoolProcess] = []
+
+    def start(dsn: str, **settings: Any) -> PoolProcess:
+        pool = ClockedPoolProcess(dsn, tmp_path / f"clocked{len(started)}.log", **settings)
+        started.append(pool)
+        return pool
+
+    yield start
+    for pool in started:
+        pool.close()
+        print(f"--- log of pool pid {pool.pid} ---\n{pool.log_path.read_text()}")
+
+
+def set_clock(path: Path, at: dt.datetime) -> None:
+    staged = path.with_name(path.name + ".new")
+    staged.write_text(at.isoformat())
+    os.replace(staged, path)  # a master never reads half a time
+
+
+def test_a_cron_task_runs_at_its_slot_once_across_two_masters_and_missed_slots_once(
+    dsn, q, tmp_path, clocked_pools
+):
+    from tests.poolcron import CRON, TZ
+
+    clock, runs, calls = tmp_path / "clock", tmp_path / "runs.jsonl", tmp_path / "calls.jsonl"
+    env = {"FASTSCHED_TEST_CLOCK": str(clock), "POOLCRON_RUNS": str(runs), "FASTSCHED_TEST_PERIODIC_CALLS": str(calls)}
+    assert (CRON, TZ) == ("5 4 * * *", "Europe/Berlin")  # 03:05 UTC in January
+
+    def start_two() -> list[PoolProcess]:
+        return [
+            clocked_pools(dsn, host_id=f"cron{n}", workers=1, imports=["tests.pooljobs", "tests.poolcron"], env=env,
+                          retention=30 * 86400.0)  # the clock jumps days: keep the done jobs to check
+            for n in (1, 2)
+        ]
+
+    def looked(pool_pids: list[int], at: dt.datetime) -> list[dict[str, Any]]:
+        """The masters' run_periodic calls at ``at``, once each of them has made one."""
+        seen = [c for c in lines(calls) if c["task"] == "berlin_morning" and c["now"] == at.isoformat()]
+        return seen if {c["pid"] for c in seen} >= set(pool_pids) else []
+
+    def one_slot(pool_pids: list[int], at: dt.datetime, runs_before: int) -> int:
+        """Both masters look at the clock's time ``at``, a slot: exactly one queues the job, which runs once."""
+        set_clock(clock, at)
+        seen = wait_for(lambda: looked(pool_pids, at), timeout=60, what=f"both masters at {at}")
+        ran = wait_for(lambda: lines(runs)[runs_before:], timeout=60, what=f"the run of {at}")
+        queued = [c["job"] for c in lines(calls) if c["job"] is not None and c["now"] == at.isoformat()]
+        assert len(queued) == 1, queued  # one master queued it; the other found the lease moved on
+        assert [r["id"] for r in ran] == queued
+        job = q.get(queued[0])
+        assert (job.command, job.created, job.priority) == ("berlin_morning", at, fastsched.PRIORITY_HIGH)
+        assert len(seen) >= 2
+        return queued[0]
+
+    set_clock(clock, dt.datetime(2030, 1, 2, 3, 4, 30))
+    first_pools = start_two()
+    pids = [p.pid for p in first_pools]
+    before = wait_for(lambda: looked(pids, dt.datetime(2030, 1, 2, 3, 4, 30)), timeout=60, what="both masters")
+    assert all(c["job"] is None for c in before), "a cron task first runs at its next slot, not at once"
+
+    first = one_slot(pids, dt.datetime(2030, 1, 2, 3, 5), 0)
+    # Later the same day: no slot, nothing queued, by either master.
+    later = dt.datetime(2030, 1, 2, 3, 30)
+    set_clock(clock, later)
+    assert all(c["job"] is None for c in wait_for(lambda: looked(pids, later), timeout=60, what="both at 03:30"))
+    assert all(p.stop() == 0 for p in first_pools)
+
+    # No pool on Jan 3, 4 and 5: the three missed slots come to one job, then Jan 6 is next.
+    missed = dt.datetime(2030, 1, 5, 9, 0)
+    set_clock(clock, missed)
+    second_pools = start_two()
+    pids = [p.pid for p in second_pools]
+    catch_up = [c for c in wait_for(lambda: looked(pids, missed), timeout=60, what="the restarted masters")]
+    queued = [c["job"] for c in catch_up if c["job"] is not None]
+    assert len(queued) == 1 and queued[0] != first, catch_up
+    wait_for(lambda: len(lines(runs)) == 2, timeout=60, what="the catch-up run")
+    after_catch_up = dt.datetime(2030, 1, 6, 3, 4, 59)
+    set_clock(clock, after_catch_up)
+    assert all(c["job"] is None for c in wait_for(lambda: looked(pids, after_catch_up), timeout=60, what="both"))
+    third = one_slot(pids, dt.datetime(2030, 1, 6, 3, 5), 2)
+    assert all(p.stop() == 0 for p in second_pools)
+
+    assert [r["id"] for r in lines(runs)] == [first, queued[0], third]  # each queued job ran once
+    assert all(q.get(i).state is JobState.DONE for i in (first, queued[0], third))
