@@ -3,34 +3,37 @@
 A producer whose clock is off must neither delay its jobs (2 minutes ahead) nor jump the line
 (2 minutes behind): created and next_try come from the server's clock, a delay is added there,
 and a time the caller gives is kept as given. A master's heartbeat is the server's time too.
-The "host clock" is skewed by replacing the wall clock fastsched reads on this host.
+The "host clock" is skewed by replacing the wall clock fastsched reads on this host, under every
+name a loaded fastsched module has for it (so the test means the same on code that read it elsewhere).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import sys
 from collections.abc import Iterator
 
 import pytest
-from faultkit import sql
+from faultkit import connect_raw, sql
 
 import fastsched
-import fastsched.dbclock
 import fastsched.queue
 
 SKEW = dt.timedelta(minutes=2)
 
 
 def _skew_host_clock(monkeypatch: pytest.MonkeyPatch, by: dt.timedelta) -> None:
-    real = fastsched.dbclock.utcnow
+    real = fastsched.queue.utcnow
 
     def skewed() -> dt.datetime:
         return real() + by
 
-    # Every name under which this host's wall clock is read by the producer side.
-    for module in (fastsched.dbclock, fastsched.queue):
-        if hasattr(module, "utcnow"):
+    patched = []
+    for name, module in list(sys.modules.items()):
+        if (name == "fastsched" or name.startswith("fastsched.")) and getattr(module, "utcnow", None) is real:
             monkeypatch.setattr(module, "utcnow", skewed)
+            patched.append(name)
+    assert "fastsched.queue" in patched and abs(fastsched.queue.utcnow() - real() - by) < dt.timedelta(seconds=5)
 
 
 @pytest.fixture
@@ -55,16 +58,22 @@ def test_a_producer_with_a_skewed_clock_neither_delays_its_job_nor_jumps_the_lin
     with fastsched.connect(mysql_dsn) as skewed:  # a producer on a host whose clock is off
         second = skewed.add(fastsched.PRIORITY_MEDIUM, "Cmd", "skewed")
         (later,) = skewed.add_many([(fastsched.PRIORITY_MEDIUM, "Cmd", "skewed, many")])
+        app = connect_raw(mysql_dsn, autocommit=False)
+        try:
+            in_app = skewed.add(fastsched.PRIORITY_MEDIUM, "Cmd", "skewed, in the app's transaction", connection=app)
+            app.commit()
+        finally:
+            app.close()
         assert skewed.get(second).state is fastsched.JobState.WAITING
     created_first, next_first, _ = _times(mysql_dsn, first)
-    for job_id in (second, later):
+    for job_id in (second, later, in_app):
         created, next_try, server_now = _times(mysql_dsn, job_id)
         assert next_try <= server_now, f"job {job_id} from a clock {skew} off is not runnable now"
         assert created >= created_first and next_try >= next_first, "the skewed job jumped the line"
         assert server_now - created < dt.timedelta(seconds=30)
     # The claim order (next_try, id) is the order of the adds.
     order = [row[0] for row in sql(mysql_dsn, "SELECT id FROM workerqueue ORDER BY next_try, id")]
-    assert order == [first, second, later]
+    assert order == [first, second, later, in_app]
 
 
 def test_a_delay_is_added_to_the_servers_clock(mysql_dsn: str, monkeypatch: pytest.MonkeyPatch) -> None:
