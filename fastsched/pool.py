@@ -558,17 +558,30 @@ class Pool:
         self._on_events(self._children.kill_all(KILL_DB))
 
     def _lost(self) -> None:
-        """Another master declared us dead and released our claims: start over, holding nothing."""
+        """Another master declared us dead and released our claims: start over, holding nothing.
+        The batches that ended before we learned it count: their replies are read first, and their
+        outcomes written to the jobs no master has claimed since (a completed job is not run again
+        for a completion that was late); the rest is forgotten."""
         assert self._completer is not None and self._registration is not None
+        ready = multiprocessing.connection.wait(self._children.wait_objects(), 0)
+        self._on_events(self._children.handle(ready))
+        late = self._completer.take()
         log.error(
             "this master (host id %s, pid %d) was declared dead by another master (heartbeat older than the "
-            "lease of %gs) and its claims were released: killing the children at once, discarding %d "
-            "outcomes, registering again", self._host, self._registration.pid, self._lease_seconds,
-            len(self._completer),
+            "lease of %gs) and its claims were released: killing the children at once, registering again; "
+            "%d outcomes not written yet", self._host, self._registration.pid, self._lease_seconds, len(late),
         )
         self._on_events(self._children.kill_all(KILL_LOST))
-        self._completer.discard()
+        self._completer.take()  # what the killed children held is released already
         try:
+            if late:
+                written = self._link.call(
+                    DbKind.WRITE, self._link.backend.write_released_outcomes, self._clock.wall(), late
+                )
+                log.warning(
+                    "wrote %d of those %d outcomes (the other jobs were claimed again since, or have no outcome "
+                    "to write)", written, len(late),
+                )
             released = self._registration.start_over()  # what we claimed meanwhile
         except DatabaseError:
             self._needs_resync = True

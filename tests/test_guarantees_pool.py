@@ -8,7 +8,9 @@ MariaDB: real pools started with ``fastsched-pool start``, broken from outside.
 - item 4: a master frozen with SIGSTOP: its child must stop its job before another master, once
   the lease has run out, runs that job again (no overlap);
 - item 11: SIGTERM to every process of the pool at once (systemd's default KillMode): a graceful
-  stop, the running job finishes, no crash is counted.
+  stop, the running job finishes, no crash is counted;
+- item 12: a master declared dead while a finished job's completion waited to be written: the
+  completion is written if no master has claimed the job since, so it does not run again.
 """
 
 from __future__ import annotations
@@ -230,3 +232,39 @@ def test_an_sqlite_application_transaction_longer_than_half_the_lease_is_no_outa
     watcher.settle()
     runs = [r for r in load_runs(runs_dir) if r.job == job]
     assert [r.end is not None for r in runs] == [True], f"runs: {runs}\n{log[-3000:]}"
+
+
+def test_a_completion_pending_when_its_master_was_declared_dead_is_written_if_nobody_took_the_job(
+    mysql_dsn: str, tmp_path: Path, watcher: ChildWatcher
+) -> None:
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    (job,) = _add(mysql_dsn, runs_dir, 1, 300.0)  # ends well before its child's fence
+    options = ("--workers", "1", "--lease", str(LEASE))
+    # The master that declares the frozen one dead serves another queue: it releases the job's
+    # claim but never runs the job itself.
+    with PoolProc(mysql_dsn, tmp_path, *options, "--queues", "elsewhere", host_id="declarer") as declarer:
+        watcher.watch(declarer.pid)
+        declarer.started()
+        with PoolProc(mysql_dsn, tmp_path, *options, host_id="declared") as frozen:
+            watcher.watch(frozen.pid)
+            frozen.started()
+            wait_until(lambda: _started(runs_dir, job), WAIT, "the job to start")
+            os.kill(frozen.pid, signal.SIGSTOP)  # the job ends meanwhile; its reply waits in the pipe
+            try:
+                wait_until(lambda: _ended(runs_dir, job), WAIT, "the job to end")
+                declarer.wait_for_log("missed its heartbeat", timeout=WAIT)
+                claims = sql(mysql_dsn, "SELECT done, pid FROM workerqueue WHERE id = %s", (job,))
+            finally:
+                os.kill(frozen.pid, signal.SIGCONT)
+            frozen.wait_for_log("declared dead", timeout=WAIT)
+            wait_until(lambda: sql(mysql_dsn, "SELECT done FROM workerqueue WHERE id = %s", (job,))[0][0] != 0
+                       or len([r for r in load_runs(runs_dir) if r.job == job]) > 1, WAIT, "the job to be done")
+            assert frozen.stop() == 0, frozen.tail()
+            log = frozen.log
+        assert declarer.stop() == 0, declarer.tail()
+    watcher.settle()
+    assert claims == [(0, 0)], f"the job's claim was not released while its master was frozen: {claims}"
+    runs = [r for r in load_runs(runs_dir) if r.job == job]
+    assert len(runs) == 1, f"the completed job ran {len(runs)} times\n{log[-3000:]}"
+    assert sql(mysql_dsn, "SELECT done FROM workerqueue WHERE id = %s", (job,)) == [(1,)], log[-3000:]

@@ -16,7 +16,7 @@ from fastsched.backends import open_backend
 from fastsched.backends.base import Backend, ProcessInfo, claim_owner, owner_host
 from fastsched.dbclock import utcnow
 from fastsched.errors import PoolAlreadyRunning
-from fastsched.jobs import NewJob
+from fastsched.jobs import Failure, NewJob, Outcomes, Retry
 
 HOST = "twin-host"
 LEASE = dt.timedelta(seconds=30)
@@ -107,3 +107,22 @@ def test_two_starts_at_once_cannot_both_pass(dsn: str, backend: Backend) -> None
         thread.join(60)
     assert sorted(type(r).__name__ for r in results) == ["PoolAlreadyRunning", "int"], results
     assert len([p for p in backend.processes() if p.role == "master"]) == 1
+
+
+def test_late_outcomes_are_written_to_released_jobs_only(backend: Backend) -> None:
+    """Item 12: a master declared dead writes what its children finished to the jobs nobody has
+    claimed since; a job another master has claimed again is left to that master."""
+    taken, done, failed, retried = _jobs(backend, 4)
+    assert sorted(_claimed(backend, claim_owner(HOST, "dead"), 4, 101)) == [taken, done, failed, retried]
+    assert backend.release_claims(claim_owner(HOST, "dead")) == 4  # declared dead: released
+    assert _claimed(backend, claim_owner(HOST, "alive"), 1, 201) == [taken]  # the oldest, claimed again
+    late = Outcomes(
+        done=[taken, done],
+        failed=[Failure(failed, 0, 0, "boom")],
+        retry=[Retry(retried, utcnow() + dt.timedelta(hours=1), 30, 1, 0, "again")],
+    )
+    assert backend.write_released_outcomes(utcnow(), late) == 3
+    states = {i: backend.get(i, utcnow()).state.value for i in (taken, done, failed, retried)}
+    assert states == {taken: "running", done: "done", failed: "failed", retried: "deferred"}
+    assert backend.get(failed, utcnow()).last_error == "boom"
+    assert backend.write_released_outcomes(utcnow(), Outcomes(done=[done])) == 0  # done is final

@@ -215,6 +215,13 @@ class MasterStore(_Connected, _ClusterReads, Protocol):
         """
         ...
 
+    def write_released_outcomes(self, now: dt.datetime, outcomes: Outcomes) -> int:
+        """The done, failed and retry outcomes of runs whose claims were released before they were
+        written (their master was declared dead): written as ``write_outcomes`` would, but only to
+        the jobs that no master has claimed since (``host_id=0 AND done=0``), so that a completed
+        job is not run again for a completion that was late. How many were written."""
+        ...
+
     def write_outcomes_and_claim(
         self,
         outcomes: Outcomes,

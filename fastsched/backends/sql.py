@@ -532,7 +532,19 @@ class SQLBackend(ControlsMixin, Inserts):
                 lambda cursor: self._write_outcomes(cursor, host, host_id, db_now, outcomes), "write_outcomes"
             )
 
-    def _write_outcomes(self, cursor: Any, host: str, host_id: int, db_now: Any, outcomes: Outcomes) -> None:
+    def write_released_outcomes(self, now: dt.datetime, outcomes: Outcomes) -> int:
+        final = Outcomes(done=outcomes.done, retry=outcomes.retry, failed=outcomes.failed)
+        if not final:
+            return 0
+        db_now = self._to_db_time(now)
+        # host_id 0: the released rows (a claim sets a master's number, a pause its own).
+        return self._transaction(
+            lambda cursor: self._write_outcomes(cursor, "", 0, db_now, final, warn=False), "write_released_outcomes"
+        )
+
+    def _write_outcomes(
+        self, cursor: Any, host: str, host_id: int, db_now: Any, outcomes: Outcomes, *, warn: bool = True
+    ) -> int:
         written = 0
         for ids, name in ((outcomes.done, "complete_jobs"), (outcomes.released, "release_jobs")):
             for part in chunks(ids, IN_CHUNK):
@@ -567,7 +579,7 @@ class SQLBackend(ControlsMixin, Inserts):
                 },
             )
             written += cursor.rowcount
-        if written < len(outcomes):
+        if warn and written < len(outcomes):
             log.warning(
                 "%d of %d job outcomes not written: those claims no longer belong to host %r "
                 "(another master recovered them)",
@@ -575,6 +587,7 @@ class SQLBackend(ControlsMixin, Inserts):
                 len(outcomes),
                 host,
             )
+        return written
 
     def fail_malformed(self, now: dt.datetime) -> int:
         params = {"now": self._to_db_time(now), "error": MALFORMED_ERROR}
@@ -696,20 +709,6 @@ class SQLBackend(ControlsMixin, Inserts):
             )
             for row in self._transaction(work, "processes", write=False)
         ]
-
-    def recover_host(self, host: str) -> int:
-        host_id = self._host_id(host)
-
-        def work(cursor: Any) -> int:
-            cursor.execute(self._q["release_host"], {"host_id": host_id})
-            released = int(cursor.rowcount)
-            cursor.execute(self._q["delete_host_processes"], {"host": host})
-            return released
-
-        released = self._transaction(work, "recover_host")
-        if released:
-            log.warning("released %d job(s) still claimed by host %r", released, host)
-        return released
 
     def recover_expired(
         self, alive_after: dt.datetime, spare: Callable[[str, int, str], bool] | None = None

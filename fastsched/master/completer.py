@@ -80,12 +80,12 @@ class Completer:
     def add_failure(self, failure: Failure) -> None:
         self._buffer.failed.append(failure)
 
-    def discard(self) -> int:
-        """Forget every outcome (our claims were taken over: none is ours to write). How many."""
-        count = len(self._buffer)
-        self._buffer = Outcomes()
+    def take(self) -> Outcomes:
+        """Every outcome, the buffer emptied (our claims were taken over: none is ours to write as
+        our own)."""
+        outcomes, self._buffer = self._buffer, Outcomes()
         self._finished_ranks.clear()
-        return count
+        return outcomes
 
     def write(self, now: dt.datetime | None = None) -> bool:
         """Write the buffer in one transaction; False (the buffer kept) when the database failed."""
