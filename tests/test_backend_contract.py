@@ -580,7 +580,7 @@ def test_a_recovered_claim_is_not_overwritten_by_its_old_master(backend: Backend
     (job_id,) = backend.add_many([new_job("x")])
     claim_all(backend, HOST, pid=5)
     backend.register_master(HOST, 1, 1, NOW)
-    assert backend.recover_host(HOST) == 1
+    assert backend.recover_expired(NOW + dt.timedelta(seconds=1)) == [(HOST, 1)]  # declared dead
     assert backend.heartbeat(HOST, 1, 1, NOW) is False  # the old master learns it lost its claims
     assert claim_all(backend, OTHER, pid=6) == [job_id]
     backend.write_outcomes(HOST, NOW, Outcomes(done=[job_id]))  # the old master, too late
@@ -651,21 +651,6 @@ def test_process_registry(backend: Backend) -> None:
     backend.unregister(HOST, 100)
     assert [(p.host, p.pid) for p in backend.processes()] == [(OTHER, 100), (OTHER, 7)]
     assert backend.heartbeat(HOST, 100, 2, later) is False
-
-
-def test_recover_host_releases_claims_and_loses_nothing(backend: Backend) -> None:
-    ids = backend.add_many([new_job(i) for i in range(6)])
-    backend.claim([0, 0, 4, 0, 0], [1, 2], HOST, 2, NOW)
-    backend.claim([0, 0, 2, 0, 0], [1], OTHER, 2, NOW)
-    backend.register_master(HOST, 1, 2, NOW)
-    backend.register_children(HOST, 1, [1, 2], NOW)
-    assert backend.recover_host(HOST) == 4
-    assert [p.host for p in backend.processes()] == []
-    states = [backend.get(i, NOW) for i in ids]
-    assert sum(job.state is JobState.WAITING for job in states) == 4
-    assert all(job.host in ("", OTHER) for job in states)
-    assert sorted(claim_all(backend, "h3")) == sorted(job.id for job in states if job.host == "")
-    assert backend.recover_host("nobody") == 0
 
 
 def test_recover_expired(backend: Backend) -> None:

@@ -325,10 +325,10 @@ def test_init_migrates_every_job_of_a_version_1_database(empty_dsn: Any, capsys:
                 claimed += [job.id for job in batch.jobs]
         assert sorted(claimed) == [1, 6, 7, 8, HIGH_WATER + 1]
         # The version-1 claims still belong to their hosts: host-a completes its job, the
-        # recovery of host-b hands its job back, and neither touches the other's.
+        # release of host-b's claims hands its job back, and neither touches the other's.
         backend.write_outcomes("host-b", NOW, Outcomes(done=[3]))
         backend.write_outcomes("host-a", NOW, Outcomes(done=[3]))
-        assert backend.recover_host("host-b") == 1
+        assert backend.release_claims("host-b") == 1
         assert backend.get(3, NOW).state == JobState.DONE
         job4 = backend.get(4, NOW)
         assert (job4.state, job4.pid, job4.host) == (JobState.WAITING, 0, "")

@@ -465,7 +465,8 @@ def test_a_master_declared_dead_kills_its_children_before_the_job_runs_again(dsn
     job_id = q.add(Priority.MEDIUM, "record", rec, "slow", 1.5)
     pool = pools(dsn, host_id="zombie", workers=1)
     first = wait_for(lambda: events(rec, "start"), what="the job to start")[0]
-    q.backend.recover_host("zombie")  # what another master does to a dead one: release, unregister
+    # What another master does to one whose heartbeat is older than the lease: release, unregister.
+    q.backend.recover_expired(q.backend.server_now() + dt.timedelta(hours=1))
     wait_for(lambda: q.get(job_id).state is JobState.DONE, what="the job to complete")
     assert pool.stop() == 0
 

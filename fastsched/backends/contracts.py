@@ -290,11 +290,6 @@ class MasterStore(_Connected, _ClusterReads, Protocol):
         """Delete the master's row and its children's rows."""
         ...
 
-    def recover_host(self, host: str) -> int:
-        """Release every pending claim of ``host`` and delete its process rows (a master starting on
-        a host recovers what its dead predecessor held). Return how many jobs were released."""
-        ...
-
     def release_claims(self, owner: str, keep_pids: Sequence[int] = ()) -> int:
         """Release the pending claims of ``owner`` ("<host>#<instance>") but those of the children
         ``keep_pids``; how many."""

@@ -175,9 +175,6 @@ ORDER BY CASE WHEN role = 'master' THEN 0 ELSE 1 END, host, pid
 -- name: host_id
 SELECT id FROM fastsched_host WHERE name = :host
 
--- name: delete_host_processes
-DELETE FROM process WHERE host = :host
-
 -- name: expired_masters
 SELECT host, pid, machine FROM process WHERE role = 'master' AND heartbeat < :alive_after ORDER BY host, pid
 
