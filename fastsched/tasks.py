@@ -30,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import functools
+import inspect
 import math
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, ParamSpec, TypeVar, Union, overload
@@ -264,6 +265,17 @@ def _unwrap(function: Callable[..., Any]) -> Callable[..., Any]:
     return function.function if isinstance(function, Task) else function
 
 
+def _check_runs_its_body(name: str, function: Callable[..., Any]) -> None:
+    """A generator function's call returns at once without running its body: such a job would be
+    recorded done although nothing ran."""
+    if inspect.isgeneratorfunction(function) or inspect.isasyncgenfunction(function):
+        kind = "an async generator" if inspect.isasyncgenfunction(function) else "a generator"
+        raise TaskError(
+            f"task {name!r}: {_describe(function)} is {kind} function: calling it would not run its body "
+            f"(use a plain def or an async def that does not yield)"
+        )
+
+
 def _check_name(name: object) -> str:
     if not isinstance(name, str):
         raise TaskError(f"a task name must be a str, got {type(name).__name__}")
@@ -375,6 +387,7 @@ class Registry:
         name = _check_name(name)
         if not callable(function):
             raise TaskError(f"task {name!r}: {function!r} is not callable")
+        _check_runs_its_body(name, _unwrap(function))
         existing = self._registered.get(name)
         if existing is not None and not _same_function(existing, function):
             raise TaskError(

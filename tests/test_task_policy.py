@@ -104,6 +104,24 @@ def test_bad_options_are_refused_naming_the_task_and_the_option(registry, option
     assert "Bad" not in registry
 
 
+def test_a_generator_function_is_refused_its_body_would_never_run(registry):
+    def lines_of(path):
+        yield from open(path)
+
+    async def events():
+        yield 1
+
+    with pytest.raises(TaskError, match="task 'lines_of': .*is a generator function: calling it would not run"):
+        registry.task(lines_of)
+    with pytest.raises(TaskError, match="task 'Events': .*is an async generator function"):
+        registry.task("Events", priority=20)(events)
+    with pytest.raises(TaskError, match="is a generator function"):
+        registry.periodic(60)(lines_of)
+    with pytest.raises(TaskError, match="is a generator function"):
+        registry.register("Lines", lines_of)
+    assert len(registry) == 0
+
+
 def test_an_unknown_option_is_a_type_error_naming_the_task_and_the_options(registry):
     with pytest.raises(TypeError, match="task 'Bad': unknown option 'retries': the options are priority, "):
         registry.task("Bad", retries=3)
