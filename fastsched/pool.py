@@ -283,7 +283,7 @@ class Pool:
             except Exception as exc:
                 raise ConfigError(f"cannot import task module {name!r}: {type(exc).__name__}: {exc}") from exc
         if not self._tasks:
-            log.warning("no task is registered: every job will fail as 'unknown command' (see settings.imports)")
+            log.warning("no task is registered: every job claimed is handed back as 'unknown command' (give --import)")
 
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
