@@ -106,7 +106,7 @@ def test_bad_options_are_refused_naming_the_task_and_the_option(registry, option
 
 def test_a_generator_function_is_refused_its_body_would_never_run(registry):
     def lines_of(path):
-        yield from open(path)
+        yield from path.splitlines()
 
     async def events():
         yield 1
