@@ -301,7 +301,8 @@ class Queue:
 
     # --- looking and managing ------------------------------------------------------------------
     def get(self, job_id: int) -> Job:
-        """The job with this id (JobNotFound if there is none, e.g. purged or cancelled)."""
+        """The job with this id (JobNotFound if there is none: purged, or cancelled before it ran; a job
+        cancelled while it ran is kept, in state ``cancelled``)."""
         job_id = as_job_id(job_id)
         now = self._now()
         with self._lock:
