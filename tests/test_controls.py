@@ -289,7 +289,7 @@ def test_a_claim_of_a_priority_paused_whole_reads_no_row_and_narrow_pauses_keep_
 ) -> None:
     import pymysql
 
-    from fastsched.backends.sqlfiles import load_queries
+    from fastsched.backends.sqlfiles import expand_queues, load_queries
     from fastsched.dsn import parse_dsn
 
     queries = load_queries("mysql")
@@ -314,6 +314,16 @@ def test_a_claim_of_a_priority_paused_whole_reads_no_row_and_narrow_pauses_keep_
         cur.execute("EXPLAIN " + queries["plan_counts"], params)
         rows = [r for r in cur.fetchall() if r["table"] == "workerqueue"]
         assert len(rows) == 5 and {r["key"] for r in rows} == {"claim"}, rows  # LOW's count reads nothing
+        # The same for a master with --queues, whose claims read one claim_queue range per queue.
+        cur.execute("EXPLAIN " + queries["claim_priority_queue"], {**params, "priority": 40, "queue": "default"})
+        assert [r["Extra"] for r in cur.fetchall() if r["id"] == 1] == ["Impossible WHERE"]
+        cur.execute("EXPLAIN " + queries["claim_priority_queue"], {**params, "priority": 30, "queue": "default"})
+        (row,) = [r for r in cur.fetchall() if r["table"] == "workerqueue"]
+        assert row["key"] == "claim_queue" and "filesort" not in (row["Extra"] or ""), row
+        cur.execute("EXPLAIN " + expand_queues(queries["plan_counts_queues"], ("default",)),
+                    {**params, "queues": "default"})
+        rows = [r for r in cur.fetchall() if r["table"] == "workerqueue"]
+        assert len(rows) == 5 and {r["key"] for r in rows} == {"claim_queue", "claim"}, rows
     finally:
         conn.close()
 

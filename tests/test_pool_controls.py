@@ -22,17 +22,20 @@ from fastsched.priority import Priority
 QUIET_SECONDS = 1.5  # how long the paused work is watched not being claimed, once all else is done
 
 
-def test_two_masters_claim_no_paused_work_until_it_is_resumed(dsn, q, rec, pools):  # noqa: F811
+# Masters started with --queues claim through queries of their own (one range per queue).
+@pytest.mark.parametrize("queues", [(), ("default", "mail")], ids=["every-queue", "with-queues"])
+def test_two_masters_claim_no_paused_work_until_it_is_resumed(dsn, q, rec, pools, queues):  # noqa: F811
     q.pause(priority="LOW", by="test")
     q.pause(priority="HIGH", command="record", by="test")
     paused = q.add_many([(Priority.LOW, "record", rec, f"low-{i}") for i in range(6)])
     paused += q.add_many([(Priority.HIGH, "record", rec, f"high-{i}") for i in range(6)])
     free = q.add_many([(Priority.MEDIUM, "record", rec, f"medium-{i}") for i in range(6)])
     free += q.add_many([(Priority.HIGH, "touch", rec + f".touch{i}") for i in range(3)])
-    pools(dsn, host_id="m1", fetch_limit=2)
-    pools(dsn, host_id="m2", fetch_limit=2)
+    pools(dsn, host_id="m1", fetch_limit=2, queues=queues)
+    pools(dsn, host_id="m2", fetch_limit=2, queues=queues)
     # Added while the masters run, after the pause: they are not set aside, the claims check them.
     paused += [q.add(Priority.HIGH, "record", rec, "high-late"), q.add(Priority.LOW, "record", rec, "low-late")]
+    paused.append(q.add({"priority": Priority.LOW, "queue": "mail"}, "record", rec, "low-mail"))
     free.append(q.add(Priority.NEGLIGIBLE, "record", rec, "negligible"))
 
     wait_for(lambda: all(q.get(i).state is JobState.DONE for i in free), 30, "the work nothing pauses")

@@ -162,21 +162,27 @@ SELECT 'active', 0, COALESCE(SUM(workers), 0) FROM process WHERE role = 'master'
 -- from LIMITed ranges of the claim_queue index, one per queue (the claimed rows, a few per worker,
 -- are told apart by reading the row); 'running' workers per priority among those queues, from
 -- the claimed rows of the claim index; 'active' workers of the live masters of the same queue set.
+-- A priority paused whole counts no waiting job, as in plan_counts.
 SELECT 'waiting', priority, COUNT(*) FROM (
   (SELECT priority FROM workerqueue FORCE INDEX (claim_queue) WHERE done = 0 AND queue IN ({queues}) AND priority = 10
-   AND next_try <= %(now)s AND pid = 0 AND host_id = 0 LIMIT %(cap)s)
+   AND next_try <= %(now)s AND pid = 0 AND host_id = 0
+   AND NOT EXISTS (SELECT 1 FROM fastsched_pause WHERE priority IN (0, 10) AND command = '' AND queue = '') LIMIT %(cap)s)
   UNION ALL
   (SELECT priority FROM workerqueue FORCE INDEX (claim_queue) WHERE done = 0 AND queue IN ({queues}) AND priority = 20
-   AND next_try <= %(now)s AND pid = 0 AND host_id = 0 LIMIT %(cap)s)
+   AND next_try <= %(now)s AND pid = 0 AND host_id = 0
+   AND NOT EXISTS (SELECT 1 FROM fastsched_pause WHERE priority IN (0, 20) AND command = '' AND queue = '') LIMIT %(cap)s)
   UNION ALL
   (SELECT priority FROM workerqueue FORCE INDEX (claim_queue) WHERE done = 0 AND queue IN ({queues}) AND priority = 30
-   AND next_try <= %(now)s AND pid = 0 AND host_id = 0 LIMIT %(cap)s)
+   AND next_try <= %(now)s AND pid = 0 AND host_id = 0
+   AND NOT EXISTS (SELECT 1 FROM fastsched_pause WHERE priority IN (0, 30) AND command = '' AND queue = '') LIMIT %(cap)s)
   UNION ALL
   (SELECT priority FROM workerqueue FORCE INDEX (claim_queue) WHERE done = 0 AND queue IN ({queues}) AND priority = 40
-   AND next_try <= %(now)s AND pid = 0 AND host_id = 0 LIMIT %(cap)s)
+   AND next_try <= %(now)s AND pid = 0 AND host_id = 0
+   AND NOT EXISTS (SELECT 1 FROM fastsched_pause WHERE priority IN (0, 40) AND command = '' AND queue = '') LIMIT %(cap)s)
   UNION ALL
   (SELECT priority FROM workerqueue FORCE INDEX (claim_queue) WHERE done = 0 AND queue IN ({queues}) AND priority = 50
-   AND next_try <= %(now)s AND pid = 0 AND host_id = 0 LIMIT %(cap)s)
+   AND next_try <= %(now)s AND pid = 0 AND host_id = 0
+   AND NOT EXISTS (SELECT 1 FROM fastsched_pause WHERE priority IN (0, 50) AND command = '' AND queue = '') LIMIT %(cap)s)
 ) AS waiting GROUP BY priority
 UNION ALL
 SELECT 'running', priority, COUNT(DISTINCT (host_id << 32) | pid) FROM workerqueue
@@ -192,6 +198,12 @@ SELECT {claim_columns}, next_try
 FROM workerqueue FORCE INDEX (claim_queue) 
 WHERE done = 0 AND queue = %(queue)s AND priority = %(priority)s AND next_try <= %(now)s
   AND pid = 0 AND host_id = 0 /* spread */
+  -- Paused work is not claimed, as in claim_priority (a master with --queues claims through here).
+  AND NOT EXISTS (SELECT 1 FROM fastsched_pause AS whole
+                  WHERE whole.priority IN (0, %(priority)s) AND whole.command = '' AND whole.queue = '')
+  AND NOT EXISTS (SELECT 1 FROM fastsched_pause AS p
+                  WHERE p.priority IN (0, %(priority)s) AND p.command IN ('', workerqueue.command)
+                    AND p.queue IN ('', workerqueue.queue))
 ORDER BY next_try, id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
