@@ -183,6 +183,49 @@ def sqlite_claim_complete_loop(conn: sqlite3.Connection, priority: int = 30) -> 
         total += len(ids)
 
 
+class CommitFloor:
+    """The two durable commits a job's start waits for, and nothing else: a one-row INSERT that
+    commits itself (the add's) then a one-row UPDATE that commits itself (the claim's), one after
+    the other on one raw connection, on a small table of their own in the benchmark's database
+    (MariaDB) or file (SQLite, with the queue's WAL and synchronous=FULL)."""
+
+    TABLE = "latency_floor"
+
+    def __init__(self, dsn: str) -> None:
+        from fastsched.dsn import parse_dsn
+
+        parsed = parse_dsn(dsn)
+        self._sqlite = parsed.dialect == "sqlite"
+        if self._sqlite:
+            self._conn: Any = sqlite_connect(parsed.database)
+            self._conn.execute(f"CREATE TABLE IF NOT EXISTS {self.TABLE} (id INTEGER PRIMARY KEY, v INTEGER)")
+            self._cursor: Any = self._conn.cursor()
+            self._mark = "?"
+        else:
+            import pymysql
+
+            self._conn = pymysql.connect(
+                host=parsed.host, port=parsed.port, user=parsed.user, password=parsed.password,
+                database=parsed.database, autocommit=True,
+            )
+            self._cursor = self._conn.cursor()
+            self._cursor.execute(
+                f"CREATE TABLE IF NOT EXISTS {self.TABLE} (id INT AUTO_INCREMENT PRIMARY KEY, v INT) ENGINE=InnoDB"
+            )
+            self._mark = "%s"
+
+    def once(self) -> float:
+        """Seconds the two commits took, back to back."""
+        cursor, mark = self._cursor, self._mark
+        started = time.perf_counter()
+        cursor.execute(f"INSERT INTO {self.TABLE} (v) VALUES (1)")
+        cursor.execute(f"UPDATE {self.TABLE} SET v = v + 1 WHERE id = {mark}", (cursor.lastrowid,))
+        return time.perf_counter() - started
+
+    def close(self) -> None:
+        self._conn.close()
+
+
 def timed(fn: Any, *args: Any) -> tuple[Any, float]:
     start = time.perf_counter()
     result = fn(*args)

@@ -65,7 +65,7 @@ from fastsched.master.childset import (
 from fastsched.master.claimer import Claimer
 from fastsched.master.coalesce import Coalescer
 from fastsched.master.completer import Completer
-from fastsched.master.counts import CountsCache, PlanInputs, by_rank
+from fastsched.master.counts import CountsCache, PlanInputs, claimed_by_rank
 from fastsched.master.dblink import DB_RETRY_MAX, DB_RETRY_MIN, DbLink, Lease
 from fastsched.master.duties import (
     Duty,
@@ -686,7 +686,7 @@ class Pool:
         for batch in batches:
             self._dispatch(batch.pid, batch.jobs)
         completer.after_claim(writes, ok=True)
-        self._counts.claimed(wanted, by_rank(job.priority for batch in batches for job in batch.jobs))
+        self._counts.claimed(wanted, claimed_by_rank(batches))
         self.metrics.claims += 1
         self._coalescer.claimed(time.perf_counter() - started)
         idle = {child.pid for child in free}
@@ -713,11 +713,9 @@ class Pool:
         metrics = self.metrics
         metrics.jobs_claimed += len(jobs)
         known = self._tasks
-        if len(jobs) == 1:
-            unknown = jobs[0].command not in known
-        else:
-            unknown = any(command not in known for command in {job.command for job in jobs})
-        if unknown:
+        # Per job only what C does (a batch holds up to the fetch limit, 1,000 by default).
+        commands = [job[1] for job in jobs]
+        if not known.keys() >= set(commands):
             assert self._completer is not None
             keep = []
             for job in jobs:
@@ -728,9 +726,10 @@ class Pool:
             jobs = keep
             if not jobs:
                 return
+            commands = [job[1] for job in jobs]
         metrics.batches += 1
-        self._run_times.claimed(RANK.get(jobs[0].priority, 2), jobs[-1].command)
-        self._children.send(pid, jobs, self._run_times.expected_seconds(job.command for job in jobs))
+        self._run_times.claimed(RANK.get(jobs[0].priority, 2), commands[-1])
+        self._children.send(pid, jobs, self._run_times.expected_seconds(commands))
 
     def _hand_back(self, job: ClaimedJob) -> None:
         """A job of a command this pool has not registered: deferred with the retry delay and its

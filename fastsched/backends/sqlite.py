@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sqlite3
+from collections.abc import Sequence
 from typing import Any
 
 from fastsched.backends.connection import DISCONNECTED, FAILED, RETRY
@@ -60,6 +61,18 @@ class SQLiteBackend(SQLBackend):
 
     def _begin(self, cursor: Any) -> None:
         cursor.execute("BEGIN IMMEDIATE")
+
+    def _claim_rows(
+        self, cursor: Any, queues: Sequence[str], params: dict[str, Any], share: tuple[int, int] | None
+    ) -> list[Any]:
+        """claim_priority, without its per-row pause check when no pause names a command or a queue
+        (read under the claim's write lock, BEGIN IMMEDIATE: no pause comes in between)."""
+        if not queues and share is None:
+            cursor.execute(self._q["narrow_pause_exists"])
+            if cursor.fetchone() is None:
+                cursor.execute(self._q["claim_priority_unnarrowed"], params)
+                return list(cursor.fetchall())
+        return super()._claim_rows(cursor, queues, params, share)
 
     def _in_transaction(self) -> bool:
         return bool(self._conn.in_transaction)

@@ -19,6 +19,7 @@ import dataclasses
 import math
 from collections.abc import Iterable, Sequence
 
+from fastsched.backends.base import Batch
 from fastsched.batching import sizing_of
 from fastsched.priority import RANK
 
@@ -124,11 +125,11 @@ class CountsCache:
 
 
 
-def by_rank(priorities: Iterable[int]) -> list[int]:
-    """How many of ``priorities`` fall in each rank (a priority outside the five in none)."""
+def claimed_by_rank(batches: Iterable[Batch]) -> list[int]:
+    """The jobs of ``batches`` per rank: a batch is of one priority, so it is counted whole."""
     counts = [0] * len(RANK)
-    for priority in priorities:
-        rank = RANK.get(priority)
+    for batch in batches:
+        rank = RANK.get(batch.jobs[0].priority) if batch.jobs else None
         if rank is not None:
-            counts[rank] += 1
+            counts[rank] += len(batch.jobs)
     return counts

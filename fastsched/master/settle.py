@@ -166,7 +166,7 @@ def _ended(
 ) -> None:
     """``jobs[:ended]`` ended: each with a note as its first note says, the others succeeded."""
     if not notes:
-        result.outcomes.done.extend(job.id for job in jobs[:ended])
+        result.outcomes.done.extend([job[0] for job in jobs[:ended]])
         return
     noted: set[int] = set()
     for index, kind, payload in notes:

@@ -231,6 +231,12 @@ ORDER BY next_try, id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
 
+-- name: claim_priority_unnarrowed
+-- SQLite's claim when no narrow pause exists; unused here: reading fastsched_pause first would be
+-- a round trip more on the way to a job's start, and MariaDB's subquery cache answers the per-row
+-- check of claim_priority from one lookup per (command, queue).
+SELECT {claim_columns} FROM workerqueue WHERE 1 = 0
+
 -- name: lock_claimable
 -- The rows of a claim on Galera, found by a plain read of claim_priority (SQLBackend._claim_rows),
 -- locked by id: only these rows are locked (equalities on the primary key take no gap lock), the

@@ -15,9 +15,13 @@ SELECT sqlite_version(), 1
 
 -- name: session_setup
 -- WAL: readers never block the writer; FULL: a committed job survives a power loss.
+-- A 16 MiB page cache (SQLite's default is 2 MiB): a drain's claims and completions touch the
+-- claim and dedup indexes all over, and re-reading those pages took a fifth of the master's CPU.
 PRAGMA journal_mode = WAL
 ;
 PRAGMA synchronous = FULL
+;
+PRAGMA cache_size = -16384
 
 -- name: set_schema_version
 INSERT INTO fastsched_meta (name, value) VALUES ('schema_version', :version)
@@ -209,6 +213,18 @@ WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = :priority AND next_try
   AND NOT EXISTS (SELECT 1 FROM fastsched_pause AS p
                   WHERE p.priority IN (0, :priority) AND p.command IN ('', workerqueue.command)
                     AND p.queue IN ('', workerqueue.queue))
+ORDER BY next_try, id
+LIMIT :limit
+
+-- name: claim_priority_unnarrowed
+-- claim_priority when no pause names a command or a queue (narrow_pause_exists, read in the same
+-- write transaction: no pause can be added in between): the per-row check is left out. It cost
+-- more than the claim's own read (3 µs a job of 4).
+SELECT {claim_columns}
+FROM workerqueue
+WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = :priority AND next_try <= :now
+  AND NOT EXISTS (SELECT 1 FROM fastsched_pause AS whole
+                  WHERE whole.priority IN (0, :priority) AND whole.command = '' AND whole.queue = '')
 ORDER BY next_try, id
 LIMIT :limit
 
