@@ -67,7 +67,7 @@ def new_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any
             path = tmp_path / f"db_{len(made)}.sqlite3"
             made.append(str(path))
             return f"sqlite:///{path}", {"TEST_DJANGO_ENGINE": "sqlite", "TEST_DJANGO_NAME": str(path)}
-        server = request.getfixturevalue("mysql_database")
+        server = request.getfixturevalue("mysql_database")  # "mysql" (mysqlclient) or "mysql-connector"
         d = parse_dsn(server)
         name = f"{d.database}_dj_{secrets.token_hex(3)}"
         admin = _mysql_admin(server)
@@ -75,12 +75,13 @@ def new_database(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any
         admin.close()
         made.append(name)
         env = {"TEST_DJANGO_ENGINE": "mysql", "TEST_DJANGO_NAME": name, "TEST_DJANGO_HOST": d.host,
-               "TEST_DJANGO_PORT": str(d.port), "TEST_DJANGO_USER": d.user, "TEST_DJANGO_PASSWORD": d.password}
+               "TEST_DJANGO_PORT": str(d.port), "TEST_DJANGO_USER": d.user, "TEST_DJANGO_PASSWORD": d.password,
+               "TEST_DJANGO_MYSQL_ENGINE": MYSQL_ENGINES[engine]}
         auth = d.user + (f":{d.password}" if d.password else "")
         return f"mysql://{auth}@{d.host}:{d.port}/{name}", env
 
     yield engine, make
-    if engine == "mysql":
+    if engine != "sqlite":
         admin = _mysql_admin(request.getfixturevalue("mysql_database"))
         for name in made:
             admin.cursor().execute(f"DROP DATABASE IF EXISTS `{name}`")
@@ -98,9 +99,11 @@ def project_on(engine: str, dsn: str, db_env: dict[str, str], tmp_path: Path) ->
 
 
 BOTH = pytest.mark.parametrize("new_database", ["mysql", "sqlite"], indirect=True)
+# Django's MySQL backends: its own (mysqlclient), and the one mysql-connector-python ships.
+MYSQL_ENGINES = {"mysql": "django.db.backends.mysql", "mysql-connector": "mysql.connector.django"}
 
 
-@BOTH
+@pytest.mark.parametrize("new_database", ["mysql", "sqlite", "mysql-connector"], indirect=True)
 def test_jobs_follow_djangos_transactions_and_run_once_in_children_that_use_the_orm(
     new_database: Any, tmp_path: Path
 ) -> None:
@@ -164,7 +167,7 @@ def test_jobs_follow_djangos_transactions_and_run_once_in_children_that_use_the_
     assert all(waiting == deferred == running == failed == 0 for _, waiting, deferred, running, failed in after["states"])
     ((master_pid, master_connection),) = after["masters"]  # the master imported shop.tasks once
     assert all(pid != master_pid for _, pid, _ in after["shipments"])  # the jobs ran in children
-    if engine == "mysql":
+    if engine != "sqlite":
         # Each child closed the connection it inherited and opened its own: without that the
         # children would talk on the master's socket, the same server connection.
         assert all(cid is not None and cid != master_connection for _, _, cid in after["shipments"])

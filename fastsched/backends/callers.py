@@ -54,8 +54,14 @@ def _root(obj: object) -> str:
     return ""
 
 
+def _from_django(obj: object) -> bool:
+    """Whether ``obj`` is of a class built on Django's: a database backend of a driver's package
+    (mysql-connector's ``mysql.connector.django``) subclasses Django's base classes."""
+    return any(cls.__module__.split(".")[0] == "django" for cls in type(obj).__mro__[:-1])
+
+
 def _is_django(connection: object) -> bool:
-    return _root(connection) == "django" and hasattr(connection, "vendor") and hasattr(connection, "cursor")
+    return _from_django(connection) and hasattr(connection, "vendor") and hasattr(connection, "cursor")
 
 
 def check(connection: object, dialect: str) -> None:
@@ -103,7 +109,7 @@ class CallerCursor:
             self.cursor = connection.cursor()  # Django's own: connects if needed
             raw = connection.connection
             inner = self.cursor
-            while _root(inner) == "django" and hasattr(inner, "cursor"):  # Django's wrappers, then the driver's
+            while _from_django(inner) and hasattr(inner, "cursor"):  # Django's wrappers, then the driver's
                 inner = inner.cursor
         else:
             raw = connection

@@ -10,7 +10,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 if os.environ["TEST_DJANGO_ENGINE"] == "mysql":
     DATABASES = {
         "default": {
-            "ENGINE": "django.db.backends.mysql",  # mysqlclient, Django's default MySQL driver
+            # mysqlclient, Django's default MySQL driver; or mysql-connector's own backend
+            "ENGINE": os.environ.get("TEST_DJANGO_MYSQL_ENGINE", "django.db.backends.mysql"),
             "NAME": os.environ["TEST_DJANGO_NAME"],
             "HOST": os.environ["TEST_DJANGO_HOST"],
             "PORT": os.environ["TEST_DJANGO_PORT"],
