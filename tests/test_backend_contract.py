@@ -1,4 +1,4 @@
-"""The storage contract (fastsched.backends.base.Backend), one suite run against every backend on
+"""The storage contract (fastsched.backends.contracts: ProducerStore, MasterStore, OperatorStore), one suite run against every backend on
 real servers: a SQLite file and the MariaDB of the test run, through the ``dsn`` fixture."""
 
 from __future__ import annotations
@@ -175,7 +175,7 @@ def test_ids_without_consecutive_autoincrement(dsn: str, backend: Backend) -> No
     """The fallback for servers that do not hand a multi-row INSERT consecutive ids
     (InnoDB autoinc lock mode 2): ids are read back by dedup hash, placeholders cleared."""
     backend.add_many([new_job("warm-up")])  # connect first, then pretend ids interleave
-    backend._consecutive_ids = False  # type: ignore[attr-defined]
+    backend.connection.consecutive_ids = False  # type: ignore[attr-defined]
     jobs = [new_job(i, dedup=i % 2 == 0) for i in range(1_500)] + [new_job("warm-up")]
     ids = backend.add_many(jobs)
     assert len(set(ids[:-1])) == 1_500
@@ -869,10 +869,10 @@ def test_old_servers_are_refused_naming_the_version(version: str, ok: bool) -> N
 def test_a_dropped_connection_reconnects_transparently(dsn: str, backend: Backend) -> None:
     (job_id,) = backend.add_many([new_job("x")])
     if parse_dsn(dsn).dialect == "mysql":
-        thread_id = backend._conn.thread_id()  # type: ignore[attr-defined]
+        thread_id = backend.connection.conn.thread_id()  # type: ignore[attr-defined]
         raw_query(dsn, f"KILL {int(thread_id)}")
     else:
-        backend._conn.close()  # type: ignore[attr-defined]
+        backend.connection.conn.close()  # type: ignore[attr-defined]
     assert backend.get(job_id, NOW).id == job_id
     backend.close()
     assert backend.get(job_id, NOW).id == job_id

@@ -18,7 +18,7 @@ from fastsched.backends.sqlite import SQLiteBackend
 
 PACKAGE = Path(__file__).resolve().parents[1] / "fastsched"
 CONTRACTS = (ProducerStore, MasterStore, OperatorStore, Backend)
-CONCRETE = ("MySQLBackend", "SQLiteBackend", "SQLBackend", "SQLConnection", "MySQLDialect", "SQLiteDialect")
+CONCRETE = ("MySQLBackend", "SQLiteBackend", "SQLBackend", "MySQLDialect", "SQLiteDialect")
 
 
 def _members(contract: type) -> dict[str, object]:

@@ -302,8 +302,8 @@ def test_a_lazy_queue_adding_on_the_callers_connection_opens_none_of_its_own(
         job_id = q.add({"dedup": False}, "Lazy", 1, connection=conn)
         ids = q.add_many([({"dedup": False}, "Lazy", 2)], connection=conn)
         conn.commit()
-        assert q.backend._conn is None  # never connected
+        assert q.backend.connection.conn is None  # never connected
         assert [q.get(i).args for i in [job_id, *ids]] == [[1], [2]]  # get() needs it: connects now
-        assert q.backend._conn is not None
+        assert q.backend.connection.conn is not None
     finally:
         q.close()

@@ -35,7 +35,7 @@ from faultkit import (
 )
 
 import fastsched
-from fastsched.backends.mysql import MySQLBackend
+from fastsched.backends.mysql import MySQLBackend, MySQLDialect
 from fastsched.dsn import parse_dsn
 from fastsched.jobs import Outcomes
 from fastsched.queue import utcnow
@@ -181,11 +181,11 @@ def test_mariadb_stopped_and_crashed_mid_run_the_pool_retries_and_resumes(
 # --- deadlocks and lock wait timeouts, real ones ------------------------------------------------
 
 
-class ShortLockWait(MySQLBackend):
-    """The backend, with innodb_lock_wait_timeout = LOCK_WAIT on its connections."""
+class ShortLockWaitDialect(MySQLDialect):
+    """The dialect, with innodb_lock_wait_timeout = LOCK_WAIT on its connections."""
 
-    def _connect(self) -> tuple[Any, bool]:
-        conn, consecutive = super()._connect()
+    def connect(self, queries: dict[str, str]) -> tuple[Any, bool]:
+        conn, consecutive = super().connect(queries)
         with conn.cursor() as cur:
             cur.execute(f"SET SESSION innodb_lock_wait_timeout = {LOCK_WAIT}")
         return conn, consecutive
@@ -209,7 +209,8 @@ def test_a_lock_wait_timeout_1205_is_retried_transparently(
     mysql_dsn: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     (job_id,) = _claimed_jobs(mysql_dsn, 1, "lockwait")
-    backend = ShortLockWait(parse_dsn(mysql_dsn))
+    dsn = parse_dsn(mysql_dsn)
+    backend = MySQLBackend(dsn, ShortLockWaitDialect(dsn))
     locker = connect_raw(mysql_dsn, autocommit=False)
     with locker.cursor() as cur:
         cur.execute("SELECT id FROM workerqueue WHERE id = %s FOR UPDATE", (job_id,))
@@ -255,7 +256,7 @@ def test_a_deadlock_1213_is_retried_transparently(mysql_dsn: str, caplog: pytest
             errors.append(exc)
 
     backend.processes()  # connected, schema checked: its next statement is the UPDATE
-    backend_thread = backend._conn.thread_id()
+    backend_thread = backend.connection.conn.thread_id()
     with locker.cursor() as cur:
         # The locker changes many rows (and locks only those: READ COMMITTED), so that InnoDB rolls
         # back the lighter transaction of the deadlock: the backend's.

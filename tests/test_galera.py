@@ -71,8 +71,8 @@ def raw_on(galera: galerakit.GaleraCluster, database: tuple[str, str, str], node
 def rival_before_commit(backend: Any, rival: pymysql.connections.Connection, statement: str, *params: object) -> list[int]:
     """Just before the backend's next COMMIT, commit ``statement`` on the rival's node (once).
     Returns a list that holds the rows the rival's statement changed, once it ran."""
-    backend._cursor_ready()
-    conn = backend._conn
+    backend.connection.cursor_ready()
+    conn = backend.connection.conn
     original = conn.commit
     changed: list[int] = []
 
@@ -269,7 +269,7 @@ def test_a_claim_locks_only_the_rows_it_takes(galera: Any, database: Any, node1:
     locking read would also hold the other shares' rows it passed, and the other nodes' write
     sets on them would abort it. Seen from the same node, another share's rows stay free."""
     ids = pending(node1, 40)
-    node1._cursor_ready()
+    node1.connection.cursor_ready()
     node1._begin(node1._cursor)
     try:
         rows_taken = node1._claim_rows(node1._cursor, (), {"priority": 30, "now": LATER, "limit": 5}, (0, 3))
@@ -313,14 +313,14 @@ def test_a_node_out_of_the_primary_component_is_an_outage_or_a_move(galera: Any,
     alone = backend_on(galera, database, 2)
     moving = backend_on(galera, database, 2, 0, 1)
     (job_id,) = moving.add_many([new_job("before")])
-    assert (alone.node, moving.node) == (0, 0)
+    assert (alone.dialect.node, moving.dialect.node) == (0, 0)
     isolate(galera, 2, True)
     try:
         wait_for(lambda: galera.nodes[2].status().get("wsrep_cluster_status") == "non-Primary", "node 3 to leave")
         with pytest.raises(DatabaseUnavailable, match="WSREP has not yet prepared node|is not ready"):
             alone.get(job_id, NOW)
         # The next node in the DSN: the job added through node 3 is there, and so are new writes.
-        assert moving.get(job_id, NOW).id == job_id and moving.node == 1
+        assert moving.get(job_id, NOW).id == job_id and moving.dialect.node == 1
         (after,) = moving.add_many([new_job("after")])
         with pytest.raises(DatabaseUnavailable, match="is not ready"):
             open_backend(galera.dsn(*database, nodes=[2])).get(after, NOW)
@@ -337,7 +337,7 @@ def test_an_unreachable_first_node_is_skipped(galera: Any, database: Any) -> Non
     dsn = f"mysql://{user}:{password}@127.0.0.1:4499,127.0.0.1:{galera.nodes[1].port}/{name}"
     backend = open_backend(dsn)
     try:
-        assert backend.add_many([new_job(1)]) and backend.node == 1
+        assert backend.add_many([new_job(1)]) and backend.dialect.node == 1
     finally:
         backend.close()
     with pytest.raises(DatabaseUnavailable, match="no node is reachable and ready") as info:
@@ -395,5 +395,5 @@ def test_the_schema_has_what_galera_needs(galera: Any, database: Any, node1: Any
             plan = list(cur.fetchall())
         points = ("const", "eq_ref", "ref", "range") if "{ids}" in QUERIES[query] else ("const", "eq_ref", "ref")
         assert any(step[5] == key and step[3] in points for step in plan), (query, plan)
-    node1._cursor_ready()
+    node1.connection.cursor_ready()
     assert rows(node1._conn, "SELECT @@tx_isolation") == [("READ-COMMITTED",)]

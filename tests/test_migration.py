@@ -399,7 +399,9 @@ def migrate_to(dsn: str, version: int, steps_of_last: int | None = None) -> None
             if steps_of_last is not None and from_version == version - 1:
                 steps = steps[:steps_of_last]
             for step in steps:
-                backend._transaction(functools.partial(backend._migration_step, step), step.name, check_schema=False)
+                backend.connection.transaction(
+                    functools.partial(backend.connection.migration_step, step), step.name, check_schema=False
+                )
     finally:
         backend.close()
 

@@ -9,6 +9,7 @@ from fastsched.backends.sqlfiles import (
     common_queries,
     dialect_queries,
     expand_in,
+    expand_rows,
     expand_spread,
     in_paramstyle,
     load_queries,
@@ -166,3 +167,15 @@ def test_expand_spread_inlines_a_share_of_two_ints() -> None:
             expand_spread(query, bad)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="marker"):
         expand_spread("SELECT 1", (0, 2))
+
+
+def test_expand_rows_repeats_the_row_of_placeholders_and_nothing_else() -> None:
+    sql = "INSERT INTO t (a, b) VALUES (%s, COALESCE(%s, NOW())) ON DUPLICATE KEY UPDATE id = id"
+    assert expand_rows(sql, 1) == "INSERT INTO t (a, b) VALUES (%s, COALESCE(%s, NOW())) ON DUPLICATE KEY UPDATE id = id"
+    assert expand_rows(sql, 3) == (
+        "INSERT INTO t (a, b) VALUES (%s, COALESCE(%s, NOW())),(%s, COALESCE(%s, NOW())),(%s, COALESCE(%s, NOW()))"
+        " ON DUPLICATE KEY UPDATE id = id"
+    )
+    for bad in (0, -1, True, 2.0):
+        with pytest.raises(ValueError, match="number of rows"):
+            expand_rows(sql, bad)  # type: ignore[arg-type]

@@ -602,7 +602,7 @@ def test_a_crash_between_the_lease_and_the_enqueue_does_not_skip_the_slot(backen
     def crash(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("the master died right after moving the lease")
 
-    monkeypatch.setattr(backend, "_insert", crash)
+    monkeypatch.setattr(backend._inserts, "insert", crash)
     with pytest.raises(RuntimeError):
         backend.run_periodic(entry, at(10, 5))
     monkeypatch.undo()

@@ -1,30 +1,29 @@
-"""One database connection, its transactions and its errors: what the dialects plug into.
+"""One database connection, its transactions and its errors, on a dialect.
 
-``SQLConnection`` opens the connection lazily (and again after a fork or a drop), checks the schema
-once per connection, and runs each operation as one short transaction (:meth:`_transaction`): it
-re-runs the whole transaction after a deadlock or lock wait timeout, reconnects after a dropped
-connection, and turns every driver error into a ``DatabaseError`` with the driver's error as
-``__cause__`` and the password scrubbed from the message. The dialects (``mysql.py``, ``sqlite.py``)
-implement the small hooks at the top of the class; ``sql.SQLBackend`` adds the operations.
+``Connection`` opens the connection lazily through its dialect (``dialect.Dialect``), and again
+after a fork or a drop, checks the schema once per connection, and runs each operation as one
+short transaction (:meth:`Connection.transaction`): it re-runs the whole transaction after a
+deadlock or lock wait timeout, reconnects after a dropped connection, and turns every driver
+error into a ``DatabaseError`` with the driver's error as ``__cause__`` and the password scrubbed
+from the message. ``sql.SQLBackend`` holds one and writes the operations on it.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
 import logging
 import os
 import random
 import time
 from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar
+from typing import Any, TypeVar
 
 from fastsched.backends.base import SCHEMA_VERSION
 from fastsched.backends.callers import driver_exception
+from fastsched.backends.dialect import DISCONNECTED, RETRY, Dialect
 from fastsched.backends.sqlfiles import MigrationStep, load_migration, load_queries, load_schema
 from fastsched.dsn import DSN
-from fastsched.errors import DatabaseError, DatabaseUnavailable, SchemaError
-from fastsched.jobs import NewJob
+from fastsched.errors import SchemaError
 
 log = logging.getLogger(__name__)
 
@@ -37,105 +36,47 @@ DEADLOCK_RETRIES = 8
 DEADLOCK_BACKOFF = 0.005  # seconds before the first re-run, doubled for each next one, with jitter
 DEADLOCK_BACKOFF_MAX = 0.2  # seconds: the jitter keeps two nodes that lost to each other out of step
 
-# What a driver error means for the transaction that raised it.
-RETRY = "retry"  # deadlock, lock wait timeout, certification failure: nothing was applied; re-run
-DISCONNECTED = "disconnected"  # the connection is gone: reconnect, re-run unless it was committing
-FAILED = "failed"  # anything else: roll back, raise DatabaseError
 
 
-class SQLConnection:
-    """A lazily opened connection and the transaction runner; the dialect hooks come first."""
-
-    dialect: str
-    driver_error: ClassVar[type[Exception]]  # the root of the driver's exceptions
-    # ``None``: the driver returns datetimes already; else converts a stored time (never NULL).
-    _from_db_time: Callable[[Any], dt.datetime] | None = None
-
-    def _connect(self) -> tuple[Any, bool]:
-        """A new connection, set up (isolation, pragmas, server checks), and whether the ids of one
-        multi-row INSERT are consecutive on it. Raise DatabaseError (or a subclass) on failure."""
-        raise NotImplementedError
-
-    def _classify(self, exc: BaseException) -> str:
-        """RETRY, DISCONNECTED or FAILED, for a driver error."""
-        raise NotImplementedError
-
-    def _is_missing_table(self, exc: BaseException) -> bool:
-        """Whether a driver error says that a table does not exist (no schema yet)."""
-        raise NotImplementedError
-
-    def _begin(self, cursor: Any) -> None:
-        """Start a write transaction."""
-
-    def _in_transaction(self) -> bool:
-        """Whether a transaction is open: reads and single statements ran in autocommit, and
-        committing them would only cost a round trip."""
-        return True
-
-    def _to_db_time(self, value: dt.datetime | None) -> Any:
-        """A datetime as the driver should receive it; None: the server's clock (the queries
-        take UTC_TIMESTAMP(6) for NULL, see fastsched.dbclock)."""
-        return value
-
-    def _job_row(self, job: NewJob) -> tuple[Any, ...]:
-        """The add_jobs parameters: command, parameter, priority, dedup_hash, queue, created,
-        next_try, and the delay in microseconds (added to the server's clock when next_try is None)."""
-        return (job[0], job[1], job[2], job[5], job[7], job[3], job[4], job[9])
-
-    def _first_insert_id(self, cursor: Any, rows: int) -> int:
-        """The id of the first of the ``rows`` rows that the last add_jobs inserted, all of them."""
-        raise NotImplementedError
-
-    def _claim_share(self, cursor: Any, now: dt.datetime) -> tuple[int, int] | None:
-        """(slot, of): the share of the runnable rows that a claim at ``now`` takes first, where
-        masters on other database nodes take the other shares (Galera: two nodes that claim the
-        same rows lose certification to each other). None: every claim takes the oldest rows."""
-        return None
-
-    def _server_consecutive_ids(self, cursor: Any) -> bool:
-        """Whether the server gives the rows of one multi-row INSERT consecutive ids (asked on a
-        caller's connection: see ``callers``)."""
-        return True
+class Connection:
+    """A lazily opened connection of ``dialect`` and the transaction runner."""
 
     # --- the connection -----------------------------------------------------------------------
-    def __init__(self, dsn: DSN, *, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, dsn: DSN, dialect: Dialect, *, sleep: Callable[[float], None] = time.sleep) -> None:
         self.dsn = dsn
-        self._q = load_queries(self.dialect)
-        self._sleep = sleep  # injected, for the backoff between re-runs
-        self._conn: Any = None
+        self.dialect = dialect
+        self.queries = load_queries(dialect.name)
+        self.sleep = sleep  # injected, for the backoff between re-runs
+        self.conn: Any = None
         self._cursor: Any = None
-        self._conn_pid = 0  # the process that opened _conn
+        self._conn_pid = 0  # the process that opened conn
         self._schema_ok = False  # checked on this connection
-        self._host_ids: dict[str, int] = {}  # fastsched_host numbers, which never change
-        self._consecutive_ids = False  # on this connection
+        self.consecutive_ids = False  # on this connection: the ids of one multi-row INSERT
         # Transactions re-run after a deadlock or certification failure, since this object was made:
         # on Galera, the conflicts between nodes (docs/scaling.md).
         self.conflicts = 0
 
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({str(self.dsn)!r})"
-
     def close(self) -> None:
         """Close the connection; the next operation opens a new one."""
-        conn, self._conn, self._cursor = self._conn, None, None
+        conn, self.conn, self._cursor = self.conn, None, None
         if conn is not None and self._conn_pid == os.getpid():
             try:
                 conn.close()
             except Exception as exc:  # noqa: BLE001 - a broken connection is closed all the same
                 log.debug("closing a broken connection: %s", exc)
 
-    def _cursor_ready(self, *, check_schema: bool = True) -> Any:
+    def cursor_ready(self, *, check_schema: bool = True) -> Any:
         """The cursor of an open connection (connecting first if needed), its schema checked."""
-        if self._conn is None or self._conn_pid != os.getpid():
-            self._conn = self._cursor = None  # after a fork: never use (or close) the parent's socket
+        if self.conn is None or self._conn_pid != os.getpid():
+            self.conn = self._cursor = None  # after a fork: never use (or close) the parent's socket
             self._schema_ok = False
-            conn, self._consecutive_ids = self._connect()
-            self._conn, self._cursor, self._conn_pid = conn, conn.cursor(), os.getpid()
+            conn, self.consecutive_ids = self.dialect.connect(self.queries)
+            self.conn, self._cursor, self._conn_pid = conn, conn.cursor(), os.getpid()
         if check_schema and not self._schema_ok:
-            if not self._transaction(
-                self._check_version, "checking the schema version", write=False, check_schema=False
+            if not self.transaction(
+                self.check_version, "checking the schema version", write=False, check_schema=False
             ):
-                self._transaction(self._create_schema, "creating the schema", check_schema=False)
+                self.transaction(self._create_schema, "creating the schema", check_schema=False)
             self._schema_ok = True
         return self._cursor
 
@@ -147,8 +88,8 @@ class SQLConnection:
         A read first: where the schema is there (nearly always) no write transaction is needed, so
         opening a queue does not wait behind a writer (SQLite's one write lock, held for instance by
         an application's transaction that is adding jobs on its own connection)."""
-        if not self._transaction(self._check_version, "init_schema", write=False, check_schema=False):
-            self._transaction(self._create_schema, "init_schema", check_schema=False)
+        if not self.transaction(self.check_version, "init_schema", write=False, check_schema=False):
+            self.transaction(self._create_schema, "init_schema", check_schema=False)
         self._schema_ok = True
 
     def upgrade_schema(self, cursor: Any = None) -> int | None:
@@ -166,12 +107,12 @@ class SQLConnection:
         def run(work: Callable[[Any], T], what: str, write: bool = True) -> T:
             if cursor is not None:
                 return work(cursor)
-            return self._transaction(work, what, write=write, check_schema=False)
+            return self.transaction(work, what, write=write, check_schema=False)
 
         found = run(self._schema_version, "reading the schema version", write=False)
         if found is not None and found < SCHEMA_VERSION:
             for version in range(found, SCHEMA_VERSION):
-                steps = load_migration(self.dialect, version)
+                steps = load_migration(self.dialect.name, version)
                 if steps is None:
                     raise SchemaError(
                         f"the database {self.dsn} has fastsched schema version {found}, older than "
@@ -181,7 +122,7 @@ class SQLConnection:
                 log.warning("migrating %s from fastsched schema version %d to %d", self.dsn, version, version + 1)
                 for step in steps:
                     run(
-                        functools.partial(self._migration_step, step),
+                        functools.partial(self.migration_step, step),
                         f"migrating the schema from version {version} ({step.name})",
                     )
         if cursor is None:
@@ -190,7 +131,7 @@ class SQLConnection:
             self._create_schema(cursor)
         return found
 
-    def _migration_step(self, step: MigrationStep, cursor: Any) -> None:
+    def migration_step(self, step: MigrationStep, cursor: Any) -> None:
         if step.done is not None:
             cursor.execute(step.done)
             if int(cursor.fetchone()[0]):
@@ -201,24 +142,24 @@ class SQLConnection:
 
     def _create_schema(self, cursor: Any) -> None:
         # Refuse another version before any DDL: on MySQL a CREATE TABLE would commit at once.
-        self._check_version(cursor)
-        for statement in load_schema(self.dialect):
+        self.check_version(cursor)
+        for statement in load_schema(self.dialect.name):
             cursor.execute(statement)
-        cursor.execute(self._q["set_schema_version"], {"version": str(SCHEMA_VERSION)})
-        self._check_version(cursor)
+        cursor.execute(self.queries["set_schema_version"], {"version": str(SCHEMA_VERSION)})
+        self.check_version(cursor)
 
     def _schema_version(self, cursor: Any) -> int | None:
         """The recorded schema version; None when there is no schema yet."""
         try:
-            cursor.execute(self._q["schema_version"])
+            cursor.execute(self.queries["schema_version"])
         except Exception as exc:  # any driver's, or Django's (on a caller's cursor)
-            if not self._is_missing_table(driver_exception(exc)):
+            if not self.dialect.is_missing_table(driver_exception(exc)):
                 raise
             return None
         row = cursor.fetchone()
         return None if row is None else int(row[0])
 
-    def _check_version(self, cursor: Any) -> bool:
+    def check_version(self, cursor: Any) -> bool:
         """False when there is no schema yet; SchemaError when it is of another version."""
         found = self._schema_version(cursor)
         if found is None:
@@ -237,7 +178,7 @@ class SQLConnection:
         return True
 
     # --- transactions ---------------------------------------------------------------------------
-    def _transaction(
+    def transaction(
         self,
         work: Callable[[Any], T],
         what: str,
@@ -263,25 +204,25 @@ class SQLConnection:
         attempt = 0
         reconnected = False
         while True:
-            cursor = self._cursor_ready(check_schema=check_schema)
+            cursor = self.cursor_ready(check_schema=check_schema)
             committing = single_statement
             try:
                 if write and not single_statement:
-                    self._begin(cursor)
+                    self.dialect.begin(cursor)
                 result = work(cursor)
-                if self._in_transaction():
+                if self.dialect.in_transaction(self.conn):
                     committing = True
-                    self._conn.commit()
+                    self.conn.commit()
                 return result
-            except self.driver_error as exc:
-                kind = self._classify(exc)
+            except self.dialect.driver_error as exc:
+                kind = self.dialect.classify(exc)
                 if kind == DISCONNECTED:
                     self.close()
                     if not committing and not reconnected:
                         reconnected = True
                         log.info("the database connection dropped during %s; reconnecting: %s", what, exc)
                         continue
-                    raise self._wrap(exc, what) from exc
+                    raise self.dialect.wrap(exc, what) from exc
                 self._rollback()
                 if kind == RETRY and attempt < DEADLOCK_RETRIES:
                     backoff = min(DEADLOCK_BACKOFF * (2**attempt), DEADLOCK_BACKOFF_MAX)
@@ -289,26 +230,18 @@ class SQLConnection:
                     attempt += 1
                     self.conflicts += 1
                     log.info("%s: %s; re-running the transaction in %.3f s", what, exc, delay)
-                    self._sleep(delay)
+                    self.sleep(delay)
                     continue
-                raise self._wrap(exc, what) from exc
+                raise self.dialect.wrap(exc, what) from exc
             except BaseException:
                 self._rollback()
                 raise
 
     def _rollback(self) -> None:
-        if self._conn is None:
+        if self.conn is None:
             return
         try:
-            self._conn.rollback()
+            self.conn.rollback()
         except Exception as exc:  # noqa: BLE001 - the connection is gone: the server rolls back
             log.debug("rollback failed, dropping the connection: %s", exc)
             self.close()
-
-    def _wrap(self, exc: BaseException, what: str) -> DatabaseError:
-        """The fastsched error for a driver error; the password never appears in its message."""
-        error = DatabaseUnavailable if self._classify(exc) == DISCONNECTED else DatabaseError
-        message = f"{what} failed on {self.dsn}: {exc}"
-        if self.dsn.password:
-            message = message.replace(self.dsn.password, "***")
-        return error(message)

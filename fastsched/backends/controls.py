@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from fastsched.backends.connection import SQLConnection
+from fastsched.backends.connection import Connection
 from fastsched.backends.inserts import IN_CHUNK, chunks
 from fastsched.backends.sqlfiles import expand_in
 from fastsched.controls import CANCEL, PURGE, RETRY, Action, BulkResult, JobFilter, Pause
@@ -35,14 +35,25 @@ def _state_name(done: int, pid: int) -> str:
     return RUNNING if done == DONE_PENDING and pid else STATE_NAMES.get(int(done), str(done))
 
 
-class ControlsMixin(SQLConnection):
-    """Pauses, cancel requests, bulk actions and the action history."""
+class Controls:
+    """Pauses, cancel requests, bulk actions and the action history, on a connection.
 
-    def _retry_one(self, cursor: Any, job_id: int, now: dt.datetime) -> int:  # sql.SQLBackend's
-        raise NotImplementedError
+    ``retry_one(cursor, job_id, now)``: re-queue one failed job in the caller's transaction (the
+    producer's retry, which a bulk retry falls back to); ``host_id(host)``: the number claims
+    write for a host id."""
 
-    def _host_id(self, host: str) -> int:  # sql.SQLBackend's
-        raise NotImplementedError
+    def __init__(
+        self,
+        db: Connection,
+        retry_one: Callable[[Any, int, dt.datetime], int],
+        host_id: Callable[[str], int],
+    ) -> None:
+        self._transaction = db.transaction
+        self._q = db.queries
+        self._to_db_time = db.dialect.to_db_time
+        self._from_db = db.dialect.from_db_time
+        self._retry_one = retry_one
+        self._host_id = host_id
 
     # --- pauses ---------------------------------------------------------------------------------
     def pause(self, pause: Pause, by: str, now: dt.datetime) -> bool:
@@ -142,9 +153,6 @@ class ControlsMixin(SQLConnection):
             for priority, command, queue, by, at in self._transaction(work, "pauses", write=False)
         ]
 
-    def _from_db(self, value: Any) -> dt.datetime:
-        return value if self._from_db_time is None else self._from_db_time(value)
-
     # --- the history ----------------------------------------------------------------------------
     def record_action(self, by: str, action: str, target: str, jobs: int, now: dt.datetime) -> None:
         params = {"by": by, "action": action, "target": target[:1000], "jobs": int(jobs), "now": self._to_db_time(now)}
@@ -163,7 +171,7 @@ class ControlsMixin(SQLConnection):
         ]
 
     # --- cancel requests ------------------------------------------------------------------------
-    def _request_cancel(self, cursor: Any, job_id: int, by: str, now: dt.datetime) -> None:
+    def request_cancel(self, cursor: Any, job_id: int, by: str, now: dt.datetime) -> None:
         cursor.execute(self._q["cancel_request"], {"id": int(job_id), "by": by, "now": self._to_db_time(now)})
 
     def cancel_request(self, job_id: int) -> tuple[str, dt.datetime] | None:
@@ -195,7 +203,7 @@ class ControlsMixin(SQLConnection):
 
         return self._transaction(work, "drop_stale_cancel_requests")
 
-    def _write_cancelled(self, cursor: Any, host_id: int, db_now: Any, job_ids: Sequence[int]) -> int:
+    def write_cancelled(self, cursor: Any, host_id: int, db_now: Any, job_ids: Sequence[int]) -> int:
         """The outcome of jobs stopped at a request: cancelled, naming who asked; the requests go."""
         written = 0
         for part in chunks(job_ids, IN_CHUNK):

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from typing import Any, ClassVar
+from typing import Any
 
 from fastsched.backends import callers
-from fastsched.backends.connection import SQLConnection
+from fastsched.backends.connection import Connection
 from fastsched.backends.sqlfiles import HASH_BYTES, expand_in
 from fastsched.errors import DatabaseError, SchemaError
 from fastsched.jobs import NewJob
@@ -36,19 +36,25 @@ def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-class Inserts(SQLConnection):
-    """The producer's write path: ``add_many``."""
+class Inserter:
+    """The producer's write path: ``add_many``, on a connection (and its dialect's hooks)."""
+
+    def __init__(self, db: Connection) -> None:
+        self._db = db
+        self._q = db.queries
+        self._dialect = db.dialect
+        self._caller_consecutive_ids: bool | None = None  # on the callers' server, once checked
 
     def add_many(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[int]:
         """Insert jobs in few round trips (multi-row inserts); return their ids in input order.
 
-        See ``base.Backend.add_many``. With ``connection``, the rows go through the caller's own
+        See ``contracts.ProducerStore.add_many``. With ``connection``, the rows go through the caller's own
         connection, inside its transaction, and nothing is committed or rolled back here.
         """
         if not jobs:
             return []
         if connection is None and len(jobs) == 1 and not jobs[0].force_priority and not jobs[0].dedup_waiting:
-            job_id = self._transaction(
+            job_id = self._db.transaction(
                 lambda cursor: self._insert_alone(cursor, jobs[0]), "add", single_statement=True
             )
             if job_id:
@@ -57,36 +63,31 @@ class Inserts(SQLConnection):
             # race its completion; the transaction below locks it, and re-running the upsert is
             # harmless.
         if connection is None:
-            return self._transaction(
-                lambda cursor: self._insert(cursor, jobs, self._consecutive_ids), "add_many"
+            return self._db.transaction(
+                lambda cursor: self.insert(cursor, jobs, self._db.consecutive_ids), "add_many"
             )
         # Our own connection is not needed (nor opened) for jobs without dedup: a web process adding
         # on its own connection keeps no second one. The schema is never created here: on MySQL the
         # DDL would commit the caller's transaction.
-        caller = callers.caller_cursor(connection, self.dialect)
+        caller = callers.caller_cursor(connection, self._dialect.name)
         try:
             caller.open()
             caller.check_text(jobs)
             if self._caller_consecutive_ids is None:
                 self._caller_consecutive_ids = self._check_caller_database(caller)
             consecutive = caller.consecutive and self._caller_consecutive_ids
-            running = self._running_duplicates(jobs) if self.caller_dedup_locks_rows else {}
+            running = self._running_duplicates(jobs) if self._dialect.caller_dedup_locks_rows else {}
             if not running:
-                return self._insert(caller.cursor, jobs, consecutive, counts_inserted=not caller.found_rows)
+                return self.insert(caller.cursor, jobs, consecutive, counts_inserted=not caller.found_rows)
             rest = [job for job in jobs if job.dedup_hash not in running]
             inserted = iter(
-                self._insert(caller.cursor, rest, consecutive, counts_inserted=not caller.found_rows) if rest else []
+                self.insert(caller.cursor, rest, consecutive, counts_inserted=not caller.found_rows) if rest else []
             )
             return [running[job.dedup_hash] if job.dedup_hash in running else next(inserted) for job in jobs]
         except caller.errors as exc:
-            raise self._wrap(callers.driver_exception(exc), "add_many on the caller's connection") from exc
+            raise self._dialect.wrap(callers.driver_exception(exc), "add_many on the caller's connection") from exc
         finally:
             caller.close()
-
-    _caller_consecutive_ids: bool | None = None  # on the server of the callers' connections, once checked
-    # An upsert that meets a duplicate locks that row until the caller commits (InnoDB): a running
-    # job's row then blocks its master's completion write, for as long as the caller's transaction.
-    caller_dedup_locks_rows: ClassVar[bool] = False
 
     def _running_duplicates(self, jobs: Sequence[NewJob]) -> dict[bytes | None, int]:
         """For a caller's transaction, on our own connection and committed at once: hand over the
@@ -107,30 +108,26 @@ class Inserts(SQLConnection):
                 found.update((bytes(key), int(job_id)) for job_id, key in cursor.fetchall())
             return found
 
-        return self._transaction(work, "add_many")
+        return self._db.transaction(work, "add_many")
 
     def _check_caller_database(self, caller: callers.CallerCursor) -> bool:
         """SchemaError unless the caller's database has this release's schema; whether the rows of
         one multi-row INSERT get consecutive ids on its server."""
-        if not self._check_version(caller.cursor):
+        if not self._db.check_version(caller.cursor):
             raise SchemaError(
                 f"the database of the connection given has no fastsched tables: create them with "
-                f"`fastsched-pool init --dsn {self.dsn}` (or, in a Django project, `manage.py migrate`)"
+                f"`fastsched-pool init --dsn {self._db.dsn}` (or, in a Django project, `manage.py migrate`)"
             )
-        return self._server_consecutive_ids(caller.cursor)
-
-    def _insert_rows(self, cursor: Any, query: str, params: list[tuple[Any, ...]]) -> None:
-        """Run the one-row INSERT ``query`` for every row of ``params``: ONE statement."""
-        cursor.executemany(query, params)
+        return self._dialect.server_consecutive_ids(caller.cursor, self._q)
 
     def _insert_alone(self, cursor: Any, job: NewJob) -> int:
         """One job in one autocommitted statement; its id, or 0 if a pending duplicate took it.
 
         Not for force_priority: SQLite's upsert then counts the updated duplicate as one row."""
-        cursor.execute(self._q["add_jobs"], self._job_row(job))
-        return self._first_insert_id(cursor, 1) if cursor.rowcount == 1 else 0
+        cursor.execute(self._q["add_jobs"], self._dialect.job_row(job))
+        return self._dialect.first_insert_id(cursor, 1, self._q) if cursor.rowcount == 1 else 0
 
-    def _insert(
+    def insert(
         self, cursor: Any, jobs: Sequence[NewJob], consecutive: bool, *, counts_inserted: bool = True
     ) -> list[int]:
         """Insert ``jobs``; their ids in input order. ``counts_inserted``: the affected rows of an
@@ -195,15 +192,15 @@ class Inserts(SQLConnection):
         self, cursor: Any, rows: list[NewJob], chunk: list[int], kind: str, consecutive: bool, ids: list[int]
     ) -> None:
         """One multi-row INSERT; write the ids of its rows into ``ids``."""
-        params = [self._job_row(rows[i]) for i in chunk]
+        params = [self._dialect.job_row(rows[i]) for i in chunk]
         keys: list[bytes] = []
         placeholders = kind == PLAIN and not consecutive
         if placeholders:
             keys = [os.urandom(HASH_BYTES) for _ in chunk]
-            params = [self._job_row(rows[i]._replace(dedup_hash=key)) for i, key in zip(chunk, keys)]
-        self._insert_rows(cursor, self._q["add_jobs_force_priority" if kind == FORCED else "add_jobs"], params)
+            params = [self._dialect.job_row(rows[i]._replace(dedup_hash=key)) for i, key in zip(chunk, keys)]
+        self._dialect.insert_rows(cursor, self._q["add_jobs_force_priority" if kind == FORCED else "add_jobs"], params)
         if consecutive and kind != FORCED and cursor.rowcount == len(chunk):
-            first = self._first_insert_id(cursor, len(chunk))
+            first = self._dialect.first_insert_id(cursor, len(chunk), self._q)
             for offset, index in enumerate(chunk):
                 ids[index] = first + offset
             return

@@ -1,4 +1,4 @@
-"""MariaDB 10.6+ / MySQL 8.0+ through pymysql: the dialect hooks of ``SQLBackend``.
+"""MariaDB 10.6+ / MySQL 8.0+ through pymysql: ``MySQLDialect``, and ``MySQLBackend``, SQLBackend on it.
 
 The connection runs in autocommit with explicit BEGIN for transactions, READ COMMITTED (claims with SKIP LOCKED then take no gap
 locks), utf8mb4 and time_zone '+00:00'. Older servers are refused: claiming needs SKIP LOCKED.
@@ -14,10 +14,10 @@ so that a master that moved sees its own claims and outcomes there.
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import logging
 import re
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pymysql
@@ -25,9 +25,10 @@ import pymysql.converters
 import pymysql.cursors
 from pymysql.constants import FIELD_TYPE, SERVER_STATUS
 
-from fastsched.backends.connection import DISCONNECTED, FAILED, RETRY
+from fastsched.backends.dialect import DISCONNECTED, FAILED, RETRY, Dialect
 from fastsched.backends.sql import SQLBackend
-from fastsched.backends.sqlfiles import split_statements
+from fastsched.backends.sqlfiles import expand_rows, split_statements
+from fastsched.dsn import DSN
 from fastsched.errors import ConfigError, DatabaseUnavailable, UnsupportedServer
 
 log = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ GALERA_STATUS = (
     "'wsrep_local_state_comment', 'wsrep_local_index', 'wsrep_cluster_size')"
 )
 CAUSAL_WAIT = ("SET SESSION wsrep_sync_wait = 1", "SELECT 1", "SET SESSION wsrep_sync_wait = DEFAULT")
-# Claims spread over the nodes (MySQLBackend._claim_share). A node's place in the cluster changes
+# Claims spread over the nodes (MySQLDialect.claim_share). A node's place in the cluster changes
 # when a node leaves or joins: it is read again this often (seconds), at the start of a claim.
 GALERA_POSITION_REFRESH = 5.0
 # Seconds each share stays with a node before every node moves on to the next share: with fewer
@@ -107,14 +108,6 @@ def _datetime(text: str) -> Any:
 CONVERSIONS = {**pymysql.converters.conversions, FIELD_TYPE.DATETIME: _datetime}
 
 
-@functools.lru_cache(maxsize=8)
-def _insert_parts(query: str) -> tuple[str, str, str]:
-    """An ``INSERT ... VALUES (...) ON DUPLICATE ...`` cut into (head, the row, tail)."""
-    start = query.index("VALUES") + len("VALUES")
-    end = query.index("ON DUPLICATE")
-    return query[:start] + " ", query[start:end].strip(), " " + query[end:]
-
-
 class Cursor(pymysql.cursors.Cursor):
     """pymysql's tuple cursor that never splits an executemany INSERT into several statements:
     add_many sizes its chunks itself (well under any max_allowed_packet), and reads the affected
@@ -137,16 +130,21 @@ class NodeNotReady(DatabaseUnavailable):
     """The Galera node answers but is not ready for queries (not synced, or not in the Primary component)."""
 
 
-class MySQLBackend(SQLBackend):
-    dialect = "mysql"
+class MySQLDialect(Dialect):
+    """MariaDB/MySQL: several writers at once, SKIP LOCKED, the server's clock, Galera nodes."""
+
+    name = "mysql"
     driver_error = pymysql.MySQLError
     concurrent_connections = 2
     caller_dedup_locks_rows = True
-    node = 0  # the index in dsn.nodes of the node of the current (or last) connection
-    # (wsrep_local_index, wsrep_cluster_size) of that node; (0, 1) on a server that is no Galera node
-    galera_position = (0, 1)
-    galera = False  # whether the current (or last) connection's server is a Galera node
-    _position_read_at = 0.0  # time.monotonic() when galera_position was read
+
+    def __init__(self, dsn: DSN) -> None:
+        super().__init__(dsn)
+        self.node = 0  # the index in dsn.nodes of the node of the current (or last) connection
+        # (wsrep_local_index, wsrep_cluster_size) of that node; (0, 1) on a server that is no Galera node
+        self.galera_position = (0, 1)
+        self.galera = False  # whether the current (or last) connection's server is a Galera node
+        self._position_read_at = 0.0  # time.monotonic() when galera_position was read
 
     def _connect_kwargs(self, node: int = 0) -> dict[str, Any]:
         dsn = self.dsn
@@ -183,17 +181,17 @@ class MySQLBackend(SQLBackend):
                 )
         return kwargs
 
-    def _connect(self) -> tuple[Any, bool]:
+    def connect(self, queries: dict[str, str]) -> tuple[Any, bool]:
         """The first node, in the DSN's order, that answers and is ready."""
         nodes = self.dsn.nodes
         if len(nodes) == 1:
-            return self._connect_node(0)
+            return self._connect_node(0, queries)
         failures = []
         for index in range(len(nodes)):
             try:
-                connected = self._connect_node(index)
+                connected = self._connect_node(index, queries)
             except DatabaseUnavailable as exc:
-                failures.append(f"{_node_name(nodes[index])}: {self._scrub(str(exc.__cause__ or exc))}")
+                failures.append(f"{_node_name(nodes[index])}: {self.scrub(str(exc.__cause__ or exc))}")
                 continue
             if index != self.node:
                 log.warning("connected to node %s of %s", _node_name(nodes[index]), self.dsn)
@@ -201,23 +199,23 @@ class MySQLBackend(SQLBackend):
             return connected
         raise DatabaseUnavailable(f"connecting failed on {self.dsn}: no node is reachable and ready ({'; '.join(failures)})")
 
-    def _connect_node(self, node: int) -> tuple[Any, bool]:
+    def _connect_node(self, node: int, queries: dict[str, str]) -> tuple[Any, bool]:
         try:
             conn = pymysql.connect(**self._connect_kwargs(node))
         except pymysql.MySQLError as exc:
-            raise self._wrap(exc, "connecting") from exc
+            raise self.wrap(exc, "connecting") from exc
         try:
             with conn.cursor() as cursor:
-                cursor.execute(self._q["server_info"])
+                cursor.execute(queries["server_info"])
                 version, autoinc_mode, increment = cursor.fetchone()
                 check_server_version(str(version))
-                for statement in split_statements(self._q["session_setup"]):
+                for statement in split_statements(queries["session_setup"]):
                     cursor.execute(statement)
                 self.galera_position = self._galera_ready(cursor, str(version), node)
             conn.commit()
         except pymysql.MySQLError as exc:
             conn.close()
-            raise self._wrap(exc, "setting up the connection") from exc
+            raise self.wrap(exc, "setting up the connection") from exc
         except BaseException:
             conn.close()
             raise
@@ -253,7 +251,7 @@ class MySQLBackend(SQLBackend):
         size = max(int(status.get("wsrep_cluster_size", 1)), 1)
         return min(max(int(status.get("wsrep_local_index", 0)), 0), size - 1), size
 
-    def _claim_share(self, cursor: Any, now: dt.datetime) -> tuple[int, int] | None:
+    def claim_share(self, cursor: Any, now: dt.datetime) -> tuple[int, int] | None:
         """On a Galera cluster of N nodes, the share of node i at ``now`` is (i + turn) mod N, turn
         = whole SPREAD_TURNs since the epoch: the masters on different nodes take different shares
         at any time (their clocks agree to well within a turn), those on one node the same share
@@ -269,16 +267,13 @@ class MySQLBackend(SQLBackend):
         turn = int((utc - EPOCH).total_seconds() // SPREAD_TURN)
         return (index + turn) % size, size
 
-    def _scrub(self, text: str) -> str:
-        return text.replace(self.dsn.password, "***") if self.dsn.password else text
-
-    def _begin(self, cursor: Any) -> None:
+    def begin(self, cursor: Any) -> None:
         cursor.execute("BEGIN")
 
-    def _in_transaction(self) -> bool:
-        return bool(self._conn.server_status & SERVER_STATUS.SERVER_STATUS_IN_TRANS)
+    def in_transaction(self, conn: Any) -> bool:
+        return bool(conn.server_status & SERVER_STATUS.SERVER_STATUS_IN_TRANS)
 
-    def _classify(self, exc: BaseException) -> str:
+    def classify(self, exc: BaseException) -> str:
         if isinstance(exc, pymysql.InterfaceError):  # used after the socket closed
             return DISCONNECTED
         code = _error_code(exc)
@@ -288,20 +283,28 @@ class MySQLBackend(SQLBackend):
             return DISCONNECTED
         return FAILED
 
-    def _is_missing_table(self, exc: BaseException) -> bool:
+    def is_missing_table(self, exc: BaseException) -> bool:
         return _error_code(exc) == MISSING_TABLE
 
-    def _insert_rows(self, cursor: Any, query: str, params: list[tuple[Any, ...]]) -> None:
+    def insert_rows(self, cursor: Any, query: str, params: list[tuple[Any, ...]]) -> None:
         # The drivers' executemany folds rows into one INSERT only when VALUES holds bare
         # placeholders; ours take the server's clock (COALESCE(..., UTC_TIMESTAMP(6))), so the
         # rows are folded here: the row's placeholders once per row, the parameters in a row.
-        head, values, tail = _insert_parts(query)
-        flat = [value for row in params for value in row]
-        cursor.execute(f"{head}{','.join([values] * len(params))}{tail}", flat)
+        cursor.execute(expand_rows(query, len(params)), [value for row in params for value in row])
 
-    def _first_insert_id(self, cursor: Any, rows: int) -> int:
+    def first_insert_id(self, cursor: Any, rows: int, queries: dict[str, str]) -> int:
         return int(cursor.lastrowid)  # a multi-row INSERT reports the id of its first row
 
-    def _server_consecutive_ids(self, cursor: Any) -> bool:
-        cursor.execute(self._q["server_info"])
+    def server_consecutive_ids(self, cursor: Any, queries: dict[str, str]) -> bool:
+        cursor.execute(queries["server_info"])
         return int(cursor.fetchone()[1]) in CONSECUTIVE_AUTOINC_MODES
+
+
+class MySQLBackend(SQLBackend):
+    """``SQLBackend`` on MariaDB/MySQL: ``MySQLBackend(dsn)`` (``dialect``: a MySQLDialect of one's
+    own, such as a test's)."""
+
+    def __init__(
+        self, dsn: DSN, dialect: MySQLDialect | None = None, *, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
+        super().__init__(dsn, dialect or MySQLDialect(dsn), sleep=sleep)

@@ -1,10 +1,13 @@
-"""The storage contract implemented once, on top of each dialect's named queries.
+"""The storage contracts implemented once, on top of each dialect's named queries.
 
-``SQLBackend`` holds the operations of ``fastsched.backends.base.Backend``, each one short
-transaction of a few statements that is safe to re-run (``connection.SQLConnection`` re-runs it
-after a deadlock or a dropped connection). ``inserts.Inserts`` adds ``add_many``. The dialects
-(``mysql.MySQLBackend``, ``sqlite.SQLiteBackend``) only connect, classify driver errors and convert
-times.
+``SQLBackend(dsn, dialect)`` holds the operations of ``fastsched.backends.contracts.Backend``, each
+one short transaction of a few statements that is safe to re-run, written on its collaborators:
+``connection.Connection`` (the connection, the schema, the transaction runner, which re-runs a
+transaction after a deadlock or a dropped connection), ``inserts.Inserter`` (``add_many``) and
+``controls.Controls`` (pauses, cancel requests, bulk actions). What differs between databases is
+the dialect's (``dialect.Dialect``: ``mysql.MySQLDialect``, ``sqlite.SQLiteDialect``): it connects,
+classifies driver errors, converts times and says what the server can do. ``MySQLBackend`` and
+``SQLiteBackend`` are SQLBackend on their dialect.
 
 A backend object is not thread-safe: give each thread (and each process) its own. After a fork,
 the child opens its own connection and never touches the parent's.
@@ -15,8 +18,9 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import logging
+import time
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fastsched.backends.base import (
     Batch,
@@ -25,8 +29,10 @@ from fastsched.backends.base import (
     ProcessInfo,
     QueueStats,
 )
-from fastsched.backends.controls import ControlsMixin
-from fastsched.backends.inserts import IN_CHUNK, Inserts, chunks
+from fastsched.backends.connection import Connection
+from fastsched.backends.controls import Controls
+from fastsched.backends.dialect import Dialect
+from fastsched.backends.inserts import IN_CHUNK, Inserter, chunks
 from fastsched.backends.rows import JobRow
 from fastsched.backends.sqlfiles import expand_in, expand_pid_cases, expand_queues, expand_spread
 from fastsched.batching import BatchSizing, sizing_of
@@ -48,7 +54,11 @@ from fastsched.priority import ALL_PRIORITIES, RANK
 from fastsched.validation import dedup_hash, queue_set, queue_set_text
 
 if TYPE_CHECKING:
+    from fastsched.controls import Action, BulkResult, Pause
+    from fastsched.dsn import DSN
     from fastsched.tasks import PeriodicTask
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -69,23 +79,55 @@ def _unlocked(query: str) -> str:
     return query.removesuffix(LOCKING_SUFFIX)
 
 
-class SQLBackend(ControlsMixin, Inserts):
-    """Every operation of the contract, on named queries."""
+class SQLBackend:
+    """Every operation of the contracts, on named queries, on ``dialect``."""
 
-    # Write transactions the server runs at the same time, on connections of their own: 1 for a
-    # server with one writer at a time (SQLite); MariaDB/MySQL runs them in parallel, and the
-    # master splits big claims and writes its outcomes beside them (fastsched.master.claimer).
-    concurrent_connections: ClassVar[int] = 1
+    def __init__(self, dsn: DSN, dialect: Dialect, *, sleep: Callable[[float], None] = time.sleep) -> None:
+        self.dsn = dsn
+        self.dialect = dialect
+        self.connection = Connection(dsn, dialect, sleep=sleep)
+        self._q = self.connection.queries
+        self._to_db_time = dialect.to_db_time
+        self._time = dialect.from_db_time
+        self._host_ids: dict[str, int] = {}  # fastsched_host numbers, which never change
+        self._inserts = Inserter(self.connection)
+        self._controls = Controls(self.connection, self._retry_one, self._host_id)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.dsn)!r})"
+
+    @property
+    def concurrent_connections(self) -> int:
+        return self.dialect.concurrent_connections
+
+    @property
+    def conflicts(self) -> int:
+        """Transactions re-run after a deadlock or certification failure, since this object was
+        made: on Galera, the conflicts between nodes (docs/scaling.md)."""
+        return self.connection.conflicts
 
     def open_sibling(self) -> SQLBackend:
         """Another backend on the same database with a connection of its own (opened on first use)."""
-        sibling = type(self)(self.dsn, sleep=self._sleep)
+        sibling = type(self)(self.dsn, self.dialect.fresh(), sleep=self.connection.sleep)
         sibling._host_ids = self._host_ids  # the numbers never change: share what is known
         return sibling
 
+    def _transaction(
+        self, work: Callable[[Any], T], what: str, *, write: bool = True, single_statement: bool = False
+    ) -> T:
+        return self.connection.transaction(work, what, write=write, single_statement=single_statement)
+
+    # --- life cycle and schema ----------------------------------------------------------------
+    def init_schema(self) -> None:
+        self.connection.init_schema()
+
+    def upgrade_schema(self, cursor: Any = None) -> int | None:
+        return self.connection.upgrade_schema(cursor)
+
+    def close(self) -> None:
+        self.connection.close()
+
     # --- rows -------------------------------------------------------------------------------
-    def _time(self, value: Any) -> dt.datetime:
-        return value if self._from_db_time is None else self._from_db_time(value)
 
     def _opt_time(self, value: Any) -> dt.datetime | None:
         return None if value is None else self._time(value)
@@ -101,6 +143,9 @@ class SQLBackend(ControlsMixin, Inserts):
         return JobRow._make(row)
 
     # --- producer and admin -------------------------------------------------------------------
+    def add_many(self, jobs: Sequence[NewJob], *, connection: Any = None) -> list[int]:
+        return self._inserts.add_many(jobs, connection=connection)
+
     def server_now(self) -> dt.datetime:
         def work(cursor: Any) -> dt.datetime:
             cursor.execute(self._q["server_now"], {"now": self._to_db_time(None)})
@@ -119,7 +164,7 @@ class SQLBackend(ControlsMixin, Inserts):
         def work(cursor: Any) -> Job:
             job = self._job(self._get_row(cursor, job_id, lock=True), now)
             if job.state is JobState.RUNNING:
-                self._request_cancel(cursor, job.id, by or "an operator", now)
+                self._controls.request_cancel(cursor, job.id, by or "an operator", now)
             elif job.state in (JobState.DONE, JobState.CANCELLED):
                 raise InvalidState(
                     f"job {job_id} is {job.state.value}: only a waiting, deferred, running or failed job can be "
@@ -421,7 +466,7 @@ class SQLBackend(ControlsMixin, Inserts):
         jobs: list[ClaimedJob] = []
         split: list[list[int]] = []
         free = len(children)  # batches still to fill: never lock rows no child could take
-        share = self._claim_share(cursor, now)
+        share = self.dialect.claim_share(cursor, now)
         for rank, (priority, count) in enumerate(zip(PRIORITIES, wanted)):
             if count <= 0 or free <= 0:
                 continue
@@ -465,7 +510,7 @@ class SQLBackend(ControlsMixin, Inserts):
         """The rows a claim of one priority takes: the oldest runnable ones (claim_priority, one
         locking read), or, with a ``share`` (Galera), the oldest of this master's share, then, if
         that share has too few, the oldest of the others (a share with no master of its own is
-        served then, and by the turns of ``_claim_share``). Within a share the order is FIFO;
+        served then, and by the turns of the dialect's ``claim_share``). Within a share the order is FIFO;
         across shares, each master moves along its own at much the same pace.
 
         On Galera the rows are found by a plain read and only then locked, by id (lock_claimable):
@@ -476,7 +521,7 @@ class SQLBackend(ControlsMixin, Inserts):
         if share is None:
             if queues:
                 return self._claim_from_queues(cursor, queues, params)
-            cursor.execute(self._q["claim_priority"], params)
+            cursor.execute(self.dialect.claim_query(cursor, self._q), params)
             return list(cursor.fetchall())
         own = self._lock_found(cursor, queues, params, share, frozenset())
         missing = params["limit"] - len(own)
@@ -551,7 +596,7 @@ class SQLBackend(ControlsMixin, Inserts):
                 cursor.execute(expand_in(self._q[name], part), {"host_id": host_id, "now": db_now})
                 written += cursor.rowcount
         if outcomes.cancelled:
-            written += self._write_cancelled(cursor, host_id, db_now, outcomes.cancelled)
+            written += self._controls.write_cancelled(cursor, host_id, db_now, outcomes.cancelled)
         for retry in outcomes.retry:
             cursor.execute(
                 self._q["retry_job"],
@@ -772,7 +817,7 @@ class SQLBackend(ControlsMixin, Inserts):
             cursor.execute(self._q["move_lease"], {**key, "due": self._to_db_time(entry.next_due(at))})
             job = NewJob(entry.name, "[]", int(entry.priority), at, at, dedup_hash(entry.name, "[]"), False,
                          entry.queue)
-            (job_id,) = self._insert(cursor, [job], False)
+            (job_id,) = self._inserts.insert(cursor, [job], False)
             return job_id
 
         return self._transaction(work, "run_periodic")
@@ -815,3 +860,46 @@ class SQLBackend(ControlsMixin, Inserts):
             return bool(cursor.rowcount)
 
         return self._transaction(work, "take_periodic")
+
+    # --- operators' controls (controls.Controls) ------------------------------------------------
+    def pause(self, pause: Pause, by: str, now: dt.datetime) -> bool:
+        return self._controls.pause(pause, by, now)
+
+    def resume(self, pause: Pause | None) -> int:
+        return self._controls.resume(pause)
+
+    def pauses(self) -> list[Pause]:
+        return self._controls.pauses()
+
+    def park_added(self, after_id: int) -> tuple[int, int]:
+        return self._controls.park_added(after_id)
+
+    def record_action(self, by: str, action: str, target: str, jobs: int, now: dt.datetime) -> None:
+        self._controls.record_action(by, action, target, jobs, now)
+
+    def actions(self, limit: int = 20) -> list[Action]:
+        return self._controls.actions(limit)
+
+    def cancel_request(self, job_id: int) -> tuple[str, dt.datetime] | None:
+        return self._controls.cancel_request(job_id)
+
+    def cancel_requests(self, host: str) -> list[tuple[int, str]]:
+        return self._controls.cancel_requests(host)
+
+    def drop_stale_cancel_requests(self) -> int:
+        return self._controls.drop_stale_cancel_requests()
+
+    def bulk(
+        self,
+        action: str,
+        job_filter: JobFilter,
+        now: dt.datetime,
+        *,
+        by: str = "",
+        dry_run: bool = False,
+        include_failed: bool = False,
+        failed_only: bool = False,
+    ) -> BulkResult:
+        return self._controls.bulk(
+            action, job_filter, now, by=by, dry_run=dry_run, include_failed=include_failed, failed_only=failed_only
+        )

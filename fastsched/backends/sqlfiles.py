@@ -15,7 +15,8 @@ hold ``{<row>_columns}`` and get it inlined when they load (:func:`with_select_l
 No SQL is built with string formatting anywhere in fastsched except here: :func:`expand_in`
 inlines a validated list of ids (or of 20-byte dedup hashes) in place of ``{ids}``,
 :func:`expand_queues` validated queue names in place of every ``{queues}``, and
-:func:`expand_pid_cases` a CASE list of ids and pids, ints only.
+:func:`expand_pid_cases` a CASE list of ids and pids, ints only, and :func:`expand_rows` a
+one-row INSERT's placeholders repeated for several rows (no value is inlined).
 """
 
 from __future__ import annotations
@@ -264,3 +265,21 @@ def expand_spread(sql: str, share: tuple[int, int] | None) -> str:
     if sql.count(SPREAD_MARKER) != 1:
         raise ValueError(f"expand_spread needs a query with exactly one {SPREAD_MARKER} marker")
     return sql.replace(SPREAD_MARKER, f"AND MOD(CRC32(id), {of}) = {slot}")
+
+
+@functools.lru_cache(maxsize=8)
+def _insert_parts(query: str) -> tuple[str, str, str]:
+    """An ``INSERT ... VALUES (...) ON DUPLICATE ...`` cut into (head, the row, tail)."""
+    start = query.index("VALUES") + len("VALUES")
+    end = query.index("ON DUPLICATE")
+    return query[:start] + " ", query[start:end].strip(), " " + query[end:]
+
+
+def expand_rows(sql: str, rows: int) -> str:
+    """The one-row ``INSERT ... VALUES (<row>) ON DUPLICATE ...`` ``sql`` as ONE statement of
+    ``rows`` rows: its row of placeholders repeated, the parameters then given row after row (a
+    driver's executemany folds rows itself only when VALUES holds bare placeholders)."""
+    if type(rows) is not int or rows < 1:
+        raise ValueError(f"expand_rows needs a number of rows >= 1, got {rows!r}")
+    head, values, tail = _insert_parts(sql)
+    return f"{head}{','.join([values] * rows)}{tail}"

@@ -1,4 +1,4 @@
-"""SQLite through the stdlib ``sqlite3``: the embedded default, and the dialect hooks of ``SQLBackend``.
+"""SQLite through the stdlib ``sqlite3``, the embedded default: ``SQLiteDialect``, and ``SQLiteBackend``, SQLBackend on it.
 
 The file runs in WAL mode (readers never block the writer) with synchronous=FULL (a committed job
 survives a power loss). Write transactions start with BEGIN IMMEDIATE: SQLite has one writer at a
@@ -11,13 +11,15 @@ from __future__ import annotations
 import datetime as dt
 import os
 import sqlite3
-from collections.abc import Sequence
+import time
+from collections.abc import Callable
 from typing import Any
 
-from fastsched.backends.connection import DISCONNECTED, FAILED, RETRY
+from fastsched.backends.dialect import DISCONNECTED, FAILED, RETRY, Dialect
 from fastsched.backends.sql import SQLBackend
 from fastsched.backends.sqlfiles import split_statements
 from fastsched.dbclock import MICROSECOND, utcnow
+from fastsched.dsn import DSN
 from fastsched.errors import UnsupportedServer
 from fastsched.jobs import NewJob
 
@@ -31,17 +33,21 @@ def _db_time(value: dt.datetime) -> str:
     return value.isoformat(" ", "microseconds")
 
 
-class SQLiteBackend(SQLBackend):
-    dialect = "sqlite"
-    driver_error = sqlite3.Error
-    _from_db_time = staticmethod(dt.datetime.fromisoformat)
+class SQLiteDialect(Dialect):
+    """SQLite: one writer at a time (BEGIN IMMEDIATE), one host, times stored as text."""
 
-    def _connect(self) -> tuple[Any, bool]:
+    name = "sqlite"
+    driver_error = sqlite3.Error
+
+    def from_db_time(self, value: Any) -> dt.datetime:
+        return dt.datetime.fromisoformat(value)
+
+    def connect(self, queries: dict[str, str]) -> tuple[Any, bool]:
         path = self.dsn.database
         try:
             conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False)
         except sqlite3.Error as exc:
-            raise self._wrap(exc, f"opening {os.path.abspath(path)}") from exc
+            raise self.wrap(exc, f"opening {os.path.abspath(path)}") from exc
         try:
             found = tuple(int(part) for part in sqlite3.sqlite_version.split(".")[:2])
             if found < MIN_SQLITE:
@@ -49,35 +55,29 @@ class SQLiteBackend(SQLBackend):
                     f"the SQLite library is version {sqlite3.sqlite_version}: fastsched needs "
                     f"{MIN_SQLITE[0]}.{MIN_SQLITE[1]}+"
                 )
-            for statement in split_statements(self._q["session_setup"]):
+            for statement in split_statements(queries["session_setup"]):
                 conn.execute(statement).fetchall()
         except sqlite3.Error as exc:
             conn.close()
-            raise self._wrap(exc, f"setting up {os.path.abspath(path)}") from exc
+            raise self.wrap(exc, f"setting up {os.path.abspath(path)}") from exc
         except BaseException:
             conn.close()
             raise
         return conn, True  # BEGIN IMMEDIATE: nobody else inserts while we do
 
-    def _begin(self, cursor: Any) -> None:
+    def begin(self, cursor: Any) -> None:
         cursor.execute("BEGIN IMMEDIATE")
 
-    def _claim_rows(
-        self, cursor: Any, queues: Sequence[str], params: dict[str, Any], share: tuple[int, int] | None
-    ) -> list[Any]:
+    def in_transaction(self, conn: Any) -> bool:
+        return bool(conn.in_transaction)
+
+    def claim_query(self, cursor: Any, queries: dict[str, str]) -> str:
         """claim_priority, without its per-row pause check when no pause names a command or a queue
         (read under the claim's write lock, BEGIN IMMEDIATE: no pause comes in between)."""
-        if not queues and share is None:
-            cursor.execute(self._q["narrow_pause_exists"])
-            if cursor.fetchone() is None:
-                cursor.execute(self._q["claim_priority_unnarrowed"], params)
-                return list(cursor.fetchall())
-        return super()._claim_rows(cursor, queues, params, share)
+        cursor.execute(queries["narrow_pause_exists"])
+        return queries["claim_priority" if cursor.fetchone() is not None else "claim_priority_unnarrowed"]
 
-    def _in_transaction(self) -> bool:
-        return bool(self._conn.in_transaction)
-
-    def _classify(self, exc: BaseException) -> str:
+    def classify(self, exc: BaseException) -> str:
         code = getattr(exc, "sqlite_errorcode", None)
         if code is not None:
             code &= 0xFF  # the primary result code of an extended one
@@ -87,18 +87,27 @@ class SQLiteBackend(SQLBackend):
             return RETRY  # a shared-cache table lock: brief, unlike BUSY (already waited BUSY_TIMEOUT)
         return FAILED
 
-    def _is_missing_table(self, exc: BaseException) -> bool:
+    def is_missing_table(self, exc: BaseException) -> bool:
         return isinstance(exc, sqlite3.OperationalError) and "no such table" in str(exc)
 
-    def _to_db_time(self, value: dt.datetime | None) -> str:
+    def to_db_time(self, value: dt.datetime | None) -> str:
         return _db_time(utcnow() if value is None else value)  # one host: its clock is the server's
 
-    def _job_row(self, job: NewJob) -> tuple[Any, ...]:
+    def job_row(self, job: NewJob) -> tuple[Any, ...]:
         now = utcnow()
         created = now if job.created is None else job.created
         next_try = now + job.delay_us * MICROSECOND if job.next_try is None else job.next_try
         return (job[0], job[1], job[2], _db_time(created), _db_time(next_try), job[5], job[7])
 
-    def _first_insert_id(self, cursor: Any, rows: int) -> int:
-        cursor.execute(self._q["last_insert_id"])
+    def first_insert_id(self, cursor: Any, rows: int, queries: dict[str, str]) -> int:
+        cursor.execute(queries["last_insert_id"])
         return int(cursor.fetchone()[0]) - rows + 1
+
+
+class SQLiteBackend(SQLBackend):
+    """``SQLBackend`` on SQLite: ``SQLiteBackend(dsn)``."""
+
+    def __init__(
+        self, dsn: DSN, dialect: SQLiteDialect | None = None, *, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
+        super().__init__(dsn, dialect or SQLiteDialect(dsn), sleep=sleep)

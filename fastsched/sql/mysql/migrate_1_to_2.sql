@@ -1,5 +1,5 @@
 -- fastsched schema migration from version 1 to version 2, MariaDB 10.6+ / MySQL 8.0+.
--- Run by `fastsched-pool init` (SQLConnection.upgrade_schema) with no pool running on the database.
+-- Run by `fastsched-pool init` (connection.Connection.upgrade_schema) with no pool running on the database.
 -- Each "-- name: <step>" block runs in a transaction of its own, in file order; a step with a
 -- "<step>_done" block is skipped when that query returns a non-zero first column. DDL commits
 -- implicitly here, so an interrupted run leaves some steps done: the guards (what exists, read from

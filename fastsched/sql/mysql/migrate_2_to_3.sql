@@ -1,5 +1,5 @@
 -- fastsched schema migration from version 2 to version 3, MariaDB 10.6+ / MySQL 8.0+.
--- Run by `fastsched-pool init` (SQLConnection.upgrade_schema) with no pool running on the database.
+-- Run by `fastsched-pool init` (connection.Connection.upgrade_schema) with no pool running on the database.
 -- Each "-- name: <step>" block runs in a transaction of its own, in file order (see
 -- migrate_1_to_2.sql). The DDL below is a frozen copy of version 3, not a reference to schema.sql.
 -- Version 3 is shared by several changes; each adds its steps before record_version.

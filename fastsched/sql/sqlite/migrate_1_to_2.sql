@@ -1,5 +1,5 @@
 -- fastsched schema migration from version 1 to version 2, SQLite 3.24+.
--- Run by `fastsched-pool init` (SQLConnection.upgrade_schema); see mysql/migrate_1_to_2.sql for
+-- Run by `fastsched-pool init` (connection.Connection.upgrade_schema); see mysql/migrate_1_to_2.sql for
 -- the format. Here DDL is transactional, so the whole migration is ONE step: it is done entirely
 -- or not at all, and needs no guards.
 --

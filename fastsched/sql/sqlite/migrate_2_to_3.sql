@@ -1,5 +1,5 @@
 -- fastsched schema migration from version 2 to version 3, SQLite.
--- Run by `fastsched-pool init` (SQLConnection.upgrade_schema) with no pool running on the database.
+-- Run by `fastsched-pool init` (connection.Connection.upgrade_schema) with no pool running on the database.
 -- DDL is transactional here, so the whole migration is ONE step (see migrate_1_to_2.sql): done
 -- entirely or not at all. The DDL below is a frozen copy of version 3, not a reference to
 -- schema.sql. Version 3 is shared by several changes; each adds its statements to this step.
