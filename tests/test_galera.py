@@ -287,7 +287,7 @@ def test_a_claim_locks_only_the_rows_it_takes(galera: Any, database: Any, node1:
                 cur.execute("ROLLBACK")
         assert sorted(set(ids) - set(free)) == [row[0] for row in rows_taken]
     finally:
-        node1._conn.rollback()
+        node1.connection.conn.rollback()
 
 
 # --- a node that leaves the cluster --------------------------------------------------------------
@@ -396,4 +396,4 @@ def test_the_schema_has_what_galera_needs(galera: Any, database: Any, node1: Any
         points = ("const", "eq_ref", "ref", "range") if "{ids}" in QUERIES[query] else ("const", "eq_ref", "ref")
         assert any(step[5] == key and step[3] in points for step in plan), (query, plan)
     node1.connection.cursor_ready()
-    assert rows(node1._conn, "SELECT @@tx_isolation") == [("READ-COMMITTED",)]
+    assert rows(node1.connection.conn, "SELECT @@tx_isolation") == [("READ-COMMITTED",)]
