@@ -61,6 +61,7 @@ __all__ = [
     "run_batch",
 ]
 
+CHILD_START_FAILURE_PAUSE = 2.0  # seconds a child whose on_child_start hook raised waits before it exits
 FENCE_POLL = 0.05  # seconds: the longest a fence guard sleeps before it reads the fence again
 
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
@@ -305,6 +306,29 @@ def _exit(code: int) -> None:
     os._exit(code)
 
 
+def _run_child_start_hook(hook: Callable[[], Any]) -> None:
+    """Run an ``on_child_start`` hook; if it raises, say so and end the child (EXIT_CHILD_ERROR)
+    after CHILD_START_FAILURE_PAUSE, before any job. The master starts another child: a hook that
+    always fails (its database is down) must not make it fork, claim and release in a tight loop."""
+    try:
+        hook()
+    except Exception:  # noqa: BLE001 - the application's code: reported, then the child ends
+        name = f"{getattr(hook, '__module__', '?')}.{getattr(hook, '__qualname__', repr(hook))}"
+        with contextlib.suppress(Exception):  # not BaseException: the master's SIGTERM still ends it
+            traceback.print_exc()
+            sys.stderr.write(
+                f"fastsched child {os.getpid()}: on_child_start hook {name} failed; this child runs no job "
+                f"and exits in {CHILD_START_FAILURE_PAUSE:g}s, then the master starts another\n"
+            )
+        _flush()
+        time.sleep(CHILD_START_FAILURE_PAUSE)
+        raise _ChildStartFailed from None
+
+
+class _ChildStartFailed(Exception):
+    """An on_child_start hook raised (reported already)."""
+
+
 def child_main(
     conn: Any,
     progress: Any,
@@ -332,7 +356,7 @@ def child_main(
             if policy.retry_limit is not None
         }
         for hook in default_registry.child_start_hooks():
-            hook()  # an exception here ends the child before any job (EXIT_CHILD_ERROR, logged)
+            _run_child_start_hook(hook)
         recv = conn.recv
         send = conn.send
         while True:
@@ -350,6 +374,8 @@ def child_main(
             send(Reply(DONE, seq, processed, monotonic() - started, timings))
     except _Terminated:
         code = EXIT_TERMINATED
+    except _ChildStartFailed:
+        code = EXIT_CHILD_ERROR
     except BaseException:  # noqa: BLE001 - whatever it is, the child must end with os._exit
         code = EXIT_CHILD_ERROR
         with contextlib.suppress(BaseException):

@@ -231,6 +231,17 @@ class PeriodicTask:
         return _next_cron_slot(self.cron, _zone(self.tz), after)
 
 
+def _zone_name(tz: object) -> str | None:
+    """``tz=`` as the IANA name kept with the schedule: a name, or a zoneinfo.ZoneInfo's key."""
+    import zoneinfo
+
+    if tz is None or isinstance(tz, str):
+        return tz
+    if isinstance(tz, zoneinfo.ZoneInfo) and tz.key:
+        return str(tz.key)
+    raise TaskError(f"periodic: tz must be an IANA time zone name such as 'Europe/Berlin', got {tz!r}")
+
+
 def _zone(name: str | None) -> dt.tzinfo:
     if name is None:
         return _UTC
@@ -458,7 +469,7 @@ class Registry:
         name: str | None = None,
         *,
         cron: str | None = None,
-        tz: str | None = None,
+        tz: str | dt.tzinfo | None = None,  # an IANA name, or a zoneinfo.ZoneInfo
         queue: str | None = None,
     ) -> Callable[[Callable[P, R]], Task[P, R]]:
         """Decorator: a task that one master in the cluster enqueues every ``seconds``, or at every
@@ -478,6 +489,7 @@ class Registry:
             _finite(seconds, "periodic: seconds", minimum=0, strict=True)
         else:
             _check_cron(cron)
+            tz = _zone_name(tz)
             _zone(tz)
         try:
             level = validate_priority(priority)
@@ -499,7 +511,8 @@ class Registry:
 
     def on_child_start(self, function: F) -> F:
         """Decorator: ``function()`` runs in each new pool child before its first job (for instance
-        to drop database connections inherited from the master). An exception ends that child."""
+        to drop database connections inherited from the master). If it raises, that child runs no
+        job and exits after ``child_process.CHILD_START_FAILURE_PAUSE``; the master starts another."""
         if not callable(function):
             raise TaskError(f"on_child_start: {function!r} is not callable")
         if not any(_same_function(hook, function) for hook in self._child_start):

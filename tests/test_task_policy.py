@@ -523,6 +523,18 @@ def test_periodic_takes_a_cron_expression_in_a_time_zone(registry):
     assert report.options() == {"priority": Priority.MEDIUM, "queue": "reports"}
 
 
+def test_periodic_takes_a_zoneinfo_as_its_zone(registry):
+    import zoneinfo
+
+    @registry.periodic(cron="30 2 * * *", tz=zoneinfo.ZoneInfo("Europe/Berlin"))
+    def nightly():
+        return None
+
+    (entry,) = registry.periodic_tasks()
+    assert entry.tz == "Europe/Berlin" and entry.schedule == "cron 30 2 * * * Europe/Berlin"
+    assert entry.next_due(dt.datetime(2030, 1, 10, 12)) == dt.datetime(2030, 1, 11, 1, 30)
+
+
 def test_a_cron_slot_follows_the_time_zone_across_daylight_saving(registry):
     @registry.periodic(cron="30 2 * * *", tz="Europe/Berlin")
     def nightly():
@@ -544,6 +556,8 @@ def test_a_cron_slot_follows_the_time_zone_across_daylight_saving(registry):
         ((), {"cron": "*/5 * * * * *"}, "must have 5 fields .*got 6"),  # cronsim's seconds: not crontab's
         ((), {"cron": "* * * * *", "tz": "Mars/Olympus"}, "unknown time zone 'Mars/Olympus'"),
         ((60,), {"tz": "Europe/Berlin"}, "tz= goes with cron="),
+        ((), {"cron": "* * * * *", "tz": 1}, "tz must be an IANA time zone name such as 'Europe/Berlin', got 1"),
+        ((), {"cron": "* * * * *", "tz": dt.timezone.utc}, "tz must be an IANA time zone name"),
         ((), {"cron": "* * * * *", "queue": "bad queue"}, "queue 'bad queue'"),
     ],
 )

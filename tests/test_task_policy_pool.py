@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -264,3 +265,25 @@ def test_a_cron_task_runs_at_its_slot_once_across_two_masters_and_missed_slots_o
 
     assert [r["id"] for r in lines(runs)] == [first, queued[0], third]  # each queued job ran once
     assert all(q.get(i).state is JobState.DONE for i in (first, queued[0], third))
+
+
+def test_a_failing_on_child_start_hook_runs_no_job_and_its_children_are_replaced_slowly(
+    dsn, q, tmp_path, pools  # noqa: F811
+):
+    from fastsched.child_process import CHILD_START_FAILURE_PAUSE
+
+    hooks, ran = tmp_path / "hooks.jsonl", tmp_path / "ran.jsonl"
+    job_id = q.add(30, "needs_the_service", str(ran))
+    started = time.monotonic()
+    pool = pools(dsn, workers=2, imports=["tests.pooljobs", "tests.failinghook"], env={"FAILINGHOOK_FILE": str(hooks)})
+    try:
+        # Four hook runs on two workers: the second generation, started only once the first exited.
+        wait_for(lambda: len(lines(hooks)) >= 4, timeout=60, what="the replaced children's hooks")
+        elapsed = time.monotonic() - started
+    finally:
+        assert pool.stop() == 0
+    assert elapsed >= CHILD_START_FAILURE_PAUSE, "a child whose hook failed waits before it exits"
+    assert lines(ran) == [], "no job runs in a child whose on_child_start hook failed"
+    job = q.get(job_id)
+    assert (job.state, job.retrial, job.crashes) == (JobState.WAITING, 0, 0), job  # released, never charged
+    assert "on_child_start hook tests.failinghook.connect_to_a_service_that_is_down failed" in pool.log()
