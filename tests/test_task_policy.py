@@ -401,8 +401,10 @@ def test_per_queue_claims_and_counts_read_the_claim_queue_index_on_mariadb(mysql
 
         claim = explain(backend._q["claim_priority_queue"],
                         {"queue": "mail", "priority": 30, "now": now, "limit": 10})
-        assert [(r["key"], r["type"]) for r in claim] == [("claim_queue", "range")], claim
-        assert "filesort" not in (claim[0]["Extra"] or "")
+        # (the other rows read fastsched_pause: the claim skips paused jobs)
+        read = [r for r in claim if r["table"] == "workerqueue"]
+        assert [(r["key"], r["type"]) for r in read] == [("claim_queue", "range")], claim
+        assert "filesort" not in (read[0]["Extra"] or "")
         plan = explain(expand_queues(backend._q["plan_counts_queues"], ["mail"]),
                        {"now": now, "cap": 100, "alive_after": now, "queues": "mail"})
         on_workerqueue = [r for r in plan if r["table"] == "workerqueue"]
