@@ -219,7 +219,7 @@ class PeriodicTask:
 
     @property
     def schedule(self) -> str:
-        """The schedule as text, kept beside the lease (a changed cron schedule starts afresh)."""
+        """The schedule as text, kept beside the lease (a changed cron schedule moves the lease)."""
         if self.cron is None:
             return f"every {self.seconds:g}s"
         return f"cron {self.cron} {self.tz or 'UTC'}"

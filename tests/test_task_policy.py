@@ -599,6 +599,30 @@ def test_a_new_cron_expression_starts_at_its_own_next_slot(backend, registry):
     assert backend.run_periodic(hourly, at(11, 0)) is not None
 
 
+def test_two_releases_with_different_cron_expressions_still_run_the_task(backend):
+    """A rolling deploy: masters of the old release (every 5 min) and the new one (every 10 min)
+    take turns at the lease. Each slot of either runs once; neither holds the task off."""
+    old = tasks.PeriodicTask("Report", None, Priority.MEDIUM, "*/5 * * * *", None)
+    new = tasks.PeriodicTask("Report", None, Priority.MEDIUM, "*/10 * * * *", None)
+    when, queued = at(10, 0, 30), []
+    for turn in range(120):  # an hour, one master or the other every 30 s
+        job_id = backend.run_periodic(old if turn % 2 else new, when)
+        if job_id is not None:
+            queued.append(when)
+            backend.cancel(job_id)  # done: the next slot is a new job
+        when += dt.timedelta(seconds=30)
+    assert [(t.hour, t.minute) for t in queued] == [(10 + m // 60, m % 60) for m in range(5, 61, 5)], queued
+    # Once every master runs the new release: the old schedule's pending slot (11:05), then the
+    # new one's own slots only.
+    ran = []
+    for minute in (5, 10, 15, 20, 25, 30):
+        job_id = backend.run_periodic(new, at(11, minute))
+        if job_id is not None:
+            ran.append(minute)
+            backend.cancel(job_id)
+    assert ran == [5, 10, 20, 30]
+
+
 def test_a_period_in_seconds_runs_at_once_then_once_a_period(backend):
     entry = tasks.PeriodicTask("Cron", 300.0, Priority.MEDIUM)
     first = backend.run_periodic(entry, at(10, 0))

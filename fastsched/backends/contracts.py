@@ -337,7 +337,9 @@ class MasterStore(_Connected, _ClusterReads, Protocol):
 
         Slots missed while no master ran are queued once: the lease moves to the first slot after
         ``now``. A period in seconds is queued at once the first time; a cron schedule first at
-        its next slot, and again so when its expression changes. ``now`` None: the server's clock.
+        its next slot; when its expression changes, at the new one's next slot or the old one's pending
+        slot, whichever comes first (two releases at once never hold it off). ``now`` None: the
+        server's clock.
         """
         ...
 

@@ -808,9 +808,12 @@ class SQLBackend:
                     return None  # another master created it meanwhile, and decides this slot
                 if due > at:
                     return None
-            elif entry.cron is not None and row[1] != schedule:
-                # A new cron expression (or zone) starts at its own next slot, not at the old one's.
-                cursor.execute(self._q["move_lease"], {**key, "due": self._to_db_time(entry.next_due(at))})
+            elif entry.cron is not None and row[1] != schedule and self._time(row[0]) > at:
+                # A new cron expression (or zone) runs at its own next slot, or at the pending slot of
+                # the schedule it replaces if that comes first: masters of two releases (a rolling
+                # deploy) then move the lease in turn without ever putting the task off.
+                due = min(self._time(row[0]), entry.next_due(at))
+                cursor.execute(self._q["move_lease"], {**key, "due": self._to_db_time(due)})
                 return None
             elif self._time(row[0]) > at:
                 return None
