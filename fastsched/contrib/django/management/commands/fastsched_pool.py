@@ -8,11 +8,14 @@ import os
 import sys
 from typing import Any
 
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand
 
 from fastsched import cli
+from fastsched.cli.common import Console
 from fastsched.contrib.django import dsn_text
 from fastsched.dsn import DSN_ENV
+from fastsched.exitcodes import ExitCode
 
 
 class Command(BaseCommand):
@@ -26,7 +29,11 @@ class Command(BaseCommand):
         if getattr(namespace, "dsn", None) is None:
             # Through the environment, where fastsched-pool reads it: not on a command line,
             # where the password would show in the process list.
-            os.environ[DSN_ENV] = dsn_text()
+            try:
+                os.environ[DSN_ENV] = dsn_text()
+            except ImproperlyConfigured as exc:  # a setting fastsched reads: a configuration error, as in the CLI
+                Console().error(str(exc))
+                sys.exit(ExitCode.CONFIG)
         code = cli.run_parsed(namespace)
         if code:
             sys.exit(code)
