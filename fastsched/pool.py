@@ -175,6 +175,8 @@ class Pool:
             max_memory_mb=settings.max_memory_per_child,
             kill_grace=settings.kill_grace,
             mono=self._clock.mono,
+            # A cancelled job gets no longer to stop than a stop of the pool would give it.
+            cancel_grace=min(settings.kill_grace, settings.shutdown_grace),
             # The children's clock is the host's; one machine (SQLite) needs no fence (see _lease_expired).
             fence=fence if monotonic is None and not self._one_host else None,
         )

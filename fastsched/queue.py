@@ -324,9 +324,9 @@ class Queue:
 
         A waiting, deferred or failed job is deleted. A running job is stopped by the master that
         runs it, on whichever host: the request goes through the database, the master sends its
-        child SIGTERM (SIGKILL after ``PoolSettings.kill_grace``, 5 s), the job ends ``cancelled`` (kept like a
-        failed job, its last_error naming ``by``, never retried) and the rest of that child's batch
-        goes back to the queue. InvalidState if it is done or cancelled; JobNotFound if there is no
+        child SIGTERM (SIGKILL after the grace: ``kill_grace``, 5 s, or ``shutdown_grace`` if
+        shorter), the job ends ``cancelled`` (kept like a failed job, its last_error naming ``by``,
+        never retried) and the rest of that child's batch goes back to the queue. InvalidState if it is done or cancelled; JobNotFound if there is no
         such job. ``by``: who cancels, for the history (default ``user@host``).
         """
         job_id = as_job_id(job_id)

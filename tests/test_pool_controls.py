@@ -105,6 +105,17 @@ def test_a_job_that_ignores_sigterm_is_killed_after_the_grace_and_ends_cancelled
     assert q.get(job_id).last_error == "cancelled by ops@test"
 
 
+@pytest.mark.parametrize("shutdown_grace", [0.5, 0.0])
+def test_a_cancelled_job_gets_no_longer_to_stop_than_a_stop_of_the_pool_would_give_it(
+    dsn, q, rec, pools, shutdown_grace  # noqa: F811
+):
+    job_id = q.add(Priority.LOW, "stubborn", rec, "stubborn", 120)
+    pool = pools(dsn, host_id="m1", kill_grace=60, shutdown_grace=shutdown_grace)
+    _cancel_when_started(q, rec, "stubborn", job_id)
+    wait_for(lambda: q.get(job_id).state is JobState.CANCELLED, 20, "the job to end cancelled")  # not 60 s
+    assert f"(SIGKILL after {shutdown_grace:g}s)" in pool.log()
+
+
 def test_cancel_from_the_command_line_of_another_process(dsn, q, rec, pools):  # noqa: F811
     job_id = q.add(Priority.HIGH, "record", rec, "long", 60)
     pools(dsn, host_id="m2")

@@ -23,6 +23,7 @@ from fastsched.batching import DEFAULT_BATCH_BUDGET_MS
 from fastsched.config import (
     DEFAULT_CRASH_LIMIT,
     DEFAULT_FETCH_LIMIT,
+    DEFAULT_KILL_GRACE,
     DEFAULT_LEASE,
     DEFAULT_MAX_DURATION_MINUTES,
     DEFAULT_RETENTION,
@@ -222,7 +223,8 @@ START_OPTIONS: tuple[Option, ...] = (
     Option("--lease", "lease", parse_positive_float, "seconds without a heartbeat after which a "
            "master is declared dead and its jobs are released; at least 3 heartbeat intervals (3 s)", f"{DEFAULT_LEASE:g}", "SECONDS"),
     Option("--shutdown-grace", "shutdown_grace", parse_nonneg_float, "seconds running jobs may take "
-           "to finish after the first SIGTERM/SIGINT", f"{DEFAULT_SHUTDOWN_GRACE:g}", "SECONDS"),
+           "to finish after the first SIGTERM/SIGINT (and at most a cancelled job, before SIGKILL: "
+           f"the shorter of this and {DEFAULT_KILL_GRACE:g} s)", f"{DEFAULT_SHUTDOWN_GRACE:g}", "SECONDS"),
     Option("--retry-limit", "retry_limit", parse_nonneg_int, "retries of a failing job before it is "
            "kept as failed", str(DEFAULT_RETRY_LIMIT), "N"),
     Option("--crash-limit", "crash_limit", parse_positive_int, "child processes a job may kill "

@@ -168,6 +168,7 @@ class ChildSet:
         max_duration_minutes: Mapping[int, float],
         kill_grace: float,
         mono: Callable[[], float],
+        cancel_grace: float | None = None,
         timeouts: Callable[[str], float | None] = lambda command: None,
         max_jobs: int = 0,
         max_memory_mb: float = 0.0,
@@ -185,6 +186,8 @@ class ChildSet:
         self._max_memory_mb = max_memory_mb  # ... or whose resident memory passed this; 0: never
         self._max_duration_minutes = max_duration_minutes
         self._kill_grace = kill_grace
+        # A job cancelled while it runs: SIGKILL this long after its SIGTERM (None: kill_grace).
+        self._cancel_grace = kill_grace if cancel_grace is None else cancel_grace
         self._mono = mono
         self._children: dict[int, Child] = {}
         self._stop_flag: Any = None
@@ -574,7 +577,8 @@ class ChildSet:
             if child.kill_reason in STOPPING_ONE_JOB:
                 if mono >= child.kill_at and child.kill_at > 0:
                     child.kill_at = 0.0
-                    log.warning("child %d ignored SIGTERM for %gs: SIGKILL", child.pid, self._kill_grace)
+                    grace = self._cancel_grace if child.kill_reason == KILL_CANCEL else self._kill_grace
+                    log.warning("child %d ignored SIGTERM for %gs: SIGKILL", child.pid, grace)
                     signal_pid(child.pid, signal.SIGKILL)
                 continue
             if not child.inflight or child.kill_reason is not None:
@@ -630,12 +634,15 @@ class ChildSet:
             job = jobs[index]
             child.kill_reason = KILL_CANCEL
             child.term_job = (seq, index)
-            child.kill_at = self._mono() + self._kill_grace if self._kill_grace > 0 else 0.0
+            grace = self._cancel_grace
+            child.kill_at = self._mono() + grace if grace > 0 else 0.0
             log.warning(
                 "job %d %s cancelled by %s while running: SIGTERM to child %d (SIGKILL after %gs); the rest "
-                "of its batch is released", job.id, job.command, by, child.pid, self._kill_grace,
+                "of its batch is released", job.id, job.command, by, child.pid, grace,
             )
             child.progress[protocol.PROGRESS_TERM] = 1.0  # the master's word: the child honours this SIGTERM
             signal_pid(child.pid, signal.SIGTERM)
+            if grace <= 0:
+                signal_pid(child.pid, signal.SIGKILL)
             return True
         return False
