@@ -137,7 +137,7 @@ def capture_sql(backend: Any, dialect: str) -> Iterator[list[str]]:
         original = pymysql.connections.Connection.query
 
         def query(self: Any, sql: Any, unbuffered: bool = False) -> Any:
-            statements.append(sql.decode() if isinstance(sql, bytes) else str(sql))
+            statements.extend(_split_begin(sql.decode() if isinstance(sql, bytes) else str(sql)))
             return original(self, sql, unbuffered)
 
         pymysql.connections.Connection.query = query  # type: ignore[method-assign]
@@ -201,16 +201,26 @@ class StatementTimer:
     def active(self) -> Iterator[None]:
         """Time Connection.query (every statement) and Connection.commit/begin (sent without query())."""
         conn_class = pymysql.connections.Connection
-        originals = {name: getattr(conn_class, name) for name in ("query", "commit", "begin")}
+        originals = {name: getattr(conn_class, name) for name in ("query", "commit", "begin", "next_result")}
         timer = self
+        following: list[str] = []  # the statement sent with a BEGIN: its result comes by next_result
 
         def query(self: Any, sql: Any, unbuffered: bool = False) -> Any:
             started = time.perf_counter()
+            parts = _split_begin(sql.decode() if isinstance(sql, bytes) else str(sql))
             try:
                 return originals["query"](self, sql, unbuffered)
             finally:
-                name = timer.name_of(sql.decode() if isinstance(sql, bytes) else str(sql))
-                timer._add(name, time.perf_counter() - started)
+                timer._add(timer.name_of(parts[0]), time.perf_counter() - started)
+                following[:] = [timer.name_of(part) for part in parts[1:]]
+
+        def next_result(self: Any, unbuffered: bool = False) -> Any:
+            started = time.perf_counter()
+            try:
+                return originals["next_result"](self, unbuffered)
+            finally:
+                if following:
+                    timer._add(following.pop(0), time.perf_counter() - started)
 
         def command(name: str) -> Any:
             def call(self: Any) -> Any:
@@ -225,11 +235,20 @@ class StatementTimer:
         conn_class.query = query  # type: ignore[method-assign]
         conn_class.commit = command("commit")  # type: ignore[method-assign]
         conn_class.begin = command("begin")  # type: ignore[method-assign]
+        conn_class.next_result = next_result  # type: ignore[method-assign]
         try:
             yield
         finally:
             for name, original in originals.items():
                 setattr(conn_class, name, original)
+
+
+def _split_begin(sql: str) -> list[str]:
+    """A statement as the server runs it: a transaction's BEGIN is sent with its first statement
+    (fastsched.backends.mysql.Cursor), ``BEGIN;SELECT ...`` is two."""
+    if sql.startswith("BEGIN;"):
+        return ["BEGIN", sql[len("BEGIN;"):]]
+    return [sql]
 
 
 def _normalize(sql: str) -> str:
