@@ -65,7 +65,9 @@ def test_pause_and_resume_refuse_bad_flags(sqlite_dsn: str, env: dict[str, str])
         (["retry", "1", "--command", "X"], "exactly one of the three"),
         (["retry", "1", "--dry-run"], "--dry-run goes with --all or filters"),
         (["cancel", "--older-than", "soon"], "--older-than: invalid value 'soon'"),
-        (["purge", "--priority", "99"], "priority must be one of"),
+        (["purge", "--priority", "99"], "--priority: priority must be one of"),
+        (["cancel", "--command", "SendMail", "--queue", ""], "--queue: queue must not be empty"),
+        (["retry", "--error", "", "--dry-run"], "--error: error must be a text of 1 to 1000 characters"),
     ]:
         result = run(*args, env=env)
         assert result.returncode == cli.EXIT_CONFIG, (args, result.stdout, result.stderr)

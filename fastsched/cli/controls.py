@@ -77,12 +77,17 @@ def parse_older_than(text: str | None) -> float | None:
 
 
 def parse_filter(args: argparse.Namespace) -> controls.JobFilter:
-    """The filter the options name; ConfigError naming a bad one."""
+    """The filter the options name; ConfigError naming the flag that is wrong."""
+    parts = {"command": args.job_command, "priority": args.priority, "queue": args.queue, "error": args.error,
+             "older_than": parse_older_than(getattr(args, "older_than", None))}
+    for part, value in parts.items():
+        if value is not None:
+            try:
+                controls.JobFilter.of(**{part: value})
+            except InvalidInput as exc:
+                raise ConfigError(f"--{part.replace('_', '-')}: {exc}") from None
     try:
-        return controls.JobFilter.of(
-            command=args.job_command, priority=args.priority, queue=args.queue, error=args.error,
-            older_than=parse_older_than(getattr(args, "older_than", None)),
-        )
+        return controls.JobFilter.of(**parts)
     except InvalidInput as exc:
         raise _as_config_error(exc) from None
 
