@@ -5,6 +5,7 @@ runs the job, whose child is stopped (SIGTERM, or SIGKILL after the grace), the 
 cancelled and the rest of its batch runs once."""
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import time
@@ -114,6 +115,17 @@ def test_a_cancelled_job_gets_no_longer_to_stop_than_a_stop_of_the_pool_would_gi
     _cancel_when_started(q, rec, "stubborn", job_id)
     wait_for(lambda: q.get(job_id).state is JobState.CANCELLED, 20, "the job to end cancelled")  # not 60 s
     assert f"(SIGKILL after {shutdown_grace:g}s)" in pool.log()
+
+
+def test_a_cancel_reaches_a_pool_that_is_stopping(dsn, q, rec, pools):  # noqa: F811
+    job_id = q.add(Priority.HIGH, "record", rec, "holds up the stop", 120)
+    pool = pools(dsn, host_id="m1", shutdown_grace=120)
+    wait_for(lambda: events(rec, "start"), 30, "the job to start")
+    pool.signal(signal.SIGTERM)  # a graceful stop: it waits for the running job, up to the grace
+    wait_for(lambda: "stopping: no new claims" in pool.log(), 30, "the pool to begin its stop")
+    q.cancel(job_id, by="ops@test")
+    assert pool.wait(30) == 0  # not 120 s: the cancelled job no longer holds the stop up
+    assert q.get(job_id).state is JobState.CANCELLED and q.get(job_id).last_error == "cancelled by ops@test"
 
 
 def test_cancel_from_the_command_line_of_another_process(dsn, q, rec, pools):  # noqa: F811

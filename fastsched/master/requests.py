@@ -39,7 +39,8 @@ class OperatorRequests:
         self._runs = 0
 
     def next_due(self) -> float:
-        return math.inf if self._link.down or self._stopping() else self._next
+        # Also while the pool stops: a job that holds up a stop is what an operator cancels then.
+        return math.inf if self._link.down else self._next
 
     def run(self, mono: float) -> None:
         self._next = mono + self._interval
@@ -48,6 +49,8 @@ class OperatorRequests:
         try:
             for job_id, by in self._link.call(DbKind.OTHER, backend.cancel_requests, self._owner):
                 self._children.cancel_job(job_id, by)
+            if self._stopping():
+                return  # nothing is claimed any more: no sweep for the pauses
             self._swept_to, parked = self._link.call(DbKind.WRITE, backend.park_added, self._swept_to)
             if parked:
                 log.info("set aside %d job(s) added since for a pause of their command or queue", parked)
