@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import cast
 
 from fastsched import core
+from fastsched.priority import ALL_PRIORITIES, batch_size
 
 __all__ = [
     "DEFAULT_BATCH_BUDGET_MS",
@@ -145,4 +146,4 @@ def sizing_of(limit: int | BatchSizing) -> BatchSizing:
     jobs a batch for CRITICAL, HIGH and MEDIUM, one for LOW and NEGLIGIBLE)."""
     if isinstance(limit, BatchSizing):
         return limit
-    return BatchSizing([limit if priority <= core.BATCHED_UP_TO else 1 for priority in core.PRIORITIES])
+    return BatchSizing([batch_size(priority, limit) for priority in ALL_PRIORITIES])

@@ -28,6 +28,12 @@ RANK: dict[int, int] = {int(p): rank for rank, p in enumerate(ALL_PRIORITIES)}
 """Priority number -> rank (0 = CRITICAL ... 4 = NEGLIGIBLE), the index of every per-priority list."""
 
 
+def rank_or_medium(priority: int) -> int:
+    """The rank of ``priority``; MEDIUM's for a number outside the five (a claimed row that bad is
+    the database's to fix, and must not stop a batch from being tracked)."""
+    return RANK.get(priority, RANK[Priority.MEDIUM])
+
+
 def batch_size(priority: int, fetch_limit: int) -> int:
     """How many jobs of ``priority`` one child takes at once."""
     return fetch_limit if priority <= BATCHED_UP_TO else 1

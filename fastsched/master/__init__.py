@@ -3,6 +3,8 @@
 - ``childset``   the children: spawn, send, receive, deaths, run-time limits; reports events
 - ``settle``     a pure function: what a child reported -> the outcome of each job of its batch
 - ``completer``  the buffer of outcomes and the only path that writes them
+- ``dispatch``   the loop's claim step: which children to feed, the plan, the claim, handing out batches
+- ``recorder``   a batch that ended: settled into the completer, counted, logged
 - ``claimer``    claims, split over connections where the dialect runs transactions in parallel
 - ``counts``     the planner's copy of the waiting and running counts ("at least" for capped ones)
 - ``coalesce``   whether to wait for a batch about to end before claiming

@@ -13,6 +13,7 @@ import collections
 import dataclasses
 import logging
 import math
+import multiprocessing.connection
 import os
 import signal
 import threading
@@ -22,7 +23,7 @@ from typing import Any, NamedTuple
 from fastsched import child_process, protocol
 from fastsched.jobs import ClaimedJob
 from fastsched.master.settle import BatchReport, Ended
-from fastsched.priority import RANK, Priority
+from fastsched.priority import RANK, rank_or_medium
 from fastsched.protocol import Note
 from fastsched.retry_policy import describe_priority
 
@@ -272,7 +273,7 @@ class ChildSet:
         child.jobs_sent += len(jobs)
         if self._max_jobs and child.jobs_sent >= self._max_jobs and not child.retiring:
             self._retire(child, f"it was given {child.jobs_sent} jobs (--max-jobs-per-child {self._max_jobs})")
-        child.inflight.append(Flight(seq, jobs, RANK.get(jobs[0].priority, RANK[Priority.MEDIUM]), expected))
+        child.inflight.append(Flight(seq, jobs, rank_or_medium(jobs[0].priority), expected))
         self._send(child, protocol.BatchMessage(seq, [job[:5] for job in jobs]))
 
     def prefetchable(self, mono: float, lead: float, late: float) -> list[Child]:
@@ -369,6 +370,10 @@ class ChildSet:
                 objects.append(child.conn)
             objects.append(child.process.sentinel)
         return objects
+
+    def collect(self) -> list[Event]:
+        """Events from what the children have already reported (no wait)."""
+        return self.handle(multiprocessing.connection.wait(self.wait_objects(), 0))
 
     def handle(self, ready: Iterable[Any]) -> list[Event]:
         """Events from the objects of :meth:`wait_objects` that are ready."""

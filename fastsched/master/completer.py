@@ -100,6 +100,13 @@ class Completer:
         self._finished_ranks.clear()
         return True
 
+    def write_late(self, outcomes: Outcomes, now: dt.datetime | None = None) -> int:
+        """Write outcomes our claims no longer cover (we were declared dead): to the jobs no master
+        has claimed since, and only those; how many were written. DatabaseError raised."""
+        return int(self._link.call(
+            DbKind.WRITE, self._link.backend.write_released_outcomes, now or self._wall(), outcomes
+        ))
+
     def for_claim(self, now: dt.datetime) -> ClaimWrites:
         """Take the buffer for the next claim: what goes into the claim's transaction, and what
         (if anything) to write beside it at the same time. Then :meth:`after_claim`."""
