@@ -25,7 +25,7 @@ from fastsched.backends import OperatorStore, open_backend
 from fastsched.config import DEFAULT_LEASE
 from fastsched.dsn import DSN
 from fastsched.errors import FastschedError
-from fastsched.master.metrics import DbKind, PoolMetrics
+from fastsched.master.metrics import DbKind, PoolMetrics, exported_counters
 from fastsched.priority import Priority
 
 log = logging.getLogger("fastsched.http")  # one logger for everything the HTTP side says
@@ -35,27 +35,6 @@ HISTORY_INTERVAL = 2.0  # seconds between history samples
 HISTORY_SAMPLES = 450  # samples kept: 15 minutes at HISTORY_INTERVAL
 # Seconds: a claim cycle is well under a millisecond when idle, tens of ms on a busy MySQL.
 CYCLE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
-# Pool.metrics counters exposed as fastsched_<name>_total, with their help text.
-POOL_COUNTERS = {
-    "jobs_failed": "jobs this master failed (kept for a person: retries or crashes exhausted, unknown command)",
-    "jobs_retried": "jobs that raised and were put back for another attempt",
-    "jobs_deferred": "jobs that deferred themselves (fastsched.defer())",
-    "jobs_released": "claimed jobs given back unstarted (shutdown, database outage)",
-    "jobs_crashed": "jobs whose child process died while running them",
-    "jobs_timed_out": "jobs stopped at their priority's run-time limit",
-    "jobs_cancelled": "running jobs this master stopped at an operator's request (kept as cancelled)",
-    "jobs_claimed": "jobs claimed",
-    "claims": "claim transactions",
-    "batches": "batches sent to children",
-    "batches_prefetched": "batches sent to a child while it ran another (prefetch: its next batch waits in its pipe)",
-    "prefetch_revoked": "prefetched batches taken back unstarted so that waiting CRITICAL work runs first",
-    "cycles": "cycles of the master's loop",
-    "db_errors": "database errors seen by the master",
-    "children_started": "child processes started",
-    "children_died": "child processes that exited",
-}
-
-
 class Monitor:
     """What the endpoints show: the status (read through a backend of its own, cached), the
     history of samples and the pool's counters and cycle histograms."""
@@ -262,7 +241,7 @@ def _pool_metrics(metrics: PoolMetrics, monitor: Monitor) -> Iterator[Metric]:
     for p in Priority:
         completed.add_metric([p.name], by_priority.get(int(p), 0))
     yield completed
-    for key, help_text in POOL_COUNTERS.items():
+    for key, help_text in exported_counters():
         counter = CounterMetricFamily(f"fastsched_{key}", help_text)
         counter.add_metric([], getattr(metrics, key))
         yield counter

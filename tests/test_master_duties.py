@@ -233,12 +233,28 @@ def test_coalescing_waits_for_a_batch_about_to_end_but_never_longer_than_its_lim
     assert slow.hold(0.49, 1, [0.0]) <= COALESCE_MAX
 
 
-def test_pool_metrics_flatten_for_the_performance_line() -> None:
+def test_pool_metrics_tell_how_much_each_counter_grew_since_a_copy() -> None:
     metrics = PoolMetrics()
     metrics.add_db_time(DbKind.CLAIM, 0.25)
     metrics.jobs_done += 3
-    flat = metrics.counters()
-    assert flat["jobs_done"] == 3 and flat["db_claim_seconds"] == 0.25 == flat["db_seconds"]
-    assert {f"db_{kind.value}_seconds" for kind in DbKind} <= set(flat)
-    assert all(isinstance(value, float) for value in flat.values())
+    metrics.jobs_done_by_priority[20] += 3
+    mark = metrics.copy()
+    metrics.add_db_time(DbKind.WRITE, 0.5)
+    metrics.jobs_done += 2
+    metrics.jobs_done_by_priority[20] += 2
+    metrics.workers = 4
+    grown = metrics.since(mark)
+    assert grown.jobs_done == 2 and grown.jobs_done_by_priority[20] == 2
+    assert grown.db_seconds == 0.5 == grown.db_seconds_by_kind[DbKind.WRITE]
+    assert grown.db_seconds_by_kind[DbKind.CLAIM] == 0.0
+    assert grown.workers == 4  # a gauge is what it is now
+    assert mark.jobs_done == 3 and mark.db_seconds_by_kind[DbKind.WRITE] == 0.0  # the copy did not move
 
+
+def test_every_exported_counter_is_a_counter_of_the_master() -> None:
+    from fastsched.master.metrics import exported_counters
+
+    names = [name for name, _ in exported_counters()]
+    assert "jobs_failed" in names and "claims" in names and "children_died" in names
+    assert "workers" not in names and "db_up" not in names  # gauges are exported as gauges
+    assert all(isinstance(getattr(PoolMetrics(), name), int) for name in names)

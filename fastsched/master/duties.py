@@ -353,7 +353,7 @@ class LogLines:
         self.last_stats: list[Any] = []  # the last stats() read
         self._stats_due = 0.0
         self._stats_read_at = 0.0
-        self._mark: dict[str, float] = {}
+        self._mark: PoolMetrics | None = None  # the numbers at the last Performance line
         self._mark_at: float | None = None
 
     def next_due(self) -> float:
@@ -413,38 +413,34 @@ class LogLines:
 
     def _performance_line(self, mono: float) -> None:
         metrics = self._metrics
-        now = metrics.counters()
         mark = self._mark
         elapsed = max(mono - (self._mark_at if self._mark_at is not None else mono - LOG_INTERVAL), 1e-9)
-        done = now["jobs_done"] - mark.get("jobs_done", 0)
-        if mark or done:
-
-            def delta(key: str) -> float:
-                return now[key] - mark.get(key, 0.0)
-
-            db = {kind.value: round(delta(f"db_{kind.value}_seconds"), 6) for kind in DbKind}
-            db_total = delta("db_seconds")
-            rest = max(delta("cycle_seconds") - db_total, 0.0)
+        grown = metrics.since(mark if mark is not None else PoolMetrics())
+        done = grown.jobs_done
+        if mark is not None or done:
+            db = {kind.value: round(grown.db_seconds_by_kind[kind], 6) for kind in DbKind}
+            db_total = grown.db_seconds
+            rest = max(grown.cycle_seconds - db_total, 0.0)
             log.info(
                 "Performance: %d jobs done (%.1f/s), %d failed, %d retried, %d deferred, %d crashed - "
                 "db %.3fs (count %.3f, stat %.3f, claim %.3f, write %.3f, other %.3f), rest %.3fs, jobs %.3fs, "
                 "%d claims, %d cycles (last %.2f ms)",
                 done, done / elapsed,
-                delta("jobs_failed"), delta("jobs_retried"), delta("jobs_deferred"), delta("jobs_crashed"),
+                grown.jobs_failed, grown.jobs_retried, grown.jobs_deferred, grown.jobs_crashed,
                 db_total, db["count"], db["stat"], db["claim"], db["write"], db["other"], rest,
-                delta("job_seconds"), delta("claims"), delta("cycles"), metrics.last_cycle_seconds * 1000,
+                grown.job_seconds, grown.claims, grown.cycles, metrics.last_cycle_seconds * 1000,
                 extra={"fields": {
                     "event": "performance", "interval_seconds": round(elapsed, 3), "jobs_done": done,
-                    "jobs_per_second": round(done / elapsed, 3), "jobs_failed": int(delta("jobs_failed")),
-                    "jobs_retried": int(delta("jobs_retried")), "jobs_deferred": int(delta("jobs_deferred")),
-                    "jobs_crashed": int(delta("jobs_crashed")), "db_seconds": round(db_total, 6),
+                    "jobs_per_second": round(done / elapsed, 3), "jobs_failed": grown.jobs_failed,
+                    "jobs_retried": grown.jobs_retried, "jobs_deferred": grown.jobs_deferred,
+                    "jobs_crashed": grown.jobs_crashed, "db_seconds": round(db_total, 6),
                     **{f"db_{kind}_seconds": value for kind, value in db.items()},
-                    "rest_seconds": round(rest, 6), "job_seconds": round(delta("job_seconds"), 6),
-                    "claims": int(delta("claims")), "cycles": int(delta("cycles")),
+                    "rest_seconds": round(rest, 6), "job_seconds": round(grown.job_seconds, 6),
+                    "claims": grown.claims, "cycles": grown.cycles,
                     "last_cycle_seconds": round(metrics.last_cycle_seconds, 6),
                 }},
             )
-        self._mark = now
+        self._mark = metrics.copy()
         self._mark_at = mono
 
 
