@@ -218,12 +218,13 @@ def run_batch(
 
     loads = json.loads
     get = tasks.get
-    ctx = context
+    begin_job, set_args, take_deferral = context.begin_job, context.set_args, context.take_deferral
     policy_of = (default_registry.policies() if policies is None else policies).get
     iscoroutine = inspect.iscoroutine
     progress[PROGRESS_INDEX] = -1.0
     progress[PROGRESS_SEQ] = seq
     index = 0
+    end_batch = context.end_batch
     run_command: Any = None  # the command of the current run of jobs, for timings
     run_jobs = 0
     run_started = 0.0
@@ -239,7 +240,7 @@ def run_batch(
                     timings.append((run_command, run_jobs, now - run_started))
                 run_command, run_jobs, run_started = command, 0, now
             run_jobs += 1
-        ctx._job = job
+        begin_job(job)
         parameter = job[2]
         if parameter == "[]":
             args: Any = []
@@ -259,7 +260,7 @@ def run_batch(
             append((index, FATAL, f"unknown command: {job[1]}"))
             index += 1
             continue
-        ctx._args = args
+        set_args(args)
         _in_job = True
         try:
             result = function(*args)
@@ -277,17 +278,16 @@ def run_batch(
                 append((index, FATAL, mismatch))
             else:
                 append((index, ERROR, truncate_error(traceback.format_exc())))
-            ctx._deferred = False
+            take_deferral()  # a defer() before the exception says nothing: the exception decides
         else:
             _in_job = False
-            if ctx._deferred:
-                append((index, DEFER, ctx._defer_delay))
-                ctx._deferred = False
+            deferred, delay = take_deferral()
+            if deferred:
+                append((index, DEFER, delay))
         index += 1
     if run_jobs and timings is not None:
         timings.append((run_command, run_jobs, monotonic() - run_started))
-    ctx._job = None
-    ctx._args = None
+    end_batch()
     return index
 
 
@@ -349,12 +349,11 @@ def child_main(
         _die_with_parent(master_pid)
         if fence is not None:
             threading.Thread(target=_guard_fence, args=(fence,), name="fastsched-fence", daemon=True).start()
-        context._retry_limit = retry_limit
-        context._retry_limits = {
+        context.set_retry_limits(retry_limit, {
             name: policy.retry_limit
             for name, policy in default_registry.policies().items()
             if policy.retry_limit is not None
-        }
+        })
         for hook in default_registry.child_start_hooks():
             _run_child_start_hook(hook)
         recv = conn.recv

@@ -67,7 +67,7 @@ class JobContext:
     args: tuple[Any, ...]
 
 
-# Set by fastsched.child_process around each job (the child's hot loop writes these globals directly).
+# Set by fastsched.child_process around each job, through the functions below.
 _job: tuple[Any, ...] | None = None  # (id, command, parameter, priority, retrial)
 _args: Any = None  # the decoded args of _job
 _deferred = False  # defer() was called during this job
@@ -104,3 +104,38 @@ def defer(delay: float | None = None) -> bool:
     _defer_delay = delay
     limit = _retry_limits.get(job[1], _retry_limit)
     return limit < 0 or job[4] + 1 <= limit
+
+
+# --- the child's side (fastsched.child_process) ---------------------------------------------------
+def set_retry_limits(pool_limit: int, task_limits: dict[str, int]) -> None:
+    """Once per child: the pool's retry limit and each task's own, for defer()'s answer."""
+    global _retry_limit, _retry_limits
+    _retry_limit = pool_limit
+    _retry_limits = task_limits
+
+
+def begin_job(job: tuple[Any, ...]) -> None:
+    """A job (``protocol.JobToRun`` fields) starts: current_job() names it, its args not yet decoded."""
+    global _job, _args
+    _job = job
+    _args = None
+
+
+def set_args(args: Any) -> None:
+    """The decoded args of the job that started."""
+    global _args
+    _args = args
+
+
+def take_deferral() -> tuple[bool, float | None]:
+    """Whether the job that ended called defer(), and the delay it asked for; forgotten for the next job."""
+    global _deferred
+    deferred, _deferred = _deferred, False
+    return deferred, _defer_delay
+
+
+def end_batch() -> None:
+    """No job runs: current_job() and defer() raise NotInJob again."""
+    global _job, _args
+    _job = None
+    _args = None

@@ -160,11 +160,11 @@ def test_defer_says_whether_another_attempt_comes_and_checks_its_delay(registry)
     def deferring(delay):
         answers.append(fastsched.defer(delay))
 
-    context._retry_limit = 3  # what child_main sets from PoolSettings.retry_limit
+    context.set_retry_limits(3, {})  # what child_main sets from PoolSettings.retry_limit
     try:
         run([(1, "deferring", "[null]", 30, 2), (2, "deferring", "[0]", 30, 3)], registry)
     finally:
-        context._retry_limit = -1
+        context.set_retry_limits(-1, {})
     assert answers == [True, False]  # retrial 3 -> 4 is past the limit of 3: the job will fail
 
 
