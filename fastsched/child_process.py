@@ -233,15 +233,14 @@ def run_batch(
             break
         progress[PROGRESS_START] = now = monotonic()
         progress[PROGRESS_INDEX] = index
+        _, command, parameter, _, _ = job  # protocol.JobToRun's fields
         if timings is not None:
-            command = job[1]
             if command != run_command:
                 if run_jobs:
                     timings.append((run_command, run_jobs, now - run_started))
                 run_command, run_jobs, run_started = command, 0, now
             run_jobs += 1
         begin_job(job)
-        parameter = job[2]
         if parameter == "[]":
             args: Any = []
         else:
@@ -255,9 +254,9 @@ def run_batch(
                 append((index, FATAL, f"parameter must be a JSON array of args, got {type(args).__name__}"))
                 index += 1
                 continue
-        function = get(job[1])
+        function = get(command)
         if function is None:
-            append((index, FATAL, f"unknown command: {job[1]}"))
+            append((index, FATAL, f"unknown command: {command}"))
             index += 1
             continue
         set_args(args)
@@ -270,7 +269,7 @@ def run_batch(
             _in_job = False
             if _terminating or isinstance(exc, _Terminated):
                 _exit(EXIT_TERMINATED)
-            ended = _ended_by_policy(exc, policy_of(job[1]))
+            ended = _ended_by_policy(exc, policy_of(command))
             mismatch = _signature_mismatch(function, args) if ended is None and isinstance(exc, TypeError) else None
             if ended is not None:
                 append((index, ended[0], ended[1]))
@@ -365,7 +364,7 @@ def child_main(
                 break  # the master is gone or closed our pipe
             if message is None:
                 break
-            seq, jobs = message  # a protocol.BatchMessage
+            seq, jobs = message  # a protocol.BatchMessage (unpacked: its fields in order)
             started = monotonic()
             timings: list[tuple[str, int, float]] = []
             processed = run_batch(seq, jobs, tasks, progress, stop, send, fence=fence, timings=timings)

@@ -38,12 +38,11 @@ import datetime as dt
 import importlib
 import logging
 import multiprocessing
-import multiprocessing.connection
 import os
 import signal
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import Any
 
 from fastsched import retry_policy, tasks
 from fastsched.backends import one_host
@@ -66,7 +65,7 @@ from fastsched.master.claimer import Claimer
 from fastsched.master.coalesce import Coalescer
 from fastsched.master.completer import Completer
 from fastsched.master.counts import CountsCache
-from fastsched.master.dblink import DB_RETRY_MAX, DB_RETRY_MIN, DbLink, Lease
+from fastsched.master.dblink import DB_RETRY_MIN, DbLink, Lease
 from fastsched.master.dispatch import Dispatcher
 from fastsched.master.duties import (
     Duty,
@@ -87,11 +86,9 @@ from fastsched.master.recorder import OutcomeRecorder
 from fastsched.master.registration import Registration
 from fastsched.master.requests import OperatorRequests
 from fastsched.master.settle import Ended, SettlePolicy
+from fastsched.master.waiting import Wakeups
 from fastsched.priority import Priority
 from fastsched.validation import queue_set
-
-if TYPE_CHECKING:
-    from fastsched.wakeup import Listener
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +101,6 @@ __all__ = [
     "Pool",
     "utcnow",
 ]
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,9 +192,7 @@ class Pool:
         self._stopping = False
         self._forced = False
         self._woken = False  # a wake-up arrived since the last cycle: a job was added on this host
-        self._wake_r = -1
-        self._wake_w = -1
-        self._listener: Listener | None = None
+        self._wakeups = Wakeups()
 
     def _open_backend(self) -> MasterStore:
         from fastsched.backends import open_backend
@@ -218,11 +212,7 @@ class Pool:
             self._forced = True
             self._children.kill_now()
         self._children.raise_stop_flag()
-        if self._wake_w >= 0:
-            try:
-                os.write(self._wake_w, b"s")
-            except OSError:
-                pass
+        self._wakeups.poke()
 
     def run(self, install_signal_handlers: bool = False) -> int:
         """Run until stopped (or, with ``settings.until_empty``, until nothing is left to run).
@@ -277,9 +267,6 @@ class Pool:
         if not self._tasks:
             log.warning("no task is registered: every job claimed is handed back as 'unknown command' (give --import)")
 
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
         # Children first: forked before the database connection exists, they inherit no socket of it.
         self._children.spawn(settings.workers)
         registration = self._start()
@@ -296,12 +283,7 @@ class Pool:
             PeriodicTasks(self._link, tasks.default_registry, settings.maintenance_interval, clock.wall, stopping),
             LogLines(self._link, self.metrics, settings, self._load_view, clock.wall),
         ]
-        from fastsched import wakeup
-
-        try:
-            self._listener = wakeup.Listener(settings.dsn.identity, self._host)
-        except OSError as exc:
-            log.warning("no wake-up socket (%s): new jobs are found by polling every %gs", exc, settings.poll_interval)
+        self._wakeups.open(settings.dsn.identity, self._host, settings.poll_interval)
         log.info(
             "pool started: master pid %d, children %s, %d commands registered",
             registration.pid, self._children.pids(), len(self._tasks),
@@ -409,31 +391,17 @@ class Pool:
             self._wait(max(next_deadline(deadlines) - mono(), 0.0))
 
     def _wait(self, timeout: float) -> None:
-        objects: list[Any] = [self._wake_r]
-        if self._listener is not None:
-            objects.append(self._listener)
-        objects.extend(self._children.wait_objects())
-        ready = multiprocessing.connection.wait(objects, timeout)
-        if not ready:
-            return
-        if self._wake_r in ready:
-            try:
-                while os.read(self._wake_r, 512):
-                    pass
-            except OSError:
-                pass
-        listener = self._listener
-        if listener is not None and any(obj is cast(Any, listener) for obj in ready):
-            listener.drain()
+        woken = self._wakeups.wait(self._children.wait_objects(), timeout)
+        if woken.added:
             self._woken = True
-            added = listener.take_added()
             if self._queues:
                 # A wake-up names the job's priority, not its queue: the copy cannot tell whether it
                 # is one of ours, so the counts are read again (for the jobs of our queues only).
                 self._counts.mark_stale()
             else:
-                self._counts.added(added)
-        self._on_events(self._children.handle(ready))
+                self._counts.added(woken.priorities)
+        if woken.ready:
+            self._on_events(self._children.handle(woken.ready))
 
     # ----------------------------------------------------------------------------- what the children report
     def _on_events(self, events: list[Event]) -> None:
@@ -555,26 +523,13 @@ class Pool:
         """Let the children go, write what is pending, unregister. Returns the exit code."""
         self._stopping = True
         self._on_events(self._children.finish())
-        completer, registration = self._parts.completer, self._parts.registration
-        # The last outcomes (done, released) must reach the database, or the jobs re-run after the lease.
-        mono = self._clock.mono
-        deadline = mono() + max(self._lease_seconds / 2, DB_RETRY_MIN)
-        delay = DB_RETRY_MIN
-        while True:
-            if completer.write():
-                try:
-                    registration.unregister()
-                    break
-                except DatabaseError:
-                    pass
-            if mono() >= deadline:
-                log.error(
-                    "could not write the last %d outcomes or unregister: %s; other masters will release "
-                    "this master's claims after the lease", len(completer), self._link.last_error,
-                )
-                return EXIT_DB_UNREACHABLE
-            self._clock.sleep(delay)
-            delay = min(delay * 2, DB_RETRY_MAX)
+        completer = self._parts.completer
+        if not self._parts.registration.leave(completer.write, max(self._lease_seconds / 2, DB_RETRY_MIN)):
+            log.error(
+                "could not write the last %d outcomes or unregister: %s; other masters will release "
+                "this master's claims after the lease", len(completer), self._link.last_error,
+            )
+            return EXIT_DB_UNREACHABLE
         m = self.metrics
         log.info(
             "pool stopped: %d jobs done, %d failed, %d retried, %d deferred, %d released, %d crashed",
@@ -588,16 +543,7 @@ class Pool:
             self._watchdog.stop()
             self._watchdog = None
         self._children.close()
-        if self._listener is not None:
-            self._listener.close()
-            self._listener = None
-        for fd in (self._wake_r, self._wake_w):
-            if fd >= 0:
-                try:
-                    os.close(fd)
-                except OSError:
-                    pass
-        self._wake_r = self._wake_w = -1
+        self._wakeups.close()
         if self._started is not None:
             for part in (self._started.completer, self._started.claimer):
                 with contextlib.suppress(Exception):

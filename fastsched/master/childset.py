@@ -24,7 +24,7 @@ from fastsched import child_process, protocol
 from fastsched.jobs import ClaimedJob
 from fastsched.master.settle import BatchReport, Ended
 from fastsched.priority import RANK, rank_or_medium
-from fastsched.protocol import Note
+from fastsched.protocol import Note, NoteMessage, Reply
 from fastsched.retry_policy import describe_priority
 
 log = logging.getLogger("fastsched.pool")  # the pool's story is one logger, whichever module tells it
@@ -406,23 +406,27 @@ class ChildSet:
                 log.error("child %d sent an unreadable message (%s): killing it", child.pid, exc)
                 signal_pid(child.pid, signal.SIGKILL)
                 return
-            if not child.inflight or child.inflight[0].seq != message[1]:
-                log.error("child %d sent a message for batch %s it was not running: ignored", child.pid, message[1])
-            elif message[0] == protocol.DONE:
+            if not isinstance(message, (Reply, NoteMessage)):
+                log.error("child %d sent a message that is neither a reply nor a note: killing it", child.pid)
+                signal_pid(child.pid, signal.SIGKILL)
+                return
+            if not child.inflight or child.inflight[0].seq != message.seq:
+                log.error("child %d sent a message for batch %s it was not running: ignored", child.pid, message.seq)
+            elif isinstance(message, Reply):
                 flight = child.inflight.popleft()
                 if child.inflight:
                     child.running_since = self._mono()  # the batch sent ahead begins now
                 notes, child.notes = child.notes, []
-                report = BatchReport(Ended.REPLIED, processed=int(message[2]), notes=notes)
-                timings = tuple(message[4]) if len(message) > 4 else ()
-                events.append(BatchEnded(child.pid, flight, report, float(message[3]), timings=timings))
+                report = BatchReport(Ended.REPLIED, processed=int(message.processed), notes=notes)
+                timings = tuple(message.timings)
+                events.append(BatchEnded(child.pid, flight, report, float(message.seconds), timings=timings))
                 if not child.inflight and not child.exiting and self._exit_when_idle:
                     child.exiting = True
                     self._send(child, None)
                 else:
                     self._retire_if_spent(child)
             else:
-                child.notes.append(Note(message[2], message[3], message[4]))
+                child.notes.append(Note(message.job_index, message.kind, message.payload))
 
     def _death_reason(self, child: Child) -> str | None:
         if child.kill_reason is not None:

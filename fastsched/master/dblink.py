@@ -9,7 +9,7 @@ quarter of the lease). A connection that dropped is closed, so the next call rec
 :class:`Lease` is the one published value the outage policy reads: the monotonic time until which
 this master's claims are safe, half a lease after its last successful heartbeat (after one lease
 another master recovers them and runs the jobs again). The loop's outage duty and the watchdog
-thread both read :attr:`Lease.valid_until`; children will read the same value to fence themselves.
+thread both read :attr:`Lease.valid_until`, and the children fence themselves on the same value.
 """
 from __future__ import annotations
 
@@ -35,24 +35,30 @@ DB_ERROR_LOG_INTERVAL = 30.0  # seconds between "still unreachable" warnings
 
 class Lease:
     """Until when this master's claims are safe (monotonic seconds): half a lease after the last
-    successful heartbeat. Written by the loop's thread only; a float store is atomic, so the
-    watchdog thread reads it without a lock."""
+    successful heartbeat. Written by the loop's thread only.
 
-    def __init__(self, lease: float, fence: Any = None) -> None:
+    ``published``: where the value lives, the one copy every reader reads: the loop (may it still
+    claim), the watchdog thread and the outage duty (must the children die), and the children,
+    who fence themselves on it (shared memory, ``fastsched.child_process``). A float store is
+    atomic, so the watchdog and the children read it without a lock. None: a copy of its own
+    (in-process tests, a pool whose children are not fenced)."""
+
+    def __init__(self, lease: float, published: Any = None) -> None:
         self.seconds = lease
         self.renewed_at = -math.inf  # monotonic time of the last successful heartbeat
-        self.valid_until = -math.inf
-        self._fence = fence  # the children's copy (shared memory), when they fence themselves
+        self._published = published if published is not None else [-math.inf]
+
+    @property
+    def valid_until(self) -> float:
+        return float(self._published[0])
 
     def renew(self, mono: float) -> None:
         self.renewed_at = mono
-        self.valid_until = mono + self.seconds / 2
-        if self._fence is not None:
-            self._fence[0] = self.valid_until
+        self._published[0] = mono + self.seconds / 2
 
     def valid(self, mono: float) -> bool:
         """Whether this master may still dispatch: its last heartbeat is younger than half the lease."""
-        return mono < self.valid_until
+        return mono < self._published[0]
 
 
 class DbLink:

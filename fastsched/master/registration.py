@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from fastsched import pidfile
 from fastsched.backends.base import ProcessInfo, claim_owner
-from fastsched.errors import DatabaseUnavailable, PoolAlreadyRunning
+from fastsched.errors import DatabaseError, DatabaseUnavailable, PoolAlreadyRunning
 from fastsched.master.childset import ChildSet
 from fastsched.master.dblink import DB_RETRY_MAX, DB_RETRY_MIN, DbLink
 from fastsched.master.metrics import DbKind
@@ -151,3 +151,21 @@ class Registration:
         path: nothing is left for the lease to expire)."""
         self.release()
         self._link.call(DbKind.WRITE, self._link.backend.unregister, self.host, self.pid)
+
+    def leave(self, write_last: Callable[[], bool], within: float) -> bool:
+        """``write_last()`` (the last outcomes: done, released), then :meth:`unregister`, retried
+        with a back-off for ``within`` seconds; False when the database did not let us. The last
+        outcomes must reach the database first, or their jobs run again after the lease."""
+        deadline = self._mono() + within
+        delay = DB_RETRY_MIN
+        while True:
+            if write_last():
+                try:
+                    self.unregister()
+                    return True
+                except DatabaseError:
+                    pass
+            if self._mono() >= deadline:
+                return False
+            self._sleep(delay)
+            delay = min(delay * 2, DB_RETRY_MAX)
