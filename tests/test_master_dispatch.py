@@ -10,7 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import math
-import multiprocessing
 from collections.abc import Sequence
 from typing import Any
 
@@ -33,6 +32,7 @@ from fastsched.master.metrics import PoolMetrics
 from fastsched.master.recorder import OutcomeRecorder
 from fastsched.master.settle import SettlePolicy
 from fastsched.priority import RANK
+from tests.masterkit import FakeContext
 
 NOW = dt.datetime(2030, 1, 2, 3, 4, 5)
 CRITICAL, HIGH, MEDIUM, LOW, NEGLIGIBLE = 10, 20, 30, 40, 50
@@ -46,35 +46,6 @@ class Time:
 
     def mono(self) -> float:
         return self.now
-
-
-class FakeProcess:
-    pids = itertools.count(5000)
-
-    def __init__(self, target: Any, args: Any, name: str) -> None:
-        self.pid = next(self.pids)
-        self.sentinel = -self.pid
-        self.exitcode: int | None = None
-
-    def start(self) -> None:
-        pass
-
-    def join(self, timeout: float | None = None) -> None:
-        pass
-
-
-class FakeContext:
-    """multiprocessing's fork context, without the fork."""
-
-    Process = FakeProcess
-
-    @staticmethod
-    def RawArray(kind: str, size: int) -> list[float]:
-        return [0.0] * size
-
-    @staticmethod
-    def Pipe(duplex: bool = True) -> Any:
-        return multiprocessing.Pipe(duplex)
 
 
 class Database:

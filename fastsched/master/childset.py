@@ -208,6 +208,10 @@ class ChildSet:
     def pids(self) -> list[int]:
         return sorted(self._children)
 
+    def child(self, pid: int) -> Child:
+        """The child ``pid`` (KeyError: not one of ours)."""
+        return self._children[pid]
+
     def free(self) -> list[Child]:
         return [child for child in self._children.values() if child.free]
 
