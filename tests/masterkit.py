@@ -37,3 +37,21 @@ class FakeContext:
     @staticmethod
     def Pipe(duplex: bool = True) -> Any:
         return multiprocessing.Pipe(duplex)
+
+
+class FakeTime:
+    """A monotonic clock that moves only when a test moves it (``now``), and a sleep that moves it."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def mono(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds

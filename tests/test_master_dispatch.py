@@ -32,20 +32,12 @@ from fastsched.master.metrics import PoolMetrics
 from fastsched.master.recorder import OutcomeRecorder
 from fastsched.master.settle import SettlePolicy
 from fastsched.priority import RANK
-from tests.masterkit import FakeContext
+from tests.masterkit import FakeContext, FakeTime
 
 NOW = dt.datetime(2030, 1, 2, 3, 4, 5)
 CRITICAL, HIGH, MEDIUM, LOW, NEGLIGIBLE = 10, 20, 30, 40, 50
 POLL = 0.5
 LEASE = 8.0
-
-
-class Time:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def mono(self) -> float:
-        return self.now
 
 
 class Database:
@@ -118,7 +110,7 @@ class Master:
     def __init__(
         self, db: Database, *, workers: int = 2, max_load: float = 0.0, load: float = 0.0, fetch_limit: int = 100,
     ) -> None:
-        self.time = Time()
+        self.time = FakeTime(100.0)
         self.db = db
         self.metrics = PoolMetrics()
         self.load = load

@@ -14,19 +14,11 @@ from fastsched.jobs import ClaimedJob
 from fastsched.master import childset
 from fastsched.master.childset import KILL_CANCEL, KILL_TIMEOUT, LIMIT_CHECK_INTERVAL, Child, ChildSet
 from fastsched.master.duties import RunTimeLimits
-from tests.masterkit import FakeContext
+from tests.masterkit import FakeContext, FakeTime
 
 HIGH, LOW = 20, 40
 HIGH_LIMIT = 60.0  # seconds: HIGH's max_duration_minutes of 1
 GRACE = 5.0
-
-
-class Time:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -36,7 +28,7 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> list[tuple[int, int]]:
     return signals
 
 
-def make_children(time: Time, timeouts: dict[str, float] | None = None) -> ChildSet:
+def make_children(time: FakeTime, timeouts: dict[str, float] | None = None) -> ChildSet:
     own = timeouts or {}
     kids = ChildSet(
         FakeContext(), tasks={}, retry_limit=3, limits={HIGH: HIGH_LIMIT, LOW: None},
@@ -62,7 +54,7 @@ def running(kids: ChildSet, jobs: list[ClaimedJob], index: int, since: float) ->
 
 
 def test_a_job_past_its_priority_s_limit_gets_sigterm_then_sigkill_a_grace_later(sent: list[tuple[int, int]]) -> None:
-    time = Time()
+    time = FakeTime()
     kids = make_children(time)
     duty = RunTimeLimits(kids)
     child = running(kids, [job(1), job(2)], index=1, since=time.now)
@@ -85,7 +77,7 @@ def test_a_job_past_its_priority_s_limit_gets_sigterm_then_sigkill_a_grace_later
 
 
 def test_a_priority_without_a_limit_runs_on_and_the_duty_is_never_due(sent: list[tuple[int, int]]) -> None:
-    time = Time()
+    time = FakeTime()
     kids = make_children(time)
     running(kids, [job(1, LOW)], index=0, since=time.now - 10 * 3600)
     duty = RunTimeLimits(kids)
@@ -95,7 +87,7 @@ def test_a_priority_without_a_limit_runs_on_and_the_duty_is_never_due(sent: list
 
 
 def test_a_task_s_own_timeout_comes_before_its_priority_s(sent: list[tuple[int, int]]) -> None:
-    time = Time()
+    time = FakeTime()
     kids = make_children(time, timeouts={"quick": 2.0})
     child = running(kids, [job(1, LOW, "quick")], index=0, since=time.now)
     duty = RunTimeLimits(kids)
@@ -106,7 +98,7 @@ def test_a_task_s_own_timeout_comes_before_its_priority_s(sent: list[tuple[int, 
 
 
 def test_cancelling_a_running_job_stops_its_child_and_only_that_job(sent: list[tuple[int, int]]) -> None:
-    time = Time()
+    time = FakeTime()
     kids = make_children(time)
     child = running(kids, [job(1), job(2), job(3)], index=1, since=time.now)
     assert not kids.cancel_job(3, "an operator")  # not begun: nothing to stop (the database cancels it)

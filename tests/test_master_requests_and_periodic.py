@@ -18,17 +18,10 @@ from fastsched.master.recorder import OutcomeRecorder
 from fastsched.master.requests import STALE_SWEEP_RUNS, OperatorRequests
 from fastsched.master.settle import BatchReport, Ended, SettlePolicy
 from fastsched.protocol import ERROR, Note
+from tests.masterkit import FakeTime
 
 NOW = dt.datetime(2030, 1, 2, 3, 4, 5)
 INTERVAL = 0.25
-
-
-class Time:
-    def __init__(self) -> None:
-        self.now = 10.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class Database:
@@ -72,12 +65,12 @@ class Children:
         return True
 
 
-def link_to(db: Database, time: Time) -> DbLink:
+def link_to(db: Database, time: FakeTime) -> DbLink:
     return DbLink(lambda: db, PoolMetrics(), 8.0, time, perf=time)  # type: ignore[arg-type, return-value]
 
 
 def test_cancel_requests_reach_the_children_every_interval_and_not_while_stopping() -> None:
-    db, time, children = Database(), Time(), Children()
+    db, time, children = Database(), FakeTime(10.0), Children()
     stopping = [False]
     duty = OperatorRequests(link_to(db, time), children, "host#1", INTERVAL, lambda: stopping[0])  # type: ignore[arg-type]
     db.cancels = [(7, "alice")]
@@ -90,7 +83,7 @@ def test_cancel_requests_reach_the_children_every_interval_and_not_while_stoppin
 
 
 def test_the_stale_cancel_requests_are_dropped_now_and_then_and_an_outage_waits() -> None:
-    db, time, children = Database(), Time(), Children()
+    db, time, children = Database(), FakeTime(10.0), Children()
     link = link_to(db, time)
     duty = OperatorRequests(link, children, "host#1", INTERVAL, lambda: False)  # type: ignore[arg-type]
     for _ in range(STALE_SWEEP_RUNS):
@@ -103,7 +96,7 @@ def test_the_stale_cancel_requests_are_dropped_now_and_then_and_an_outage_waits(
 
 
 def test_a_periodic_task_is_tried_a_few_times_per_period_and_never_while_the_database_is_down() -> None:
-    db, time = Database(), Time()
+    db, time = Database(), FakeTime(10.0)
     registry = tasks.Registry()
 
     @registry.periodic(60.0, name="Report")
@@ -123,7 +116,7 @@ def test_a_periodic_task_is_tried_a_few_times_per_period_and_never_while_the_dat
 
 
 def test_the_recorder_counts_each_outcome_and_buffers_it_for_the_completer() -> None:
-    db, time = Database(), Time()
+    db, time = Database(), FakeTime(10.0)
     metrics = PoolMetrics()
     completer = Completer(link_to(db, time), "host#1", lambda: NOW)
     policy = SettlePolicy(retry_limit=3, crash_limit=2, fixed_delay=60.0, max_duration_minutes={})

@@ -13,19 +13,7 @@ from fastsched.master.dblink import DB_RETRY_MAX, DB_RETRY_MIN, DbLink
 from fastsched.master.metrics import PoolMetrics
 from fastsched.master.registration import Registration
 from fastsched.master.waiting import Wakeups
-
-
-class Time:
-    def __init__(self) -> None:
-        self.now = 50.0
-        self.slept: list[float] = []
-
-    def mono(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.slept.append(seconds)
-        self.now += seconds
+from tests.masterkit import FakeTime
 
 
 class Database:
@@ -52,7 +40,7 @@ class Database:
         pass
 
 
-def leaving(db: Database, time_: Time) -> Registration:
+def leaving(db: Database, time_: FakeTime) -> Registration:
     link = DbLink(lambda: db, PoolMetrics(), 8.0, time_.mono, perf=time_.mono)
     return Registration(
         link, None, host="h", pid=1, workers=2, lease=8.0,  # type: ignore[arg-type] - no child is listed
@@ -61,7 +49,7 @@ def leaving(db: Database, time_: Time) -> Registration:
 
 
 def test_leaving_writes_the_last_outcomes_before_it_unregisters_and_retries_an_outage() -> None:
-    db, time_ = Database(outage=2), Time()
+    db, time_ = Database(outage=2), FakeTime(50.0)
     written: list[float] = []
 
     def write_last() -> bool:
@@ -75,7 +63,7 @@ def test_leaving_writes_the_last_outcomes_before_it_unregisters_and_retries_an_o
 
 
 def test_leaving_gives_up_after_its_time_and_never_unregisters_with_outcomes_unwritten() -> None:
-    db, time_ = Database(outage=0), Time()
+    db, time_ = Database(outage=0), FakeTime(50.0)
     assert not leaving(db, time_).leave(lambda: False, within=3.0)
     assert db.calls == []  # the outcomes never reached the database: the claims stay for the lease
     assert sum(time_.slept) >= 3.0 and max(time_.slept) <= DB_RETRY_MAX
