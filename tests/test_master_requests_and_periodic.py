@@ -69,17 +69,20 @@ def link_to(db: Database, time: FakeTime) -> DbLink:
     return DbLink(lambda: db, PoolMetrics(), 8.0, time, perf=time)  # type: ignore[arg-type, return-value]
 
 
-def test_cancel_requests_reach_the_children_every_interval_and_not_while_stopping() -> None:
+def test_cancel_requests_reach_the_children_every_interval_even_while_the_pool_stops() -> None:
     db, time, children = Database(), FakeTime(10.0), Children()
     stopping = [False]
     duty = OperatorRequests(link_to(db, time), children, "host#1", INTERVAL, lambda: stopping[0])  # type: ignore[arg-type]
     db.cancels = [(7, "alice")]
     assert duty.next_due() <= time.now
     duty.run(time.now)
-    assert children.cancelled == [(7, "alice")]
+    assert children.cancelled == [(7, "alice")] and db.calls == ["cancel_requests", "park_added"]
     assert duty.next_due() == time.now + INTERVAL
-    stopping[0] = True
-    assert duty.next_due() == math.inf
+    stopping[0] = True  # a job that holds up the stop is what an operator cancels then
+    time.now += INTERVAL
+    duty.run(time.now)
+    assert children.cancelled == [(7, "alice")] * 2
+    assert db.calls[2:] == ["cancel_requests"]  # nothing is claimed any more: no sweep for the pauses
 
 
 def test_the_stale_cancel_requests_are_dropped_now_and_then_and_an_outage_waits() -> None:
