@@ -305,7 +305,7 @@ def explain(
         )
     result["masters_alive"] = len(live_masters)
 
-    holder = backend.dedup_holder(dedup_hash(job.command, job.parameter))
+    holder = backend.dedup_holder(dedup_hash(job.command, job.parameter, job.queue))
     result["dedup"] = {"pending_job": holder}
     if holder == job.id:
         lines.append(

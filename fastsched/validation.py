@@ -86,9 +86,18 @@ def canonical_parameter(args: Iterable[object]) -> str:
     return _encode_args(list(args))
 
 
-def dedup_hash(command: str, parameter: str) -> bytes:
-    """sha1(command + NUL + parameter): the unique key of a pending job."""
-    return _sha1(command.encode() + b"\0" + parameter.encode()).digest()
+def dedup_hash(command: str, parameter: str, queue: str = DEFAULT_QUEUE) -> bytes:
+    """The unique key of a pending job: sha1(command NUL parameter), with NUL queue after it for a
+    queue other than the default. Identical jobs of two queues are two jobs (each queue's masters
+    must find its own), and the keys of the default queue's jobs stay those stored before queues."""
+    return _dedup_key(command, parameter.encode(), queue)
+
+
+def _dedup_key(command: str, encoded: bytes, queue: str) -> bytes:
+    key = command.encode() + b"\0" + encoded
+    if queue != DEFAULT_QUEUE:
+        key += b"\0" + queue.encode()
+    return _sha1(key).digest()
 
 
 def short(value: object, limit: int = 60) -> str:
@@ -316,6 +325,8 @@ def new_job(
         raise InvalidInput(
             f"args are {len(encoded)} bytes as JSON, the limit is {max_parameter_bytes} bytes"
         )
+    if queue is None:
+        queue = TASK_QUEUES.get(command, DEFAULT_QUEUE)
     # tuple.__new__ skips the NamedTuple's Python-level __new__: a microsecond per job.
     return _tuple_new(
         NewJob,
@@ -325,9 +336,9 @@ def new_job(
             priority,
             created,
             next_try,
-            _sha1(command.encode() + b"\0" + encoded).digest() if dedup else None,
+            _dedup_key(command, encoded, queue) if dedup else None,
             force,
-            TASK_QUEUES.get(command, DEFAULT_QUEUE) if queue is None else queue,
+            queue,
             waiting_only,
             delay_us,
         ),

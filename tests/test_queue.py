@@ -264,6 +264,18 @@ def test_dedup_false_adds_twice(q: fastsched.Queue, dsn: str) -> None:
     assert len(stored(dsn)) == 3
 
 
+def test_identical_jobs_of_two_queues_are_two_jobs(q: fastsched.Queue, dsn: str) -> None:
+    # A job waiting in one queue must not absorb its twin added to another: only the masters of
+    # the other queue would ever run it, and a pool serving just that queue would never see it.
+    default = q.add(fastsched.PRIORITY_MEDIUM, "Notify", 7)
+    mail = q.add({"queue": "mail"}, "Notify", 7)
+    assert mail != default
+    assert q.add({"queue": "mail"}, "Notify", 7) == mail
+    assert q.add_many([({"queue": "mail"}, "Notify", 7), (fastsched.PRIORITY_MEDIUM, "Notify", 7)]) == [mail, default]
+    assert (q.get(default).queue, q.get(mail).queue) == ("default", "mail")
+    assert len(stored(dsn)) == 2
+
+
 # --- delay and created ---------------------------------------------------------------------------
 
 

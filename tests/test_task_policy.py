@@ -271,7 +271,8 @@ def test_a_job_belongs_to_the_queue_its_add_names(q):
     assert q.get(mail).queue == "mail" and q.get(plain).queue == "default"
     assert q.add_many([({"queue": "a.b:c/d-e_f"}, "X", 1), (30, "X", 2)]) == [plain + 1, plain + 2]
     assert [q.get(i).queue for i in (plain + 1, plain + 2)] == ["a.b:c/d-e_f", "default"]
-    assert q.add({"queue": "other"}, "SendMail", "ann") == mail, "dedup is on command and args"
+    assert q.add({"queue": "mail"}, "SendMail", "ann") == mail, "dedup is on command, args and queue"
+    assert q.add({"queue": "other"}, "SendMail", "ann") not in (mail, plain), "another queue's twin is a job"
 
 
 def claim_all(q: fastsched.Queue) -> list[int]:

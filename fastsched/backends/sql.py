@@ -818,7 +818,7 @@ class SQLBackend:
             elif self._time(row[0]) > at:
                 return None
             cursor.execute(self._q["move_lease"], {**key, "due": self._to_db_time(entry.next_due(at))})
-            job = NewJob(entry.name, "[]", int(entry.priority), at, at, dedup_hash(entry.name, "[]"), False,
+            job = NewJob(entry.name, "[]", int(entry.priority), at, at, dedup_hash(entry.name, "[]", entry.queue), False,
                          entry.queue)
             (job_id,) = self._inserts.insert(cursor, [job], False)
             return job_id
