@@ -42,3 +42,4 @@ def test_the_wheel_holds_every_module_and_data_file_of_the_package(tmp_path: Pat
     missing = sorted(_source_files() - shipped)
     assert not missing, f"pip install . would leave out: {missing}"
     assert any(name.startswith("fastsched/_core.") and name.endswith(".so") for name in shipped)
+    assert "fastsched/py.typed" in shipped, "without the PEP 561 marker, type checkers ignore the package's types"
