@@ -66,3 +66,17 @@ def test_no_code_outside_the_backends_names_a_concrete_backend() -> None:
             if pattern.search(line):
                 offenders.append(f"fastsched/{relative}:{number}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
+
+
+def test_what_differs_between_the_databases_is_the_dialects_capabilities() -> None:
+    """The master asks the dialect, never which backend it holds: MariaDB runs writers side by side
+    (claims split over two connections, outcomes written beside them) and its masters may run on
+    many machines; SQLite has one writer, on one machine."""
+    from fastsched.backends import one_host, open_backend
+    from fastsched.dsn import parse_dsn
+
+    mysql = parse_dsn("mysql://user@db.example:3306/jobs")
+    sqlite = parse_dsn("sqlite:///jobs.sqlite3")
+    assert (open_backend(mysql).concurrent_connections, one_host(mysql)) == (2, False)
+    assert (open_backend(sqlite).concurrent_connections, one_host(sqlite)) == (1, True)
+    assert open_backend(mysql).open_sibling().concurrent_connections == 2  # nothing connects

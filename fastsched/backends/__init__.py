@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from fastsched.backends.contracts import Backend, MasterStore, OperatorStore, ProducerStore
+from fastsched.backends.dialect import Dialect
 from fastsched.dsn import DSN, parse_dsn
 from fastsched.errors import ConfigError
 
@@ -12,15 +13,25 @@ if TYPE_CHECKING:
     from fastsched.backends.mysql import MySQLBackend
     from fastsched.backends.sqlite import SQLiteBackend
 
-__all__ = ["Backend", "MasterStore", "OperatorStore", "ProducerStore", "one_host", "open_backend"]
+__all__ = ["Backend", "MasterStore", "OperatorStore", "ProducerStore", "dialect_class", "one_host", "open_backend"]
+
+
+def dialect_class(dsn: DSN) -> type[Dialect]:
+    """The dialect of ``dsn`` (its driver loads here, not on import of fastsched)."""
+    if dsn.dialect == "mysql":
+        from fastsched.backends.mysql import MySQLDialect
+
+        return MySQLDialect
+    if dsn.dialect == "sqlite":
+        from fastsched.backends.sqlite import SQLiteDialect
+
+        return SQLiteDialect
+    raise ConfigError(f"no backend for the {dsn.dialect!r} dialect")
 
 
 def one_host(dsn: DSN) -> bool:
-    """Whether every master of this database runs on one machine (SQLite: a file whose locks and
-    shared memory only one machine's processes share). There a master whose database is merely
-    busy (another connection holds the write lock) is no outage: no other master can take its
-    claims meanwhile, and one on the same machine tells by its pid that it lives."""
-    return dsn.dialect == "sqlite"
+    """Whether every master of this database runs on one machine (``Dialect.one_host``)."""
+    return dialect_class(dsn).one_host
 
 
 def open_backend(dsn: str | DSN | None = None) -> Backend:

@@ -40,6 +40,12 @@ class Dialect:
     job's row would then block its master's completion for as long as the caller's transaction,
     so add_many on a caller's connection hands running duplicates over on its own first."""
 
+    one_host: ClassVar[bool] = False
+    """Every master of the database runs on one machine (SQLite: a file whose locks and shared
+    memory only one machine's processes share). There a master whose database is merely busy
+    (another connection holds the write lock) is no outage: no other master can take its claims
+    meanwhile, and one on the same machine tells by its pid that it lives."""
+
     def __init__(self, dsn: DSN) -> None:
         self.dsn = dsn
 

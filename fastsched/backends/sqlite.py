@@ -38,6 +38,7 @@ class SQLiteDialect(Dialect):
 
     name = "sqlite"
     driver_error = sqlite3.Error
+    one_host = True
 
     def from_db_time(self, value: Any) -> dt.datetime:
         return dt.datetime.fromisoformat(value)
