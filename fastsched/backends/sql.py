@@ -128,7 +128,6 @@ class SQLBackend:
         self.connection.close()
 
     # --- rows -------------------------------------------------------------------------------
-
     def _opt_time(self, value: Any) -> dt.datetime | None:
         return None if value is None else self._time(value)
 
