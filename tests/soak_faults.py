@@ -1,7 +1,7 @@
 """The guarantees soak (issue 11): two masters drain a steady stream of jobs from one MariaDB while
 faults are mixed in, and every run of every job is checked afterwards.
 
-The database is a private MariaDB (its own data directory under /tmp, port 4510), restarted during
+The database is a private MariaDB (its own data directory under /tmp, a free port), restarted during
 the run, reached through :class:`faultkit.FaultProxy` (which loses a claim's COMMIT answer on
 cue). The jobs are ``fault.rec``: each records its start and end in a file of its child, so that
 overlapping runs are seen whatever the pool believed. The faults, in turn, one every
@@ -54,7 +54,6 @@ from faultkit import (
 
 import fastsched
 
-PORT = 4510  # the private MariaDB (this helper's ports: 4500-4599)
 LEASE = 4.0  # seconds
 WORKERS = 3
 FAULTS = ("child_kill", "master_stop", "lost_commit", "master_kill", "db_restart", "group_term", "twin")
@@ -181,7 +180,8 @@ class Soak:
     # ------------------------------------------------------------------------------- the run
     def run(self) -> Figures:
         started = time.monotonic()
-        with private_mariadb(self.base / "mariadb", port=PORT) as server:
+        # A free port, not a fixed one: two runs at once (two test suites on one machine) must not meet.
+        with private_mariadb(self.base / "mariadb") as server:
             proxy = FaultProxy(server.port)
             direct = server.database()
             head, _, rest = direct.rpartition("@")
