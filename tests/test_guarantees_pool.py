@@ -7,6 +7,8 @@ MariaDB: real pools started with ``fastsched-pool start``, broken from outside.
   machine) is refused with exit code 5 while the first one's heartbeat is fresh;
 - item 4: a master frozen with SIGSTOP: its child must stop its job before another master, once
   the lease has run out, runs that job again (no overlap);
+- item 5: a master thawed after a stall longer than half the lease, and frozen again as soon as it
+  has dispatched: what it dispatched must not run on beside the other master's run of it;
 - item 11: SIGTERM to every process of the pool at once (systemd's default KillMode): a graceful
   stop, the running job finishes, no crash is counted;
 - item 12: a master declared dead while a finished job's completion waited to be written: the
@@ -157,6 +159,43 @@ def test_a_frozen_master_s_child_stops_its_job_before_another_master_runs_it(
     record_figures(tmp_path, {"lease_seconds": LEASE, "rerun_after_seconds": round(again_after, 2),
                               "gap_between_runs_seconds": round(gap, 3)})
     check_runs(load_runs(runs_dir), [job], watcher.died_after, may_fail=[job])
+
+
+def test_a_master_thawed_after_half_a_lease_dispatches_nothing_that_outlives_its_next_stall(
+    mysql_dsn: str, tmp_path: Path, watcher: ChildWatcher
+) -> None:
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    (first,) = _add(mysql_dsn, runs_dir, 1, 40_000.0)
+    # Two workers each: the first job, its run fenced, is claimed again beside the new one, which
+    # must not wait behind it (the priorities share the workers).
+    options = ("--workers", "2", "--lease", str(LEASE))
+    with PoolProc(mysql_dsn, tmp_path, *options, host_id="stalling") as stalling:
+        watcher.watch(stalling.pid)
+        stalling.started()
+        wait_until(lambda: _started(runs_dir, first), WAIT, "the first job to start")
+        os.kill(stalling.pid, signal.SIGSTOP)  # a stall longer than half the lease, shorter than it
+        try:
+            (second,) = _add(mysql_dsn, runs_dir, 1, 40_000.0, priority=20, first=1)
+            time.sleep(0.7 * LEASE)
+        finally:
+            os.kill(stalling.pid, signal.SIGCONT)
+        # As soon as the thawed master has dispatched the new job, the stall returns: whatever it
+        # dispatched must stop on its own before another master, a lease later, runs it again.
+        wait_until(lambda: _started(runs_dir, second), WAIT, "the thawed master to dispatch the new job")
+        os.kill(stalling.pid, signal.SIGSTOP)
+        try:
+            with PoolProc(mysql_dsn, tmp_path, *options, host_id="steady") as steady:
+                watcher.watch(steady.pid)
+                steady.started()
+                wait_until(lambda: _started(runs_dir, second, set(steady.children())), WAIT,
+                           "the other master to run the new job")
+                steady.kill()
+        finally:
+            os.kill(stalling.pid, signal.SIGCONT)
+        stalling.kill()
+    watcher.settle()
+    check_runs(load_runs(runs_dir), [first, second], watcher.died_after, may_fail=[first, second])
 
 
 def test_a_sigterm_to_every_process_of_the_pool_is_a_graceful_stop(
