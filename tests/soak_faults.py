@@ -61,6 +61,7 @@ ADD_EVERY = 0.5  # seconds between two producer rounds
 DRAIN_TIMEOUT = 240.0  # seconds for the queue to drain after the last fault
 EXIT_TIMEOUT = 60.0
 TWIN_TIMEOUT = 20.0  # seconds a refused twin may take to say so and exit
+EVERY_KIND_GRACE = 120.0  # seconds past --seconds for every kind of fault to strike once
 
 
 @dataclasses.dataclass
@@ -196,7 +197,11 @@ class Soak:
                 kinds = list(FAULTS)
                 deadline = started + self.seconds
                 turn = 0
-                while time.monotonic() < deadline:
+                # Past the deadline, on until every kind of fault has struck once (a loaded machine
+                # makes each slower), within a bound.
+                while time.monotonic() < deadline or (
+                    not all(self.figures.faults.values()) and time.monotonic() < deadline + EVERY_KIND_GRACE
+                ):
                     time.sleep(self.fault_every)
                     self.fault(kinds[turn % len(kinds)], dsn, server, proxy)
                     turn += 1
