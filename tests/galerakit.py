@@ -16,6 +16,9 @@ killed with SIGKILL is started again the way systemd's ``galera_recovery`` does 
 --wsrep-recover`` finds its last committed position, and it rejoins by IST from a donor's gcache
 (rsync SST only if the gcache no longer holds what it missed).
 
+``plain=True`` makes one server of the same binary and settings with wsrep off: the baseline
+the Galera benchmark compares with.
+
 From a shell (the nodes keep running in the background until ``down``):
 
     python tests/galerakit.py up   [--base /tmp/fsgalera] [--first-port 4400] [--nodes 3]
@@ -166,6 +169,13 @@ class Node:
         finally:
             conn.close()
 
+    def answers(self) -> bool:
+        try:
+            self.connect().close()
+        except pymysql.MySQLError:
+            return False
+        return True
+
     def synced(self) -> bool:
         status = self.status()
         return (
@@ -201,8 +211,12 @@ class GaleraCluster:
         nodes: int = 3,
         first_port: int = DEFAULT_FIRST_PORT,
         cluster_name: str = "fastsched",
+        plain: bool = False,
         **variables: object,
     ) -> None:
+        self.plain = plain  # one node, wsrep off: the same server as a baseline (bench/)
+        if plain and nodes != 1:
+            raise ValueError("a plain server is one node")
         self.base = Path(base)
         self.first_port = first_port
         self.cluster_name = cluster_name
@@ -231,6 +245,8 @@ class GaleraCluster:
         if done.returncode != 0:
             raise RuntimeError(f"mariadb-install-db failed:\n{done.stdout}\n{done.stderr}")
         _give_to_server_user(first.dir)
+        if self.plain:
+            return
         self.start_node(0, bootstrap=True)
         self.stop_node(0)
         for node in self.nodes[1:]:
@@ -245,6 +261,18 @@ class GaleraCluster:
             _give_to_server_user(node.dir)
 
     def _argv(self, node: Node) -> list[str]:
+        argv = [
+            MARIADBD, "--no-defaults", f"--user={SERVER_USER}",
+            f"--datadir={node.datadir}", f"--port={node.port}", "--bind-address=127.0.0.1",
+            f"--socket={node.dir / 'mariadbd.sock'}", f"--pid-file={node.pidfile}",
+            f"--log-error={node.errlog}",
+        ]
+        if not self.plain:
+            argv += self._wsrep_argv(node)
+        argv += [f"--{name.replace('_', '-')}={value}" for name, value in self.variables.items()]
+        return argv
+
+    def _wsrep_argv(self, node: Node) -> list[str]:
         gcomm = ",".join(f"127.0.0.1:{other.gcomm_port}" for other in self.nodes)
         options = ";".join(
             (
@@ -253,11 +281,7 @@ class GaleraCluster:
                 *PROVIDER_OPTIONS,
             )
         )
-        argv = [
-            MARIADBD, "--no-defaults", f"--user={SERVER_USER}",
-            f"--datadir={node.datadir}", f"--port={node.port}", "--bind-address=127.0.0.1",
-            f"--socket={node.dir / 'mariadbd.sock'}", f"--pid-file={node.pidfile}",
-            f"--log-error={node.errlog}",
+        return [
             "--wsrep-on=ON", f"--wsrep-provider={PROVIDER}", f"--wsrep-cluster-name={self.cluster_name}",
             f"--wsrep-cluster-address=gcomm://{gcomm}", f"--wsrep-node-name={node.name}",
             f"--wsrep-node-address=127.0.0.1:{node.gcomm_port}",
@@ -265,8 +289,6 @@ class GaleraCluster:
             f"--wsrep-sst-receive-address=127.0.0.1:{node.port + 3}",
             f"--wsrep-provider-options={options}",
         ]
-        argv += [f"--{name.replace('_', '-')}={value}" for name, value in self.variables.items()]
-        return argv
 
     # --- nodes ----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -293,7 +315,7 @@ class GaleraCluster:
             else:  # a clean stop, or the copy install() gave the node
                 position = f"{state.group(1)}:{seqno.group(1)}"
             argv.append(f"--wsrep-start-position={position}")
-        if bootstrap:
+        if bootstrap and not self.plain:
             argv.append("--wsrep-new-cluster")
         env = {**os.environ, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin:" + os.environ.get("PATH", "")}
         node.proc = subprocess.Popen(
@@ -319,7 +341,7 @@ class GaleraCluster:
     def wait_synced(self, index: int, timeout: float = START_TIMEOUT) -> None:
         node = self.nodes[index]
         deadline = time.monotonic() + timeout
-        while not node.synced():
+        while not (node.answers() if self.plain else node.synced()):
             if node.proc is not None and node.proc.poll() is not None:
                 raise RuntimeError(f"{node.name} exited ({node.proc.returncode}):\n{node.errlog_tail()}")
             if time.monotonic() > deadline:
@@ -404,9 +426,12 @@ def _reaped(node: Node) -> bool:
 
 
 @contextlib.contextmanager
-def galera_cluster(base: Path | str, *, first_port: int = DEFAULT_FIRST_PORT, **variables: object) -> Iterator[GaleraCluster]:
-    """A fresh 3-node cluster under ``base``, running; every node stopped at the end whatever happens."""
-    cluster = GaleraCluster(base, first_port=first_port, **variables)
+def galera_cluster(
+    base: Path | str, *, first_port: int = DEFAULT_FIRST_PORT, plain: bool = False, **variables: object
+) -> Iterator[GaleraCluster]:
+    """A fresh 3-node cluster under ``base``, running; every node stopped at the end whatever happens.
+    ``plain``: one server of the same binary and settings, wsrep off (a baseline)."""
+    cluster = GaleraCluster(base, first_port=first_port, nodes=1 if plain else 3, plain=plain, **variables)
     cluster.stop()  # nodes a crashed earlier run left behind in the same place
     cluster.install()
     try:
