@@ -269,10 +269,10 @@ def test_a_claim_locks_only_the_rows_it_takes(galera: Any, database: Any, node1:
     locking read would also hold the other shares' rows it passed, and the other nodes' write
     sets on them would abort it. Seen from the same node, another share's rows stay free."""
     ids = pending(node1, 40)
-    node1.connection.cursor_ready()
-    node1._begin(node1._cursor)
+    cursor = node1.connection.cursor_ready()
+    node1.dialect.begin(cursor)
     try:
-        rows_taken = node1._claim_rows(node1._cursor, (), {"priority": 30, "now": LATER, "limit": 5}, (0, 3))
+        rows_taken = node1._claim_rows(cursor, (), {"priority": 30, "now": LATER, "limit": 5}, (0, 3))
         assert [row[0] for row in rows_taken] == [i for i in ids if share_of(i) == 0][:5]
         other = raw_on(galera, database, 0)
         free = []
