@@ -73,9 +73,10 @@ class Probe(threading.Thread):
 
 
 def _timed_windows(queue: fastsched.Queue) -> list[float]:
-    """Wrap the queue's backend so that every bulk window's transaction is timed."""
-    backend = queue.backend
-    original: Callable[..., Any] = backend._transaction
+    """Wrap the transactions of the queue's controls (the part of the backend that runs the bulk
+    actions) so that every bulk window's transaction is timed."""
+    controls = queue.backend._controls  # type: ignore[attr-defined]
+    original: Callable[..., Any] = controls._transaction
     windows: list[float] = []
 
     def timed(work: Any, what: str, **kwargs: Any) -> Any:
@@ -86,7 +87,7 @@ def _timed_windows(queue: fastsched.Queue) -> list[float]:
             if what.startswith("bulk "):
                 windows.append(time.perf_counter() - started)
 
-    backend._transaction = timed
+    controls._transaction = timed
     return windows
 
 
