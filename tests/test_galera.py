@@ -5,8 +5,9 @@
   stays; dedup stays atomic across nodes.
 - A node out of the Primary component (error 1047) is an outage of that connection; a DSN that
   names several nodes moves to another one, and sees there what it committed before.
-- Claims spread: at any moment the masters on different nodes take different shares of the
-  runnable rows (oldest first within each), and a claim locks only the rows it takes.
+- Claims spread: the masters on different nodes take different shares of the runnable rows
+  (oldest first within each), a short share takes from another's tail (or an idle one's head),
+  and a claim locks only the rows it takes.
 - The schema holds to what Galera needs: a primary key on every table, InnoDB only, no locking
   read that relies on a gap lock.
 
@@ -30,6 +31,7 @@ from test_backend_contract import HOST, NOW, SECOND, new_job
 
 from fastsched.backends import open_backend
 from fastsched.backends.base import Backend
+from fastsched.backends.shares import ShareView
 from fastsched.backends.sqlfiles import expand_in, load_queries
 from fastsched.errors import DatabaseUnavailable
 from fastsched.jobs import Outcomes
@@ -219,49 +221,122 @@ def test_dedup_is_atomic_across_nodes(galera: Any, database: Any) -> None:
 # --- claims spread over the nodes ----------------------------------------------------------------
 
 
-def share_of(job_id: int) -> int:
-    """The share a job belongs to on a 3-node cluster: MySQL's CRC32 of the id, as text, modulo 3."""
-    return zlib.crc32(str(job_id).encode()) % 3
+def share_of(job_id: int, of: int = 3) -> int:
+    """The share a job belongs to among ``of`` shares: MySQL's CRC32 of the id, as text, modulo ``of``."""
+    return zlib.crc32(str(job_id).encode()) % of
 
 
-def claimed_ids(backend: Any, count: int, now: dt.datetime, pid: int = 101) -> list[int]:
-    return [job.id for batch in backend.claim([0, 0, count, 0, 0], [pid], HOST, count, now) for job in batch.jobs]
+def claimed_ids(backend: Any, count: int, now: dt.datetime, pid: int = 101, host: str = HOST) -> list[int]:
+    return [job.id for batch in backend.claim([0, 0, count, 0, 0], [pid], host, count, now) for job in batch.jobs]
 
 
-def test_masters_on_three_nodes_claim_three_shares_each_oldest_first(galera: Any, database: Any) -> None:
-    """At one moment, claims through the three nodes take rows of three different shares, none
-    twice: each the oldest of its share, so the order within a priority stays close to FIFO."""
-    backends = [backend_on(galera, database, node) for node in (0, 1, 2)]
+def masters_on(galera: Any, database: Any, nodes: list[int]) -> list[Any]:
+    """A registered master on each of ``nodes`` (host ids m0, m1, ...), each recording its node."""
+    backends = [backend_on(galera, database, node) for node in nodes]
+    for index, backend in enumerate(backends):
+        backend.register_master(f"m{index}", 10 + index, 2, None)
+    return backends
+
+
+def slots(backends: list[Any]) -> list[int]:
+    """Each master's share: its node's rank among the masters' nodes (by gcomm UUID)."""
+    nodes = sorted({backend.dialect.galera_node for backend in backends})
+    return [nodes.index(backend.dialect.galera_node) for backend in backends]
+
+
+def test_masters_on_three_nodes_claim_disjoint_shares_each_oldest_first(galera: Any, database: Any) -> None:
+    """Claims through the three nodes' masters take rows of three different shares, none twice,
+    each the oldest of its share, so the order within a priority stays close to FIFO; and every
+    runnable job is claimed once."""
+    backends = masters_on(galera, database, [0, 1, 2])
     try:
         ids = pending(backends[0], 60)
         by_share = {share: [i for i in ids if share_of(i) == share] for share in range(3)}
-        assert min(len(members) for members in by_share.values()) >= 10  # the hash spreads ids
-        claims = [claimed_ids(backend, 5, LATER, pid=101 + index) for index, backend in enumerate(backends)]
-        shares = [{share_of(i) for i in claim} for claim in claims]
-        assert sorted(len(found) for found in shares) == [1, 1, 1] and set.union(*shares) == {0, 1, 2}
-        for claim, (share,) in zip(claims, shares):
-            assert claim == by_share[share][:5]
-        # A second later every node has moved on to the next share, still oldest first.
-        later = [claimed_ids(backend, 2, LATER + SECOND, pid=201 + index) for index, backend in enumerate(backends)]
-        for before, after in zip(shares, later):
-            (share,) = {share_of(i) for i in after}
-            assert share == (next(iter(before)) + 1) % 3 and after == by_share[share][5:7]
-        # Every runnable job is claimed once, the last ones from wherever they are.
-        rest = [claimed_ids(backend, 30, LATER, pid=301 + index) for index, backend in enumerate(backends)]
-        taken = [i for claim in (*claims, *later, *rest) for i in claim]
+        assert min(len(members) for members in by_share.values()) >= 12  # the hash spreads ids
+        taken: list[int] = []
+        for round_ in range(2):
+            for index, (backend, slot) in enumerate(zip(backends, slots(backends))):
+                claim = claimed_ids(backend, 5, LATER, pid=100 * round_ + index, host=f"m{index}")
+                assert claim == by_share[slot][5 * round_:5 * round_ + 5]
+                taken += claim
+        for index, backend in enumerate(backends):
+            taken += claimed_ids(backend, 30, LATER, pid=300 + index, host=f"m{index}")
         assert sorted(taken) == ids
     finally:
         for backend in backends:
             backend.close()
 
 
-def test_a_share_with_too_few_rows_is_filled_from_the_others_oldest_first(galera: Any, database: Any, node1: Any) -> None:
-    ids = pending(node1, 12)
-    claim = claimed_ids(node1, 9, LATER)
-    (share,) = {share_of(claim[0])}
-    own = [i for i in ids if share_of(i) == share]
-    assert len(own) < 9  # else the test would not reach the others' rows
-    assert claim == own + [i for i in ids if share_of(i) != share][: 9 - len(own)]
+def test_masters_on_one_node_have_no_share(galera: Any, database: Any) -> None:
+    backends = masters_on(galera, database, [1, 1])
+    try:
+        ids = pending(backends[0], 12)
+        assert claimed_ids(backends[1], 5, LATER, host="m1") == ids[:5]
+        assert claimed_ids(backends[0], 5, LATER, host="m0") == ids[5:10]
+    finally:
+        for backend in backends:
+            backend.close()
+
+
+def test_a_master_whose_peers_are_gone_takes_everything_oldest_first(galera: Any, database: Any) -> None:
+    backends = masters_on(galera, database, [0, 1, 2])
+    try:
+        ids = pending(backends[0], 30)
+        backends[1].unregister("m1", 11)  # stopped
+        long_ago = dt.datetime(2000, 1, 1)
+        backends[2].register_master("m2", 12, 2, long_ago)  # its heartbeat stopped long ago: dead
+        assert backends[0].recover_expired(long_ago + SECOND) == [("m2", 0)]
+        assert claimed_ids(backends[0], 9, LATER, host="m0") == ids[:9]
+    finally:
+        for backend in backends:
+            backend.close()
+
+
+def test_a_short_share_takes_the_tail_of_a_busy_share_and_the_head_of_an_idle_one(
+    galera: Any, database: Any
+) -> None:
+    """Masters on two nodes: one whose share runs short takes from the other's share only past
+    what its owner claims next (as many rows as this claim), youngest first; once the owner has
+    not claimed for a while (ACTIVE_WINDOW), from the oldest."""
+    backends = masters_on(galera, database, [0, 1])
+    try:
+        ids = pending(backends[0], 80)
+        mine, theirs = ([i for i in ids if share_of(i, 2) == slot] for slot in slots(backends))
+        assert min(len(mine), len(theirs)) >= 30
+        assert claimed_ids(backends[0], len(mine) - 3, LATER, host="m0") == mine[:-3]
+        record = f"galera_node:{backends[1]._host_id('m1')}"
+        raw = raw_on(galera, database, 0)
+        with raw.cursor() as cur:  # the other master claimed just now
+            cur.execute("UPDATE fastsched_meta SET due = UTC_TIMESTAMP(6) WHERE name = %s", (record,))
+        # 7 wanted, 3 left of its own: 4 of the other share's youngest, none of its 7 oldest.
+        claim = claimed_ids(backends[0], 7, LATER, pid=102, host="m0")
+        assert sorted(claim) == sorted(mine[-3:] + theirs[-4:])
+        with raw.cursor() as cur:  # ... and then not for an hour
+            cur.execute("UPDATE fastsched_meta SET due = due - INTERVAL 1 HOUR WHERE name = %s", (record,))
+        assert claimed_ids(backends[0], 5, LATER, pid=103, host="m0") == theirs[:5]
+        # The owner takes its oldest rows on, untouched; the stealer left no hole in between.
+        assert claimed_ids(backends[1], len(theirs), LATER, host="m1") == theirs[5:-4]
+    finally:
+        for backend in backends:
+            backend.close()
+
+
+def test_a_claim_that_lost_certification_runs_again_on_its_own_share_only(galera: Any, database: Any) -> None:
+    backends = masters_on(galera, database, [0, 1])
+    try:
+        ids = pending(backends[0], 40)
+        mine = [i for i in ids if share_of(i, 2) == slots(backends)[0]]
+        claimed_ids(backends[0], len(mine) - 2, LATER, host="m0")
+        rival = raw_on(galera, database, 1)
+        changed = rival_before_commit(
+            backends[0], rival, "UPDATE workerqueue SET last_error = 'rival' WHERE id IN %s", mine[-2:]
+        )
+        claim = claimed_ids(backends[0], 4, LATER, pid=102, host="m0")
+        assert changed == [2] and backends[0].conflicts == 1
+        assert claim == mine[-2:]  # the first run also took 2 of the other share's tail
+    finally:
+        for backend in backends:
+            backend.close()
 
 
 def test_a_claim_locks_only_the_rows_it_takes(galera: Any, database: Any, node1: Any) -> None:
@@ -272,7 +347,8 @@ def test_a_claim_locks_only_the_rows_it_takes(galera: Any, database: Any, node1:
     cursor = node1.connection.cursor_ready()
     node1.dialect.begin(cursor)
     try:
-        rows_taken = node1._claim_rows(cursor, (), {"priority": 30, "now": LATER, "limit": 5}, (0, 3))
+        view = ShareView(slot=0, of=3, active=(0, 1, 1))
+        rows_taken = node1._claim_rows(cursor, (), {"priority": 30, "now": LATER, "limit": 5}, view)
         assert [row[0] for row in rows_taken] == [i for i in ids if share_of(i) == 0][:5]
         other = raw_on(galera, database, 0)
         free = []

@@ -159,7 +159,7 @@ def test_expand_in_needs_exactly_one_marker() -> None:
 
 
 def test_expand_spread_inlines_a_share_of_two_ints() -> None:
-    query = load_queries("mysql")["claim_priority"]
+    query = load_queries("mysql")["find_claimable"]
     assert "AND MOD(CRC32(id), 3) = 1" in expand_spread(query, (1, 3))
     assert expand_spread(query, None) == query  # the raw text runs as it is: the marker is a comment
     for bad in [(3, 3), (-1, 3), (True, 3), (0, 1.5), ("0", 3)]:

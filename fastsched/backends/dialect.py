@@ -2,7 +2,7 @@
 
 A dialect carries its capabilities (what the server can do, which the storage and the master
 consult instead of asking which backend they hold) and its hooks (connect, classify a driver
-error, convert times, the rows of an INSERT, the claims' share on a cluster). The operations
+error, convert times, the rows of an INSERT, the claims' node on a cluster). The operations
 themselves are written once, in ``sql.SQLBackend`` and its collaborators (``connection``,
 ``inserts``, ``controls``); ``mysql.MySQLDialect`` and ``sqlite.SQLiteDialect`` are the two
 dialects. One dialect object per backend object: it may hold the state of its connection (the
@@ -108,10 +108,11 @@ class Dialect:
         dialect may pick a cheaper form for what it finds in the transaction so far."""
         return queries["claim_priority"]
 
-    def claim_share(self, cursor: Any, now: dt.datetime) -> tuple[int, int] | None:
-        """(slot, of): the share of the runnable rows that a claim at ``now`` takes first, where
-        masters on other database nodes take the other shares (Galera: two nodes that claim the
-        same rows lose certification to each other). None: every claim takes the oldest rows."""
+    def claim_node(self) -> str | None:
+        """The database node the current connection writes on, where masters on other nodes of
+        the same database must claim other rows (Galera: two nodes that claim the same rows lose
+        certification to each other; fastsched.backends.shares). None: one server, whose own locks
+        keep claims apart."""
         return None
 
     # --- errors -------------------------------------------------------------------------------

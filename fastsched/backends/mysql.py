@@ -62,15 +62,9 @@ MISSING_TABLE = 1146
 GALERA_ON = "SELECT @@wsrep_on"
 GALERA_STATUS = (
     "SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_ready', 'wsrep_cluster_status', "
-    "'wsrep_local_state_comment', 'wsrep_local_index', 'wsrep_cluster_size')"
+    "'wsrep_local_state_comment', 'wsrep_gcomm_uuid')"
 )
 CAUSAL_WAIT = ("SET SESSION wsrep_sync_wait = 1", "SELECT 1", "SET SESSION wsrep_sync_wait = DEFAULT")
-# Claims spread over the nodes (MySQLDialect.claim_share). A node's place in the cluster changes
-# when a node leaves or joins: it is read again this often (seconds), at the start of a claim.
-GALERA_POSITION_REFRESH = 5.0
-# Seconds each share stays with a node before every node moves on to the next share: with fewer
-# masters' nodes than nodes, the shares nobody owns are served in turn, none waits long.
-SPREAD_TURN = 1.0
 # DSN query options passed to pymysql.connect, with their types.
 OPTIONS = {
     "connect_timeout": float,
@@ -78,7 +72,6 @@ OPTIONS = {
     "write_timeout": float,
     "unix_socket": str,
 }
-EPOCH = dt.datetime(1970, 1, 1)
 _VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
 
 
@@ -151,10 +144,8 @@ class MySQLDialect(Dialect):
     def __init__(self, dsn: DSN) -> None:
         super().__init__(dsn)
         self.node = 0  # the index in dsn.nodes of the node of the current (or last) connection
-        # (wsrep_local_index, wsrep_cluster_size) of that node; (0, 1) on a server that is no Galera node
-        self.galera_position = (0, 1)
         self.galera = False  # whether the current (or last) connection's server is a Galera node
-        self._position_read_at = 0.0  # time.monotonic() when galera_position was read
+        self.galera_node = ""  # that node's gcomm UUID, which no other node of the cluster has
 
     def _connect_kwargs(self, node: int = 0) -> dict[str, Any]:
         dsn = self.dsn
@@ -224,7 +215,7 @@ class MySQLDialect(Dialect):
                 check_server_version(str(version))
                 for statement in split_statements(queries["session_setup"]):
                     cursor.execute(statement)
-                self.galera_position = self._galera_ready(cursor, str(version), node)
+                self._galera_ready(cursor, str(version), node)
             conn.commit()
         except pymysql.MySQLError as exc:
             conn.close()
@@ -234,16 +225,17 @@ class MySQLDialect(Dialect):
             raise
         return conn, int(autoinc_mode) in CONSECUTIVE_AUTOINC_MODES and int(increment) == 1
 
-    def _galera_ready(self, cursor: Any, version: str, node: int) -> tuple[int, int]:
-        """(local index, cluster size) of a Galera node that is ready, after a causal read;
-        (0, 1) for a server that is no Galera node. NodeNotReady for a node that is not ready."""
+    def _galera_ready(self, cursor: Any, version: str, node: int) -> None:
+        """Note whether the server is a Galera node, and which; raise NodeNotReady for a node that
+        is not ready; after a causal read, return."""
+        self.galera, self.galera_node = False, ""
         if "mariadb" not in version.lower():
-            return (0, 1)
+            return
         cursor.execute(GALERA_ON)
-        self.galera = bool(int(cursor.fetchone()[0]))
-        if not self.galera:
-            return (0, 1)
-        status = self._galera_status(cursor)
+        if not int(cursor.fetchone()[0]):
+            return
+        cursor.execute(GALERA_STATUS)
+        status = {str(name).lower(): str(value) for name, value in cursor.fetchall()}
         if status.get("wsrep_ready") != "ON" or status.get("wsrep_cluster_status") != "Primary":
             raise NodeNotReady(
                 f"the Galera node {_node_name(self.dsn.nodes[node])} of {self.dsn} is not ready "
@@ -252,33 +244,13 @@ class MySQLDialect(Dialect):
             )
         for statement in CAUSAL_WAIT:
             cursor.execute(statement)
-        return self._position(status)
+        self.galera = True
+        # Unique per node (and per start of it); the DSN's host:port names the node if it has none.
+        self.galera_node = status.get("wsrep_gcomm_uuid") or _node_name(self.dsn.nodes[node])
 
-    def _galera_status(self, cursor: Any) -> dict[str, str]:
-        cursor.execute(GALERA_STATUS)
-        self._position_read_at = time.monotonic()
-        return {str(name).lower(): str(value) for name, value in cursor.fetchall()}
-
-    @staticmethod
-    def _position(status: dict[str, str]) -> tuple[int, int]:
-        size = max(int(status.get("wsrep_cluster_size", 1)), 1)
-        return min(max(int(status.get("wsrep_local_index", 0)), 0), size - 1), size
-
-    def claim_share(self, cursor: Any, now: dt.datetime) -> tuple[int, int] | None:
-        """On a Galera cluster of N nodes, the share of node i at ``now`` is (i + turn) mod N, turn
-        = whole SPREAD_TURNs since the epoch: the masters on different nodes take different shares
-        at any time (their clocks agree to well within a turn), those on one node the same share
-        (SKIP LOCKED keeps them apart: a node's locks are its own). On one server: None."""
-        if not self.galera:
-            return None
-        if time.monotonic() - self._position_read_at >= GALERA_POSITION_REFRESH:
-            self.galera_position = self._position(self._galera_status(cursor))
-        index, size = self.galera_position
-        if size < 2:
-            return None
-        utc = now if now.tzinfo is None else now.astimezone(dt.timezone.utc).replace(tzinfo=None)
-        turn = int((utc - EPOCH).total_seconds() // SPREAD_TURN)
-        return (index + turn) % size, size
+    def claim_node(self) -> str | None:
+        """The Galera node of the current connection (its gcomm UUID); None on one server."""
+        return self.galera_node if self.galera else None
 
     def begin(self, cursor: Any) -> None:
         # Sent with the transaction's first statement, in one round trip (Cursor.execute; the

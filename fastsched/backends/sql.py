@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -28,12 +29,14 @@ from fastsched.backends.base import (
     PriorityStats,
     ProcessInfo,
     QueueStats,
+    claim_owner,
 )
 from fastsched.backends.connection import Connection
 from fastsched.backends.controls import Controls
 from fastsched.backends.dialect import Dialect
 from fastsched.backends.inserts import IN_CHUNK, Inserter, chunks
 from fastsched.backends.rows import JobRow
+from fastsched.backends.shares import ACTIVE_WINDOW, SharedClaim, ShareKeeper, ShareView, node_row, view_of
 from fastsched.backends.sqlfiles import expand_in, expand_pid_cases, expand_queues, expand_spread
 from fastsched.batching import BatchSizing, sizing_of
 from fastsched.clock import utcnow
@@ -90,6 +93,7 @@ class SQLBackend:
         self._to_db_time = dialect.to_db_time
         self._time = dialect.from_db_time
         self._host_ids: dict[str, int] = {}  # fastsched_host numbers, which never change
+        self._shares = ShareKeeper()  # this master's record of its node (a cluster's shares)
         self._inserts = Inserter(self.connection)
         self._controls = Controls(self.connection, self._retry_one, self._host_id)
 
@@ -110,6 +114,7 @@ class SQLBackend:
         """Another backend on the same database with a connection of its own (opened on first use)."""
         sibling = type(self)(self.dsn, self.dialect.fresh(), sleep=self.connection.sleep)
         sibling._host_ids = self._host_ids  # the numbers never change: share what is known
+        sibling._shares = self._shares  # one master's claims: one record of its node
         return sibling
 
     def _transaction(
@@ -428,8 +433,9 @@ class SQLBackend:
     ) -> list[Batch]:
         host_id = self._host_id(host)
         cut = sizing_of(sizing)
+        attempts = itertools.count()
         return self._transaction(
-            lambda cursor: self._claim(cursor, wanted, children, host_id, cut, now, queues), "claim"
+            lambda cursor: self._claim(cursor, wanted, children, host_id, cut, now, queues, next(attempts)), "claim"
         )
 
     def write_outcomes_and_claim(
@@ -444,10 +450,11 @@ class SQLBackend:
     ) -> list[Batch]:
         host_id = self._host_id(host)
         cut = sizing_of(sizing)
+        attempts = itertools.count()
 
         def work(cursor: Any) -> list[Batch]:
             self._write_outcomes(cursor, host, host_id, self._to_db_time(now), outcomes)
-            return self._claim(cursor, wanted, children, host_id, cut, now, queues)
+            return self._claim(cursor, wanted, children, host_id, cut, now, queues, next(attempts))
 
         return self._transaction(work, "claim")
 
@@ -460,19 +467,22 @@ class SQLBackend:
         sizing: BatchSizing,
         now: dt.datetime,
         queues: Sequence[str] = (),
+        attempt: int = 0,
     ) -> list[Batch]:
+        """The claim's work; ``attempt``: how many times it ran before in this transaction (it lost
+        to another transaction, such as another node's claim, and was rolled back)."""
         db_now = self._to_db_time(now)
         jobs: list[ClaimedJob] = []
         split: list[list[int]] = []
         free = len(children)  # batches still to fill: never lock rows no child could take
-        share = self.dialect.claim_share(cursor, now)
+        view = self._share_view(cursor, host_id, attempt)
         for rank, (priority, count) in enumerate(zip(PRIORITIES, wanted)):
             if count <= 0 or free <= 0:
                 continue
             per_batch = sizing.sizes[rank]
             slots = min(free, -(-count // per_batch))  # the slots the plan gave this priority
             params = {"priority": priority, "now": db_now, "limit": min(count, slots * per_batch)}
-            rows = list(map(ClaimedJob._make, self._claim_rows(cursor, queues, params, share)))
+            rows = list(map(ClaimedJob._make, self._claim_rows(cursor, queues, params, view, own_only=attempt > 0)))
             if not rows:
                 continue
             # Rows past the batches cut here were only locked: the commit lets them go, unclaimed.
@@ -503,52 +513,39 @@ class SQLBackend:
             start = end
         return batches
 
+    def _share_view(self, cursor: Any, host_id: int, attempt: int) -> ShareView | None:
+        """On a cluster (the dialect names the connection's node), the claim's share of the rows
+        (fastsched.backends.shares), after recording this master's node when that is due, or when
+        the claim runs again: its first run's record was rolled back with it. None: no share."""
+        node = self.dialect.claim_node()
+        if node is None:
+            return None
+        if attempt:
+            self._shares.forget()
+        if self._shares.take_stamp(host_id, node):
+            cursor.execute(self._q["record_node"], {"name": node_row(host_id), "node": node})
+        cursor.execute(self._q["member_nodes"], {"active": int(ACTIVE_WINDOW * 1_000_000)})
+        return view_of(node, ((str(member), bool(lately)) for member, lately in cursor.fetchall()))
+
     def _claim_rows(
-        self, cursor: Any, queues: Sequence[str], params: dict[str, Any], share: tuple[int, int] | None
+        self, cursor: Any, queues: Sequence[str], params: dict[str, Any], view: ShareView | None,
+        *, own_only: bool = False,
     ) -> list[Any]:
         """The rows a claim of one priority takes: the oldest runnable ones (claim_priority, one
-        locking read), or, with a ``share`` (Galera), the oldest of this master's share, then, if
-        that share has too few, the oldest of the others (a share with no master of its own is
-        served then, and by the turns of the dialect's ``claim_share``). Within a share the order is FIFO;
-        across shares, each master moves along its own at much the same pace.
-
-        On Galera the rows are found by a plain read and only then locked, by id (lock_claimable):
-        a locking read keeps a lock on every index entry it passes, the other shares' too, and a
-        node aborts a local transaction that holds a lock its peers' write sets need (a "brute
-        force" abort, error 1213 like a lost certification). Measured with 3 masters on 3 nodes:
-        30 % of the claims aborted with the share applied inside the locking read, under 3 % so."""
-        if share is None:
+        locking read), or, with a ``view`` of the shares (a cluster), those of SharedClaim: the
+        oldest of this master's share first (``own_only``: those alone)."""
+        if view is None:
             if queues:
                 return self._claim_from_queues(cursor, queues, params)
             cursor.execute(self.dialect.claim_query(cursor, self._q), params)
             return list(cursor.fetchall())
-        own = self._lock_found(cursor, queues, params, share, frozenset())
-        missing = params["limit"] - len(own)
-        if missing <= 0:
-            return own
-        # The rows locked above are found again by the plain read: read that many more.
-        rest = self._lock_found(
-            cursor, queues, {**params, "limit": params["limit"] + len(own)}, None, frozenset(row[0] for row in own),
-            missing,
-        )
-        return own + rest
-
-    def _lock_found(
-        self, cursor: Any, queues: Sequence[str], params: dict[str, Any], share: tuple[int, int] | None,
-        taken: frozenset[int], want: int | None = None,
-    ) -> list[Any]:
-        """Find runnable rows (of ``share``) by a plain read, then lock those not ``taken`` and
-        still runnable, ``want`` at most, skipping what other transactions hold."""
+        find = None
         if queues:
-            found = self._claim_from_queues(cursor, queues, params, share, locking=False)
-        else:
-            cursor.execute(expand_spread(_unlocked(self._q["claim_priority"]), share), params)
-            found = cursor.fetchall()
-        ids = [row[0] for row in found if row[0] not in taken][:want]
-        if not ids:
-            return []
-        cursor.execute(expand_in(self._q["lock_claimable"], ids), params)
-        return [tuple(row[:6]) for row in cursor.fetchall()]
+            def find(cursor: Any, wide: dict[str, Any], share: tuple[int, int]) -> list[int]:
+                return [int(row[0]) for row in self._claim_from_queues(cursor, queues, wide, share, locking=False)]
+
+        claim = SharedClaim(cursor, self._q, self.dialect.concurrent_connections, find)
+        return claim.rows(view, params, own_only=own_only)
 
     def _claim_from_queues(
         self, cursor: Any, queues: Sequence[str], params: dict[str, Any], share: tuple[int, int] | None = None,
@@ -557,7 +554,7 @@ class SQLBackend:
         """claim_priority within ``queues``: one claim_queue range per queue, merged oldest next_try
         first (then id) and cut to the limit. The rows of the cut stay locked until the commit, a
         few milliseconds: other masters skip them meanwhile (SKIP LOCKED), nothing waits.
-        ``locking`` False: a plain read (``_lock_found``), of ``share`` only."""
+        ``locking`` False: a plain read of ``share`` only (SharedClaim locks what it takes)."""
         query = self._q["claim_priority_queue"]
         query = query if locking else expand_spread(_unlocked(query), share)
         found: list[Any] = []
@@ -658,6 +655,11 @@ class SQLBackend:
         t = self._to_db_time(now)
         listed = queue_set_text(queues)
         host_id = self._host_id(host) if check is not None else 0
+        # On a cluster, the master's node is recorded with it, before its first claim: the others
+        # leave its share to it from their next claim on (fastsched.backends.shares).
+        self.connection.cursor_ready()
+        node = self.dialect.claim_node()
+        owner_id = self._host_id(claim_owner(host, instance)) if node is not None else 0
 
         def work(cursor: Any) -> tuple[list[ProcessInfo], int]:
             replaced: list[ProcessInfo] = []
@@ -678,10 +680,12 @@ class SQLBackend:
                 if replaced:
                     check(replaced, self._time(rows[0][4]))  # raises PoolAlreadyRunning for a live twin
                 for info in replaced:
-                    cursor.execute(self._q["unregister"], {"host": host, "master_pid": info.pid})
+                    self._unregister(cursor, {"host": host, "master_pid": info.pid})
             cursor.execute(
                 self._q["register_process"], (host, pid, "master", 0, workers, t, t, listed, instance, machine)
             )
+            if node is not None:
+                cursor.execute(self._q["record_node"], {"name": node_row(owner_id), "node": node})
             if replaced:
                 cursor.execute(self._q["release_host"], {"host_id": host_id})  # a schema-2 master's, by host
                 released = int(cursor.rowcount)
@@ -689,7 +693,10 @@ class SQLBackend:
                 released += int(cursor.rowcount)
             return replaced, released
 
-        return self._transaction(work, "register_master")
+        registered = self._transaction(work, "register_master")
+        if node is not None:
+            self._shares.take_stamp(owner_id, node)  # the first claim need not record it again
+        return registered
 
     def register_children(self, host: str, master_pid: int, pids: Sequence[int], now: dt.datetime | None) -> None:
         t = self._to_db_time(now)
@@ -728,10 +735,14 @@ class SQLBackend:
         return self._transaction(work, "heartbeat")
 
     def unregister(self, host: str, master_pid: int) -> None:
-        self._transaction(
-            lambda cursor: cursor.execute(self._q["unregister"], {"host": host, "master_pid": master_pid}),
-            "unregister",
-        )
+        self._transaction(lambda cursor: self._unregister(cursor, {"host": host, "master_pid": master_pid}), "unregister")
+
+    def _unregister(self, cursor: Any, key: dict[str, Any]) -> None:
+        """Delete a master's rows (``key``: host, master_pid) and its children's; on a cluster,
+        the record of its node too (it has no share from now on)."""
+        if self.dialect.claim_node() is not None:
+            cursor.execute(self._q["forget_node"], key)
+        cursor.execute(self._q["unregister"], key)
 
     def processes(self) -> list[ProcessInfo]:
         def work(cursor: Any) -> list[Any]:
@@ -769,7 +780,7 @@ class SQLBackend:
                 return None  # it came back to life, or someone else recovered it
             cursor.execute(self._q["release_host"], key)  # a claim of a master of schema 2 (by host)
             released = int(cursor.rowcount)
-            cursor.execute(self._q["unregister"], key)
+            self._unregister(cursor, key)
             cursor.execute(self._q["release_orphans"])  # its instance's claims: no live owner now
             return released + int(cursor.rowcount)
 

@@ -215,9 +215,6 @@ SELECT {claim_columns}
 -- the optimizer pick a scan, which a big backlog then pays for on every claim.
 FROM workerqueue FORCE INDEX (claim)
 WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = %(priority)s AND next_try <= %(now)s
-  -- On Galera, in a plain read, a master's share of the rows (SQLBackend._claim_rows): the id's
-  -- hash is read from the index entry (InnoDB appends id), the other shares cost no row read.
-  /* spread */
   -- Paused work (fastsched_pause; fastsched.controls) is not claimed. A pause of the whole priority
   -- makes the WHERE impossible before any row is read (the first test is constant); a narrower one
   -- is checked per row, and costs little: the pause set the jobs it held aside (PARKED_HOST_ID),
@@ -237,16 +234,84 @@ FOR UPDATE SKIP LOCKED
 -- check of claim_priority from one lookup per (command, queue).
 SELECT {claim_columns} FROM workerqueue WHERE 1 = 0
 
+-- name: find_claimable
+-- On Galera, a claim's rows of one share (fastsched.backends.shares), found by a plain read of the
+-- claim index in claim order, ids only; lock_claimable then locks them. The id's hash is read from
+-- the index entry (InnoDB appends id), so the other shares cost no row read. Paused work is left
+-- out as in claim_priority.
+SELECT id
+FROM workerqueue FORCE INDEX (claim)
+WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = %(priority)s AND next_try <= %(now)s
+  /* spread */
+  AND NOT EXISTS (SELECT 1 FROM fastsched_pause AS whole
+                  WHERE whole.priority IN (0, %(priority)s) AND whole.command = '' AND whole.queue = '')
+  AND NOT EXISTS (SELECT 1 FROM fastsched_pause AS p
+                  WHERE p.priority IN (0, %(priority)s) AND p.command IN ('', workerqueue.command)
+                    AND p.queue IN ('', workerqueue.queue))
+ORDER BY next_try, id
+LIMIT %(limit)s
+
+-- name: share_boundary
+-- The first row of another master's share past the ``reserve`` oldest (what it claims next): a
+-- claim takes from that share only from there on. From the index alone (no pause check: a paused
+-- row counted in the reserve only makes the reserve smaller).
+SELECT next_try, id
+FROM workerqueue FORCE INDEX (claim)
+WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = %(priority)s AND next_try <= %(now)s
+  /* spread */
+ORDER BY next_try, id
+LIMIT 1 OFFSET %(reserve)s
+
+-- name: find_share_tail
+-- find_claimable from the far end of another master's share: its youngest rows, down to the
+-- share_boundary row.
+SELECT id
+FROM workerqueue FORCE INDEX (claim)
+WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = %(priority)s AND next_try <= %(now)s
+  /* spread */
+  AND (next_try > %(from_try)s OR (next_try = %(from_try)s AND id >= %(from_id)s))
+  AND NOT EXISTS (SELECT 1 FROM fastsched_pause AS whole
+                  WHERE whole.priority IN (0, %(priority)s) AND whole.command = '' AND whole.queue = '')
+  AND NOT EXISTS (SELECT 1 FROM fastsched_pause AS p
+                  WHERE p.priority IN (0, %(priority)s) AND p.command IN ('', workerqueue.command)
+                    AND p.queue IN ('', workerqueue.queue))
+ORDER BY next_try DESC, id DESC
+LIMIT %(limit)s
+
 -- name: lock_claimable
--- The rows of a claim on Galera, found by a plain read of claim_priority (SQLBackend._claim_rows),
--- locked by id: only these rows are locked (equalities on the primary key take no gap lock), the
--- ones another transaction holds are skipped, and those no longer runnable are left. Forced: on a
--- small table the optimizer may pick a range of the claim index, and lock every row of it.
+-- The rows of a claim on Galera, found by a plain read (find_claimable, find_share_tail, or
+-- claim_priority_queue without its lock), locked by id: only these rows are locked (equalities on
+-- the primary key take no gap lock), the ones another transaction holds are skipped, and those no
+-- longer runnable are left. A locking read of the claim index would lock every entry it passes,
+-- the other shares' too, and a node aborts a local transaction that holds a lock its peers' write
+-- sets need. Forced: on a small table the optimizer may pick a range of the claim index.
 SELECT {claim_columns}, next_try
 FROM workerqueue FORCE INDEX (PRIMARY)
 WHERE id IN ({ids}) AND done = 0 AND pid = 0 AND host_id = 0 AND priority = %(priority)s AND next_try <= %(now)s
 ORDER BY next_try, id
 FOR UPDATE SKIP LOCKED
+
+-- name: record_node
+-- A master's node and, on the database's clock, when it last claimed (fastsched.backends.shares).
+INSERT INTO fastsched_meta (name, value, due) VALUES (%(name)s, %(node)s, UTC_TIMESTAMP(6))
+ON DUPLICATE KEY UPDATE value = VALUES(value), due = VALUES(due)
+
+-- name: member_nodes
+-- The nodes of the registered masters that recorded theirs, and whether each claimed within the
+-- last ``active`` microseconds. From the few master rows: their claim owner by the unique name,
+-- then the record by its primary key.
+SELECT STRAIGHT_JOIN m.value, m.due >= UTC_TIMESTAMP(6) - INTERVAL %(active)s MICROSECOND
+FROM process AS p
+JOIN fastsched_host AS h ON h.name = CASE WHEN p.instance = '' THEN p.host ELSE CONCAT(p.host, '#', p.instance) END
+JOIN fastsched_meta AS m ON m.name = CONCAT('galera_node:', h.id)
+WHERE p.role = 'master'
+
+-- name: forget_node
+-- The record of a master that unregisters or is recovered.
+DELETE FROM fastsched_meta WHERE name = CONCAT('galera_node:', (
+    SELECT h.id FROM fastsched_host AS h JOIN process AS p
+    ON h.name = CASE WHEN p.instance = '' THEN p.host ELSE CONCAT(p.host, '#', p.instance) END
+    WHERE p.host = %(host)s AND p.pid = %(master_pid)s AND p.role = 'master'))
 
 -- name: complete_jobs
 UPDATE workerqueue SET done = 1, finished = %(now)s, dedup_hash = NULL

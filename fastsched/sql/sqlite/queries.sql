@@ -235,6 +235,25 @@ FROM workerqueue
 WHERE id IN ({ids}) AND done = 0 AND pid = 0 AND host_id = 0 AND priority = :priority AND next_try <= :now
 ORDER BY next_try, id
 
+-- name: find_claimable
+-- MySQL's claims on Galera (fastsched.backends.shares), as lock_claimable: unused here.
+SELECT id FROM workerqueue WHERE 1 = 0
+
+-- name: share_boundary
+SELECT next_try, id FROM workerqueue WHERE 1 = 0
+
+-- name: find_share_tail
+SELECT id FROM workerqueue WHERE 1 = 0
+
+-- name: record_node
+SELECT 1 WHERE 1 = 0
+
+-- name: member_nodes
+SELECT value, 0 FROM fastsched_meta WHERE 1 = 0
+
+-- name: forget_node
+SELECT 1 WHERE 1 = 0
+
 -- name: complete_jobs
 -- "+done": a unary plus keeps the planner off the claim index (done = ?), which would scan every
 -- pending row; the id list is looked up by rowid instead (7x faster at 100,000 pending).
