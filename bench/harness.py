@@ -396,14 +396,22 @@ def split_table(split: dict[str, float]) -> dict[str, Any]:
     return table(["master's time in", "seconds", "share"], rows)
 
 
-def db_server_process() -> Any:
-    """The local MariaDB server process (psutil), or None when it is not on this host."""
+def db_server_process(dsn: str | None = None) -> Any:
+    """The local MariaDB server process (psutil) that listens on ``dsn``'s port (any local one
+    without a DSN, or when none can be told apart), or None when it is not on this host. A private
+    server (a mariadbd of one's own beside the shared one) then has its CPU measured alone."""
     import psutil
 
-    for proc in psutil.process_iter(["name"]):
-        if proc.info["name"] in ("mariadbd", "mysqld"):
+    port = (urllib.parse.urlsplit(dsn).port or 3306) if dsn else None
+    servers = [proc for proc in psutil.process_iter(["name"]) if proc.info["name"] in ("mariadbd", "mysqld")]
+    for proc in servers:
+        try:
+            listening = {c.laddr.port for c in proc.net_connections("tcp") if c.status == psutil.CONN_LISTEN}
+        except psutil.Error:
+            continue
+        if port in listening:
             return proc
-    return None
+    return servers[0] if servers else None
 
 
 def _cpu(proc: Any) -> float:
@@ -432,7 +440,7 @@ def run_pool_until_empty(
     import psutil
 
     argv = pool_argv(dsn, workers, fetch_limit, until_empty=True, extra=extra)
-    server = db_server_process() if dialect_of(dsn) == "mysql" else None
+    server = db_server_process(dsn) if dialect_of(dsn) == "mysql" else None
     server_before = _cpu(server) if server is not None else math.nan
     usage_before = resource.getrusage(resource.RUSAGE_CHILDREN)
     master_cpu = 0.0

@@ -49,7 +49,7 @@ def raw_baseline(dsn: str, jobs: int) -> tuple[float, float]:
         try:
             baseline.mysql_create_friendica(conn)
             baseline.mysql_fill_friendica(conn, jobs)
-            server = harness.db_server_process()
+            server = harness.db_server_process(dsn)
             before = harness._cpu(server) if server is not None else math.nan
             done, seconds = baseline.timed(baseline.mysql_claim_complete_loop, conn)
             if server is not None:
