@@ -510,6 +510,35 @@ def test_claim_takes_the_oldest_next_try_first_and_not_deferred_jobs(backend: Ba
     assert (job.command, job.parameter, job.priority, job.retrial, job.crashes) == ("Cmd", '["later"]', 30, 0, 0)
 
 
+def test_claims_read_every_value_exactly_in_order(backend: Backend) -> None:
+    """On MariaDB a claim's rows come as one JSON value (claim_priority_packed): quotes, backslashes,
+    control characters and non-ASCII text come back as they were stored, in claim order."""
+    tricky = ['"quoted"', "back\\slash", "tab\tnew\nline", "é€😀", "\u0000?", "]},["]
+    ids = backend.add_many([new_job(text, i, dedup=False) for i, text in enumerate(tricky)])
+    (batch,) = backend.claim([0, 0, 10, 0, 0], [1], HOST, 10, NOW)
+    assert [job.id for job in batch.jobs] == ids
+    assert [json.loads(job.parameter) for job in batch.jobs] == [[text, i] for i, text in enumerate(tricky)]
+    assert all(type(job.id) is int and type(job.retrial) is int for job in batch.jobs)
+
+
+def test_a_mysql_claim_too_big_for_one_value_reads_its_rows_one_by_one(
+    mysql_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A packed claim over group_concat_max_len is cut short by the server: the same rows are read
+    again, one by one, in the same transaction; none is lost or left claimed half-way."""
+    b = open_backend(mysql_dsn)
+    try:
+        ids = b.add_many([new_job("x" * 300, i, dedup=False) for i in range(40)])
+        b.connection.cursor_ready().execute("SET SESSION group_concat_max_len = 4096")  # type: ignore[attr-defined]
+        (batch,) = b.claim([0, 0, 40, 0, 0], [1], HOST, 40, NOW)
+        assert [job.id for job in batch.jobs] == ids
+        assert [json.loads(job.parameter)[1] for job in batch.jobs] == list(range(40))
+        assert all(b.get(job_id, NOW).state is JobState.RUNNING for job_id in ids)
+        assert "did not fit in one value" in caplog.text
+    finally:
+        b.close()
+
+
 def test_claim_batches_by_priority_fetch_limit_and_children(backend: Backend) -> None:
     crit = backend.add_many([new_job("crit", i, priority=10) for i in range(5)])
     low = backend.add_many([new_job("low", i, priority=40) for i in range(3)])

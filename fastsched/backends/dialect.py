@@ -108,6 +108,12 @@ class Dialect:
         dialect may pick a cheaper form for what it finds in the transaction so far."""
         return queries["claim_priority"]
 
+    def read_claim(self, cursor: Any, queries: dict[str, str], params: dict[str, Any]) -> list[Any]:
+        """The rows (claim_columns) of a claim of one priority from every queue, with no share,
+        locked until the transaction ends."""
+        cursor.execute(self.claim_query(cursor, queries), params)
+        return list(cursor.fetchall())
+
     def claim_node(self) -> str | None:
         """The database node the current connection writes on, where masters on other nodes of
         the same database must claim other rows (Galera: two nodes that claim the same rows lose

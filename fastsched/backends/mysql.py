@@ -15,6 +15,7 @@ so that a master that moved sees its own claims and outcomes there.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import re
 import time
@@ -31,6 +32,7 @@ from fastsched.backends.sql import SQLBackend
 from fastsched.backends.sqlfiles import expand_rows, split_statements
 from fastsched.dsn import DSN
 from fastsched.errors import ConfigError, DatabaseUnavailable, UnsupportedServer
+from fastsched.jobs import ClaimedJob
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,7 @@ OPTIONS = {
     "write_timeout": float,
     "unix_socket": str,
 }
+CLAIM_WIDTH = len(ClaimedJob._fields)  # claim_columns: claim_priority selects next_try after them
 _VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
 
 
@@ -146,6 +149,28 @@ class MySQLDialect(Dialect):
         self.node = 0  # the index in dsn.nodes of the node of the current (or last) connection
         self.galera = False  # whether the current (or last) connection's server is a Galera node
         self.galera_node = ""  # that node's gcomm UUID, which no other node of the cluster has
+        # The server orders a JSON_ARRAYAGG (MariaDB): a claim's rows come in one value (read_claim).
+        self.packed_claims = False
+
+    def read_claim(self, cursor: Any, queries: dict[str, str], params: dict[str, Any]) -> list[Any]:
+        """On MariaDB, claim_priority_packed: the claim's rows in one value. Where that value is not
+        whole (a result over max_allowed_packet is NULL, one over group_concat_max_len cut short),
+        the rows are read again one by one in the same transaction: the ones it locked are ours to
+        read, and any it locked beyond them are let go unclaimed at the commit."""
+        if self.packed_claims:
+            cursor.execute(queries["claim_priority_packed"], params)
+            count, packed = cursor.fetchone()
+            if not count:
+                return []
+            try:
+                rows = json.loads(packed)
+            except (TypeError, ValueError):
+                rows = None
+            if isinstance(rows, list) and len(rows) == count:
+                return rows
+            log.warning("a claim's %d rows did not fit in one value: read one by one", count)
+        cursor.execute(queries["claim_priority"], params)
+        return [row[:CLAIM_WIDTH] for row in cursor.fetchall()]
 
     def _connect_kwargs(self, node: int = 0) -> dict[str, Any]:
         dsn = self.dsn
@@ -213,6 +238,7 @@ class MySQLDialect(Dialect):
                 cursor.execute(queries["server_info"])
                 version, autoinc_mode, increment = cursor.fetchone()
                 check_server_version(str(version))
+                self.packed_claims = "mariadb" in str(version).lower()
                 for statement in split_statements(queries["session_setup"]):
                     cursor.execute(statement)
                 self._galera_ready(cursor, str(version), node)

@@ -537,8 +537,7 @@ class SQLBackend:
         if view is None:
             if queues:
                 return self._claim_from_queues(cursor, queues, params)
-            cursor.execute(self.dialect.claim_query(cursor, self._q), params)
-            return list(cursor.fetchall())
+            return self.dialect.read_claim(cursor, self._q, params)
         find = None
         if queues:
             def find(cursor: Any, wide: dict[str, Any], share: tuple[int, int]) -> list[int]:

@@ -9,6 +9,7 @@ queries that differ. Every dialect ends up with the same query names, and no nam
 common file and a dialect's with the same text (``tests/test_sql_dialects.py`` checks both).
 A block named ``<row>_columns`` is the select list of a row type that several queries read: they
 hold ``{<row>_columns}`` and get it inlined when they load (:func:`with_select_lists`).
+A query that wraps another holds ``{query:<name>}`` where the other goes (:func:`with_subqueries`).
 ``migrate_<v>_to_<v+1>.sql`` holds the steps from one schema version to the next
 (:func:`load_migration`); the schema and its migrations are per dialect.
 
@@ -93,6 +94,7 @@ _NAMED_PARAM = re.compile(r"(?<![:\w]):([A-Za-z_][A-Za-z0-9_]*)")
 _LITERAL = re.compile(r"'[^']*'")
 COLUMNS_SUFFIX = "_columns"  # a block so named is a select list, inlined by with_select_lists
 _SELECT_LIST = re.compile(r"\{([a-z_]+_columns)\}")
+_SUBQUERY = re.compile(r"\{query:([a-z_]+)\}")
 
 
 def in_paramstyle(name: str, sql: str, paramstyle: str) -> str:
@@ -131,7 +133,7 @@ def load_queries(dialect: str) -> dict[str, str]:
     paramstyle = PARAMSTYLES[dialect]
     queries = {name: in_paramstyle(name, sql, paramstyle) for name, sql in common_queries().items()}
     queries.update(dialect_queries(dialect))
-    return with_select_lists(queries)
+    return with_subqueries(with_select_lists(queries))
 
 
 def with_select_lists(queries: dict[str, str]) -> dict[str, str]:
@@ -147,6 +149,19 @@ def with_select_lists(queries: dict[str, str]) -> dict[str, str]:
         return found
 
     return {name: _SELECT_LIST.sub(inline, sql) for name, sql in queries.items() if name not in lists}
+
+
+def with_subqueries(queries: dict[str, str]) -> dict[str, str]:
+    """``queries`` with each ``{query:<name>}`` replaced by the query of that name: a query that
+    wraps another (claim_priority_packed) holds it once, in its own block."""
+
+    def inline(match: re.Match[str]) -> str:
+        found = queries.get(match.group(1))
+        if found is None or _SUBQUERY.search(found):
+            raise ValueError(f"no query named {match.group(1)!r} to inline, or it inlines one itself")
+        return found
+
+    return {name: _SUBQUERY.sub(inline, sql) for name, sql in queries.items()}
 
 
 @functools.cache

@@ -216,6 +216,11 @@ WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = :priority AND next_try
 ORDER BY next_try, id
 LIMIT :limit
 
+-- name: claim_priority_packed
+-- MariaDB's one-row form of a claim; unused here: sqlite3 builds each row in C, for less than the
+-- JSON would cost to decode.
+SELECT 0, NULL FROM workerqueue WHERE 1 = 0
+
 -- name: claim_priority_unnarrowed
 -- claim_priority when no pause names a command or a queue (narrow_pause_exists, read in the same
 -- write transaction: no pause can be added in between): the per-row check is left out. It cost
