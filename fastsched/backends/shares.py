@@ -13,9 +13,10 @@ So the masters on different nodes claim different rows, and know which from the 
   waits for a claimer that does not exist. Masters on one node share theirs (SKIP LOCKED keeps
   them apart: a node's locks are its own).
 * A claim takes the oldest rows of its own share (FIFO within it), then, if too few, rows of the
-  others that their owners will not claim next: past the ``reserve`` oldest of each (this claim's
-  size for each of the share's masters that claimed within ACTIVE_WINDOW), the youngest, so the
-  stealer works from the far end and meets the owner only when the share is almost empty. A share
+  others that their owners will not claim next: past the ``reserve`` oldest of each (a batch of
+  this priority for each worker of the share's masters that claimed within ACTIVE_WINDOW: no
+  claim of theirs takes more), the youngest, so the stealer works from the far end and never
+  meets the owner's next claim. A share
   whose masters have not claimed for ACTIVE_WINDOW (busy with long jobs, or dead and not yet
   recovered) is taken from its oldest: nobody else will take those soon.
 * A claim that lost certification runs again on its own share only: the loser just met another
@@ -48,7 +49,8 @@ def node_row(host_id: int) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class ShareView:
-    """A master's share, ``slot`` of ``of``, and the masters of every share that claimed lately."""
+    """A master's share, ``slot`` of ``of``, and for every share the workers of its masters that
+    claimed lately."""
 
     slot: int
     of: int
@@ -58,28 +60,29 @@ class ShareView:
     def share(self) -> tuple[int, int]:
         return self.slot, self.of
 
-    def steals(self, limit: int) -> list[tuple[int, int]]:
-        """(share, reserve) in the order a claim of ``limit`` rows takes from the other shares: its
-        own is short. The shares nobody claims lately first, from their oldest (reserve 0), then
-        the others past their reserve, from the share after ours on (each stealer starts on
-        another one)."""
+    def steals(self, batch: int) -> list[tuple[int, int]]:
+        """(share, reserve) in the order a claim whose batches hold ``batch`` rows takes from the
+        other shares: its own is short. The shares nobody claims lately first, from their oldest
+        (reserve 0), then the others past their reserve (a batch for each worker of their masters
+        that claim lately), from the share after ours on (each stealer starts on another one)."""
         order = [(self.slot + step) % self.of for step in range(1, self.of)]
         idle = [(share, 0) for share in order if not self.active[share]]
-        busy = [(share, limit * self.active[share]) for share in order if self.active[share]]
+        busy = [(share, batch * self.active[share]) for share in order if self.active[share]]
         return idle + busy
 
 
-def view_of(node: str, members: Iterable[tuple[str, bool]]) -> ShareView | None:
-    """The view of a master on ``node`` from the members' (node, claimed lately) pairs; None when
-    every member is on that node (no share: take the oldest rows)."""
+def view_of(node: str, members: Iterable[tuple[str, bool, int]]) -> ShareView | None:
+    """The view of a master on ``node`` from the members' (node, claimed lately, workers); None
+    when every member is on that node (no share: take the oldest rows)."""
     members = list(members)
-    nodes = sorted({member for member, _ in members} | {node})
+    nodes = sorted({member for member, _, _ in members} | {node})
     if len(nodes) < 2:
         return None
     rank = {member: index for index, member in enumerate(nodes)}
     active = [0] * len(nodes)
-    for member, lately in members:
-        active[rank[member]] += bool(lately)
+    for member, lately, workers in members:
+        if lately:
+            active[rank[member]] += max(int(workers), 1)
     return ShareView(rank[node], len(nodes), tuple(active))
 
 
@@ -127,14 +130,16 @@ class SharedClaim:
         self._tails = find is None  # a claim from some queues takes no busy share's tail
         self._find = find or self._find_oldest
 
-    def rows(self, view: ShareView, params: dict[str, Any], *, own_only: bool = False) -> list[tuple[Any, ...]]:
-        """The rows a claim of ``params`` (priority, now, limit) takes, locked: see the module's
-        docstring. Each is the claim's columns."""
+    def rows(
+        self, view: ShareView, params: dict[str, Any], batch: int, *, own_only: bool = False
+    ) -> list[tuple[Any, ...]]:
+        """The rows a claim of ``params`` (priority, now, limit) takes, locked, for batches of
+        ``batch`` rows at most: see the module's docstring. Each is the claim's columns."""
         limit = int(params["limit"])
         rows = self._take(self._find(self._cursor, self._wide(params, limit), view.share), params, limit)
         if own_only:
             return rows
-        for slot, reserve in view.steals(limit):
+        for slot, reserve in view.steals(batch):
             missing = limit - len(rows)
             if missing <= 0:
                 break

@@ -482,7 +482,9 @@ class SQLBackend:
             per_batch = sizing.sizes[rank]
             slots = min(free, -(-count // per_batch))  # the slots the plan gave this priority
             params = {"priority": priority, "now": db_now, "limit": min(count, slots * per_batch)}
-            rows = list(map(ClaimedJob._make, self._claim_rows(cursor, queues, params, view, own_only=attempt > 0)))
+            rows = list(map(ClaimedJob._make, self._claim_rows(
+                cursor, queues, params, view, per_batch, own_only=attempt > 0
+            )))
             if not rows:
                 continue
             # Rows past the batches cut here were only locked: the commit lets them go, unclaimed.
@@ -525,15 +527,15 @@ class SQLBackend:
         if self._shares.take_stamp(host_id, node):
             cursor.execute(self._q["record_node"], {"name": node_row(host_id), "node": node})
         cursor.execute(self._q["member_nodes"], {"active": int(ACTIVE_WINDOW * 1_000_000)})
-        return view_of(node, ((str(member), bool(lately)) for member, lately in cursor.fetchall()))
+        return view_of(node, ((str(member), bool(lately), int(workers)) for member, lately, workers in cursor.fetchall()))
 
     def _claim_rows(
-        self, cursor: Any, queues: Sequence[str], params: dict[str, Any], view: ShareView | None,
-        *, own_only: bool = False,
+        self, cursor: Any, queues: Sequence[str], params: dict[str, Any], view: ShareView | None = None,
+        batch: int = 1, *, own_only: bool = False,
     ) -> list[Any]:
         """The rows a claim of one priority takes: the oldest runnable ones (claim_priority, one
-        locking read), or, with a ``view`` of the shares (a cluster), those of SharedClaim: the
-        oldest of this master's share first (``own_only``: those alone)."""
+        locking read), or, with a ``view`` of the shares (a cluster), those of SharedClaim for
+        batches of ``batch`` rows: the oldest of this master's share first (``own_only``: those alone)."""
         if view is None:
             if queues:
                 return self._claim_from_queues(cursor, queues, params)
@@ -544,7 +546,7 @@ class SQLBackend:
                 return [int(row[0]) for row in self._claim_from_queues(cursor, queues, wide, share, locking=False)]
 
         claim = SharedClaim(cursor, self._q, self.dialect.concurrent_connections, find)
-        return claim.rows(view, params, own_only=own_only)
+        return claim.rows(view, params, batch, own_only=own_only)
 
     def _claim_from_queues(
         self, cursor: Any, queues: Sequence[str], params: dict[str, Any], share: tuple[int, int] | None = None,

@@ -312,10 +312,10 @@ INSERT INTO fastsched_meta (name, value, due) VALUES (%(name)s, %(node)s, UTC_TI
 ON DUPLICATE KEY UPDATE value = VALUES(value), due = VALUES(due)
 
 -- name: member_nodes
--- The nodes of the registered masters that recorded theirs, and whether each claimed within the
--- last ``active`` microseconds. From the few master rows: their claim owner by the unique name,
--- then the record by its primary key.
-SELECT STRAIGHT_JOIN m.value, m.due >= UTC_TIMESTAMP(6) - INTERVAL %(active)s MICROSECOND
+-- The nodes of the registered masters that recorded theirs, whether each claimed within the last
+-- ``active`` microseconds, and its workers. From the few master rows: their claim owner by the
+-- unique name, then the record by its primary key.
+SELECT STRAIGHT_JOIN m.value, m.due >= UTC_TIMESTAMP(6) - INTERVAL %(active)s MICROSECOND, p.workers
 FROM process AS p
 JOIN fastsched_host AS h ON h.name = CASE WHEN p.instance = '' THEN p.host ELSE CONCAT(p.host, '#', p.instance) END
 JOIN fastsched_meta AS m ON m.name = CONCAT('galera_node:', h.id)

@@ -254,7 +254,7 @@ SELECT id FROM workerqueue WHERE 1 = 0
 SELECT 1 WHERE 1 = 0
 
 -- name: member_nodes
-SELECT value, 0 FROM fastsched_meta WHERE 1 = 0
+SELECT value, 0, 0 FROM fastsched_meta WHERE 1 = 0
 
 -- name: forget_node
 SELECT 1 WHERE 1 = 0
