@@ -433,6 +433,7 @@ LOCKING_READS = {
     "lock_lease": "PRIMARY",
     "claim_priority": "SKIP LOCKED",
     "claim_priority_queue": "SKIP LOCKED",
+    "claim_priority_packed": "SKIP LOCKED",  # claim_priority's rows as one value
     "lock_claimable": "PRIMARY",
 }
 
