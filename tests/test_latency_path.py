@@ -6,8 +6,10 @@ so its claims) under a steady stream of wake-ups. Real pools in subprocesses, on
 """
 from __future__ import annotations
 
+import os
 import time
 from collections import Counter
+from typing import Any
 
 from fastsched.jobs import JobState
 from fastsched.priority import Priority
@@ -78,3 +80,46 @@ def test_a_busy_master_sees_a_job_added_without_a_wake_up_within_a_poll_interval
     assert position - started_before < 40, (started_before, position)
     wait_for(lambda: all_done(q, backlog), timeout=60.0, what="the backlog to finish")
     assert pool.stop() == 0
+
+
+class _RecordingCursor:
+    """A backend's cursor that keeps the text of every statement it runs."""
+
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+        self.statements: list[str] = []
+
+    def execute(self, query: str, *args: Any) -> Any:
+        self.statements.append(query)
+        return self._cursor.execute(query, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+
+def test_an_idle_masters_claim_of_the_job_just_added_runs_the_same_statements_every_time(dsn, q):
+    """The claim on the path from add() to the job's start: one fixed text per statement (SQLite
+    prepares each once per connection; an id inlined in it would be a new statement to prepare at
+    every claim), and it claims exactly the job added, for the child it names."""
+    backend = q.backend
+    host = "latency-path"
+    backend.register_master(host, os.getpid(), 2, backend.server_now())
+    connection = backend.connection
+    real = connection.cursor_ready()
+    texts = []
+    try:
+        for n, pid in enumerate((4101, 4102, 4103)):
+            job_id = q.add(Priority.HIGH, "record", "claim", n)
+            now = backend.server_now()
+            recording = connection._cursor = _RecordingCursor(real)
+            batches = backend.claim([0, 1, 0, 0, 0], [pid], host, 1, now)
+            connection._cursor = real
+            assert [(batch.pid, [job.id for job in batch.jobs]) for batch in batches] == [(pid, [job_id])]
+            assert q.get(job_id).state is JobState.RUNNING
+            texts.append(recording.statements)
+    finally:
+        connection._cursor = real
+        backend.unregister(host, os.getpid())
+    # The first claim also looks up this master's host number, once.
+    assert texts[1] == texts[2] and texts[0][-len(texts[1]):] == texts[1], texts
+    assert sum(1 for text in texts[1] if text.lstrip().upper().startswith("UPDATE")) == 1

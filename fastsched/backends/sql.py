@@ -503,6 +503,8 @@ class SQLBackend:
             # Small batches for several children (short jobs, LOW and NEGLIGIBLE one by one): one
             # statement for all, a round trip per child less. Every id and pid is an int here.
             cursor.execute(expand_pid_cases(self._q["claim_batches"], assigned), params)
+        elif len(ids) == 1:
+            cursor.execute(self._q["claim_job"], {"pid": assigned[0][0], "id": ids[0], **params})
         else:
             update = self._q["claim_batch"]
             for pid, batch in assigned:

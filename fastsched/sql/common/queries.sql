@@ -129,6 +129,12 @@ WHERE job.id = :id AND job.done = 0 AND job.pid <> 0
 -- Only fixed-size columns change: InnoDB updates the row in place (mysql/schema.sql).
 UPDATE workerqueue SET pid = :pid, host_id = :host_id, executed = :now WHERE id IN ({ids})
 
+-- name: claim_job
+-- claim_batch for a batch of one job (an idle pool's claim of the job just added): one fixed text,
+-- which SQLite prepares once per connection, where an inlined IN list is a statement to prepare at
+-- every claim (50 us of the 0.12 ms that UPDATE took, measured on the enqueue-to-start path).
+UPDATE workerqueue SET pid = :pid, host_id = :host_id, executed = :now WHERE id = :id
+
 -- name: claim_batches
 -- claim_batch for several small batches at once: {pid_cases} is one "WHEN id IN (...) THEN pid"
 -- per batch, inlined from validated ints.
