@@ -44,6 +44,7 @@ from fastsched.protocol import (
     EXIT_TERMINATED,
     FATAL,
     NOTE,
+    PROGRESS_FENCED,
     PROGRESS_INDEX,
     PROGRESS_REVOKE,
     PROGRESS_SEQ,
@@ -113,6 +114,8 @@ def _guard_fence(fence: Any) -> None:
     while True:
         left = fence[0] - monotonic()
         if left <= 0 and _in_job:
+            if _progress is not None and len(_progress) > PROGRESS_FENCED:
+                _progress[PROGRESS_FENCED] = fence[0]
             _kill_own_group()
         time.sleep(min(max(left, 0.0), FENCE_POLL) or FENCE_POLL)
 

@@ -26,12 +26,14 @@ task's coroutine runs to completion on the child's event loop (one per child, ma
 coroutine and reused), so a coroutine is never mistaken for a finished job.
 
 Progress, for when the child dies mid-batch: a shared ``RawArray('d', PROGRESS_SLOTS)`` per child
-holds ``[seq, index, start, term, revoke]``: the batch being run, the index of the job being run
+holds ``[seq, index, start, term, revoke, fenced]``: the batch being run, the index of the job being run
 and when it started (``time.monotonic()``), and the master's word: the master sets ``term`` just
 before it sends SIGTERM (a run-time limit), and a child honours only a SIGTERM with it. ``revoke``
 is the seq of a batch the master takes back: a prefetched batch (sent while the child runs another)
 that waiting CRITICAL work must not wait behind; the child starts no job of it (its reply says so:
-the jobs are released). The master reads the
+the jobs are released). ``fenced`` is the fence value past which the child killed itself: the
+master may have renewed its lease by the time it sees the death, so the fence it reads then no
+longer tells. The master reads the
 slot after the child's death (jobs before ``index`` succeeded, the job at ``index`` was running, the
 rest are released) and while it lives (run-time limits). A shared ``RawArray('i', 1)`` for all
 children is the stop flag: when set, a child finishes its current job and reports the rest as
@@ -51,6 +53,7 @@ __all__ = [
     "EXIT_TERMINATED",
     "FATAL",
     "NOTE",
+    "PROGRESS_FENCED",
     "PROGRESS_INDEX",
     "PROGRESS_REVOKE",
     "PROGRESS_SEQ",
@@ -79,7 +82,8 @@ PROGRESS_INDEX = 1
 PROGRESS_START = 2
 PROGRESS_TERM = 3  # set by the master just before its SIGTERM: the signal is its word
 PROGRESS_REVOKE = 4  # the seq of a batch the master took back: start no job of it
-PROGRESS_SLOTS = 5
+PROGRESS_FENCED = 5  # set by the child just before its fence kills it: not a crash
+PROGRESS_SLOTS = 6
 
 # Exit codes of a child (the master only needs "it died"; these make logs readable).
 EXIT_TERMINATED = 75  # SIGTERM from the master (a run-time limit): the job was interrupted

@@ -168,3 +168,39 @@ def test_a_child_leads_its_own_process_group(make_child: Any, tmp_path: Path) ->
     wait_until(lambda: os.path.exists(marker + ".started"), WAIT, "the job to start")
     assert os.getpgid(child.process.pid) == child.process.pid != os.getpgid(0)
     Path(marker + ".go").write_text("")
+
+
+def test_a_child_that_fenced_itself_is_no_crash_even_once_the_lease_is_renewed(tmp_path: Path) -> None:
+    """The master stuck in a statement past half its lease: the child's fence kills it. When the
+    statement returns, the heartbeat renews the lease before the master sees the death; the fence
+    it reads then has not passed, yet the death was the fence's, not the job's: its job is put
+    back with no crash counted (a job with crashes left to spare would lose one, and three such
+    outages would fail a job that never crashed)."""
+    from fastsched.jobs import ClaimedJob
+    from fastsched.master.childset import ChildSet, Ended
+
+    marker = str(tmp_path / "job")
+    fence: Any = CTX.RawArray("d", 1)
+    fence[0] = time.monotonic() + WAIT
+    kids = ChildSet(
+        CTX, tasks=TASKS, retry_limit=3, limits={30: None}, max_duration_minutes={30: 60.0},
+        kill_grace=1.0, mono=time.monotonic, fence=fence,
+    )
+    try:
+        kids.spawn(1)
+        (pid,) = kids.pids()
+        kids.send(pid, [ClaimedJob(1, "wait_for_go", f'["{marker}"]', 30, 0, 0)])
+        wait_until(lambda: os.path.exists(marker + ".started"), WAIT, "the job to start")
+        fence[0] = time.monotonic() - 0.01  # no heartbeat for half a lease: the child fences itself
+        wait_until(lambda: not is_alive(pid), WAIT, "the child to kill itself")
+        fence[0] = time.monotonic() + WAIT  # the hung statement returned and the heartbeat renewed
+        events: list[Any] = []
+        deadline = time.monotonic() + WAIT
+        while pid in kids.pids() and time.monotonic() < deadline:
+            events += kids.collect()
+        (ended,) = [event for event in events if hasattr(event, "report")]
+        assert ended.report.ended is Ended.KILLED  # the master's doing (released), not CRASHED
+        assert not os.path.exists(marker + ".ended")
+    finally:
+        for pid in kids.pids():
+            os.kill(pid, signal.SIGKILL)
