@@ -440,7 +440,10 @@ class ChildSet:
         with self._watchdog_lock:
             if child.pid in self._killed_by_watchdog:
                 return KILL_DB
-        if child.progress[protocol.PROGRESS_FENCED] or (self._fence is not None and self._mono() >= self._fence[0]):
+        if child.progress[protocol.PROGRESS_FENCED]:
+            log.error("child %d killed itself at its fence: no successful heartbeat for half the lease", child.pid)
+            return KILL_DB
+        if self._fence is not None and self._mono() >= self._fence[0]:
             return KILL_DB  # it fenced itself: our lease may have run out (no penalty, as for an outage)
         return None
 
