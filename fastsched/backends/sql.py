@@ -726,22 +726,16 @@ class SQLBackend:
             "instance": instance,
         }
 
-        # Each statement commits itself: a master stopped or cut off between the statements of a
-        # heartbeat transaction would hold its process row's lock, and every other master's
-        # recovery of its claims would wait on that lock for as long as its connection lives.
-        def renew_master(cursor: Any) -> bool:
+        def work(cursor: Any) -> bool:
             cursor.execute(self._q["heartbeat_master"], params)
             if cursor.rowcount == 0:  # gone, or (MySQL) unchanged because nothing changed
                 cursor.execute(self._q["master_exists"], params)
-                return cursor.fetchone() is not None
+                if cursor.fetchone() is None:
+                    return False
+            cursor.execute(self._q["heartbeat_children"], params)
             return True
 
-        if not self._transaction(renew_master, "heartbeat", single_statement=True):
-            return False
-        self._transaction(
-            lambda cursor: cursor.execute(self._q["heartbeat_children"], params), "heartbeat", single_statement=True
-        )
-        return True
+        return self._transaction(work, "heartbeat")
 
     def unregister(self, host: str, master_pid: int) -> None:
         self._transaction(lambda cursor: self._unregister(cursor, {"host": host, "master_pid": master_pid}), "unregister")
