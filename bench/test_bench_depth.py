@@ -287,12 +287,15 @@ def explain(dsn: str, statements: list[str]) -> list[dict[str, Any]]:
 
 def _is_claim_select(sql: str) -> bool:
     s = sql.upper()
-    return s.startswith("SELECT") and "PID = 0" in s and "ORDER BY" in s and " LIMIT " in s and "COUNT(" not in s
+    # MariaDB's packed claim (claim_priority_packed) counts the rows it wraps: a claim all the same.
+    packed = "JSON_ARRAYAGG(" in s
+    return (s.startswith("SELECT") and "PID = 0" in s and "ORDER BY" in s and " LIMIT " in s
+            and ("COUNT(" not in s or packed))
 
 
 def _is_waiting_count(sql: str) -> bool:
     s = sql.upper()
-    return s.startswith("SELECT") and "COUNT(" in s and "PID = 0" in s
+    return s.startswith("SELECT") and "COUNT(" in s and "PID = 0" in s and "JSON_ARRAYAGG(" not in s
 
 
 _BY_ID = re.compile(r"\bWHERE\s+id\s*(IN\s*\(\s*\d|=\s*\d)", re.IGNORECASE)
