@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 from fastsched.backends.base import SCHEMA_VERSION
 from fastsched.backends.callers import driver_exception
 from fastsched.backends.dialect import DISCONNECTED, RETRY, Dialect
+from fastsched.backends.sessions import record_session
 from fastsched.backends.sqlfiles import MigrationStep, load_migration, load_queries, load_schema
 from fastsched.dsn import DSN
 from fastsched.errors import SchemaError
@@ -55,6 +56,9 @@ class Connection:
         # Transactions re-run after a deadlock or certification failure, since this object was made:
         # on Galera, the conflicts between nodes (docs/scaling.md).
         self.conflicts = 0
+        # A master's (fastsched.backends.sessions): each connection opened is noted under it.
+        self.session_prefix: str | None = None
+        self._session_noted = False
 
     def close(self) -> None:
         """Close the connection; the next operation opens a new one."""
@@ -69,7 +73,7 @@ class Connection:
         """The cursor of an open connection (connecting first if needed), its schema checked."""
         if self.conn is None or self._conn_pid != os.getpid():
             self.conn = self._cursor = None  # after a fork: never use (or close) the parent's socket
-            self._schema_ok = False
+            self._schema_ok = self._session_noted = False
             conn, self.consecutive_ids = self.dialect.connect(self.queries)
             self.conn, self._cursor, self._conn_pid = conn, conn.cursor(), os.getpid()
         if check_schema and not self._schema_ok:
@@ -78,7 +82,22 @@ class Connection:
             ):
                 self.transaction(self._create_schema, "creating the schema", check_schema=False)
             self._schema_ok = True
+        if self.session_prefix is not None and self._schema_ok and not self._session_noted:
+            self._note_session(self.session_prefix)
         return self._cursor
+
+    def _note_session(self, prefix: str) -> None:
+        if not self.dialect.cuts_off_sessions:
+            return
+        self._session_noted = True  # the noting transaction opens no other connection to note
+        try:
+            self.transaction(
+                lambda cursor: record_session(cursor, self.queries, prefix),
+                "noting the master's connection", write=False, check_schema=False,
+            )
+        except BaseException:
+            self._session_noted = False
+            raise
 
     # --- the schema -----------------------------------------------------------------------------
     def init_schema(self) -> None:

@@ -46,6 +46,11 @@ class Dialect:
     (another connection holds the write lock) is no outage: no other master can take its claims
     meanwhile, and one on the same machine tells by its pid that it lives."""
 
+    cuts_off_sessions: ClassVar[bool] = False
+    """A master's connections are noted, and the recovery of a dead master kills them
+    (fastsched.backends.sessions): another process's transaction can hold rows locked for as long
+    as its connection lives, which outlives a stopped or cut-off master."""
+
     def __init__(self, dsn: DSN) -> None:
         self.dsn = dsn
 
@@ -63,6 +68,11 @@ class Dialect:
     def classify(self, exc: BaseException) -> str:
         """RETRY, DISCONNECTED or FAILED, for a driver error."""
         raise NotImplementedError
+
+    def error_code(self, exc: BaseException) -> int | None:
+        """The server's error number of a driver error (both MySQL drivers: its first argument)."""
+        args = getattr(exc, "args", ())
+        return args[0] if args and isinstance(args[0], int) else None
 
     def is_missing_table(self, exc: BaseException) -> bool:
         """Whether a driver error says that a table does not exist (no schema yet)."""

@@ -152,11 +152,6 @@ def _node_name(node: tuple[str, int]) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _error_code(exc: BaseException) -> int | None:
-    args = getattr(exc, "args", ())
-    return args[0] if args and isinstance(args[0], int) else None
-
-
 class NodeNotReady(DatabaseUnavailable):
     """The Galera node answers but is not ready for queries (not synced, or not in the Primary component)."""
 
@@ -168,6 +163,7 @@ class MySQLDialect(Dialect):
     driver_error = pymysql.MySQLError
     concurrent_connections = 2
     caller_dedup_locks_rows = True
+    cuts_off_sessions = True
 
     def __init__(self, dsn: DSN) -> None:
         super().__init__(dsn)
@@ -316,7 +312,7 @@ class MySQLDialect(Dialect):
     def classify(self, exc: BaseException) -> str:
         if isinstance(exc, pymysql.InterfaceError):  # used after the socket closed
             return DISCONNECTED
-        code = _error_code(exc)
+        code = self.error_code(exc)
         if code in RETRY_CODES:
             return RETRY
         if code in DISCONNECT_CODES:
@@ -324,7 +320,7 @@ class MySQLDialect(Dialect):
         return FAILED
 
     def is_missing_table(self, exc: BaseException) -> bool:
-        return _error_code(exc) == MISSING_TABLE
+        return self.error_code(exc) == MISSING_TABLE
 
     def insert_rows(self, cursor: Any, query: str, params: list[tuple[Any, ...]]) -> None:
         # The drivers' executemany folds rows into one INSERT only when VALUES holds bare

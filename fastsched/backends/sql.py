@@ -36,6 +36,7 @@ from fastsched.backends.controls import Controls
 from fastsched.backends.dialect import Dialect
 from fastsched.backends.inserts import IN_CHUNK, Inserter, chunks
 from fastsched.backends.rows import JobRow
+from fastsched.backends.sessions import CUT_OFF_ATTEMPTS, LOCK_WAIT_TIMEOUT, cut_off, session_prefix
 from fastsched.backends.shares import ACTIVE_WINDOW, SharedClaim, ShareKeeper, ShareView, node_row, view_of
 from fastsched.backends.sqlfiles import expand_in, expand_pid_cases, expand_queues, expand_spread
 from fastsched.batching import BatchSizing, sizing_of
@@ -115,6 +116,7 @@ class SQLBackend:
         sibling = type(self)(self.dsn, self.dialect.fresh(), sleep=self.connection.sleep)
         sibling._host_ids = self._host_ids  # the numbers never change: share what is known
         sibling._shares = self._shares  # one master's claims: one record of its node
+        sibling.connection.session_prefix = self.connection.session_prefix
         return sibling
 
     def _transaction(
@@ -658,6 +660,7 @@ class SQLBackend:
         t = self._to_db_time(now)
         listed = queue_set_text(queues)
         host_id = self._host_id(host) if check is not None else 0
+        self.connection.session_prefix = session_prefix(host, pid)
         # On a cluster, the master's node is recorded with it, before its first claim: the others
         # leave its share to it from their next claim on (fastsched.backends.shares).
         self.connection.cursor_ready()
@@ -745,6 +748,8 @@ class SQLBackend:
         the record of its node too (it has no share from now on)."""
         if self.dialect.claim_node() is not None:
             cursor.execute(self._q["forget_node"], key)
+        if self.dialect.cuts_off_sessions:
+            cursor.execute(self._q["forget_sessions"], {"prefix": session_prefix(key["host"], key["master_pid"])})
         cursor.execute(self._q["unregister"], key)
 
     def processes(self) -> list[ProcessInfo]:
@@ -778,9 +783,13 @@ class SQLBackend:
             return list(cursor.fetchall())
 
         def recover(cursor: Any, key: dict[str, Any]) -> int | None:
-            cursor.execute(self._q["lock_expired_master"], key)
-            if cursor.fetchone() is None:
+            prefix = session_prefix(key["host"], key["master_pid"])
+            if not self._lock_expired_master(cursor, key, prefix):
                 return None  # it came back to life, or someone else recovered it
+            if self.dialect.cuts_off_sessions:
+                # Dead by the lease: what its connections still hold (a claim or an outcome it was
+                # stopped in) rolls back, and nothing it sends on them later commits.
+                cut_off(cursor, self._q, prefix, self.dialect)
             cursor.execute(self._q["release_host"], key)  # a claim of a master of schema 2 (by host)
             released = int(cursor.rowcount)
             self._unregister(cursor, key)
@@ -802,6 +811,31 @@ class SQLBackend:
                 )
                 result.append((host, released))
         return result
+
+    def _lock_expired_master(self, cursor: Any, key: dict[str, Any], prefix: str) -> bool:
+        """Lock the process row of a master whose heartbeat is older than ``key["alive_after"]``;
+        False when there is none. The row may be locked by the master itself, stopped or cut off
+        in its heartbeat's transaction, for as long as its connection lives: after a short wait
+        its connections are cut off and the lock is asked for again."""
+        if not self.dialect.cuts_off_sessions:
+            cursor.execute(self._q["lock_expired_master"], key)
+            return cursor.fetchone() is not None
+        cursor.execute(self._q["short_lock_waits"])
+        attempt = 1
+        try:
+            while True:
+                try:
+                    cursor.execute(self._q["lock_expired_master"], key)
+                    return cursor.fetchone() is not None
+                except self.dialect.driver_error as exc:
+                    if self.dialect.error_code(exc) != LOCK_WAIT_TIMEOUT or attempt == CUT_OFF_ATTEMPTS:
+                        raise
+                    cut_off(cursor, self._q, prefix, self.dialect)
+                    if not self.dialect.in_transaction(cursor.connection):
+                        self.dialect.begin(cursor)  # the server rolled it back (innodb_rollback_on_timeout)
+                    attempt += 1
+        finally:
+            cursor.execute(self._q["usual_lock_waits"])
 
     def run_periodic(self, entry: PeriodicTask, now: dt.datetime | None = None) -> int | None:
         name = LEASE_PREFIX + entry.name

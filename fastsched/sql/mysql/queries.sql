@@ -321,6 +321,38 @@ JOIN fastsched_host AS h ON h.name = CASE WHEN p.instance = '' THEN p.host ELSE 
 JOIN fastsched_meta AS m ON m.name = CONCAT('galera_node:', h.id)
 WHERE p.role = 'master'
 
+-- name: server_run
+-- Which server run a connection is on: its address and when it started (the two ids of a
+-- connection on another node, or from before a restart, may be another's now). Uptime: server_uptime.
+SELECT CONCAT(@@hostname, ':', @@port), UNIX_TIMESTAMP(NOW(6))
+
+-- name: server_uptime
+SHOW GLOBAL STATUS LIKE 'Uptime'
+
+-- name: record_session
+-- One of a master's connections (fastsched.backends.sessions): a recovery of the master kills it.
+INSERT INTO fastsched_meta (name, value) VALUES (CONCAT(%(prefix)s, CONNECTION_ID()), %(server)s)
+ON DUPLICATE KEY UPDATE value = VALUES(value)
+
+-- name: master_sessions
+-- The connections a master noted, but the one asking (a master that recovers its own rows).
+SELECT name, value FROM fastsched_meta
+WHERE name LIKE CONCAT(%(prefix)s, '%%') AND name <> CONCAT(%(prefix)s, CONNECTION_ID())
+
+-- name: kill_session
+KILL CONNECTION %(connection)s
+
+-- name: forget_sessions
+DELETE FROM fastsched_meta WHERE name LIKE CONCAT(%(prefix)s, '%%')
+
+-- name: short_lock_waits
+-- A recovery waits this long (seconds) for a row a dead master's connection may hold, then cuts
+-- the connection off instead of waiting for as long as it stays open.
+SET SESSION innodb_lock_wait_timeout = 1
+
+-- name: usual_lock_waits
+SET SESSION innodb_lock_wait_timeout = DEFAULT
+
 -- name: forget_node
 -- The record of a master that unregisters or is recovered.
 DELETE FROM fastsched_meta WHERE name = CONCAT('galera_node:', (

@@ -256,6 +256,31 @@ SELECT 1 WHERE 1 = 0
 -- name: member_nodes
 SELECT value, 0, 0 FROM fastsched_meta WHERE 1 = 0
 
+-- SQLite: one file's lock, no connection of another process to cut off (Dialect.cuts_off_sessions).
+-- name: server_run
+SELECT 1 WHERE 1 = 0
+
+-- name: server_uptime
+SELECT 1 WHERE 1 = 0
+
+-- name: record_session
+SELECT 1 WHERE 1 = 0
+
+-- name: master_sessions
+SELECT 1 WHERE 1 = 0
+
+-- name: kill_session
+SELECT 1 WHERE 1 = 0
+
+-- name: forget_sessions
+SELECT 1 WHERE 1 = 0
+
+-- name: short_lock_waits
+SELECT 1 WHERE 1 = 0
+
+-- name: usual_lock_waits
+SELECT 1 WHERE 1 = 0
+
 -- name: forget_node
 SELECT 1 WHERE 1 = 0
 

@@ -1,0 +1,163 @@
+"""A master stopped (SIGSTOP, a paused VM) or cut off from the network in the middle of a
+transaction keeps that transaction, and the rows it locked, for as long as its connection lives:
+hours, on a server's defaults. Its recovery by another master must not wait for it (MariaDB, the
+real server): the recovery kills the dead master's connections (fastsched.backends.sessions),
+and no one else's.
+
+The stopped master here is a backend whose transactions are left open, as a master frozen
+between two statements leaves them: the process row locked mid-heartbeat on its main connection,
+one of its claimed jobs locked mid-outcome on a sibling connection.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pymysql
+import pytest
+
+from fastsched.backends import open_backend
+from fastsched.backends.base import Backend, claim_owner
+from fastsched.backends.sessions import session_prefix
+from fastsched.dbclock import utcnow
+from fastsched.jobs import NewJob
+
+STOPPED = "stopped-host"
+STOPPED_PID = 4242
+RECOVERY_DEADLINE = 30.0  # seconds: a recovery waiting on the dead master's locks takes 50 s a try
+
+
+def LAST_HEARTBEAT() -> dt.datetime:  # noqa: N802 - reads as the constant it stands for
+    return utcnow() - dt.timedelta(seconds=120)
+
+
+def ALIVE_AFTER() -> dt.datetime:  # noqa: N802 - a lease of 60 s: the stopped master's has run out
+    return utcnow() - dt.timedelta(seconds=60)
+
+
+@pytest.fixture
+def backends(mysql_dsn: str) -> Iterator[Any]:
+    opened: list[Backend] = []
+
+    def make() -> Backend:
+        backend = open_backend(mysql_dsn)
+        backend.init_schema()
+        opened.append(backend)
+        return backend
+
+    yield make
+    for backend in opened:
+        backend.close()
+
+
+def _open_transaction(cursor: Any, statement: str, args: Any) -> None:
+    """Start a transaction that locks the rows of ``statement`` and leave it open."""
+    cursor.execute("BEGIN")
+    cursor.execute(statement, args)
+    cursor.fetchall()
+
+
+def _recover_in_time(backend: Backend, alive_after: dt.datetime) -> list[tuple[str, int]]:
+    result: list[Any] = []
+    thread = threading.Thread(target=lambda: result.append(backend.recover_expired(alive_after)), daemon=True)
+    thread.start()
+    thread.join(RECOVERY_DEADLINE)
+    assert not thread.is_alive(), "the recovery waited on the stopped master's locks"
+    assert result, "the recovery failed (its error is in the log above)"
+    return result[0]  # type: ignore[no-any-return]
+
+
+def _notes(backend: Backend, host: str, pid: int) -> int:
+    cursor = backend.connection.cursor_ready()  # type: ignore[attr-defined]
+    cursor.execute("SELECT COUNT(*) FROM fastsched_meta WHERE name LIKE %s", (session_prefix(host, pid) + "%",))
+    return int(cursor.fetchone()[0])
+
+
+def _stopped_master(backends: Any, jobs: int) -> tuple[Backend, list[int], Any, Any]:
+    """A master with ``jobs`` claimed, frozen mid-heartbeat and mid-outcome: the backend, the job
+    ids and the two cursors whose transactions stay open."""
+    master = backends()
+    master.register_master(STOPPED, STOPPED_PID, 2, LAST_HEARTBEAT(), instance="i1", machine="m1")
+    master.add_many([NewJob("Cmd", f"[{i}]", 30, None, None, None, False) for i in range(jobs)])
+    batches = master.claim([0, 0, jobs, 0, 0], [STOPPED_PID + 1], claim_owner(STOPPED, "i1"), jobs, utcnow())
+    ids = [job.id for batch in batches for job in batch.jobs]
+    assert len(ids) == jobs
+    heartbeat = master.connection.cursor_ready()
+    _open_transaction(heartbeat, "SELECT pid FROM process WHERE host = %s AND pid = %s FOR UPDATE", (STOPPED, STOPPED_PID))
+    outcome = master.open_sibling().connection.cursor_ready()
+    _open_transaction(outcome, "SELECT id FROM workerqueue WHERE id = %s FOR UPDATE", (ids[0],))
+    return master, ids, heartbeat, outcome
+
+
+def test_a_master_stopped_mid_transaction_is_recovered_and_cut_off(backends: Any) -> None:
+    master, ids, heartbeat, outcome = _stopped_master(backends, 3)
+    assert _notes(backends(), STOPPED, STOPPED_PID) == 2  # its main connection and the sibling
+
+    recoverer = backends()
+    released = _recover_in_time(recoverer, ALIVE_AFTER())
+
+    assert released == [(STOPPED, 3)]
+    assert _notes(recoverer, STOPPED, STOPPED_PID) == 0
+    for cursor in (heartbeat, outcome):  # whatever it sends later reaches no transaction of its
+        with pytest.raises(pymysql.MySQLError):
+            cursor.execute("SELECT 1")
+    assert master.heartbeat(STOPPED, STOPPED_PID, 2, None, "i1") is False  # it learns it was declared dead
+    batches = recoverer.claim([0, 0, 3, 0, 0], [77], claim_owner("other-host", ""), 3, utcnow())
+    assert sorted(job.id for batch in batches for job in batch.jobs) == sorted(ids)
+
+
+def test_the_recovery_kills_no_connection_but_the_dead_masters(backends: Any) -> None:
+    _stopped_master(backends, 2)
+    live = backends()
+    live.register_master("live-host", 5151, 1, None, instance="i2", machine="m2")
+    [other] = live.add_many([NewJob("Other", "[]", 30, None, None, None, False)])
+    live_cursor = live.connection.cursor_ready()
+    _open_transaction(live_cursor, "SELECT id FROM workerqueue WHERE id = %s FOR UPDATE", (other,))
+    producer = backends()
+    producer_cursor = producer.connection.cursor_ready()
+    _open_transaction(producer_cursor, "SELECT COUNT(*) FROM workerqueue", ())
+
+    released = _recover_in_time(backends(), ALIVE_AFTER())
+
+    assert sorted(released) == [(STOPPED, 2)]  # only the stopped one: the live master's heartbeat is fresh
+    for cursor in (live_cursor, producer_cursor):
+        cursor.execute("SELECT 1")
+        assert cursor.fetchone() == (1,)
+        cursor.execute("COMMIT")
+
+
+def test_a_connection_noted_before_the_server_restarted_is_not_killed(backends: Any) -> None:
+    """A connection id names a connection only until the server restarts: a note from an earlier
+    run of the server may carry the id of anyone's connection now."""
+    innocent = backends()
+    cursor = innocent.connection.cursor_ready()
+    cursor.execute("SELECT CONNECTION_ID()")
+    innocent_id = int(cursor.fetchone()[0])
+    dead = backends()
+    dead.register_master(STOPPED, STOPPED_PID, 1, LAST_HEARTBEAT(), instance="i1", machine="m1")
+    dead.close()
+    note = session_prefix(STOPPED, STOPPED_PID) + str(innocent_id)
+    cursor.execute("SELECT value FROM fastsched_meta WHERE name LIKE %s", (session_prefix(STOPPED, STOPPED_PID) + "%",))
+    server_run = str(cursor.fetchone()[0])
+    where, _, started = server_run.rpartition("@")
+    cursor.execute(
+        "INSERT INTO fastsched_meta (name, value) VALUES (%s, %s)", (note, f"{where}@{int(started) - 3600}")
+    )
+
+    released = _recover_in_time(backends(), ALIVE_AFTER())
+
+    assert released == [(STOPPED, 0)]
+    cursor.execute("SELECT 1")  # alive
+    assert cursor.fetchone() == (1,)
+
+
+def test_a_master_that_stops_leaves_no_notes(backends: Any) -> None:
+    master = backends()
+    master.register_master(STOPPED, STOPPED_PID, 1, None, instance="i1", machine="m1")
+    master.open_sibling().connection.cursor_ready()
+    assert _notes(master, STOPPED, STOPPED_PID) == 2
+    master.unregister(STOPPED, STOPPED_PID)
+    assert _notes(master, STOPPED, STOPPED_PID) == 0
