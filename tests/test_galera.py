@@ -285,6 +285,10 @@ def test_a_master_whose_peers_are_gone_takes_everything_oldest_first(galera: Any
         backends[1].unregister("m1", 11)  # stopped
         long_ago = dt.datetime(2000, 1, 1)
         backends[2].register_master("m2", 12, 2, long_ago)  # its heartbeat stopped long ago: dead
+        # A causal read on node 0 first: node 0 applies node 2's commits a moment after they return.
+        causal = raw_on(galera, database, 0)
+        assert rows(causal, "SELECT pid FROM process WHERE host = 'm2'") == [(12,)]
+        causal.close()
         assert backends[0].recover_expired(long_ago + SECOND) == [("m2", 0)]
         assert claimed_ids(backends[0], 9, LATER, host="m0") == ids[:9]
     finally:
