@@ -30,11 +30,13 @@ STOPPED_PID = 4242
 RECOVERY_DEADLINE = 30.0  # seconds: a recovery waiting on the dead master's locks takes 50 s a try
 
 
-def LAST_HEARTBEAT() -> dt.datetime:  # noqa: N802 - reads as the constant it stands for
+def long_ago() -> dt.datetime:
+    """The stopped master's last heartbeat."""
     return utcnow() - dt.timedelta(seconds=120)
 
 
-def ALIVE_AFTER() -> dt.datetime:  # noqa: N802 - a lease of 60 s: the stopped master's has run out
+def alive_after() -> dt.datetime:
+    """A lease of 60 s: the stopped master's has run out, a master registered just now is alive."""
     return utcnow() - dt.timedelta(seconds=60)
 
 
@@ -80,7 +82,7 @@ def _stopped_master(backends: Any, jobs: int) -> tuple[Backend, list[int], Any, 
     """A master with ``jobs`` claimed, frozen mid-heartbeat and mid-outcome: the backend, the job
     ids and the two cursors whose transactions stay open."""
     master = backends()
-    master.register_master(STOPPED, STOPPED_PID, 2, LAST_HEARTBEAT(), instance="i1", machine="m1")
+    master.register_master(STOPPED, STOPPED_PID, 2, long_ago(), instance="i1", machine="m1")
     master.add_many([NewJob("Cmd", f"[{i}]", 30, None, None, None, False) for i in range(jobs)])
     batches = master.claim([0, 0, jobs, 0, 0], [STOPPED_PID + 1], claim_owner(STOPPED, "i1"), jobs, utcnow())
     ids = [job.id for batch in batches for job in batch.jobs]
@@ -97,7 +99,7 @@ def test_a_master_stopped_mid_transaction_is_recovered_and_cut_off(backends: Any
     assert _notes(backends(), STOPPED, STOPPED_PID) == 2  # its main connection and the sibling
 
     recoverer = backends()
-    released = _recover_in_time(recoverer, ALIVE_AFTER())
+    released = _recover_in_time(recoverer, alive_after())
 
     assert released == [(STOPPED, 3)]
     assert _notes(recoverer, STOPPED, STOPPED_PID) == 0
@@ -120,7 +122,7 @@ def test_the_recovery_kills_no_connection_but_the_dead_masters(backends: Any) ->
     producer_cursor = producer.connection.cursor_ready()
     _open_transaction(producer_cursor, "SELECT COUNT(*) FROM workerqueue", ())
 
-    released = _recover_in_time(backends(), ALIVE_AFTER())
+    released = _recover_in_time(backends(), alive_after())
 
     assert sorted(released) == [(STOPPED, 2)]  # only the stopped one: the live master's heartbeat is fresh
     for cursor in (live_cursor, producer_cursor):
@@ -137,7 +139,7 @@ def test_a_connection_noted_before_the_server_restarted_is_not_killed(backends: 
     cursor.execute("SELECT CONNECTION_ID()")
     innocent_id = int(cursor.fetchone()[0])
     dead = backends()
-    dead.register_master(STOPPED, STOPPED_PID, 1, LAST_HEARTBEAT(), instance="i1", machine="m1")
+    dead.register_master(STOPPED, STOPPED_PID, 1, long_ago(), instance="i1", machine="m1")
     dead.close()
     note = session_prefix(STOPPED, STOPPED_PID) + str(innocent_id)
     cursor.execute("SELECT value FROM fastsched_meta WHERE name LIKE %s", (session_prefix(STOPPED, STOPPED_PID) + "%",))
@@ -147,7 +149,7 @@ def test_a_connection_noted_before_the_server_restarted_is_not_killed(backends: 
         "INSERT INTO fastsched_meta (name, value) VALUES (%s, %s)", (note, f"{where}@{int(started) - 3600}")
     )
 
-    released = _recover_in_time(backends(), ALIVE_AFTER())
+    released = _recover_in_time(backends(), alive_after())
 
     assert released == [(STOPPED, 0)]
     cursor.execute("SELECT 1")  # alive
