@@ -8,7 +8,8 @@ every dialect is written once, in ``sql/common/queries.sql``, with named paramet
 queries that differ. Every dialect ends up with the same query names, and no name is in the
 common file and a dialect's with the same text (``tests/test_sql_dialects.py`` checks both).
 A block named ``<row>_columns`` is the select list of a row type that several queries read: they
-hold ``{<row>_columns}`` and get it inlined when they load (:func:`with_select_lists`).
+hold ``{<row>_columns}`` and get it inlined when they load (:func:`with_fragments`); a block named
+``<rule>_condition`` is a part of a WHERE that several queries share, inlined the same way.
 A query that wraps another holds ``{query:<name>}`` where the other goes (:func:`with_subqueries`).
 ``migrate_<v>_to_<v+1>.sql`` holds the steps from one schema version to the next
 (:func:`load_migration`); the schema and its migrations are per dialect.
@@ -92,8 +93,9 @@ COMMON = "common"  # sql/common/queries.sql: the queries written once for every 
 PARAMSTYLES = {"mysql": "pyformat", "sqlite": "named"}
 _NAMED_PARAM = re.compile(r"(?<![:\w]):([A-Za-z_][A-Za-z0-9_]*)")
 _LITERAL = re.compile(r"'[^']*'")
-COLUMNS_SUFFIX = "_columns"  # a block so named is a select list, inlined by with_select_lists
-_SELECT_LIST = re.compile(r"\{([a-z_]+_columns)\}")
+# Blocks so named are a select list or a part of a WHERE, inlined by with_fragments.
+FRAGMENT_SUFFIXES = ("_columns", "_condition")
+_FRAGMENT = re.compile(r"\{([a-z_]+_(?:columns|condition))\}")
 _SUBQUERY = re.compile(r"\{query:([a-z_]+)\}")
 
 
@@ -133,22 +135,23 @@ def load_queries(dialect: str) -> dict[str, str]:
     paramstyle = PARAMSTYLES[dialect]
     queries = {name: in_paramstyle(name, sql, paramstyle) for name, sql in common_queries().items()}
     queries.update(dialect_queries(dialect))
-    return with_subqueries(with_select_lists(queries))
+    return with_subqueries(with_fragments(queries))
 
 
-def with_select_lists(queries: dict[str, str]) -> dict[str, str]:
-    """``queries`` without their select lists (the blocks named ``<row>_columns``), each inlined
-    where a query holds ``{<row>_columns}``: a row type read by several queries has its columns
-    written once. This is the file's own text put together at load time, never data."""
-    lists = {name: sql for name, sql in queries.items() if name.endswith(COLUMNS_SUFFIX)}
+def with_fragments(queries: dict[str, str]) -> dict[str, str]:
+    """``queries`` without their fragments (the blocks named ``<row>_columns``: select lists, and
+    ``<rule>_condition``: parts of a WHERE), each inlined where a query holds ``{<name>}``: a row
+    type read by several queries has its columns written once, a rule several claims apply its
+    condition. This is the file's own text put together at load time, never data."""
+    fragments = {name: sql for name, sql in queries.items() if name.endswith(FRAGMENT_SUFFIXES)}
 
     def inline(match: re.Match[str]) -> str:
-        found = lists.get(match.group(1))
+        found = fragments.get(match.group(1))
         if found is None:
-            raise ValueError(f"no select list named {match.group(1)!r}")
+            raise ValueError(f"no fragment named {match.group(1)!r}")
         return found
 
-    return {name: _SELECT_LIST.sub(inline, sql) for name, sql in queries.items() if name not in lists}
+    return {name: _FRAGMENT.sub(inline, sql) for name, sql in queries.items() if name not in fragments}
 
 
 def with_subqueries(queries: dict[str, str]) -> dict[str, str]:

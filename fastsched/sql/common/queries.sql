@@ -17,6 +17,24 @@ SELECT value FROM fastsched_meta WHERE name = 'schema_version'
 -- inlined where {claim_columns} stands when the queries load.
 id, command, parameter, priority, retrial, crashes
 
+-- name: claimable_condition
+-- A row a claim of one priority may take: pending, unclaimed and not held aside, runnable now.
+-- Its columns in the claim index's order.
+done = 0 AND pid = 0 AND host_id = 0 AND priority = :priority AND next_try <= :now
+
+-- name: priority_unpaused_condition
+-- Paused work (fastsched_pause; fastsched.controls) is not claimed. A pause of the whole priority
+-- makes a claim's WHERE impossible before any row is read (the test is constant).
+NOT EXISTS (SELECT 1 FROM fastsched_pause AS whole
+            WHERE whole.priority IN (0, :priority) AND whole.command = '' AND whole.queue = '')
+
+-- name: row_unpaused_condition
+-- A pause narrowed to a command or a queue, checked per row. It costs little: the pause set the
+-- jobs it held aside (PARKED_HOST_ID), so only the few added since are read here.
+NOT EXISTS (SELECT 1 FROM fastsched_pause AS p
+            WHERE p.priority IN (0, :priority) AND p.command IN ('', workerqueue.command)
+              AND p.queue IN ('', workerqueue.queue))
+
 -- name: clear_hashes
 UPDATE workerqueue SET dedup_hash = NULL WHERE id IN ({ids})
 

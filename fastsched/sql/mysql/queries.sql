@@ -205,11 +205,8 @@ FROM workerqueue FORCE INDEX (claim_queue)
 WHERE done = 0 AND queue = %(queue)s AND priority = %(priority)s AND next_try <= %(now)s
   AND pid = 0 AND host_id = 0 /* spread */
   -- Paused work is not claimed, as in claim_priority (a master with --queues claims through here).
-  AND NOT EXISTS (SELECT 1 FROM fastsched_pause AS whole
-                  WHERE whole.priority IN (0, %(priority)s) AND whole.command = '' AND whole.queue = '')
-  AND NOT EXISTS (SELECT 1 FROM fastsched_pause AS p
-                  WHERE p.priority IN (0, %(priority)s) AND p.command IN ('', workerqueue.command)
-                    AND p.queue IN ('', workerqueue.queue))
+  AND {priority_unpaused_condition}
+  AND {row_unpaused_condition}
 ORDER BY next_try, id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
@@ -221,16 +218,10 @@ SELECT {claim_columns}, next_try
 -- Forced: with claim_queue beside it, stale statistics on a small or just-emptied table can make
 -- the optimizer pick a scan, which a big backlog then pays for on every claim.
 FROM workerqueue FORCE INDEX (claim)
-WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = %(priority)s AND next_try <= %(now)s
-  -- Paused work (fastsched_pause; fastsched.controls) is not claimed. A pause of the whole priority
-  -- makes the WHERE impossible before any row is read (the first test is constant); a narrower one
-  -- is checked per row, and costs little: the pause set the jobs it held aside (PARKED_HOST_ID),
-  -- so only the few added since are read here.
-  AND NOT EXISTS (SELECT 1 FROM fastsched_pause AS whole
-                  WHERE whole.priority IN (0, %(priority)s) AND whole.command = '' AND whole.queue = '')
-  AND NOT EXISTS (SELECT 1 FROM fastsched_pause AS p
-                  WHERE p.priority IN (0, %(priority)s) AND p.command IN ('', workerqueue.command)
-                    AND p.queue IN ('', workerqueue.queue))
+WHERE {claimable_condition}
+  -- Paused work is not claimed (what each check costs: at the conditions, in common/queries.sql).
+  AND {priority_unpaused_condition}
+  AND {row_unpaused_condition}
 ORDER BY next_try, id
 LIMIT %(limit)s
 FOR UPDATE SKIP LOCKED
@@ -256,13 +247,10 @@ SELECT {claim_columns} FROM workerqueue WHERE 1 = 0
 -- out as in claim_priority.
 SELECT id
 FROM workerqueue FORCE INDEX (claim)
-WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = %(priority)s AND next_try <= %(now)s
+WHERE {claimable_condition}
   /* spread */
-  AND NOT EXISTS (SELECT 1 FROM fastsched_pause AS whole
-                  WHERE whole.priority IN (0, %(priority)s) AND whole.command = '' AND whole.queue = '')
-  AND NOT EXISTS (SELECT 1 FROM fastsched_pause AS p
-                  WHERE p.priority IN (0, %(priority)s) AND p.command IN ('', workerqueue.command)
-                    AND p.queue IN ('', workerqueue.queue))
+  AND {priority_unpaused_condition}
+  AND {row_unpaused_condition}
 ORDER BY next_try, id
 LIMIT %(limit)s
 
@@ -272,7 +260,7 @@ LIMIT %(limit)s
 -- row counted in the reserve only makes the reserve smaller).
 SELECT next_try, id
 FROM workerqueue FORCE INDEX (claim)
-WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = %(priority)s AND next_try <= %(now)s
+WHERE {claimable_condition}
   /* spread */
 ORDER BY next_try, id
 LIMIT 1 OFFSET %(reserve)s
@@ -282,14 +270,11 @@ LIMIT 1 OFFSET %(reserve)s
 -- share_boundary row.
 SELECT id
 FROM workerqueue FORCE INDEX (claim)
-WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = %(priority)s AND next_try <= %(now)s
+WHERE {claimable_condition}
   /* spread */
   AND (next_try > %(from_try)s OR (next_try = %(from_try)s AND id >= %(from_id)s))
-  AND NOT EXISTS (SELECT 1 FROM fastsched_pause AS whole
-                  WHERE whole.priority IN (0, %(priority)s) AND whole.command = '' AND whole.queue = '')
-  AND NOT EXISTS (SELECT 1 FROM fastsched_pause AS p
-                  WHERE p.priority IN (0, %(priority)s) AND p.command IN ('', workerqueue.command)
-                    AND p.queue IN ('', workerqueue.queue))
+  AND {priority_unpaused_condition}
+  AND {row_unpaused_condition}
 ORDER BY next_try DESC, id DESC
 LIMIT %(limit)s
 

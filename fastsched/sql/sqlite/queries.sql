@@ -191,11 +191,8 @@ FROM workerqueue INDEXED BY workerqueue_claim_queue
 WHERE done = 0 AND queue = :queue AND priority = :priority AND next_try <= :now
   AND pid = 0 AND host_id = 0
   -- Paused work is not claimed, as in claim_priority (a master with --queues claims through here).
-  AND NOT EXISTS (SELECT 1 FROM fastsched_pause AS whole
-                  WHERE whole.priority IN (0, :priority) AND whole.command = '' AND whole.queue = '')
-  AND NOT EXISTS (SELECT 1 FROM fastsched_pause AS p
-                  WHERE p.priority IN (0, :priority) AND p.command IN ('', workerqueue.command)
-                    AND p.queue IN ('', workerqueue.queue))
+  AND {priority_unpaused_condition}
+  AND {row_unpaused_condition}
 ORDER BY next_try, id
 LIMIT :limit
 
@@ -203,16 +200,10 @@ LIMIT :limit
 -- Oldest next_try first, in claim-index order. BEGIN IMMEDIATE makes the claimer the only writer.
 SELECT {claim_columns}
 FROM workerqueue
-WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = :priority AND next_try <= :now
-  -- Paused work (fastsched_pause; fastsched.controls) is not claimed. A pause of the whole priority
-  -- makes the WHERE impossible before any row is read (the first test is constant); a narrower one
-  -- is checked per row, and costs little: the pause set the jobs it held aside (PARKED_HOST_ID),
-  -- so only the few added since are read here.
-  AND NOT EXISTS (SELECT 1 FROM fastsched_pause AS whole
-                  WHERE whole.priority IN (0, :priority) AND whole.command = '' AND whole.queue = '')
-  AND NOT EXISTS (SELECT 1 FROM fastsched_pause AS p
-                  WHERE p.priority IN (0, :priority) AND p.command IN ('', workerqueue.command)
-                    AND p.queue IN ('', workerqueue.queue))
+WHERE {claimable_condition}
+  -- Paused work is not claimed (what each check costs: at the conditions, in common/queries.sql).
+  AND {priority_unpaused_condition}
+  AND {row_unpaused_condition}
 ORDER BY next_try, id
 LIMIT :limit
 
@@ -227,9 +218,8 @@ SELECT 0, NULL FROM workerqueue WHERE 1 = 0
 -- more than the claim's own read (3 µs a job of 4).
 SELECT {claim_columns}
 FROM workerqueue
-WHERE done = 0 AND pid = 0 AND host_id = 0 AND priority = :priority AND next_try <= :now
-  AND NOT EXISTS (SELECT 1 FROM fastsched_pause AS whole
-                  WHERE whole.priority IN (0, :priority) AND whole.command = '' AND whole.queue = '')
+WHERE {claimable_condition}
+  AND {priority_unpaused_condition}
 ORDER BY next_try, id
 LIMIT :limit
 
