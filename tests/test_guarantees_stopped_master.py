@@ -12,17 +12,20 @@ one of its claimed jobs locked mid-outcome on a sibling connection.
 from __future__ import annotations
 
 import datetime as dt
+import secrets
 import threading
 from collections.abc import Iterator
 from typing import Any
 
 import pymysql
 import pytest
+from faultkit import connect_raw
 
 from fastsched.backends import open_backend
 from fastsched.backends.base import Backend, claim_owner
 from fastsched.backends.sessions import session_prefix
 from fastsched.dbclock import utcnow
+from fastsched.dsn import parse_dsn
 from fastsched.jobs import NewJob
 
 STOPPED = "stopped-host"
@@ -163,3 +166,42 @@ def test_a_master_that_stops_leaves_no_notes(backends: Any) -> None:
     assert _notes(master, STOPPED, STOPPED_PID) == 2
     master.unregister(STOPPED, STOPPED_PID)
     assert _notes(master, STOPPED, STOPPED_PID) == 0
+
+
+@pytest.fixture
+def other_user_dsn(mysql_dsn: str) -> Iterator[str]:
+    """A second database user with every right on the test database and none on others' connections."""
+    root = parse_dsn(mysql_dsn)
+    user, password = "fs_cut_" + secrets.token_hex(3), "Pw_" + secrets.token_hex(8)
+    admin = connect_raw(mysql_dsn)
+    with admin.cursor() as cur:
+        cur.execute("CREATE USER %s@'%%' IDENTIFIED BY %s", (user, password))
+        cur.execute(f"GRANT ALL ON `{root.database}`.* TO %s@'%%'", (user,))
+    try:
+        yield f"mysql://{user}:{password}@{root.host}:{root.port}/{root.database}"
+    finally:
+        with admin.cursor() as cur:
+            cur.execute("DROP USER IF EXISTS %s@'%%'", (user,))
+        admin.close()
+
+
+def test_a_recovery_that_may_not_kill_says_so_and_recovers_what_is_not_locked(
+    backends: Any, other_user_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Masters connecting as different users: the recovering one may not kill the dead one's
+    connections. It says so, and releases the claims no open transaction holds."""
+    dead = backends()
+    dead.register_master(STOPPED, STOPPED_PID, 1, long_ago(), instance="i1", machine="m1")
+    dead.add_many([NewJob("Cmd", "[1]", 30, None, None, None, False)])
+    dead.claim([0, 0, 1, 0, 0], [STOPPED_PID + 1], claim_owner(STOPPED, "i1"), 1, utcnow())
+    dead_cursor = dead.connection.cursor_ready()
+    other = open_backend(other_user_dsn)
+    try:
+        with caplog.at_level("WARNING", logger="fastsched.backends.sessions"):
+            released = _recover_in_time(other, alive_after())
+    finally:
+        other.close()
+    assert released == [(STOPPED, 1)]
+    assert "cannot cut off connection" in caplog.text
+    dead_cursor.execute("SELECT 1")  # not killed
+    assert dead_cursor.fetchone() == (1,)
