@@ -143,6 +143,7 @@ def test_a_connection_noted_before_the_server_restarted_is_not_killed(backends: 
     innocent_id = int(cursor.fetchone()[0])
     dead = backends()
     dead.register_master(STOPPED, STOPPED_PID, 1, long_ago(), instance="i1", machine="m1")
+    dead.server_now()  # its next transaction notes its connection
     dead.close()
     note = session_prefix(STOPPED, STOPPED_PID) + str(innocent_id)
     cursor.execute("SELECT value FROM fastsched_meta WHERE name LIKE %s", (session_prefix(STOPPED, STOPPED_PID) + "%",))

@@ -660,7 +660,6 @@ class SQLBackend:
         t = self._to_db_time(now)
         listed = queue_set_text(queues)
         host_id = self._host_id(host) if check is not None else 0
-        self.connection.session_prefix = session_prefix(host, pid)
         # On a cluster, the master's node is recorded with it, before its first claim: the others
         # leave its share to it from their next claim on (fastsched.backends.shares).
         self.connection.cursor_ready()
@@ -700,6 +699,8 @@ class SQLBackend:
             return replaced, released
 
         registered = self._transaction(work, "register_master")
+        # From its next transaction on (before any claim), each of its connections is noted.
+        self.connection.session_prefix = session_prefix(host, pid)
         if node is not None:
             self._shares.take_stamp(owner_id, node)  # the first claim need not record it again
         return registered
