@@ -19,7 +19,7 @@ import pytest
 
 from fastsched.backends import open_backend
 from fastsched.backends.base import SCHEMA_VERSION, Backend, PlanCounts
-from fastsched.backends.mysql import check_server_version
+from fastsched.backends.mysql import PACKED_CLAIM_MIN_ROWS, check_server_version
 from fastsched.backends.sqlfiles import load_queries
 from fastsched.dsn import parse_dsn
 from fastsched.errors import (
@@ -510,12 +510,14 @@ def test_claim_takes_the_oldest_next_try_first_and_not_deferred_jobs(backend: Ba
     assert (job.command, job.parameter, job.priority, job.retrial, job.crashes) == ("Cmd", '["later"]', 30, 0, 0)
 
 
-def test_claims_read_every_value_exactly_in_order(backend: Backend) -> None:
-    """On MariaDB a claim's rows come as one JSON value (claim_priority_packed): quotes, backslashes,
-    control characters and non-ASCII text come back as they were stored, in claim order."""
+@pytest.mark.parametrize("wanted", [10, PACKED_CLAIM_MIN_ROWS], ids=["as-rows", "packed-on-mariadb"])
+def test_claims_read_every_value_exactly_in_order(backend: Backend, wanted: int) -> None:
+    """On MariaDB a claim of many rows reads them as one JSON value (claim_priority_packed), a
+    small one as rows: either way, quotes, backslashes, control characters and non-ASCII text come
+    back as they were stored, in claim order."""
     tricky = ['"quoted"', "back\\slash", "tab\tnew\nline", "é€😀", "\u0000?", "]},["]
     ids = backend.add_many([new_job(text, i, dedup=False) for i, text in enumerate(tricky)])
-    (batch,) = backend.claim([0, 0, 10, 0, 0], [1], HOST, 10, NOW)
+    (batch,) = backend.claim([0, 0, wanted, 0, 0], [1], HOST, wanted, NOW)
     assert [job.id for job in batch.jobs] == ids
     assert [json.loads(job.parameter) for job in batch.jobs] == [[text, i] for i, text in enumerate(tricky)]
     assert all(type(job.id) is int and type(job.retrial) is int for job in batch.jobs)

@@ -76,6 +76,11 @@ OPTIONS = {
     "write_timeout": float,
     "unix_socket": str,
 }
+# A claim of fewer rows reads them as rows: the packed form's derived table costs the server about
+# 0.4 ms more a claim (1 row: 0.80 against 0.44 ms; 16: 0.97 against 0.57), which one job's way
+# from add() to its start pays, and saves the master 12 µs of decoding a row (the drains' claims
+# are of hundreds). Measured on MariaDB 10.11, the shared 2-core VM, load 2.6.
+PACKED_CLAIM_MIN_ROWS = 32
 CLAIM_WIDTH = len(ClaimedJob._fields)  # claim_columns: claim_priority selects next_try after them
 _VERSION = re.compile(r"(\d+)\.(\d+)(?:\.(\d+))?")
 
@@ -174,11 +179,12 @@ class MySQLDialect(Dialect):
         self.packed_claims = False
 
     def read_claim(self, cursor: Any, queries: dict[str, str], params: dict[str, Any]) -> list[Any]:
-        """On MariaDB, claim_priority_packed: the claim's rows in one value. Where that value is not
+        """On MariaDB, a claim of PACKED_CLAIM_MIN_ROWS or more by claim_priority_packed: the
+        claim's rows in one value. Where that value is not
         whole (a result over max_allowed_packet is NULL, one over group_concat_max_len cut short),
         the rows are read again one by one in the same transaction: the ones it locked are ours to
         read, and any it locked beyond them are let go unclaimed at the commit."""
-        if self.packed_claims:
+        if self.packed_claims and params["limit"] >= PACKED_CLAIM_MIN_ROWS:
             cursor.execute(queries["claim_priority_packed"], params)
             count, packed = cursor.fetchone()
             if not count:
