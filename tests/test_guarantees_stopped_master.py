@@ -206,3 +206,22 @@ def test_a_recovery_that_may_not_kill_says_so_and_recovers_what_is_not_locked(
     assert "cannot cut off connection" in caplog.text
     dead_cursor.execute("SELECT 1")  # not killed
     assert dead_cursor.fetchone() == (1,)
+
+
+def test_a_master_that_reconnects_keeps_one_note_per_connection(backends: Any) -> None:
+    """A connection that ended is forgotten when its master opens the next one: a master whose
+    connections drop now and then does not pile notes up."""
+    master = backends()
+    master.register_master(STOPPED, STOPPED_PID, 1, None, instance="i1", machine="m1")
+    master.server_now()
+    killer = backends().connection.cursor_ready()
+    for _ in range(3):
+        cursor = master.connection.cursor_ready()
+        cursor.execute("SELECT CONNECTION_ID()")
+        killer.execute(f"KILL CONNECTION {int(cursor.fetchone()[0])}")
+        master.server_now()  # reconnects
+    cursor = master.connection.cursor_ready()
+    cursor.execute("SELECT CONNECTION_ID()")
+    live = int(cursor.fetchone()[0])
+    cursor.execute("SELECT name FROM fastsched_meta WHERE name LIKE %s", (session_prefix(STOPPED, STOPPED_PID) + "%",))
+    assert [row[0] for row in cursor.fetchall()] == [session_prefix(STOPPED, STOPPED_PID) + str(live)]

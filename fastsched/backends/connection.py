@@ -59,6 +59,7 @@ class Connection:
         # A master's (fastsched.backends.sessions): each connection opened is noted under it.
         self.session_prefix: str | None = None
         self._session_noted = False
+        self._session_note: str | None = None  # the last note's name: its connection ends with the next
 
     def close(self) -> None:
         """Close the connection; the next operation opens a new one."""
@@ -90,9 +91,10 @@ class Connection:
         if not self.dialect.cuts_off_sessions:
             return
         self._session_noted = True  # the noting transaction opens no other connection to note
+        ended = self._session_note if self._session_note and self._session_note.startswith(prefix) else None
         try:
-            self.transaction(
-                lambda cursor: record_session(cursor, self.queries, prefix),
+            self._session_note = self.transaction(
+                lambda cursor: record_session(cursor, self.queries, prefix, ended),
                 "noting the master's connection", write=False, check_schema=False,
             )
         except BaseException:

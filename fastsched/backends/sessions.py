@@ -42,13 +42,14 @@ def session_prefix(host: str, pid: int) -> str:
     return f"{PREFIX}{digest}:{int(pid)}:"
 
 
-def server_run(cursor: Any, queries: dict[str, str]) -> str:
-    """``<@@hostname>:<@@port>@<unix time the server started>`` of the cursor's connection."""
+def server_run(cursor: Any, queries: dict[str, str]) -> tuple[str, int]:
+    """``<@@hostname>:<@@port>@<unix time the server started>`` of the cursor's connection, and
+    the connection's id."""
     cursor.execute(queries["server_run"])
-    where, now = cursor.fetchone()
+    where, now, connection = cursor.fetchone()
     cursor.execute(queries["server_uptime"])
     uptime = int(cursor.fetchone()[1])
-    return f"{where}@{round(float(now)) - uptime}"
+    return f"{where}@{round(float(now)) - uptime}", int(connection)
 
 
 def same_run(noted: str, here: str) -> bool:
@@ -60,9 +61,14 @@ def same_run(noted: str, here: str) -> bool:
         return False  # not a value this module wrote
 
 
-def record_session(cursor: Any, queries: dict[str, str], prefix: str) -> None:
-    """Note the cursor's connection as one of the master's (in autocommit: it commits itself)."""
-    cursor.execute(queries["record_session"], {"prefix": prefix, "server": server_run(cursor, queries)})
+def record_session(cursor: Any, queries: dict[str, str], prefix: str, ended: str | None) -> str:
+    """Note the cursor's connection as one of the master's (in autocommit: each statement commits
+    itself), and forget the note ``ended`` of the connection it replaces; the new note's name."""
+    if ended is not None:
+        cursor.execute(queries["forget_session"], {"name": ended})
+    run, connection = server_run(cursor, queries)
+    cursor.execute(queries["record_session"], {"prefix": prefix, "server": run})
+    return f"{prefix}{connection}"
 
 
 def cut_off(cursor: Any, queries: dict[str, str], prefix: str, dialect: Dialect) -> int:
@@ -72,7 +78,7 @@ def cut_off(cursor: Any, queries: dict[str, str], prefix: str, dialect: Dialect)
     noted = list(cursor.fetchall())
     if not noted:
         return 0
-    here = server_run(cursor, queries)
+    here, _ = server_run(cursor, queries)
     killed = 0
     for name, run in noted:
         if not same_run(str(run), here):

@@ -309,7 +309,7 @@ WHERE p.role = 'master'
 -- name: server_run
 -- Which server run a connection is on: its address and when it started (the two ids of a
 -- connection on another node, or from before a restart, may be another's now). Uptime: server_uptime.
-SELECT CONCAT(@@hostname, ':', @@port), UNIX_TIMESTAMP(NOW(6))
+SELECT CONCAT(@@hostname, ':', @@port), UNIX_TIMESTAMP(NOW(6)), CONNECTION_ID()
 
 -- name: server_uptime
 SHOW GLOBAL STATUS LIKE 'Uptime'
@@ -318,6 +318,10 @@ SHOW GLOBAL STATUS LIKE 'Uptime'
 -- One of a master's connections (fastsched.backends.sessions): a recovery of the master kills it.
 INSERT INTO fastsched_meta (name, value) VALUES (CONCAT(%(prefix)s, CONNECTION_ID()), %(server)s)
 ON DUPLICATE KEY UPDATE value = VALUES(value)
+
+-- name: forget_session
+-- The note of a connection of this master that has ended (it reconnected).
+DELETE FROM fastsched_meta WHERE name = %(name)s
 
 -- name: master_sessions
 -- The connections a master noted, but the one asking (a master that recovers its own rows).

@@ -256,6 +256,9 @@ SELECT 1 WHERE 1 = 0
 -- name: record_session
 SELECT 1 WHERE 1 = 0
 
+-- name: forget_session
+SELECT 1 WHERE 1 = 0
+
 -- name: master_sessions
 SELECT 1 WHERE 1 = 0
 
