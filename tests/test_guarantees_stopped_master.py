@@ -225,3 +225,25 @@ def test_a_master_that_reconnects_keeps_one_note_per_connection(backends: Any) -
     live = int(cursor.fetchone()[0])
     cursor.execute("SELECT name FROM fastsched_meta WHERE name LIKE %s", (session_prefix(STOPPED, STOPPED_PID) + "%",))
     assert [row[0] for row in cursor.fetchall()] == [session_prefix(STOPPED, STOPPED_PID) + str(live)]
+
+
+def test_a_row_that_stays_locked_is_recovered_by_a_later_round(
+    backends: Any, other_user_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The recovering master may not kill the stopped one's connection: it gives the row up for
+    this round after a few seconds (its own loop, its heartbeat among it, is not held up for the
+    lock's whole timeout), and recovers it in a round after the lock is gone."""
+    master, ids, heartbeat, outcome = _stopped_master(backends, 2)
+    other = open_backend(other_user_dsn)
+    try:
+        with caplog.at_level("WARNING"):
+            assert _recover_in_time(other, alive_after()) == []
+        assert "its process row stays locked" in caplog.text
+        heartbeat.execute("SELECT 1")  # still alive: it was not killed
+        heartbeat.fetchall()
+        for cursor in (heartbeat, outcome):
+            cursor.execute("ROLLBACK")  # the stopped master goes on, then dies for good
+        master.close()
+        assert _recover_in_time(other, alive_after()) == [(STOPPED, 2)]
+    finally:
+        other.close()

@@ -817,7 +817,9 @@ class SQLBackend:
         """Lock the process row of a master whose heartbeat is older than ``key["alive_after"]``;
         False when there is none. The row may be locked by the master itself, stopped or cut off
         in its heartbeat's transaction, for as long as its connection lives: after a short wait
-        its connections are cut off and the lock is asked for again."""
+        its connections are cut off and the lock is asked for again. Still locked after
+        CUT_OFF_ATTEMPTS waits (its connections could not be killed): False, for the next
+        maintenance round, so that this master's own loop, heartbeat included, waits seconds at most."""
         if not self.dialect.cuts_off_sessions:
             cursor.execute(self._q["lock_expired_master"], key)
             return cursor.fetchone() is not None
@@ -829,8 +831,15 @@ class SQLBackend:
                     cursor.execute(self._q["lock_expired_master"], key)
                     return cursor.fetchone() is not None
                 except self.dialect.driver_error as exc:
-                    if self.dialect.error_code(exc) != LOCK_WAIT_TIMEOUT or attempt == CUT_OFF_ATTEMPTS:
+                    if self.dialect.error_code(exc) != LOCK_WAIT_TIMEOUT:
                         raise
+                    if attempt == CUT_OFF_ATTEMPTS:
+                        log.warning(
+                            "master %s on host %r is past its lease but its process row stays locked "
+                            "(by a connection that could not be cut off): recovering it later",
+                            key["master_pid"], key["host"],
+                        )
+                        return False
                     cut_off(cursor, self._q, prefix, self.dialect)
                     if not self.dialect.in_transaction(cursor.connection):
                         self.dialect.begin(cursor)  # the server rolled it back (innodb_rollback_on_timeout)
