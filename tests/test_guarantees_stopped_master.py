@@ -245,5 +245,7 @@ def test_a_row_that_stays_locked_is_recovered_by_a_later_round(
             cursor.execute("ROLLBACK")  # the stopped master goes on, then dies for good
         master.close()
         assert _recover_in_time(other, alive_after()) == [(STOPPED, 2)]
+        batches = other.claim([0, 0, 2, 0, 0], [78], claim_owner("other-host", ""), 2, utcnow())
+        assert sorted(job.id for batch in batches for job in batch.jobs) == sorted(ids)
     finally:
         other.close()
