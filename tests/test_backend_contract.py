@@ -607,6 +607,29 @@ def test_write_outcomes_and_claim_writes_first_guarded_by_host(backend: Backend)
     assert backend.get(other, NOW).state is JobState.RUNNING
 
 
+def test_a_completion_that_fails_part_way_leaves_no_job_done(sqlite_dsn: str) -> None:
+    """SQLite's complete_jobs is an UPDATE OR FAIL (no statement journal): rows it changed before
+    a failing one stay changed until the transaction rolls back, which must take them all back."""
+    backend = open_backend(sqlite_dsn)
+    try:
+        first, second = backend.add_many([new_job(1), new_job(2)])
+        claim_all(backend)
+        with raw(sqlite_dsn) as (conn, _):
+            conn.execute(
+                f"CREATE TRIGGER refuse_second BEFORE UPDATE OF done ON workerqueue WHEN NEW.id = {second} "
+                "BEGIN SELECT RAISE(FAIL, 'refused'); END"
+            )
+        with pytest.raises(DatabaseError, match="refused"):
+            complete(backend, [first, second])
+        assert {backend.get(i, NOW).state for i in (first, second)} == {JobState.RUNNING}
+        with raw(sqlite_dsn) as (conn, _):
+            conn.execute("DROP TRIGGER refuse_second")
+        complete(backend, [first, second])
+        assert {backend.get(i, NOW).state for i in (first, second)} == {JobState.DONE}
+    finally:
+        backend.close()
+
+
 def test_a_recovered_claim_is_not_overwritten_by_its_old_master(backend: Backend) -> None:
     (job_id,) = backend.add_many([new_job("x")])
     claim_all(backend, HOST, pid=5)
