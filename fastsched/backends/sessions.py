@@ -13,7 +13,8 @@ A connection id means a connection only on the server that gave it and until tha
 restarts: a noted connection is killed only if it was opened on the same server run as the
 recovering one (same ``@@hostname:@@port``, same start to within RUN_START_SLACK seconds).
 Killing needs no privilege when every master connects as the same user (a user may kill its own
-connections); otherwise the server refuses, and the recovery waits as it did before (logged).
+connections); otherwise the server refuses (logged), and a recovery that still finds the process
+row locked gives that master up until its next round (``SQLBackend._lock_expired_master``).
 """
 
 from __future__ import annotations
