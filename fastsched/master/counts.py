@@ -116,10 +116,14 @@ class CountsCache:
         """A claim asked for ``wanted`` and got ``claimed`` jobs per rank."""
         for rank, (want, got) in enumerate(zip(wanted, claimed)):
             if got < want:
-                # Fewer than planned: none is left (other masters took them, a duplicate add was
-                # counted). Exact, whatever the cap said.
+                # Fewer than planned: none may be left (other masters took them, a duplicate add
+                # was counted), or the claim cut its batches shorter than the plan's sizes (by the
+                # run-time estimates of the rows it read; one float rounding is enough). Only the
+                # database tells which: read it before the next plan. Taken for none left, a
+                # priority with work waiting got no worker until the next poll.
                 self._waiting[rank] = 0
                 self._at_least[rank] = False
+                self._stale = True
             else:
                 self._waiting[rank] = max(0, self._waiting[rank] - got)
 
