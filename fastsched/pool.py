@@ -48,7 +48,7 @@ from fastsched import retry_policy, tasks
 from fastsched.backends import one_host
 from fastsched.backends.contracts import MasterStore
 from fastsched.batching import RunTimes
-from fastsched.clock import Clock, utcnow
+from fastsched.clock import Clock, DatabaseWall, utcnow
 from fastsched.config import PoolSettings, validate
 from fastsched.errors import ConfigError, DatabaseError
 from fastsched.exitcodes import EXIT_CONFIG, EXIT_DB_UNREACHABLE, EXIT_FAILURE, EXIT_KILLED, EXIT_OK
@@ -81,7 +81,7 @@ from fastsched.master.duties import (
     next_deadline,
     run_due,
 )
-from fastsched.master.metrics import PoolMetrics
+from fastsched.master.metrics import DbKind, PoolMetrics
 from fastsched.master.recorder import OutcomeRecorder
 from fastsched.master.registration import Registration
 from fastsched.master.requests import OperatorRequests
@@ -137,7 +137,10 @@ class Pool:
         self.settings = settings
         validate(settings)
         fixed_delay = retry_policy.parse_retry_delay(settings.retry_delay)
-        self._clock = Clock(wall=clock or utcnow, mono=monotonic or time.monotonic, sleep=sleep or time.sleep)
+        self._one_host = one_host(settings.dsn)
+        # Every time the master writes or compares with next_try is the database's (DatabaseWall).
+        self._db_wall = DatabaseWall(clock or utcnow, enabled=not self._one_host)
+        self._clock = Clock(wall=self._db_wall, mono=monotonic or time.monotonic, sleep=sleep or time.sleep)
         self._host = settings.host_id
         self._lease_seconds = float(settings.lease)
         self._tasks = tasks.default_registry.as_dict()
@@ -153,7 +156,6 @@ class Pool:
             max_duration_minutes=dict(settings.max_duration_minutes),
             tasks=tasks.default_registry.policies(),
         )
-        self._one_host = one_host(settings.dsn)
         context = multiprocessing.get_context("fork")
         fence = context.RawArray("d", 1)  # 0.0: no job may start before the first registration
         self._children = ChildSet(
@@ -279,7 +281,7 @@ class Pool:
             self._grace,
             RunTimeLimits(self._children),
             OperatorRequests(self._link, self._children, registration.owner, settings.heartbeat_interval, stopping),
-            Maintenance(self._link, settings, clock.wall, clock.mono, stopping),
+            Maintenance(self._link, settings, clock.wall, clock.mono, stopping, synced=self._db_wall),
             PeriodicTasks(self._link, tasks.default_registry, settings.maintenance_interval, clock.wall, stopping),
             LogLines(self._link, self.metrics, settings, self._load_view, clock.wall),
         ]
@@ -318,6 +320,7 @@ class Pool:
         )
         registration.start(give_up=lambda: bool(self._stop_requests))
         self.metrics.db_up = True
+        self._sync_wall()
         backend = self._link.backend
         lanes = int(getattr(backend, "concurrent_connections", 1))
         completer = Completer(
@@ -334,6 +337,23 @@ class Pool:
         )
         self._started = _Started(registration, completer, claimer, recorder, dispatcher)
         return registration
+
+    def _sync_wall(self) -> None:
+        """Read the server's clock once before the first claim (maintenance reads it again later)."""
+        wall = self._db_wall
+        if not wall.enabled:
+            return
+        before = wall.host()
+        try:
+            server_now = self._link.call(DbKind.OTHER, self._link.backend.server_now)
+        except DatabaseError:
+            return  # the next maintenance run reads it
+        wall.sync(server_now, before, wall.host())
+        if wall.offset:
+            log.warning(
+                "this host's clock is %.3f s %s the database server's: the master uses the server's",
+                abs(wall.offset.total_seconds()), "behind" if wall.offset > dt.timedelta(0) else "ahead of",
+            )
 
     @property
     def _parts(self) -> _Started:

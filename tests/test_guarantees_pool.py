@@ -18,6 +18,7 @@ MariaDB: real pools started with ``fastsched-pool start``, broken from outside.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -240,10 +241,33 @@ def test_a_master_whose_clock_is_behind_is_not_declared_dead(
             assert on_time.stop() == 0, on_time.tail()
             on_time_log = on_time.log
         assert behind.stop() == 0, behind.tail()
+        behind_log = behind.log
     watcher.settle()
     runs = [r for r in load_runs(runs_dir) if r.job == job]
     assert len(runs) == 1, f"the job ran {len(runs)} times\n{on_time_log[-3000:]}"
     assert "missed its heartbeat" not in on_time_log, on_time_log[-3000:]
+    # It claims on the server's clock: its job did not wait for its own clock to reach next_try.
+    assert re.search(r"this host's clock is (39\.9|40\.0)\d* s behind the database server's", behind_log)
+
+
+def test_a_master_whose_clock_is_ahead_runs_no_delayed_job_early(mysql_dsn: str, tmp_path: Path) -> None:
+    """A master whose clock is 40 s ahead would find a job delayed by 8 s runnable at once."""
+    runs_dir = tmp_path / "runs"
+    runs_dir.mkdir()
+    with PoolProc(
+        mysql_dsn, tmp_path, "--workers", "1", host_id="ahead",
+        launcher=(str(Path(__file__).parent / "skewed_pool.py"), "40"),
+    ) as ahead:
+        ahead.started()
+        with fastsched.connect(mysql_dsn) as queue:
+            added = time.monotonic()
+            job = queue.add({"priority": 30, "delay": 8}, "fault.rec", str(runs_dir), 0, 0.0)
+        wait_until(lambda: _ended(runs_dir, job), WAIT, "the delayed job to run")
+        assert ahead.stop() == 0, ahead.tail()
+        ahead_log = ahead.log
+    (run,) = [r for r in load_runs(runs_dir) if r.job == job]
+    assert run.start - added >= 8.0 - 0.5, f"it ran {run.start - added:.2f} s after it was added, delayed 8 s"
+    assert "ahead of the database server's" in ahead_log
 
 
 def test_an_sqlite_application_transaction_longer_than_half_the_lease_is_no_outage(

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from fastsched import pidfile, tasks
 from fastsched.backends import one_host
+from fastsched.clock import DatabaseWall
 from fastsched.config import PoolSettings
 from fastsched.errors import DatabaseError
 from fastsched.master.childset import ChildSet
@@ -194,8 +195,11 @@ class Maintenance:
         wall: Callable[[], dt.datetime],
         mono: Callable[[], float],
         stopping: Callable[[], bool],
+        synced: DatabaseWall | None = None,
     ) -> None:
+        """``synced``: the master's wall clock, set to the server's by each run's reading of it."""
         self._link = link
+        self._synced = synced
         self._interval = settings.maintenance_interval
         self._retention = settings.retention
         self._lease = settings.lease
@@ -217,7 +221,11 @@ class Maintenance:
         try:
             # The lease is measured on the database's clock, which every master's heartbeat is stamped
             # with: a host whose clock is off is not declared dead for it, nor kept alive.
+            synced = self._synced
+            before = synced.host() if synced else now
             server_now = self._link.call(DbKind.OTHER, backend.server_now)
+            if synced:
+                synced.sync(server_now, before, synced.host())
             for host, released in self._link.call(
                 DbKind.WRITE, backend.recover_expired, server_now - dt.timedelta(seconds=self._lease),
                 self._spare,
