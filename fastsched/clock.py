@@ -58,7 +58,10 @@ class DatabaseWall:
         return self._wall()
 
     def sync(self, server_now: dt.datetime, before: dt.datetime, after: dt.datetime) -> None:
-        if not self.enabled:
+        """Take the offset of ``server_now``, read between the host's ``before`` and ``after``.
+        A reading that took longer than twice SKEW_IGNORED (a retried or stalled call) is too
+        uncertain to move the clock by: the offset stays as it was."""
+        if not self.enabled or after - before > 2 * SKEW_IGNORED:
             return
         offset = server_now - (before + (after - before) / 2)
         self.offset = offset if abs(offset) > SKEW_IGNORED else dt.timedelta(0)
