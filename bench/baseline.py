@@ -9,8 +9,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sqlite3
+import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from typing_extensions import Self
 
 FRIENDICA_TABLE = "friendica_workerqueue"
 CLAIM_BATCH = 100  # jobs per raw claim: "claim-100-then-complete"
@@ -224,6 +228,45 @@ class CommitFloor:
 
     def close(self) -> None:
         self._conn.close()
+
+
+class CommitStalls:
+    """The database's own stalls during a run: CommitFloor's two commits, again and again on a
+    thread of their own, every ``every`` seconds; a pair that took longer than ``over`` seconds is
+    kept as its (start, end) on time.monotonic(), the clock the jobs' reports use. A job that waited
+    across one of these waited for the disk, whatever the pool did (this VM's fsync alone stalls
+    70-600 ms now and then under write load)."""
+
+    def __init__(self, dsn: str, *, over: float, every: float = 0.01) -> None:
+        self._floor = CommitFloor(dsn)
+        self._over, self._every = over, every
+        self.stalls: list[tuple[float, float]] = []
+        self.pairs = 0
+        self.longest = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="commit-stalls", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._every):
+            started = time.monotonic()
+            took = self._floor.once()
+            self.pairs += 1
+            self.longest = max(self.longest, took)
+            if took > self._over:
+                self.stalls.append((started, started + took))
+
+    def overlaps(self, start: float, end: float) -> bool:
+        """Whether a stall fell within [start, end]."""
+        return any(s < end and e > start for s, e in self.stalls)
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self._floor.close()
 
 
 def timed(fn: Any, *args: Any) -> tuple[Any, float]:
